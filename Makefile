@@ -1,0 +1,36 @@
+# Two commands after cloning:  make report   (set up, fetch data, run every notebook, render report/)
+#                              make test     (set up, then the test suite)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup data report test lab tensorboard benchmark clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+data: setup  ## make sure the three data sets are in data/ and decoded
+	$(BIN)/python -m helpers.data
+
+report: data  ## execute notebooks/NN_*.ipynb in place (full budget) and render report/index.html
+	$(BIN)/python -m helpers.notebooks --budget full
+
+test: setup  ## the test suite (notebooks run in the quick budget)
+	$(BIN)/python -m pytest
+
+benchmark: data  ## epoch time of the training engine vs a typical DataLoader pipeline
+	$(BIN)/python -m helpers.bench
+
+lab: setup  ## JupyterLab on the project
+	$(BIN)/jupyter lab --notebook-dir=.
+
+tensorboard: setup  ## TensorBoard over every run the notebooks logged
+	$(BIN)/tensorboard --logdir outputs/runs
+
+clean:  ## remove what runs produce (not the data, not the venv)
+	rm -rf outputs outputs-quick report

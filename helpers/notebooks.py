@@ -1,0 +1,136 @@
+"""Execute the numbered notebooks (papermill) and render them as an HTML report (nbconvert).
+
+``python -m helpers.notebooks`` runs every ``notebooks/NN_*.ipynb`` top to bottom in place with
+the full budget and writes ``report/NN_*.html`` plus ``report/index.html``. Each notebook runs into
+a temporary file first and replaces the committed one only when it finished without error, so a
+failed run never destroys the last good outputs (the failed copy is kept beside the report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+
+from helpers.paths import BUDGETS, project_root
+
+
+def notebook_paths(folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks, in order."""
+    folder = folder or project_root() / "notebooks"
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute(notebook: Path, output: Path, budget: str = "full", parameters: dict | None = None,
+            timeout: int | None = None) -> Path:
+    """Run ``notebook`` top to bottom into ``output`` with ``BUDGET=budget``.
+
+    The full budget is each notebook's default, so it is run without injecting a parameters cell.
+    Raises papermill's ``PapermillExecutionError`` (naming the failing cell) on error.
+    """
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS}")
+    params = dict(parameters or {})
+    if budget != "full":
+        params["BUDGET"] = budget
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(notebook), str(output), parameters=params, cwd=str(notebook.parent),
+        kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+    )
+    return output
+
+
+def title_of(notebook: Path) -> str:
+    """The first markdown heading of a notebook (its title in the report index)."""
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return notebook.stem
+
+
+def render(notebooks: list[Path], out_dir: Path) -> Path:
+    """Write one HTML file per notebook and an ``index.html`` linking them in order."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab")
+    items = []
+    for nb_path in notebooks:
+        body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
+        target = out_dir / f"{nb_path.stem}.html"
+        target.write_text(body, encoding="utf-8")
+        items.append(f'<li><a href="{target.name}">{html.escape(title_of(nb_path))}</a> '
+                     f"<code>{html.escape(nb_path.name)}</code></li>")
+    index = out_dir / "index.html"
+    index.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>LeNet-5 hyperparameter tuning "
+        "portfolio</title><style>body{font-family:sans-serif;max-width:50em;margin:2em auto}"
+        "li{margin:.5em 0}</style></head><body><h1>LeNet-5 hyperparameter tuning portfolio</h1>"
+        "<p>The notebooks, in reading order. Each ends with a note of how it was run "
+        "(budget, device, wall time).</p><ol>" + "\n".join(items) + "</ol></body></html>",
+        encoding="utf-8",
+    )
+    return index
+
+
+def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execute_notebooks: bool = True) -> Path:
+    """Execute the notebooks (in place) and render the report; returns the index path."""
+    notebooks = notebook_paths()
+    if only:
+        notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in only)]
+    if not notebooks:
+        raise SystemExit("no notebooks matched")
+    if execute_notebooks:
+        for nb_path in notebooks:
+            started = time.perf_counter()
+            print(f"[{time.strftime('%H:%M:%S')}] running {nb_path.name} (BUDGET={budget!r}) ...", flush=True)
+            tmp = nb_path.with_name(f".{nb_path.stem}.running.ipynb")
+            try:
+                execute(nb_path, tmp, budget)
+            except Exception:
+                failed = report_dir / f"{nb_path.stem}.failed.ipynb"
+                report_dir.mkdir(parents=True, exist_ok=True)
+                if tmp.exists():
+                    shutil.move(str(tmp), failed)
+                print(f"{nb_path.name} failed; its partial run is in {failed}; the committed notebook is untouched.",
+                      file=sys.stderr)
+                raise
+            _strip_papermill_noise(tmp)
+            tmp.replace(nb_path)
+            print(f"    done in {time.perf_counter() - started:.0f} s", flush=True)
+    index = render(notebook_paths(), report_dir)  # the whole report, including notebooks not re-run
+    print(f"report: {index}")
+    return index
+
+
+def _strip_papermill_noise(path: Path) -> None:
+    """Drop papermill's per-cell timing metadata so committed notebooks diff cleanly."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        cell.get("metadata", {}).pop("papermill", None)
+        cell.get("metadata", {}).pop("execution", None)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", choices=BUDGETS, default="full")
+    parser.add_argument("--report-dir", type=Path, default=project_root() / "report")
+    parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03")
+    parser.add_argument("--render-only", action="store_true", help="render the committed notebooks, run nothing")
+    args = parser.parse_args(argv)
+    run_all(args.budget, args.report_dir, args.only, execute_notebooks=not args.render_only)
+
+
+if __name__ == "__main__":
+    main()

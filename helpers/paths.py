@@ -1,0 +1,60 @@
+"""Where the project keeps its data and what its runs produce."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Environment variable naming a local mirror of the data sets (CI: ``../shared/data``).
+MIRROR_ENV = "DATA_MIRROR"
+#: Environment variable overriding the project's ``data/`` folder.
+DATA_DIR_ENV = "PORTFOLIO_DATA_DIR"
+#: Environment variable overriding where runs write TensorBoard logs, checkpoints and results.
+OUTPUT_DIR_ENV = "PORTFOLIO_OUTPUT_DIR"
+
+BUDGETS = ("quick", "full")
+
+
+def project_root() -> Path:
+    """The repository's root folder (the parent of ``helpers/``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """Folder the data sets land in: ``$PORTFOLIO_DATA_DIR`` or ``<root>/data``."""
+    override = os.environ.get(DATA_DIR_ENV)
+    return Path(override).expanduser().resolve() if override else project_root() / "data"
+
+
+def mirror_dir() -> Path | None:
+    """The local mirror named by ``$DATA_MIRROR``, if set."""
+    value = os.environ.get(MIRROR_ENV)
+    return Path(value).expanduser().resolve() if value else None
+
+
+def output_dir(budget: str = "full") -> Path:
+    """Folder for what a run produces: TensorBoard ``runs/``, ``models/`` and ``results/``.
+
+    Quick-budget runs (the tests) write to ``outputs-quick/`` so that they never overwrite the
+    full-budget results that the committed notebooks and the webcam demo use.
+    """
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+    override = os.environ.get(OUTPUT_DIR_ENV)
+    base = Path(override).expanduser().resolve() if override else project_root()
+    return base / ("outputs" if budget == "full" else "outputs-quick")
+
+
+def runs_dir(budget: str = "full") -> Path:
+    """TensorBoard log root: ``runs/<experiment>/<run>`` lives under it."""
+    return output_dir(budget) / "runs"
+
+
+def models_dir(budget: str = "full") -> Path:
+    """Where checkpoints and exported models are saved."""
+    return output_dir(budget) / "models"
+
+
+def results_dir(budget: str = "full") -> Path:
+    """Where tuning trials and experiment results are cached."""
+    return output_dir(budget) / "results"

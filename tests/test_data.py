@@ -1,0 +1,228 @@
+"""The data layer on the real data sets: shapes, counts, splits, caching and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.datasets import FashionMNIST
+
+from helpers import data
+from helpers.datasources import CorruptDataError, DataNotFoundError, ensure_dataset
+
+from conftest import copy_dataset
+
+
+def _check_common(s: data.DataSplits, channels: int, size: int, n_classes: int) -> None:
+    for name in ("train", "val", "test"):
+        split = s.split(name)
+        assert split.x.dtype == torch.uint8 and split.y.dtype == torch.int64
+        assert split.x.shape[1:] == (channels, size, size)
+        assert len(split.ids) == len(split.y) == split.x.shape[0]
+        assert int(split.y.min()) >= 0 and int(split.y.max()) < n_classes
+    assert len(s.classes) == n_classes
+    # validation is carved from train: no image in both
+    assert not set(s.train.ids) & set(s.val.ids)
+    # normalisation statistics are those of the training split alone
+    xf = s.train.x.double() / 255
+    assert np.allclose(s.mean, xf.mean(dim=(0, 2, 3)).numpy(), atol=1e-5)
+    assert np.allclose(s.std, xf.std(dim=(0, 2, 3)).numpy(), atol=1e-5)
+
+
+def test_fashion_mnist_shapes_counts_and_split(mirror_data_root: Path, mirror: Path) -> None:
+    s = data.load_fashion_mnist(data_root=mirror_data_root, mirror=mirror)
+    _check_common(s, channels=1, size=28, n_classes=10)
+    assert s.classes == list(FashionMNIST.classes)
+    counts = s.counts()
+    assert (counts["train"] == 5400).all() and (counts["val"] == 600).all() and (counts["test"] == 1000).all()
+
+
+@pytest.mark.parametrize("color, channels", [("rgb", 3), ("grayscale", 1)])
+def test_simpsons_mnist_shapes_counts_and_split(mirror_data_root: Path, mirror: Path, color: str, channels: int) -> None:
+    s = data.load_simpsons_mnist(color, data_root=mirror_data_root, mirror=mirror)
+    _check_common(s, channels=channels, size=28, n_classes=10)
+    assert s.classes[0] == "bart_simpson" and s.classes[-1] == "principal_skinner"
+    counts = s.counts()
+    assert (counts["train"] == 720).all() and (counts["val"] == 80).all() and (counts["test"] == 200).all()
+    # every image id names its own character folder
+    assert all(f"/{s.classes[int(y)]}/" in i for i, y in zip(s.test.ids, s.test.y))
+
+
+def test_chest_xray_three_classes_and_patient_disjoint_splits(mirror_data_root: Path, mirror: Path) -> None:
+    s = data.load_chest_xray(size=64, data_root=mirror_data_root, mirror=mirror)
+    _check_common(s, channels=1, size=64, n_classes=3)
+    assert s.classes == ["normal", "bacterial", "viral"]
+    counts = s.counts()
+    # the mirror's subset: 200 train + 60 test images per class (README of shared/data)
+    assert ((counts["train"] + counts["val"]) == 200).all() and (counts["test"] == 60).all()
+    assert 0.07 < len(s.val) / (len(s.train) + len(s.val)) < 0.13
+    patients = {k: {data.patient_of(i) for i in s.split(k).ids} for k in ("train", "val", "test")}
+    assert not patients["train"] & patients["val"]
+    assert not patients["train"] & patients["test"] and not patients["val"] & patients["test"]
+    # labels agree with the file names they came from
+    for image_id, y in zip(s.train.ids, s.train.y):
+        parts = image_id.split("/")
+        assert data.xray_label_and_patient(parts[-2], parts[-1])[0] == s.classes[int(y)]
+    assert "780 images" in s.note
+
+
+def test_chest_xray_size_is_configurable(mirror_data_root: Path, mirror: Path) -> None:
+    s = data.load_chest_xray(size=32, data_root=mirror_data_root, mirror=mirror)
+    assert s.train.x.shape[1:] == (1, 32, 32)
+
+
+def test_split_is_stable_under_a_fixed_seed(mirror_data_root: Path, mirror: Path) -> None:
+    a = data.load_simpsons_mnist("grayscale", data_root=mirror_data_root, mirror=mirror, seed=0)
+    b = data.load_simpsons_mnist("grayscale", data_root=mirror_data_root, mirror=mirror, seed=0)
+    c = data.load_simpsons_mnist("grayscale", data_root=mirror_data_root, mirror=mirror, seed=1)
+    assert a.val.ids == b.val.ids and torch.equal(a.val.x, b.val.x)
+    assert a.val.ids != c.val.ids
+
+
+def test_cache_hit_is_faster_than_first_load(tmp_path: Path, mirror: Path) -> None:
+    ensure_dataset(data.SIMPSONS, tmp_path, mirror)  # copy first: time decoding, not copying
+    t0 = time.perf_counter()
+    first = data.load_simpsons_mnist("grayscale", data_root=tmp_path, mirror=mirror)
+    t1 = time.perf_counter()
+    second = data.load_simpsons_mnist("grayscale", data_root=tmp_path, mirror=mirror)
+    t2 = time.perf_counter()
+    assert list((tmp_path / "cache").glob("simpsons-grayscale-*.pt"))
+    assert torch.equal(first.train.x, second.train.x)
+    assert (t2 - t1) < 0.5 * (t1 - t0), f"cache hit {t2 - t1:.2f}s vs first load {t1 - t0:.2f}s"
+
+
+def test_subset_is_stratified_and_says_so(mirror_data_root: Path, mirror: Path) -> None:
+    s = data.load_simpsons_mnist("rgb", data_root=mirror_data_root, mirror=mirror)
+    small = s.subset(n_train=1000, n_val=200, n_test=300)
+    assert (len(small.train), len(small.val), len(small.test)) == (1000, 200, 300)
+    assert (small.counts()["train"] == 100).all()
+    assert "1,000 train / 200 val / 300 test" in small.note and "7,200 train" in small.note
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_missing_data_names_the_data_set_and_where_it_looked(tmp_path: Path) -> None:
+    empty_mirror = tmp_path / "mirror"
+    empty_mirror.mkdir()
+    with pytest.raises(DataNotFoundError) as err:
+        data.load_chest_xray(data_root=tmp_path / "data", mirror=empty_mirror)
+    msg = str(err.value)
+    assert "Chest X-ray" in msg and str(tmp_path / "data" / "chest_xray") in msg
+    assert str(empty_mirror / "chest_xray") in msg and "mendeley" in msg.lower()
+
+
+def test_failed_download_is_reported_with_the_places_looked(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(FashionMNIST, "mirrors", [f"file://{tmp_path}/nowhere/"])
+    with pytest.raises(DataNotFoundError) as err:
+        data.load_fashion_mnist(data_root=tmp_path / "data", mirror=tmp_path / "no-mirror")
+    msg = str(err.value)
+    assert "Fashion-MNIST not found" in msg and "download" in msg and "DATA_MIRROR" in msg
+
+
+def test_download_path_fetches_and_verifies_the_real_files(tmp_path: Path, mirror: Path, monkeypatch) -> None:
+    # A file:// "server" holding the real gz files exercises download + md5 check offline.
+    monkeypatch.setattr(FashionMNIST, "mirrors", [(mirror / "FashionMNIST" / "raw").as_uri() + "/"])
+    s = data.load_fashion_mnist(data_root=tmp_path / "data", mirror=tmp_path / "no-mirror")
+    assert len(s.test) == 10000
+
+
+def test_simpsons_download_extracts_the_dataset_folder(tmp_path: Path, mirror: Path, monkeypatch) -> None:
+    archive = tmp_path / "simpsons-mnist-HEAD.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # the real files, laid out like GitHub's archive
+        for f in (mirror / "simpsons-mnist" / "dataset").rglob("*.jpg"):
+            if "/train/" in f.as_posix() and not f.name.endswith(("0.jpg", "1.jpg")):
+                continue  # keep the archive small: a fifth of train, all of test
+            zf.write(f, "simpsons-mnist-HEAD/" + f.relative_to(mirror / "simpsons-mnist").as_posix())
+    monkeypatch.setattr(data, "SIMPSONS_URL", archive.as_uri())
+    s = data.load_simpsons_mnist("rgb", data_root=tmp_path / "data", mirror=tmp_path / "no-mirror")
+    assert len(s.test) == 2000 and s.num_classes == 10
+
+
+def test_truncated_gz_names_the_file(tmp_path: Path, mirror: Path) -> None:
+    folder = copy_dataset(mirror, "FashionMNIST", tmp_path)
+    victim = folder / "raw" / "t10k-labels-idx1-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:2000])
+    with pytest.raises(CorruptDataError, match="t10k-labels-idx1-ubyte.gz"):
+        data.load_fashion_mnist(data_root=tmp_path, mirror=mirror)
+
+
+def test_gz_that_is_not_gzip_is_reported(tmp_path: Path, mirror: Path, monkeypatch) -> None:
+    folder = copy_dataset(mirror, "FashionMNIST", tmp_path)
+    victim = folder / "raw" / "t10k-labels-idx1-ubyte.gz"
+    victim.write_bytes(b"not a gzip file")
+    fake = [(f, data.file_digest(folder / "raw" / f, "md5")) for f, _ in FashionMNIST.resources]
+    monkeypatch.setattr(FashionMNIST, "resources", fake)  # md5 passes: the gzip check must catch it
+    with pytest.raises(CorruptDataError, match="t10k-labels-idx1-ubyte.gz.*gzip"):
+        data.load_fashion_mnist(data_root=tmp_path, mirror=mirror)
+
+
+def test_idx_with_wrong_length_is_reported(tmp_path: Path, mirror: Path, monkeypatch) -> None:
+    folder = copy_dataset(mirror, "FashionMNIST", tmp_path)
+    victim = folder / "raw" / "t10k-labels-idx1-ubyte.gz"
+    victim.write_bytes(gzip.compress(gzip.decompress(victim.read_bytes())[:-10]))
+    fake = [(f, data.file_digest(folder / "raw" / f, "md5")) for f, _ in FashionMNIST.resources]
+    monkeypatch.setattr(FashionMNIST, "resources", fake)
+    with pytest.raises(CorruptDataError, match="t10k-labels-idx1-ubyte.gz.*header"):
+        data.load_fashion_mnist(data_root=tmp_path, mirror=mirror)
+
+
+def test_xray_file_failing_its_manifest_checksum_is_named(tmp_path: Path, mirror: Path) -> None:
+    folder = copy_dataset(mirror, "chest_xray", tmp_path)
+    victim = sorted((folder / "test" / "NORMAL").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:500])
+    with pytest.raises(CorruptDataError, match=victim.name):
+        data.load_chest_xray(data_root=tmp_path, mirror=mirror)
+
+
+def test_undecodable_image_is_named(tmp_path: Path, mirror: Path) -> None:
+    folder = copy_dataset(mirror, "chest_xray", tmp_path)
+    (folder / "manifest.csv").unlink()  # like the complete data set, which has no manifest
+    victim = sorted((folder / "train" / "PNEUMONIA").iterdir())[3]
+    victim.write_bytes(b"\xff\xd8 this is not a jpeg")
+    with pytest.raises(CorruptDataError, match=f"cannot decode image .*{victim.name}"):
+        data.load_chest_xray(data_root=tmp_path, mirror=mirror)
+
+
+def test_empty_class_folder_is_reported(tmp_path: Path, mirror: Path) -> None:
+    folder = copy_dataset(mirror, "chest_xray", tmp_path)
+    (folder / "manifest.csv").unlink()
+    for f in (folder / "test" / "NORMAL").iterdir():
+        f.unlink()
+    with pytest.raises(DataNotFoundError, match="test/NORMAL holds no images"):
+        data.load_chest_xray(data_root=tmp_path, mirror=mirror)
+
+
+def test_missing_class_folder_in_simpsons_is_reported(tmp_path: Path, mirror: Path) -> None:
+    folder = copy_dataset(mirror, "simpsons-mnist", tmp_path)
+    shutil.rmtree(folder / "dataset" / "rgb" / "test" / "moe_szyslak")
+    with pytest.raises(DataNotFoundError, match="missing in test \\['moe_szyslak'\\]"):
+        data.load_simpsons_mnist("rgb", data_root=tmp_path, mirror=mirror)
+
+
+def test_files_with_unknown_names_are_skipped_with_a_warning(tmp_path: Path, mirror: Path) -> None:
+    folder = copy_dataset(mirror, "chest_xray", tmp_path)
+    (folder / "manifest.csv").unlink()
+    src = sorted((folder / "train" / "PNEUMONIA").iterdir())[0]
+    shutil.copyfile(src, folder / "train" / "PNEUMONIA" / "scan_without_patient.jpeg")
+    with pytest.warns(UserWarning, match="scan_without_patient.jpeg"):
+        s = data.load_chest_xray(data_root=tmp_path, mirror=mirror)
+    assert len(s.train) + len(s.val) == 600
+
+
+def test_kaggle_val_folder_is_folded_into_training(tmp_path: Path, mirror: Path) -> None:
+    folder = copy_dataset(mirror, "chest_xray", tmp_path)
+    (folder / "manifest.csv").unlink()
+    for cls in ("NORMAL", "PNEUMONIA"):  # move a few images to a Kaggle-style val/ folder
+        (folder / "val" / cls).mkdir(parents=True)
+        for f in sorted((folder / "train" / cls).iterdir())[:4]:
+            f.rename(folder / "val" / cls / f.name)
+    s = data.load_chest_xray(data_root=tmp_path, mirror=mirror)
+    assert len(s.train) + len(s.val) == 600 and len(s.test) == 180
+    assert any(i.startswith("val/") for i in s.train.ids + s.val.ids)

@@ -1,0 +1,48 @@
+"""Every numbered notebook runs top to bottom in the quick budget, and the report renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.notebooks import execute, notebook_paths, render
+
+NOTEBOOKS = notebook_paths()
+
+
+def test_notebooks_exist_in_order() -> None:
+    names = [p.name for p in NOTEBOOKS]
+    assert names and names[0].startswith("01_")
+    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(1, len(names) + 1)]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
+    out = execute(notebook, tmp_path / notebook.name, budget="quick")
+    nb = nbformat.read(out, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    assert all(c.execution_count is not None for c in code)
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    # the notebook states how it was run, and it was the quick budget
+    assert "Run with BUDGET='quick'" in "".join(o.get("text", "") for o in code[-1].outputs)
+
+
+def test_committed_notebooks_carry_a_full_run() -> None:
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+        counts = [c.execution_count for c in code]
+        assert None not in counts and counts == sorted(counts), f"{path.name} not run top to bottom"
+        assert not [o for c in code for o in c.outputs if o.output_type == "error"], f"{path.name} has errors"
+        stamp = "".join(o.get("text", "") for o in code[-1].outputs)
+        assert "Run with BUDGET='full'" in stamp, f"{path.name} lacks its full-budget run stamp"
+
+
+def test_report_renders_an_index_linking_every_notebook(tmp_path: Path) -> None:
+    index = render(NOTEBOOKS, tmp_path)
+    text = index.read_text()
+    for path in NOTEBOOKS:
+        assert f'href="{path.stem}.html"' in text
+        assert (tmp_path / f"{path.stem}.html").stat().st_size > 10_000
