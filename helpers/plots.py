@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from helpers.data import DataSplits
+from helpers.training import Evaluation, History
 
 
 def to_display(img: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -84,3 +85,68 @@ def plot_pixel_histograms(datasets: Mapping[str, DataSplits], max_images: int = 
     fig.tight_layout()
     return fig
 
+
+
+def plot_learning_curves(histories: Mapping[str, History], title: str = "Learning curves") -> Figure:
+    """Loss and accuracy per epoch, train (dashed) and validation (solid), one colour per run."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4))
+    palette = sns.color_palette(n_colors=max(3, len(histories)))
+    for color, (name, history) in zip(palette, histories.items()):
+        h = history.frame()
+        if h.empty:
+            continue
+        ax_loss.plot(h.index, h["train_loss"], "--", color=color, alpha=0.7)
+        ax_loss.plot(h.index, h["val_loss"], "-", color=color, label=name)
+        ax_acc.plot(h.index, 100 * h["train_acc"], "--", color=color, alpha=0.7)
+        ax_acc.plot(h.index, 100 * h["val_acc"], "-", color=color, label=name)
+        if history.best_epoch:
+            ax_loss.plot(history.best_epoch, history.best_val_loss, "o", color=color)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss (nats)", title="loss (dashed: train, solid: validation)")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (dashed: train, solid: validation)")
+    ax_acc.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(evaluation: Evaluation, split: str = "test", title: str | None = None, ax=None) -> Figure:
+    """Row-normalised confusion matrix (% of each true class), with counts in the title."""
+    conf = evaluation.confusion
+    pct = 100 * conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+    k = len(evaluation.classes)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(5.5, 1.0 + 0.65 * k), max(4.5, 0.8 + 0.6 * k)))
+    else:
+        fig = ax.figure
+    sns.heatmap(pct, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, cbar_kws={"label": "% of true class"},
+                xticklabels=evaluation.classes, yticklabels=evaluation.classes, ax=ax, annot_kws={"fontsize": 7})
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.tick_params(axis="x", rotation=45, labelsize=7)
+    ax.tick_params(axis="y", rotation=0, labelsize=7)
+    ax.set_title(title or f"Confusion matrix on {split} ({conf.sum():,} images, accuracy {100 * evaluation.accuracy:.1f} %)")
+    fig.tight_layout()
+    return fig
+
+
+def show_misclassified(data: DataSplits, evaluation: Evaluation, split: str = "test", n: int = 16, seed: int = 0) -> Figure:
+    """Up to ``n`` misclassified images (chosen at random) with 'true -> predicted (confidence)'."""
+    s = data.split(split)
+    wrong = np.flatnonzero(evaluation.predictions != s.y.numpy())
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(wrong, size=min(n, len(wrong)), replace=False) if len(wrong) else []
+    titles = [
+        f"{data.classes[int(s.y[i])]}\n-> {data.classes[int(evaluation.predictions[i])]} "
+        f"({100 * evaluation.probabilities[i].max():.0f}%)"
+        for i in pick
+    ]
+    return image_grid([s.x[i] for i in pick], titles, ncols=8,
+                      title=f"{data.name}: {len(pick)} of {len(wrong):,} misclassified {split} images (true -> predicted)",
+                      title_colors=["firebrick"] * len(pick), cell=1.6)
+
+
+def show_frames(frames_bgr: Sequence[np.ndarray], titles: Sequence[str], title: str, ncols: int = 3,
+                cell: float = 3.2) -> Figure:
+    """OpenCV (BGR, H×W×3) frames in a grid, e.g. annotated webcam snapshots."""
+    rgb = [np.ascontiguousarray(f[..., ::-1]).transpose(2, 0, 1) for f in frames_bgr]
+    return image_grid(rgb, titles, ncols=ncols, title=title, cell=cell)

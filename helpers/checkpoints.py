@@ -1,0 +1,99 @@
+"""Checkpoints: weights plus everything needed to use them (config, classes, normalisation, metrics).
+
+Saved atomically (written to a temporary file, then renamed), so an interrupted save never
+leaves a half-written checkpoint in place of a good one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from helpers.models import ARCHITECTURES, build_model, spec_of
+
+FORMAT = "lenet5-portfolio-checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a usable checkpoint of this project."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode) and its metadata."""
+
+    model: nn.Module
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    arch: str
+    model_config: dict[str, Any]
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model_config["image_size"])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.model_config["in_channels"])
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, classes: list[str], mean: tuple[float, ...], std: tuple[float, ...],
+    train_config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its metadata to ``path`` atomically; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = spec_of(model)
+    payload = {
+        "format": FORMAT, "arch": spec.arch, "model_config": spec.config,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "classes": list(classes), "mean": list(mean), "std": list(std),
+        "train_config": dict(train_config or {}), "metrics": dict(metrics or {}), "extra": dict(extra or {}),
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint saved by :func:`save_checkpoint` into an identical model (eval mode).
+
+    Raises :class:`CheckpointError` with the reason for a missing file, a file that is not a
+    checkpoint, or weights that do not fit the recorded architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train and save a model first (notebook 02 or 03)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (expected format {FORMAT!r})")
+    arch = payload["arch"]
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r}")
+    try:
+        model = build_model(arch, seed=None, **payload["model_config"])
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the recorded {arch} config: {exc}") from exc
+    model.to(device).eval()
+    return Checkpoint(
+        model=model, classes=list(payload["classes"]), mean=tuple(payload["mean"]), std=tuple(payload["std"]),
+        arch=arch, model_config=dict(payload["model_config"]), train_config=dict(payload["train_config"]),
+        metrics=dict(payload["metrics"]), extra=dict(payload.get("extra", {})), path=path,
+    )

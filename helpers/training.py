@@ -1,0 +1,337 @@
+"""The training engine: ``fit`` and ``evaluate`` on tensors that live on the device.
+
+The data sets are small, so every split is moved to the device once, converted to float and
+normalised with the training-split statistics; batches are drawn by indexing with a seeded
+permutation. There is no per-item PIL transform, no DataLoader and no host-device copy inside
+the training loop; loss and accuracy are accumulated on the device and read once per epoch (plus
+a cheap divergence check every few dozen steps). On CUDA the forward pass runs in bfloat16
+autocast and the optimizers use their fused kernels.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.data import DataSplits, Split
+from helpers.devices import pick_device
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("none", "step", "onecycle", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that controls one training run (all plain values: loggable as hyperparameters)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9  # SGD and RMSprop
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 10
+    schedule: str = "none"  # none | step | onecycle | cosine
+    step_size: int = 5  # StepLR: epochs between decays
+    gamma: float = 0.1  # StepLR: decay factor
+    patience: int | None = None  # early stopping: epochs without improvement of `monitor`; None = off
+    min_delta: float = 0.0  # improvement of `monitor` that resets patience
+    monitor: str = "val_loss"  # what picks the best epoch and drives early stopping: val_loss or val_acc
+    hflip: bool = False  # random horizontal flips
+    shift: int = 0  # random translations of up to this many pixels
+    seed: int = 0
+    max_updates: int | None = None  # stop after this many optimizer steps (fixed-update budgets)
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored elsewhere)
+    diverge_factor: float = 10.0  # training loss above this × chance-level loss counts as divergence
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if self.batch_size < 1 or int(self.batch_size) != self.batch_size:
+            problems.append(f"batch_size must be a positive integer, got {self.batch_size}")
+        if self.epochs < 1:
+            problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.shift < 0:
+            problems.append(f"shift must be >= 0, got {self.shift}")
+        if self.monitor not in ("val_loss", "val_acc"):
+            problems.append(f"monitor must be 'val_loss' or 'val_acc', got {self.monitor!r}")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+        self.batch_size = int(self.batch_size)
+        self.epochs = int(self.epochs)
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a run and how it ended."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.inf  #: validation loss of the best epoch
+    stopped_early: bool = False
+    diverged: str | None = None  #: why the run was stopped as diverging, or None
+    updates: int = 0
+    seconds: float = 0.0
+    optimizer: dict[str, Any] = field(default_factory=dict)  #: what the optimizer object was built with
+
+
+    def frame(self) -> pd.DataFrame:
+        """One row per epoch: train/val loss and accuracy, learning rate, seconds."""
+        return pd.DataFrame(self.epochs).set_index("epoch") if self.epochs else pd.DataFrame()
+
+    @property
+    def best(self) -> dict[str, float]:
+        """The metrics of the best epoch (by the run's ``monitor``)."""
+        return next((e for e in self.epochs if e["epoch"] == self.best_epoch), {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the model (best weights loaded) and its history."""
+
+    model: nn.Module
+    history: History
+    config: TrainConfig
+    device: str
+
+
+@dataclass
+class Evaluation:
+    """Accuracy, loss, per-class accuracy and confusion matrix on one split."""
+
+    accuracy: float
+    loss: float
+    per_class: pd.Series  #: accuracy (recall) per class
+    confusion: np.ndarray  #: rows = true class, columns = predicted class
+    predictions: np.ndarray
+    probabilities: np.ndarray
+    classes: list[str]
+
+
+class DeviceSplit:
+    """A split on the device as normalised float tensors (built once per run)."""
+
+    def __init__(self, split: Split, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> None:
+        m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.x = (split.x.to(device=device, dtype=torch.float32) / 255.0 - m) / s
+        self.y = split.y.to(device)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer named by ``config`` over ``model``'s parameters."""
+    params = model.parameters()
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **fused)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, **fused)
+    return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _make_schedule(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """(scheduler, steps per update: 'batch' or 'epoch') for ``config.schedule``."""
+    total = config.epochs * steps_per_epoch
+    if config.max_updates:
+        total = min(total, config.max_updates)
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, config.step_size, config.gamma), "epoch"
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total + 1), "batch"
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total), "batch"
+    return None, "none"
+
+
+def augment(x: torch.Tensor, hflip: bool, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and integer translations (zero padding), per image, on the device."""
+    n, _, h, w = x.shape
+    if hflip:
+        flip = torch.rand(n, device=x.device, generator=gen) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    if shift > 0:
+        padded = F.pad(x, (shift, shift, shift, shift))
+        dy = torch.randint(0, 2 * shift + 1, (n, 1), device=x.device, generator=gen)
+        dx = torch.randint(0, 2 * shift + 1, (n, 1), device=x.device, generator=gen)
+        rows = (torch.arange(h, device=x.device).view(1, -1) + dy).view(n, 1, h, 1).expand(-1, x.shape[1], -1, w + 2 * shift)
+        padded = padded.gather(2, rows)
+        cols = (torch.arange(w, device=x.device).view(1, -1) + dx).view(n, 1, 1, w).expand(-1, x.shape[1], h, -1)
+        x = padded.gather(3, cols)
+    return x
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+@torch.inference_mode()
+def _predict(model: nn.Module, x: torch.Tensor, batch: int = 2048, amp: bool = True) -> torch.Tensor:
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch):
+        with _autocast(x.device, amp):
+            outs.append(model(x[i : i + batch]).float())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def _loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    loss = F.cross_entropy(logits, y).item()
+    acc = (logits.argmax(1) == y).float().mean().item()
+    return loss, acc
+
+
+def fit(
+    model: nn.Module,
+    data: DataSplits,
+    config: TrainConfig,
+    device: str | torch.device | None = "auto",
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    tracker: Any | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data.train``, validate on ``data.val`` each epoch; never touches test.
+
+    Returns the model with the weights of its best epoch (lowest validation loss, or highest
+    validation accuracy with ``monitor="val_acc"``) and the history. Early stopping
+    (``config.patience``) stops after that many epochs without improvement of the monitored value.
+    A run whose loss becomes NaN/inf or exceeds ``diverge_factor`` × chance level is stopped and
+    reported in ``history.diverged``. ``tracker`` (a :class:`helpers.tracking.RunTracker`) receives
+    each epoch's metrics.
+    """
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    torch.manual_seed(config.seed)  # dropout masks
+    gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
+    train = DeviceSplit(data.train, data.mean, data.std, device)
+    val = DeviceSplit(data.val, data.mean, data.std, device)
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    opt = make_optimizer(model, config, device)
+    n, bs = len(train), config.batch_size
+    steps_per_epoch = max(1, n // bs) if n > bs else 1
+    scheduler, sched_unit = _make_schedule(opt, config, steps_per_epoch)
+    chance_loss = math.log(data.num_classes)
+    group = opt.param_groups[0]
+    history = History(optimizer={
+        "class": type(opt).__name__, "lr": float(group.get("max_lr", group.get("initial_lr", group["lr"]))),
+        "weight_decay": float(group["weight_decay"]), "batch_size": bs,
+        **({"momentum": float(group["momentum"])} if "momentum" in group else {}),
+    })
+    best_state = copy.deepcopy(model.state_dict())
+    wait = 0
+    best_score = math.inf  # lower is better: val_loss, or -val_acc
+    started = time.perf_counter()
+
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        lr_now = opt.param_groups[0]["lr"]
+        perm = torch.randperm(n, device=device, generator=gen)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for step in range(steps_per_epoch):
+            idx = perm[step * bs : (step + 1) * bs] if n > bs else perm
+            xb, yb = train.x[idx], train.y[idx]
+            if config.hflip or config.shift:
+                xb = augment(xb, config.hflip, config.shift, gen)
+            with _autocast(device, config.amp):
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched_unit == "batch":
+                scheduler.step()
+            history.updates += 1
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.argmax(1) == yb).sum()
+            seen += len(yb)
+            if step % 50 == 49 and not torch.isfinite(loss_sum):
+                break
+            if config.max_updates and history.updates >= config.max_updates:
+                break
+        if sched_unit == "epoch":
+            scheduler.step()
+        train_loss = (loss_sum / max(seen, 1)).item()
+        if not math.isfinite(train_loss) or train_loss > config.diverge_factor * chance_loss:
+            history.diverged = (
+                f"training loss {train_loss:.4g} in epoch {epoch} "
+                f"({'not finite' if not math.isfinite(train_loss) else f'> {config.diverge_factor:g} x chance level {chance_loss:.3g}'})"
+            )
+            break
+        val_loss, val_acc = _loss_and_accuracy(_predict(model, val.x, amp=config.amp), val.y)
+        record = {
+            "epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / max(seen, 1),
+            "val_loss": val_loss, "val_acc": val_acc, "lr": lr_now, "seconds": time.perf_counter() - t0,
+        }
+        history.epochs.append(record)
+        if tracker is not None:
+            tracker.log_epoch(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if not math.isfinite(val_loss):
+            history.diverged = f"validation loss not finite in epoch {epoch}"
+            break
+        score = val_loss if config.monitor == "val_loss" else -val_acc
+        if score < best_score - config.min_delta:
+            best_score, history.best_val_loss, history.best_epoch, wait = score, val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            wait += 1
+            if config.patience is not None and wait >= config.patience:
+                history.stopped_early = True
+                break
+        if config.max_updates and history.updates >= config.max_updates:
+            break
+
+    model.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - started
+    return FitResult(model, history, config, str(device))
+
+
+def evaluate(
+    model: nn.Module, data: DataSplits, split: str = "test", device: str | torch.device | None = "auto",
+) -> Evaluation:
+    """Accuracy, loss, per-class accuracy and confusion matrix of ``model`` on one split."""
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    model.to(device)
+    ds = DeviceSplit(data.split(split), data.mean, data.std, device)
+    logits = _predict(model, ds.x)
+    loss, acc = _loss_and_accuracy(logits, ds.y)
+    pred = logits.argmax(1).cpu().numpy()
+    true = ds.y.cpu().numpy()
+    k = data.num_classes
+    confusion = np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.diag(confusion) / confusion.sum(axis=1)
+    return Evaluation(
+        accuracy=acc, loss=loss, per_class=pd.Series(per_class, index=data.classes, name="accuracy"),
+        confusion=confusion, predictions=pred, probabilities=torch.softmax(logits, 1).cpu().numpy(),
+        classes=list(data.classes),
+    )

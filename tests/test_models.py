@@ -1,0 +1,58 @@
+"""Model shapes for every input configuration, parameter counts and config validation."""
+
+import pytest
+import torch
+
+from helpers.models import LeNet5Config, build_model, count_parameters, spec_of
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "reference_cnn"])
+@pytest.mark.parametrize("channels, size, classes", [(1, 28, 10), (3, 28, 10), (1, 64, 3), (1, 32, 3)])
+def test_output_shape_for_every_input_configuration(arch: str, channels: int, size: int, classes: int) -> None:
+    model = build_model(arch, in_channels=channels, image_size=size, num_classes=classes)
+    out = model(torch.zeros(5, channels, size, size))
+    assert out.shape == (5, classes)
+
+
+def test_classic_lenet5_has_the_textbook_parameter_count() -> None:
+    # conv 6@5x5 (156) + conv 16@5x5 (2,416) + 400-120 (48,120) + 120-84 (10,164) + 84-10 (850)
+    assert count_parameters(build_model()) == 61_706
+
+
+@pytest.mark.parametrize("options", [
+    dict(conv_channels=(6, 16, 32)),          # extra conv layer
+    dict(dense_units=(256, 128, 64)),         # extra dense layer
+    dict(batchnorm=True, dropout=0.5),
+    dict(activation="tanh", pool="avg"),      # LeCun 1998 style
+    dict(conv_channels=(32, 64), dense_units=(512, 256)),
+])
+def test_variants_build_and_run(options: dict) -> None:
+    model = build_model(in_channels=3, **options)
+    assert model(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+    assert spec_of(model).config["conv_channels"] == tuple(options.get("conv_channels", (6, 16)))
+
+
+def test_wider_models_have_more_parameters() -> None:
+    small = count_parameters(build_model(dense_units=(16, 8)))
+    large = count_parameters(build_model(dense_units=(1024, 512)))
+    assert large > 10 * small
+
+
+def test_same_seed_gives_same_initial_weights() -> None:
+    a, b, c = build_model(seed=1), build_model(seed=1), build_model(seed=2)
+    assert torch.equal(a.features[0].weight, b.features[0].weight)
+    assert not torch.equal(a.features[0].weight, c.features[0].weight)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(activation="sigmoidish"), dict(pool="median"), dict(dropout=1.0), dict(conv_channels=(6,)),
+    dict(image_size=8),
+])
+def test_invalid_config_is_rejected(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        LeNet5Config(**bad)
+
+
+def test_unknown_architecture_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("resnet1000")

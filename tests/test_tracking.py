@@ -1,0 +1,89 @@
+"""TensorBoard event files and checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from helpers.data import load_simpsons_mnist
+from helpers.models import build_model
+from helpers.plots import plot_confusion
+from helpers.tracking import RunTracker, scalar_hparams
+from helpers.training import TrainConfig, evaluate, fit
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = load_simpsons_mnist("rgb").subset(n_train=600, n_val=200, n_test=300)
+    root = tmp_path_factory.mktemp("runs")
+    cfg = TrainConfig(optimizer="adam", lr=2e-3, epochs=2)
+    with RunTracker("unit-test", "lenet a", root=root) as tracker:
+        result = fit(build_model(in_channels=3, dropout=0.1), data, cfg, device="cpu", tracker=tracker)
+        ev = evaluate(result.model, data, "val", device="cpu")
+        tracker.log_figure("confusion_matrix", plot_confusion(ev, "val"))
+        tracker.log_hparams({**cfg.__dict__, "dense_units": (120, 84)}, {"val_acc": ev.accuracy, "val_loss": ev.loss})
+    return data, result, root
+
+
+def test_event_files_hold_the_expected_tags(trained) -> None:
+    _, result, root = trained
+    run_dirs = [p for p in (root / "unit-test").iterdir() if p.is_dir()]
+    assert [p.name for p in run_dirs] == ["lenet_a"]  # hparams did not create a sub-run
+    acc = EventAccumulator(str(run_dirs[0]), size_guidance={"tensors": 0, "scalars": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr", "hparam/val_acc"):
+        assert tag in tags["scalars"], tag
+    assert [e.step for e in acc.Scalars("loss/val")] == [1, 2]
+    assert acc.Scalars("loss/val")[-1].value == pytest.approx(result.history.epochs[-1]["val_loss"], rel=1e-5)
+    assert "confusion_matrix" in tags["images"]
+    hparams = acc.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams)
+    start = HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["optimizer"].string_value == "adam"
+    assert start.hparams["lr"].number_value == pytest.approx(2e-3)
+    assert start.hparams["dense_units"].string_value == "(120, 84)"
+
+
+def test_hparams_are_made_scalar() -> None:
+    clean = scalar_hparams({"lr": 0.1, "units": (120, 84), "patience": None, "bn": True, "n": torch.tensor(3)})
+    assert clean == {"lr": 0.1, "units": "(120, 84)", "patience": "None", "bn": True, "n": 3}
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path: Path) -> None:
+    data, result, _ = trained
+    path = save_checkpoint(tmp_path / "m.pt", result.model, data.classes, data.mean, data.std,
+                           train_config=result.config.__dict__, metrics={"val_acc": 0.5})
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
+    ckpt = load_checkpoint(path)
+    assert ckpt.classes == data.classes and ckpt.mean == data.mean and ckpt.metrics["val_acc"] == 0.5
+    assert ckpt.train_config["optimizer"] == "adam"
+    before = evaluate(result.model, data, "test", device="cpu")
+    after = evaluate(ckpt.model, data, "test", device="cpu")
+    assert (before.predictions == after.predictions).all()
+    assert before.probabilities == pytest.approx(after.probabilities, abs=1e-6)
+
+
+def test_wrong_model_files_give_clear_errors(tmp_path: Path, trained) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(junk)
+    plain = tmp_path / "plain.pt"
+    torch.save(build_model().state_dict(), plain)  # a bare state_dict, no metadata
+    with pytest.raises(CheckpointError, match="not a checkpoint of this project"):
+        load_checkpoint(plain)
+    data, result, _ = trained
+    path = save_checkpoint(tmp_path / "m.pt", result.model, data.classes, data.mean, data.std)
+    payload = torch.load(path, weights_only=True)
+    payload["model_config"]["dense_units"] = (64, 32)  # weights no longer fit the config
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path)

@@ -1,0 +1,131 @@
+"""The training engine on a real slice of Fashion-MNIST."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import devices
+from helpers.data import DataSplits, load_fashion_mnist
+from helpers.models import build_model
+from helpers.training import TrainConfig, augment, evaluate, fit
+
+
+@pytest.fixture(scope="module")
+def fashion_slice() -> DataSplits:
+    """2,000 train / 500 val / 1,000 test real Fashion-MNIST images (stratified)."""
+    return load_fashion_mnist().subset(n_train=2000, n_val=500, n_test=1000)
+
+
+def test_short_run_lowers_validation_loss_and_beats_chance(fashion_slice: DataSplits) -> None:
+    result = fit(build_model(), fashion_slice, TrainConfig(optimizer="adam", lr=2e-3, epochs=3), device="cpu")
+    h = result.history.frame()
+    assert h["val_loss"].iloc[-1] < h["val_loss"].iloc[0] < math.log(10)
+    test = evaluate(result.model, fashion_slice, "test", device="cpu")
+    assert test.accuracy > 0.6  # chance is 0.1
+    assert test.confusion.sum() == 1000
+    assert test.accuracy == pytest.approx(np.trace(test.confusion) / 1000)
+    assert test.per_class.between(0, 1).all() and len(test.per_class) == 10
+
+
+def test_same_seed_gives_identical_history_on_cpu(fashion_slice: DataSplits) -> None:
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, epochs=2, hflip=True, shift=2, seed=7)
+    runs = [fit(build_model(seed=3, dropout=0.2), fashion_slice, cfg, device="cpu").history for _ in range(2)]
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h.epochs]  # noqa: E731
+    assert strip(runs[0]) == strip(runs[1])
+    other = fit(build_model(seed=3, dropout=0.2), fashion_slice, TrainConfig(**{**cfg.__dict__, "seed": 8}), device="cpu")
+    assert strip(other.history) != strip(runs[0])
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(fashion_slice: DataSplits) -> None:
+    # min_delta of a whole nat cannot be met after epoch 1, so patience 1 stops in epoch 2
+    cfg = TrainConfig(optimizer="adam", lr=1e-3, epochs=10, patience=1, min_delta=1.0)
+    result = fit(build_model(), fashion_slice, cfg, device="cpu")
+    assert result.history.stopped_early and len(result.history.epochs) == 2 and result.history.best_epoch == 1
+    val = evaluate(result.model, fashion_slice, "val", device="cpu")
+    assert val.loss == pytest.approx(result.history.epochs[0]["val_loss"], rel=1e-5)
+
+
+def test_diverging_run_is_stopped_and_reported(fashion_slice: DataSplits) -> None:
+    result = fit(build_model(), fashion_slice, TrainConfig(optimizer="sgd", lr=1e4, epochs=5), device="cpu")
+    assert result.history.diverged is not None
+    assert len(result.history.epochs) < 5
+
+
+def test_max_updates_caps_the_number_of_steps(fashion_slice: DataSplits) -> None:
+    result = fit(build_model(), fashion_slice, TrainConfig(batch_size=100, epochs=50, max_updates=30), device="cpu")
+    assert result.history.updates == 30 and len(result.history.epochs) == 2  # 20 steps per epoch
+
+
+@pytest.mark.parametrize("schedule", ["step", "onecycle", "cosine"])
+def test_schedules_change_the_learning_rate(fashion_slice: DataSplits, schedule: str) -> None:
+    small = fashion_slice.subset(n_train=500, n_val=100)
+    cfg = TrainConfig(lr=0.1, epochs=3, schedule=schedule, step_size=1, gamma=0.5)
+    lrs = [e["lr"] for e in fit(build_model(), small, cfg, device="cpu").history.epochs]
+    assert len(set(lrs)) == 3
+    if schedule == "step":
+        assert lrs == pytest.approx([0.1, 0.05, 0.025])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+def test_every_optimizer_trains(fashion_slice: DataSplits, optimizer: str) -> None:
+    small = fashion_slice.subset(n_train=1000, n_val=200)
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    h = fit(build_model(), small, TrainConfig(optimizer=optimizer, lr=lr, epochs=2), device="cpu").history
+    assert h.epochs[-1]["val_acc"] > 0.3
+
+
+def test_invalid_training_config_names_every_problem() -> None:
+    with pytest.raises(ValueError, match="optimizer must be.*lr must be"):
+        TrainConfig(optimizer="lion", lr=-1.0)
+
+
+def test_augment_flips_and_shifts_each_image_by_at_most_shift() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6) + 1
+    assert torch.equal(augment(x, hflip=False, shift=0, gen=gen), x)
+    flipped = augment(x, hflip=True, shift=0, gen=gen)
+    for a, b in zip(flipped, x):
+        assert torch.equal(a, b) or torch.equal(a, b.flip(-1))
+    shifted = augment(x.repeat(16, 1, 1, 1), hflip=False, shift=1, gen=gen)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    offsets = set()
+    for k, img in enumerate(shifted):
+        src = padded[k % 2]
+        match = [(dy, dx) for dy in range(3) for dx in range(3) if torch.equal(img[0], src[0, dy:dy + 6, dx:dx + 6])]
+        assert match, "every output is a translation of its input by at most 1 px"
+        offsets.add(match[0])
+    assert len(offsets) > 1
+
+
+def test_device_falls_back_to_cpu_without_cuda_or_mps(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+    monkeypatch.delenv(devices.DEVICE_ENV, raising=False)
+    assert devices.pick_device() == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        devices.pick_device("cuda")
+    with pytest.raises(RuntimeError, match="MPS is not available"):
+        devices.pick_device("mps")
+
+
+def test_device_prefers_cuda_then_mps_and_honours_the_override(monkeypatch) -> None:
+    monkeypatch.delenv(devices.DEVICE_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: True)
+    assert devices.pick_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert devices.pick_device() == torch.device("cuda")
+    monkeypatch.setenv(devices.DEVICE_ENV, "cpu")
+    assert devices.pick_device() == torch.device("cpu")
+
+
+def test_monitor_val_acc_keeps_the_most_accurate_epoch(fashion_slice: DataSplits) -> None:
+    cfg = TrainConfig(optimizer="adam", lr=3e-3, epochs=4, monitor="val_acc")
+    h = fit(build_model(), fashion_slice, cfg, device="cpu").history
+    accs = [e["val_acc"] for e in h.epochs]
+    assert h.best_epoch == 1 + accs.index(max(accs))
+    assert h.optimizer["class"] == "Adam" and h.optimizer["lr"] == pytest.approx(3e-3)
