@@ -1,0 +1,220 @@
+"""Hyperopt search: results inside the space, failures, resume after SIGKILL, seeds, grid, plots."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from hyperopt import STATUS_FAIL, STATUS_OK, hp
+
+from helpers import tuning, tuning_plots
+from helpers.data import DataSplits, load_simpsons_mnist
+from helpers.training import fit
+
+matplotlib.use("Agg")
+
+BASE = {"epochs": 1, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def small() -> DataSplits:
+    """600 train / 200 val real Simpsons-MNIST (rgb) images."""
+    return load_simpsons_mnist("rgb").subset(n_train=600, n_val=200, n_test=200)
+
+
+@pytest.fixture(scope="module")
+def searched(small: DataSplits, tmp_path_factory):
+    """A real 5-trial TPE search in which trial 2 is poisoned with NaN weights."""
+    root = tmp_path_factory.mktemp("search")
+
+    def poisoning_fit(model, data, config, **kw):
+        if objective.trial_index == 1:
+            with torch.no_grad():
+                model.features[0].weight.fill_(float("nan"))
+        return fit(model, data, config, **kw)
+
+    objective = tuning.Objective(small, BASE, "unit", "tpe", budget="quick", device="cpu",
+                                 runs_root=root / "runs", train_fn=poisoning_fit)
+    space = tuning.lenet_space()
+    spec = tuning.SearchSpec("unit", "tpe", seed=0, max_evals=5, n_startup_jobs=3)
+    trials = tuning.run_search(objective, space, spec, root / "trials.pkl", progress=False)
+    return trials, tuning.trials_frame(trials, space, "tpe"), root
+
+
+def test_search_returns_a_best_config_inside_the_space(searched) -> None:
+    trials, frame, _ = searched
+    assert len(frame) == 5 and list(frame["trial"]) == [1, 2, 3, 4, 5]
+    best = tuning.best_trial(frame)
+    assert 0.1 < best["val_acc"] <= 1.0
+    assert best["batch_size"] in (32, 64, 128, 256)  # values, not hp.choice indices
+    conv1, conv2 = map(int, best["conv"].split("/"))
+    assert conv1 in (6, 12, 24) and conv2 in (16, 32, 48)
+    d1, d2 = map(int, best["dense"].split("/"))
+    assert 32 <= d1 <= 384 and d1 % 16 == 0 and 16 <= d2 <= 192 and d2 % 16 == 0
+    assert 0.0 <= best["dropout"] <= 0.5 and best["augment"] in ("none", "flip", "flip+shift")
+    bounds = {"sgd": (3e-3, 0.3), "adam": (1e-4, 1e-2), "adamw": (1e-4, 1e-2), "rmsprop": (1e-4, 3e-3)}
+    lo, hi = bounds[best["optimizer"]]
+    assert lo <= best["lr"] <= hi
+
+
+def test_sampled_settings_reach_the_model_and_the_optimizer(searched) -> None:
+    trials, frame, _ = searched
+    ok = [t for t in trials.trials if t["result"]["status"] == STATUS_OK]
+    for t in ok:
+        cfg, applied = t["result"]["config"], t["result"]["applied"]
+        assert applied["lr"] == pytest.approx(cfg["lr"])  # read from the optimizer object itself
+        assert applied["batch_size"] == cfg["batch_size"]
+        assert applied["class"].lower() == cfg["optimizer"].replace("rmsprop", "rmsprop")
+    assert len({t["result"]["applied"]["n_params"] for t in ok}) > 1  # different trials, different models
+
+
+def test_nan_trial_is_a_failure_and_the_search_goes_on(searched) -> None:
+    trials, frame, _ = searched
+    assert list(frame["status"]) == [STATUS_OK, STATUS_FAIL, STATUS_OK, STATUS_OK, STATUS_OK]
+    failed = frame.iloc[1]
+    assert "not finite" in failed["failure"] and math.isnan(failed["val_acc"])
+    assert tuning.best_trial(frame)["trial"] != 2
+    assert "history" in trials.trial_attachments(trials.trials[1])
+
+
+def test_every_trial_is_one_tensorboard_run_with_hparams(searched) -> None:
+    _, _, root = searched
+    runs = sorted(p.name for p in (root / "runs" / "unit").iterdir())
+    assert runs == [f"tpe-trial-{i:03d}" for i in range(5)]
+
+
+def test_plots_and_table_work_on_a_real_trials_object_with_a_failure(searched) -> None:
+    _, frame, _ = searched
+    params = ["lr", "batch_size", "dropout", "batchnorm", "conv"]
+    for fig in (
+        tuning_plots.plot_optimization_history({"tpe": frame}, reference=0.3),
+        tuning_plots.plot_parallel_coordinates(frame, params),
+        tuning_plots.plot_param_scatter(frame, params),
+    ):
+        title = fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title()
+        assert "successful trials" in title or "Optimization history" in title
+        assert fig.axes[0].get_ylabel() or fig.axes[0].get_xlabel()
+    table = tuning_plots.top_table(frame, k=10)
+    assert len(table) == 4 and table["val_acc_%"].is_monotonic_decreasing
+    imp = tuning.importance(frame, params)
+    assert set(imp.index) == set(params) and ((imp >= 0) & (imp <= 1 + 1e-9)).all()
+
+
+def _analytic(params: dict) -> dict:
+    """A cheap deterministic objective for tests of the search machinery itself."""
+    opt = params["optimizer"]
+    loss = (math.log10(opt["lr"]) + 2.5) ** 2 + params["dropout"] + params["batch_size"] / 1000
+    return {"loss": loss, "status": STATUS_OK, "val_acc": 1 - loss / 10}
+
+
+def _points(trials) -> list[dict]:
+    return [{k: v for k, v in t["misc"]["vals"].items() if v} for t in trials.trials]
+
+
+def test_same_seed_gives_the_same_suggestions_and_resume_does_not_replay(tmp_path: Path) -> None:
+    space = tuning.lenet_space()
+    spec = lambda seed, n: tuning.SearchSpec("det", "tpe", seed=seed, max_evals=n, n_startup_jobs=3)  # noqa: E731
+    a = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "a.pkl", progress=False)
+    b = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "b.pkl", progress=False)
+    c = tuning.run_search(_analytic, space, spec(6, 8), tmp_path / "c.pkl", progress=False)
+    assert _points(a) == _points(b) and _points(a) != _points(c)
+    # interrupted after 4 trials, then resumed: identical to the uninterrupted search, no replays
+    tuning.run_search(_analytic, space, spec(5, 4), tmp_path / "d.pkl", progress=False)
+    d = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "d.pkl", progress=False)
+    assert _points(d) == _points(a)
+    assert _points(d)[4] != _points(d)[0]
+
+
+def test_grid_enumerates_exactly_its_subspace(tmp_path: Path) -> None:
+    grid = {"lr": [1e-3, 1e-2], "batch_size": [32, 64, 128]}
+    space = tuning.grid_space(grid, fixed={"optimizer": "adam", "dropout": 0.1})
+    calls = []
+
+    def objective(params):
+        calls.append((params["lr"], params["batch_size"]))
+        return _analytic({"optimizer": {"lr": params["lr"]}, "dropout": 0.1, "batch_size": params["batch_size"]})
+
+    spec = tuning.SearchSpec("grid", "grid", seed=0, max_evals=6)
+    trials = tuning.run_search(objective, space, spec, tmp_path / "g.pkl", grid=grid, progress=False)
+    assert sorted(calls) == sorted((lr, bs) for lr in grid["lr"] for bs in grid["batch_size"])
+    assert len(set(calls)) == 6 == len(trials.trials)
+    frame = tuning.trials_frame(trials, space, "grid")
+    assert [p["batch_size"] for p in frame["point"]] == [32, 64, 128, 32, 64, 128]
+    with pytest.raises(ValueError, match="exceeds the grid's 6 points"):
+        tuning.run_search(objective, space, tuning.SearchSpec("grid", "grid", 0, 7), tmp_path / "h.pkl",
+                          grid=grid, progress=False)
+
+
+def test_invalid_space_value_fails_before_any_training(small: DataSplits, tmp_path: Path) -> None:
+    calls = []
+    objective = tuning.Objective(small, BASE, "bad", "random", budget="quick", device="cpu",
+                                 runs_root=tmp_path, train_fn=lambda *a, **k: calls.append(1))
+    space = {**tuning.lenet_space(), "dropout": hp.uniform("dropout", 0.5, 1.5)}
+    with pytest.raises(ValueError, match="invalid search space.*dropout"):
+        tuning.run_search(objective, space, tuning.SearchSpec("bad", "random", 0, 3), tmp_path / "t.pkl", progress=False)
+    assert calls == [] and not (tmp_path / "t.pkl").exists()
+
+
+def test_resuming_with_another_search_is_refused(tmp_path: Path) -> None:
+    space = tuning.lenet_space()
+    tuning.run_search(_analytic, space, tuning.SearchSpec("s", "tpe", 0, 2), tmp_path / "t.pkl", progress=False)
+    with pytest.raises(tuning.SearchMismatchError):
+        tuning.run_search(_analytic, space, tuning.SearchSpec("s", "random", 0, 2), tmp_path / "t.pkl", progress=False)
+
+
+SEARCH_SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from helpers import tuning
+    from helpers.data import load_simpsons_mnist
+    data = load_simpsons_mnist("rgb").subset(n_train=600, n_val=200, n_test=100)
+    obj = tuning.Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", budget="quick", device="cpu",
+                           runs_root=Path(sys.argv[1]) / "runs")
+    spec = tuning.SearchSpec("kill", "random", seed=1, max_evals=int(sys.argv[3]))
+    tuning.run_search(obj, tuning.lenet_space(), spec, Path(sys.argv[2]), progress=False)
+""")
+
+
+def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp_path: Path, small) -> None:
+    trials_path = tmp_path / "trials.pkl"
+    script = tmp_path / "search.py"
+    script.write_text(SEARCH_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(trials_path), "12"], env=env)
+    deadline = time.time() + 240
+    finished_before = 0
+    while time.time() < deadline and proc.poll() is None:
+        if trials_path.exists():
+            finished_before = len(tuning.load_trials(trials_path).trials)
+            if finished_before >= 2:
+                break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the search must still have been running when killed"
+
+    before = tuning.load_trials(trials_path)  # still a valid file: saves are atomic
+    k = len(before.trials)
+    assert 2 <= k < 12
+    kept = [(t["tid"], t["result"]["val_acc"], t["misc"]["vals"]) for t in before.trials]
+
+    calls = []
+    data = small.subset(n_train=600, n_val=200)
+    obj = tuning.Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", budget="quick", device="cpu",
+                           runs_root=tmp_path / "runs",
+                           train_fn=lambda *a, **kw: calls.append(1) or fit(*a, **kw))
+    after = tuning.run_search(obj, tuning.lenet_space(), tuning.SearchSpec("kill", "random", 1, 12), trials_path,
+                              progress=False)
+    assert len(after.trials) == 12 and len(calls) == 12 - k  # only the missing trials ran
+    assert [(t["tid"], t["result"]["val_acc"], t["misc"]["vals"]) for t in after.trials[:k]] == kept
+    assert len({str(t["misc"]["vals"]) for t in after.trials}) == 12  # no suggestion replayed
