@@ -1,0 +1,194 @@
+"""Controlled experiments: run a list of configurations × seeds, cache results, aggregate.
+
+Each (configuration, seed) is one training run on the validation protocol (the test split is
+not used). Its result is stored as JSON under ``results/<study>/<key>.json``, where the key hashes
+everything that determines the run (model, training settings, seed, data set and its size), so
+re-running a notebook reads finished runs back instead of retraining them, and changing any
+setting retrains only what changed. Runs are logged to TensorBoard under ``runs/<study>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from helpers import paths
+from helpers.data import DataSplits
+from helpers.models import build_model, count_parameters
+from helpers.tracking import RunTracker
+from helpers.training import TrainConfig, fit
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experimental condition: a label, the factor values it stands for, model and training settings."""
+
+    label: str
+    factors: Mapping[str, Any]  #: e.g. {"dense": "256/128"}: the columns the analysis groups by
+    model: Mapping[str, Any] = field(default_factory=dict)  #: LeNet-5 options (data dims are added)
+    train: Mapping[str, Any] = field(default_factory=dict)  #: TrainConfig fields except the seed
+    dataset: str = "simpsons-rgb"  #: key into the ``datasets`` mapping given to :func:`run_experiments`
+
+
+MEASUREMENTS = ("final_val_acc", "final_val_loss", "best_val_acc", "best_epoch", "epochs_run", "updates",
+                "stopped_early", "diverged", "seconds", "n_params", "history")
+
+
+def _key(config: Config, seed: int, data: DataSplits) -> str:
+    ident = {"model": dict(config.model), "train": dict(config.train), "seed": seed, "dataset": config.dataset,
+             "data": [data.name, data.sizes(), list(data.mean)]}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def run_one(config: Config, seed: int, data: DataSplits, study: str, budget: str = "full",
+            device: str | torch.device = "auto", cache_dir: Path | None = None) -> tuple[dict[str, Any], bool]:
+    """Train one (config, seed) or read it from the cache; returns (result row, trained?)."""
+    cache_dir = cache_dir or paths.results_dir(budget) / study
+    path = cache_dir / f"{_key(config, seed, data)}.json"
+    labels = {"label": config.label, **config.factors, "dataset": config.dataset, "seed": seed}
+    if path.exists():  # the same training under another label (e.g. a shared baseline) is reused too
+        cached = json.loads(path.read_text())
+        return {**labels, **{k: v for k, v in cached.items() if k in MEASUREMENTS}}, False
+    model_kwargs = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
+                    **config.model}
+    train = TrainConfig(**{**config.train, "seed": seed})
+    model = build_model(seed=seed, **model_kwargs)
+    with RunTracker(study, f"{config.label}-seed{seed}", budget) as tracker:
+        result = fit(model, data, train, device=device, tracker=tracker)
+        h = result.history
+        last = h.epochs[-1] if h.epochs else {}
+        metrics = {"final_val_acc": last.get("val_acc", math.nan), "best_val_acc": h.best.get("val_acc", math.nan)}
+        tracker.log_hparams({"label": config.label, **config.factors, **config.model, **config.train, "seed": seed},
+                            {k: v for k, v in metrics.items() if v == v})
+    row = {
+        **labels, "final_val_acc": metrics["final_val_acc"], "final_val_loss": last.get("val_loss", math.nan),
+        "best_val_acc": metrics["best_val_acc"], "best_epoch": h.best_epoch, "epochs_run": len(h.epochs),
+        "updates": h.updates, "stopped_early": h.stopped_early, "diverged": h.diverged,
+        "seconds": h.seconds, "n_params": count_parameters(model), "history": h.epochs,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(row, default=float))
+    tmp.replace(path)
+    return row, True
+
+
+def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: Mapping[str, DataSplits], *,
+                    study: str, budget: str = "full", device: str | torch.device = "auto", progress: bool = True,
+                    cache_dir: Path | None = None) -> pd.DataFrame:
+    """Every config × seed (cached); one row per run. ``df.attrs['trained']`` counts fresh runs."""
+    rows, trained = [], 0
+    jobs = [(c, s) for c in configs for s in seeds]
+    for config, seed in tqdm(jobs, desc=study, unit="run", disable=not progress, ncols=100):
+        row, fresh = run_one(config, seed, datasets[config.dataset], study, budget, device, cache_dir)
+        rows.append(row)
+        trained += fresh
+    frame = pd.DataFrame(rows)
+    frame.attrs["trained"] = trained
+    return frame
+
+
+def aggregate(frame: pd.DataFrame, by: Sequence[str] | str, metric: str = "final_val_acc") -> pd.DataFrame:
+    """Mean, standard deviation (ddof=1) and count of ``metric`` per group, in % for accuracies."""
+    by = [by] if isinstance(by, str) else list(by)
+    scale = 100.0 if metric.endswith("acc") else 1.0
+    grouped = frame.groupby(by, sort=False, observed=True)[metric]
+    out = pd.DataFrame({"mean": grouped.mean() * scale, "std": grouped.std(ddof=1) * scale, "n": grouped.count()})
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+@dataclass
+class Comparison:
+    """Difference of two conditions' means with its standard error and a verdict."""
+
+    a: str
+    b: str
+    diff: float  #: mean(b) - mean(a), in the metric's unit (points of accuracy)
+    se: float
+    significant: bool  #: |diff| > 2 standard errors
+
+    n: int = 0  #: the smaller of the two seed counts
+
+    def __str__(self) -> str:
+        sign = "better" if self.diff > 0 else "worse" if self.diff < 0 else "equal"
+        if self.n < 2:
+            return f"{self.b} vs {self.a}: {self.diff:+.2f} points ({sign}; one seed, no noise estimate)"
+        noise = "" if self.significant else ", within noise"
+        return f"{self.b} vs {self.a}: {self.diff:+.2f} points ({sign}; ±{2 * self.se:.2f} at 2 s.e.{noise})"
+
+
+def compare(summary: pd.DataFrame, a: Any, b: Any) -> Comparison:
+    """Compare two rows of :func:`aggregate`'s output (``b`` minus ``a``).
+
+    The difference counts as significant when it exceeds two standard errors of the difference
+    of means; with fewer than two seeds on either side nothing is significant (no noise estimate).
+    """
+    ra, rb = summary.loc[a], summary.loc[b]
+    n = int(min(ra["n"], rb["n"]))
+    se = math.sqrt(ra["std"] ** 2 / max(ra["n"], 1) + rb["std"] ** 2 / max(rb["n"], 1))
+    diff = float(rb["mean"] - ra["mean"])
+    return Comparison(str(a), str(b), diff, se, n >= 2 and abs(diff) > 2 * se, n)
+
+
+def plot_effect(frame: pd.DataFrame, x: str, title: str, metric: str = "final_val_acc", hue: str | None = None,
+                xlabel: str | None = None, order: Sequence[Any] | None = None, ax=None) -> Figure:
+    """Mean ± standard deviation over seeds (bars), with each seed as a dot."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.5, 4))
+    else:
+        fig = ax.figure
+    data = frame.assign(**{"value": frame[metric] * (100 if metric.endswith("acc") else 1),
+                           x: frame[x].astype(str)})
+    if hue:
+        data[hue] = data[hue].astype(str)
+    order = [str(o) for o in order] if order is not None else list(dict.fromkeys(data[x]))
+    sns.pointplot(data=data, x=x, y="value", hue=hue, order=order, errorbar="sd", capsize=0.15, ax=ax,
+                  dodge=0.3 if hue else False, linestyle="none" if not hue else "-", markers="o")
+    sns.stripplot(data=data, x=x, y="value", hue=hue, order=order, ax=ax, alpha=0.35, size=4, legend=False,
+                  dodge=bool(hue), **({} if hue else {"color": "gray"}))
+    n = int(frame.groupby([x] + ([hue] if hue else []), observed=True).size().min())
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(("validation accuracy (%)" if metric.endswith("acc") else metric) + f", mean ± sd of {n} seeds")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def curves(frame: pd.DataFrame, metric: str = "val_acc") -> pd.DataFrame:
+    """Long table of per-epoch ``metric`` for every run (for learning-curve plots)."""
+    rows = []
+    for _, run in frame.iterrows():
+        for e in run["history"]:
+            rows.append({"label": run["label"], "seed": run["seed"], "epoch": e["epoch"], metric: e[metric]})
+    return pd.DataFrame(rows)
+
+
+def lr_batch_heatmap(frame: pd.DataFrame, metric: str = "final_val_acc", title: str = "") -> Figure:
+    """Heatmap of mean ``metric`` (%) over learning rate (columns) × batch size (rows), sd in brackets."""
+    summary = aggregate(frame, ["batch_size", "lr"], metric)
+    mean = summary["mean"].unstack("lr")
+    sd = summary["std"].unstack("lr")
+    labels = mean.map(lambda v: f"{v:.1f}") + sd.map(lambda v: f"\n±{v:.1f}")
+    fig, ax = plt.subplots(figsize=(1.6 * mean.shape[1] + 2, 1.0 * mean.shape[0] + 1.5))
+    sns.heatmap(mean, annot=labels.to_numpy(), fmt="", cmap="viridis", ax=ax,
+                cbar_kws={"label": "validation accuracy (%)"}, annot_kws={"fontsize": 8})
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("batch size")
+    ax.set_title(title or f"Learning rate × batch size (mean ± sd of {int(summary['n'].min())} seeds)")
+    fig.tight_layout()
+    return fig
+

@@ -1,0 +1,58 @@
+"""The experiment runner's cache and the seed aggregation, on known inputs and real data."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers.data import load_simpsons_mnist
+from helpers.experiments import Config, aggregate, compare, run_experiments
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return {"simpsons-rgb": load_simpsons_mnist("rgb").subset(n_train=200, n_val=100)}
+
+
+def test_second_call_reads_the_cache_and_trains_nothing(tiny, tmp_path: Path) -> None:
+    configs = [Config("a", {"lr": 1e-3}, {}, {"optimizer": "adam", "lr": 1e-3, "epochs": 1}),
+               Config("b", {"lr": 3e-3}, {}, {"optimizer": "adam", "lr": 3e-3, "epochs": 1})]
+    first = run_experiments(configs, (0, 1), tiny, study="t", budget="quick", device="cpu", progress=False,
+                            cache_dir=tmp_path)
+    assert first.attrs["trained"] == 4 and len(list(tmp_path.glob("*.json"))) == 4
+    second = run_experiments(configs, (0, 1), tiny, study="t", budget="quick", device="cpu", progress=False,
+                             cache_dir=tmp_path)
+    assert second.attrs["trained"] == 0
+    cols = ["label", "seed", "final_val_acc", "best_val_acc", "updates"]
+    pd.testing.assert_frame_equal(first[cols], second[cols])
+    # the same training under another label is a cache hit that carries the new label
+    renamed = run_experiments([Config("again", {"lr": "same as a"}, {}, configs[0].train)], (0,), tiny, study="t",
+                              budget="quick", device="cpu", progress=False, cache_dir=tmp_path)
+    assert renamed.attrs["trained"] == 0 and renamed.loc[0, "label"] == "again"
+    assert renamed.loc[0, "final_val_acc"] == first.loc[0, "final_val_acc"]
+    # a changed setting is trained afresh
+    changed = run_experiments([Config("a", {"lr": 1e-3}, {}, {**configs[0].train, "batch_size": 32})], (0,), tiny,
+                              study="t", budget="quick", device="cpu", progress=False, cache_dir=tmp_path)
+    assert changed.attrs["trained"] == 1
+
+
+def test_aggregate_computes_mean_and_sample_std_in_percent() -> None:
+    frame = pd.DataFrame({"g": ["A", "A", "A", "B", "B"], "final_val_acc": [0.5, 0.6, 0.7, 0.8, 0.8]})
+    s = aggregate(frame, "g")
+    assert s.loc["A", "mean"] == pytest.approx(60.0) and s.loc["A", "std"] == pytest.approx(10.0)
+    assert s.loc["A", "n"] == 3 and s.loc["B", "mean"] == pytest.approx(80.0) and s.loc["B", "std"] == 0.0
+
+
+def test_compare_uses_two_standard_errors_and_needs_two_seeds() -> None:
+    s = pd.DataFrame({"mean": [60.0, 80.0, 63.0, 90.0], "std": [10.0, 0.0, 10.0, 0.0], "n": [3, 2, 3, 1]},
+                     index=["A", "B", "C", "D"])
+    ab = compare(s, "A", "B")
+    assert ab.diff == pytest.approx(20.0) and ab.se == pytest.approx(math.sqrt(100 / 3))
+    assert ab.significant and "better" in str(ab)
+    ac = compare(s, "A", "C")  # 3 points apart, s.e. 8.2: noise
+    assert not ac.significant and "within noise" in str(ac)
+    ad = compare(s, "A", "D")  # one seed: no noise estimate, never significant
+    assert not ad.significant and "one seed" in str(ad)
