@@ -1,0 +1,345 @@
+"""Frame sources over OpenCV's ``VideoCapture``, and the live demo's command line.
+
+Sources: a camera index (MacBook or USB webcam), a Jetson CSI camera through GStreamer's
+``nvarguscamerasrc ... ! appsink`` pipeline, a video file, or a folder of images. Opening a
+camera and reading from it happen in a helper thread with time limits, so a camera that cannot
+be opened, or stops delivering frames, raises :class:`CameraError` after a bounded time instead
+of hanging; given a fallback, the demo says what happened and continues from the fallback.
+
+``python -m helpers.camera --source 0|csi|PATH [--checkpoint FILE] [--headless --out DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+MAC_HINT = ("On macOS the app running Python (Terminal, iTerm, VS Code, JupyterLab's browser) needs Camera "
+            "permission: System Settings > Privacy & Security > Camera; the first attempt often fails until "
+            "permission is granted, then works.")
+JETSON_HINT = ("On a Jetson Nano use --source csi for the ribbon-cable camera (needs JetPack's system OpenCV, "
+               "built with GStreamer) or --source 0 for a USB webcam.")
+
+
+class CameraError(RuntimeError):
+    """A camera or stream that cannot be opened or stopped delivering frames."""
+
+
+class FrameSource:
+    """Yields BGR frames; :meth:`read` returns ``None`` when a finite source is exhausted."""
+
+    name = "source"
+
+    def read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while (frame := self.read()) is not None:
+            yield frame
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CaptureSource(FrameSource):
+    """A ``cv2.VideoCapture`` (camera index, GStreamer pipeline or video file) with time limits.
+
+    ``live`` sources (cameras) must deliver a frame within ``frame_timeout`` seconds; a file ends
+    with ``None``. ``capture_factory`` builds the capture (tests pass a stand-in for a camera).
+    """
+
+    def __init__(self, target: int | str, *, live: bool, api: int = cv2.CAP_ANY, open_timeout: float = 10.0,
+                 frame_timeout: float = 3.0, properties: dict[int, float] | None = None,
+                 capture_factory: Callable[..., Any] = cv2.VideoCapture, name: str | None = None) -> None:
+        self.name = name or (f"camera {target}" if live else str(target))
+        self.live, self.frame_timeout, self.frames_read = live, frame_timeout, 0
+        self._lock = threading.Lock()
+        cap = _with_timeout(lambda: _quietly(capture_factory, target, api), open_timeout)
+        if cap is _TIMEOUT:
+            raise CameraError(f"{self.name}: did not open within {open_timeout:g} s. {self._hints()}")
+        if cap is None or not cap.isOpened():
+            raise CameraError(f"{self.name}: could not be opened. {self._hints()}")
+        for prop, value in (properties or {}).items():
+            cap.set(prop, value)
+        self.cap = cap
+
+    def _hints(self) -> str:
+        return f"{MAC_HINT} {JETSON_HINT}" if self.live else "Check the path and that OpenCV can decode the file."
+
+    def read(self) -> np.ndarray | None:
+        if not self.live:
+            ok, frame = self.cap.read()
+            return frame if ok else None
+        result = _with_timeout(self.cap.read, self.frame_timeout)
+        if result is _TIMEOUT:
+            raise CameraError(f"{self.name} stopped delivering frames: none for {self.frame_timeout:g} s "
+                              f"after {self.frames_read} frame(s)")
+        ok, frame = result
+        if not ok or frame is None:
+            raise CameraError(f"{self.name} stopped delivering frames after {self.frames_read} frame(s)")
+        self.frames_read += 1
+        return frame
+
+    def close(self) -> None:
+        # release() can block on a dead camera too: never wait for it long
+        _with_timeout(self.cap.release, 1.0)
+
+
+class ImageFolderSource(FrameSource):
+    """The images of a folder, in name order; unreadable files are skipped with a warning."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.name = str(folder)
+        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise CameraError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+        self._next = 0
+
+    def read(self) -> np.ndarray | None:
+        while self._next < len(self.files):
+            path = self.files[self._next]
+            self._next += 1
+            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if frame is not None:
+                return frame
+            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
+        return None
+
+
+class FallbackSource(FrameSource):
+    """Reads from ``primary``; if it fails (now or later), says so and continues from the fallback."""
+
+    def __init__(self, primary: Callable[[], FrameSource], fallback: Callable[[], FrameSource],
+                 log: Callable[[str], None] = print) -> None:
+        self._fallback, self._log = fallback, log
+        self.used_fallback = False
+        try:
+            self.current = primary()
+        except CameraError as exc:
+            self._switch(exc)
+        self.name = self.current.name
+
+    def _switch(self, exc: CameraError) -> None:
+        self.current = self._fallback()
+        self.used_fallback = True
+        self._log(f"{exc}\n-> falling back to {self.current.name}")
+
+    def read(self) -> np.ndarray | None:
+        try:
+            return self.current.read()
+        except CameraError as exc:
+            if self.used_fallback:
+                raise
+            self.current.close()
+            self._switch(exc)
+            self.name = self.current.name
+            return self.current.read()
+
+    def close(self) -> None:
+        self.current.close()
+
+
+_TIMEOUT = object()
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn`` with OpenCV's own log silenced: a failed open is reported by CameraError instead."""
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        return fn(*args)
+    finally:
+        logging.setLogLevel(level)
+
+
+def _with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
+    """``fn()`` in a daemon thread; its result, or ``_TIMEOUT`` if it did not return in time."""
+    box: queue.Queue = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            box.put(("ok", fn()))
+        except Exception as exc:  # surfaced in the caller's thread
+            box.put(("error", exc))
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        kind, value = box.get(timeout=timeout)
+    except queue.Empty:
+        return _TIMEOUT
+    if kind == "error":
+        raise CameraError(str(value)) from value
+    return value
+
+
+def gstreamer_pipeline(sensor_id: int = 0, capture_width: int = 1280, capture_height: int = 720,
+                       display_width: int = 640, display_height: int = 360, framerate: int = 30,
+                       flip_method: int = 0) -> str:
+    """The standard Jetson CSI-camera pipeline (``nvarguscamerasrc`` to BGR frames in ``appsink``).
+
+    ``flip_method`` 0..7 as ``nvvidconv`` defines it (2 = rotate 180°, for upside-down mounts).
+    """
+    if not 0 <= flip_method <= 7:
+        raise ValueError(f"flip_method must be 0..7, got {flip_method}")
+    for name, value in (("capture_width", capture_width), ("capture_height", capture_height),
+                        ("display_width", display_width), ("display_height", display_height), ("framerate", framerate)):
+        if int(value) <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM), width=(int){capture_width}, height=(int){capture_height}, "
+        f"framerate=(fraction){framerate}/1 ! "
+        f"nvvidconv flip-method={flip_method} ! "
+        f"video/x-raw, width=(int){display_width}, height=(int){display_height}, format=(string)BGRx ! "
+        f"videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=1"
+    )
+
+
+def open_source(spec: str | int, *, fallback: str | None = None, width: int = 640, height: int = 480, fps: int = 30,
+                flip: int = 0, open_timeout: float = 10.0, frame_timeout: float = 3.0,
+                log: Callable[[str], None] = print) -> FrameSource:
+    """Open ``spec``: a camera index (``0``), ``csi`` (Jetson), a video file or an image folder.
+
+    With ``fallback`` (a file or folder), a camera that fails to open or stops delivering frames
+    is replaced by the fallback, with a message saying why.
+    """
+    def primary() -> FrameSource:
+        text = str(spec)
+        if text == "csi":
+            pipeline = gstreamer_pipeline(capture_width=max(width, 1280), capture_height=max(height, 720),
+                                          display_width=width, display_height=height, framerate=fps, flip_method=flip)
+            return CaptureSource(pipeline, live=True, api=cv2.CAP_GSTREAMER, open_timeout=open_timeout,
+                                 frame_timeout=frame_timeout, name="CSI camera (GStreamer)")
+        if text.isdigit():
+            props = {cv2.CAP_PROP_FRAME_WIDTH: width, cv2.CAP_PROP_FRAME_HEIGHT: height, cv2.CAP_PROP_FPS: fps}
+            return CaptureSource(int(text), live=True, open_timeout=open_timeout, frame_timeout=frame_timeout,
+                                 properties=props)
+        path = Path(text)
+        if path.is_dir():
+            return ImageFolderSource(path)
+        if path.is_file():
+            return CaptureSource(str(path), live=False, open_timeout=open_timeout)
+        raise CameraError(f"{text!r} is neither a camera index, 'csi', a video file nor an image folder")
+
+    if fallback is None:
+        return primary()
+    return FallbackSource(primary, lambda: open_source(fallback, open_timeout=open_timeout), log=log)
+
+
+def snapshot_series(source: FrameSource, n: int, interval: float = 1.0, out_dir: Path | None = None) -> list[np.ndarray]:
+    """Capture ``n`` stills ``interval`` seconds apart (fewer if the source ends); save as PNG if asked."""
+    shots: list[np.ndarray] = []
+    for i in range(n):
+        if i and interval > 0:
+            time.sleep(interval)
+        frame = source.read()
+        if frame is None:
+            break
+        shots.append(frame)
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(Path(out_dir) / f"snapshot_{i:03d}.png"), frame)
+    return shots
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: float = 5.0) -> Path:
+    """Write BGR frames to a lossless FFV1 ``.avi`` (so pixels survive a round trip exactly)."""
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+    if not writer.isOpened():
+        raise CameraError(f"cannot write video {path} (OpenCV lacks the FFV1 encoder)")
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return Path(path)
+
+
+def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Path | None, max_frames: int | None,
+             window: str = "Simpsons-MNIST LeNet-5 (q quits)", log: Callable[[str], None] = print) -> int:
+    """The live loop: read, predict, annotate, show (or save); returns the number of frames handled."""
+    from helpers.inference import annotate
+
+    if headless and out_dir is None:
+        raise ValueError("--headless needs --out DIR for the annotated frames")
+    fps, last, count = None, time.perf_counter(), 0
+    try:
+        for frame in source:
+            prediction = predictor.predict(frame)
+            now = time.perf_counter()
+            fps = 1.0 / max(now - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - last, 1e-6)
+            last = now
+            shown = annotate(frame, prediction, fps)
+            if headless:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(out_dir / f"frame_{count:05d}.png"), shown)
+            else:
+                cv2.imshow(window, shown)
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    break
+            count += 1
+            if count % 30 == 0:
+                log(f"{count} frames, {fps:.1f} FPS, last: {prediction.label} ({100 * prediction.confidence:.0f} %)")
+            if max_frames is not None and count >= max_frames:
+                break
+    finally:
+        source.close()
+        if not headless:
+            cv2.destroyAllWindows()
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    from helpers.checkpoints import CheckpointError
+    from helpers.inference import Predictor, default_checkpoint
+
+    parser = argparse.ArgumentParser(description="Live Simpsons-MNIST predictions from a camera, video or folder.")
+    parser.add_argument("--source", default="0", help="camera index (0), 'csi' (Jetson), video file or image folder")
+    parser.add_argument("--fallback", help="video file or folder to use if the camera fails")
+    parser.add_argument("--checkpoint", type=Path, help="model file (default: tuned, else baseline Simpsons model)")
+    parser.add_argument("--headless", action="store_true", help="no window: write annotated frames to --out")
+    parser.add_argument("--out", type=Path, help="folder for annotated frames (with --headless)")
+    parser.add_argument("--max-frames", type=int)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--flip", type=int, default=0, help="CSI camera flip-method 0..7 (2 = 180 degrees)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint or default_checkpoint(), args.device)
+        source = open_source(args.source, fallback=args.fallback, width=args.width, height=args.height, fps=args.fps,
+                             flip=args.flip)
+        n = run_demo(source, predictor, headless=args.headless, out_dir=args.out, max_frames=args.max_frames)
+    except (CameraError, CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except cv2.error as exc:
+        print(f"error: OpenCV could not open a window ({exc.err}); use --headless --out DIR on a machine without "
+              f"a display", file=sys.stderr)
+        return 2
+    print(f"done: {n} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

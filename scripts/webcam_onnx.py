@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Live Simpsons-MNIST predictions with OpenCV's dnn module only (no PyTorch): for a Jetson Nano.
+
+Needs only numpy and OpenCV, and runs on Python 3.6 (JetPack 4.6) with JetPack's system OpenCV
+4.1.1, which is built with GStreamer and can therefore open the CSI camera (the pip wheel of
+opencv-python cannot). Copy this file plus MODEL.onnx and MODEL.json (made by
+``python -m helpers.export`` or notebook 06) to the Jetson and run:
+
+    python3 webcam_onnx.py --model simpsons_tuned.onnx --source csi            # ribbon-cable camera
+    python3 webcam_onnx.py --model simpsons_tuned.onnx --source 0              # USB webcam
+    python3 webcam_onnx.py --model simpsons_tuned.onnx --source clip.avi --headless --out frames/
+
+Keep this file standalone: it mirrors helpers.inference's preprocessing (centre crop, area resize,
+BGR to RGB, training mean/std) and helpers.camera's GStreamer pipeline, because the Jetson has
+neither PyTorch nor this project's package. Tests check both give the same results.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+
+
+def gstreamer_pipeline(sensor_id=0, capture_width=1280, capture_height=720, display_width=640,
+                       display_height=360, framerate=30, flip_method=0):
+    """The standard nvarguscamerasrc pipeline ending in BGR frames for appsink."""
+    return (
+        "nvarguscamerasrc sensor-id={} ! "
+        "video/x-raw(memory:NVMM), width=(int){}, height=(int){}, framerate=(fraction){}/1 ! "
+        "nvvidconv flip-method={} ! "
+        "video/x-raw, width=(int){}, height=(int){}, format=(string)BGRx ! "
+        "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=1"
+    ).format(sensor_id, capture_width, capture_height, framerate, flip_method, display_width, display_height)
+
+
+def load_model(onnx_path):
+    """(cv2.dnn network, metadata dict) from MODEL.onnx and MODEL.json beside it."""
+    meta_path = os.path.splitext(onnx_path)[0] + ".json"
+    if not os.path.isfile(onnx_path):
+        raise SystemExit("error: no model at {}".format(onnx_path))
+    if not os.path.isfile(meta_path):
+        raise SystemExit("error: {} is missing; export the model again to get it".format(meta_path))
+    with open(meta_path) as f:
+        meta = json.load(f)
+    try:
+        net = cv2.dnn.readNetFromONNX(onnx_path)
+    except cv2.error as exc:
+        raise SystemExit("error: OpenCV cannot read {} ({})".format(onnx_path, exc))
+    return net, meta
+
+
+def preprocess(frame_bgr, meta):
+    """Centre crop, resize, colour conversion and normalisation exactly as in training: (C, H, W) float32."""
+    h, w = frame_bgr.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = frame_bgr[top:top + side, left:left + side]
+    size = int(meta["image_size"])
+    if square.shape[0] != size:
+        square = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+    if int(meta["in_channels"]) == 1:
+        pixels = (square if square.ndim == 2 else cv2.cvtColor(square, cv2.COLOR_BGR2GRAY))[None]
+    else:
+        if square.ndim == 2:
+            square = cv2.cvtColor(square, cv2.COLOR_GRAY2BGR)
+        pixels = cv2.cvtColor(square, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
+    mean = np.asarray(meta["mean"], dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(meta["std"], dtype=np.float32).reshape(-1, 1, 1)
+    return (pixels.astype(np.float32) / 255.0 - mean) / std
+
+
+def softmax(logits):
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(net, meta, frames):
+    """Class probabilities, shape (N, classes), for a list of BGR frames."""
+    blob = np.stack([preprocess(f, meta) for f in frames]).astype(np.float32)
+    net.setInput(blob)
+    return softmax(net.forward().reshape(len(frames), -1))
+
+
+def annotate(frame, probs, classes, fps):
+    out = frame.copy()
+    if out.shape[0] < 240:
+        scale = int(np.ceil(240.0 / out.shape[0]))
+        out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    order = np.argsort(-probs)[:3]
+    for i, k in enumerate(order):
+        y = 24 + 26 * i
+        color = (80, 220, 80) if i == 0 else (200, 200, 200)
+        cv2.rectangle(out, (110, y - 14), (110 + int(200 * probs[k]), y + 2), color, -1)
+        cv2.putText(out, "{:5.1f}%".format(100 * probs[k]), (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
+        cv2.putText(out, classes[k].replace("_", " "), (114, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+    cv2.putText(out, "{:4.1f} FPS".format(fps), (out.shape[1] - 100, out.shape[0] - 10),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 255, 255), 1)
+    return out
+
+
+def open_capture(source, width, height, fps, flip):
+    if source == "csi":
+        cap = cv2.VideoCapture(gstreamer_pipeline(display_width=width, display_height=height, framerate=fps,
+                                                  flip_method=flip), cv2.CAP_GSTREAMER)
+    elif source.isdigit():
+        cap = cv2.VideoCapture(int(source))
+    else:
+        cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        hint = (" JetPack's own OpenCV (python3 from /usr/bin, not a pip wheel) is needed for the CSI camera."
+                if source == "csi" else "")
+        raise SystemExit("error: cannot open source {!r}.{}".format(source, hint))
+    return cap
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="MODEL.onnx (MODEL.json must lie beside it)")
+    parser.add_argument("--source", default="0", help="camera index, 'csi' or a video file")
+    parser.add_argument("--headless", action="store_true", help="write annotated frames to --out instead of a window")
+    parser.add_argument("--out", default="frames")
+    parser.add_argument("--max-frames", type=int, default=0)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--flip", type=int, default=0)
+    args = parser.parse_args(argv)
+    net, meta = load_model(args.model)
+    cap = open_capture(args.source, args.width, args.height, args.fps, args.flip)
+    if args.headless and not os.path.isdir(args.out):
+        os.makedirs(args.out)
+    count, fps, last = 0, 0.0, time.time()
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                print("source ended or stopped delivering frames after {} frames".format(count))
+                break
+            probs = predict(net, meta, [frame])[0]
+            now = time.time()
+            fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if count else 1.0 / max(now - last, 1e-6)
+            last = now
+            shown = annotate(frame, probs, meta["classes"], fps)
+            if args.headless:
+                cv2.imwrite(os.path.join(args.out, "frame_{:05d}.png".format(count)), shown)
+            else:
+                cv2.imshow("Simpsons-MNIST (q quits)", shown)
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    break
+            count += 1
+            if args.max_frames and count >= args.max_frames:
+                break
+    finally:
+        cap.release()
+        if not args.headless:
+            cv2.destroyAllWindows()
+    print("done: {} frames".format(count))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
