@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 import re
 import warnings
 import zlib
@@ -205,10 +206,11 @@ def _cached(key: str, files: list[Path], root: Path, cache_dir: Path, build: Cal
             return torch.load(path, weights_only=True)
         except Exception:  # a damaged cache is rebuilt, never trusted
             path.unlink(missing_ok=True)
-    for stale in cache_dir.glob(f"{key}-*.pt"):
-        stale.unlink(missing_ok=True)
+    for stale in cache_dir.glob(f"{key}-*.pt"):  # caches of files that have changed since
+        if stale != path:
+            stale.unlink(missing_ok=True)
     raw = build()
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # unique: two processes may build at once
     torch.save(raw, tmp)
     tmp.replace(path)
     return raw
@@ -477,11 +479,24 @@ def load_dataset(name: str, **kwargs) -> DataSplits:
     return LOADERS[name](**kwargs)
 
 
+def try_load(name: str, **kwargs) -> DataSplits | None:
+    """:func:`load_dataset`, but a *missing* data set prints how to get it and returns ``None``.
+
+    Notebooks use it to skip a data set that is not on this machine (corrupt data still raises).
+    """
+    try:
+        return load_dataset(name, **kwargs)
+    except DataNotFoundError as exc:
+        print(f"SKIPPED {name}: {exc}")
+        return None
+
+
 def main() -> None:
-    """``python -m helpers.data``: make sure every data set is present and decoded."""
+    """``python -m helpers.data``: fetch and decode every data set; say what is missing and how to get it."""
     for name in LOADERS:
-        splits = load_dataset(name)
-        print(f"{splits.name}: {splits.sizes()} from {splits.source}" + (f" - {splits.note}" if splits.note else ""))
+        splits = try_load(name)
+        if splits is not None:
+            print(f"{splits.name}: {splits.sizes()} from {splits.source}" + (f" - {splits.note}" if splits.note else ""))
 
 
 if __name__ == "__main__":

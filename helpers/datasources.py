@@ -79,7 +79,7 @@ def ensure_dataset(
         candidate = mirror / source.folder
         missing = source.missing_in(candidate)
         if not missing:
-            _copy_atomically(candidate, target)
+            _copy_atomically(candidate, target, source)
             return target
         looked.append(f"{candidate} (missing: {', '.join(missing)})")
     else:
@@ -105,13 +105,13 @@ def ensure_dataset(
     )
 
 
-def _copy_atomically(src: Path, dst: Path) -> None:
+def _copy_atomically(src: Path, dst: Path, source: DataSource) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
     try:
         # copyfile, not copy2: mirrors are often read-only and the copy must stay writable.
         shutil.copytree(src, tmp / "x", copy_function=shutil.copyfile)
-        _replace_dir(tmp / "x", dst)
+        _replace_dir(tmp / "x", dst, source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -122,15 +122,21 @@ def _download_atomically(source: DataSource, dst: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
     try:
         source.download(tmp)
-        _replace_dir(tmp, dst)
+        _replace_dir(tmp, dst, source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replace_dir(new: Path, dst: Path) -> None:
-    if dst.exists():  # an incomplete earlier copy: replace it whole
-        shutil.rmtree(dst)
-    new.rename(dst)
+def _replace_dir(new: Path, dst: Path, source: DataSource) -> None:
+    if dst.exists():
+        if not source.missing_in(dst):  # another process finished the same copy meanwhile: keep theirs
+            return
+        shutil.rmtree(dst)  # an incomplete earlier copy: replace it whole
+    try:
+        new.rename(dst)
+    except OSError:
+        if source.missing_in(dst):  # lost a race to a complete copy is fine; anything else is not
+            raise
 
 
 def download_file(url: str, dest: Path, md5: str | None = None) -> Path:

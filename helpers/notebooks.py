@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import shutil
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import nbformat
 import papermill
 from nbconvert import HTMLExporter
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from helpers.paths import BUDGETS, project_root
 
@@ -105,7 +105,7 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
                 print(f"{nb_path.name} failed; its partial run is in {failed}; the committed notebook is untouched.",
                       file=sys.stderr)
                 raise
-            _strip_papermill_noise(tmp)
+            tidy(tmp)
             tmp.replace(nb_path)
             print(f"    done in {time.perf_counter() - started:.0f} s", flush=True)
     index = render(notebook_paths(), report_dir)  # the whole report, including notebooks not re-run
@@ -113,13 +113,17 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
     return index
 
 
-def _strip_papermill_noise(path: Path) -> None:
-    """Drop papermill's per-cell timing metadata so committed notebooks diff cleanly."""
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    for cell in nb.get("cells", []):
-        cell.get("metadata", {}).pop("papermill", None)
-        cell.get("metadata", {}).pop("execution", None)
-    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+def tidy(path: Path) -> None:
+    """Merge consecutive stream outputs, keeping what a terminal shows after carriage returns
+    (the final state of each progress bar), and drop papermill's per-cell timing metadata."""
+    nb = nbformat.read(path, as_version=4)
+    coalesce = CoalesceStreamsPreprocessor()
+    for index, cell in enumerate(nb.cells):
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            coalesce.preprocess_cell(cell, {}, index)
+    nbformat.write(nb, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from helpers.data import DataSplits
 from helpers.training import Evaluation, History
@@ -104,6 +105,8 @@ def plot_learning_curves(histories: Mapping[str, History], title: str = "Learnin
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss (nats)", title="loss (dashed: train, solid: validation)")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (dashed: train, solid: validation)")
     ax_acc.legend(fontsize=8)
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -135,14 +138,14 @@ def show_misclassified(data: DataSplits, evaluation: Evaluation, split: str = "t
     wrong = np.flatnonzero(evaluation.predictions != s.y.numpy())
     rng = np.random.default_rng(seed)
     pick = rng.choice(wrong, size=min(n, len(wrong)), replace=False) if len(wrong) else []
+    name = lambda k: data.classes[int(k)].replace("_", " ")  # noqa: E731
     titles = [
-        f"{data.classes[int(s.y[i])]}\n-> {data.classes[int(evaluation.predictions[i])]} "
-        f"({100 * evaluation.probabilities[i].max():.0f}%)"
+        f"true: {name(s.y[i])}\npred: {name(evaluation.predictions[i])} ({100 * evaluation.probabilities[i].max():.0f}%)"
         for i in pick
     ]
-    return image_grid([s.x[i] for i in pick], titles, ncols=8,
+    return image_grid([s.x[i] for i in pick], titles, ncols=6,
                       title=f"{data.name}: {len(pick)} of {len(wrong):,} misclassified {split} images (true -> predicted)",
-                      title_colors=["firebrick"] * len(pick), cell=1.6)
+                      title_colors=["firebrick"] * len(pick), cell=2.2)
 
 
 def show_frames(frames_bgr: Sequence[np.ndarray], titles: Sequence[str], title: str, ncols: int = 3,

@@ -19,6 +19,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests read the real data sets: from data/ when present, else from the mirror beside the repo.
     if not os.environ.get(paths.MIRROR_ENV) and DEFAULT_MIRROR.is_dir():
         os.environ[paths.MIRROR_ENV] = str(DEFAULT_MIRROR)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Two workers share the cores: one thread each (notebook kernels inherit the variable).
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
     torch.manual_seed(0)
 
 

@@ -226,3 +226,11 @@ def test_kaggle_val_folder_is_folded_into_training(tmp_path: Path, mirror: Path)
     s = data.load_chest_xray(data_root=tmp_path, mirror=mirror)
     assert len(s.train) + len(s.val) == 600 and len(s.test) == 180
     assert any(i.startswith("val/") for i in s.train.ids + s.val.ids)
+
+
+def test_try_load_skips_a_missing_data_set_with_instructions(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("PORTFOLIO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DATA_MIRROR", str(tmp_path / "empty-mirror"))
+    assert data.try_load("xray") is None
+    out = capsys.readouterr().out
+    assert "SKIPPED xray" in out and "mendeley" in out.lower()
