@@ -11,12 +11,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from helpers.models import ARCHITECTURES, build_model, spec_of
 
 FORMAT = "lenet5-portfolio-checkpoint/1"
+
+
+_NUMPY_SCALARS = [np._core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "b1")}]
+
+
+def plain(value: Any) -> Any:
+    """Metadata as plain Python values (numpy/torch scalars to numbers, tuples kept), safe to load."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    return value
 
 
 class CheckpointError(RuntimeError):
@@ -59,8 +74,9 @@ def save_checkpoint(
     payload = {
         "format": FORMAT, "arch": spec.arch, "model_config": spec.config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "classes": list(classes), "mean": list(mean), "std": list(std),
-        "train_config": dict(train_config or {}), "metrics": dict(metrics or {}), "extra": dict(extra or {}),
+        "classes": list(classes), "mean": plain(list(mean)), "std": plain(list(std)),
+        "train_config": plain(dict(train_config or {})), "metrics": plain(dict(metrics or {})),
+        "extra": plain(dict(extra or {})),
     }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
@@ -78,7 +94,9 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train and save a model first (notebook 02 or 03)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # numpy scalars are plain data; allowing them keeps files written with numpy metadata loadable
+        with torch.serialization.safe_globals(_NUMPY_SCALARS):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

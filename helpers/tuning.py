@@ -369,6 +369,10 @@ def trials_frame(trials: Trials, space: Mapping[str, Any], algo: str = "") -> pd
                "seconds": result.get("seconds", np.nan), "epochs": result.get("epochs", np.nan),
                "failure": result.get("failure", "")}
         row.update(result.get("config") or {})
+        for key in ("conv", "dense"):  # numeric layer widths too: a string like "24/48" is no scale
+            if isinstance(row.get(key), str):
+                for k, width in enumerate(row[key].split("/"), start=1):
+                    row[f"{key}{k}"] = int(width)
         row["n_params"] = (result.get("applied") or {}).get("n_params", np.nan)
         row["point"] = point
         rows.append(row)

@@ -87,3 +87,15 @@ def test_wrong_model_files_give_clear_errors(tmp_path: Path, trained) -> None:
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(path)
+
+
+def test_numpy_metadata_is_stored_as_plain_values(trained, tmp_path: Path) -> None:
+    import numpy as np
+
+    data, result, _ = trained
+    path = save_checkpoint(tmp_path / "m.pt", result.model, data.classes, data.mean, data.std,
+                           train_config={"dropout": np.float64(0.25), "units": (np.int64(64), 32)},
+                           metrics={"val_acc": np.float32(0.5), "seeds": np.int64(3)})
+    payload = torch.load(path, weights_only=True)  # no allow-listing needed: everything is plain
+    assert type(payload["metrics"]["val_acc"]) is float and payload["train_config"]["units"] == (64, 32)
+    assert load_checkpoint(path).metrics["seeds"] == 3
