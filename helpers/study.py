@@ -107,6 +107,12 @@ def conclusions(study: TuningStudy, target: float | None = None) -> str:
         + ", ".join(f"{a} {v}" for a, v in study.comparison[reach_col].items()) + ".",
         f"- The winning configuration came from **{study.best_algo}** (trial {int(study.best_row['trial'])}).",
     ]
+    val_gain = tuned["val mean %"] - base["val mean %"]
+    if val_gain > 0 and gain < val_gain / 2:
+        lines.append(
+            f"- The tuned model gained {val_gain:+.1f} points on validation but {gain:+.1f} on test: with "
+            f"{len(study.data.val)} validation images the search partly fitted the validation split itself "
+            f"(selection bias), which is why the test split is kept for the final report.")
     if target is not None:
         hit = tuned["test mean %"] >= target
         lines.append(f"- Target for the full budget: {target:g} % test accuracy: **{'reached' if hit else 'not reached'}** "

@@ -331,6 +331,9 @@ def run_search(
         trials.refresh()
 
     done = _finished(trials)
+    if done and progress:
+        print(f"{spec.name} [{spec.algo}]: resuming: {done} of {spec.max_evals} trials were finished earlier and are "
+              f"loaded from {trials_path}, not re-run")
     bar = tqdm(total=spec.max_evals, initial=done, desc=f"{spec.name} [{spec.algo}]", unit="trial",
                disable=not progress, mininterval=0, dynamic_ncols=False, ncols=100)
     try:
