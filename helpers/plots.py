@@ -24,7 +24,7 @@ def to_display(img: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def image_grid(
     images: Sequence[torch.Tensor | np.ndarray], titles: Sequence[str], ncols: int, title: str,
-    title_colors: Sequence[str] | None = None, cell: float = 1.5,
+    title_colors: Sequence[str] | None = None, cell: float = 1.5, title_loc: str = "center",
 ) -> Figure:
     """A grid of images with a caption above each."""
     nrows = max(1, int(np.ceil(len(images) / ncols)))
@@ -34,25 +34,27 @@ def image_grid(
     for k, (img, caption) in enumerate(zip(images, titles)):
         ax = axes.flat[k]
         arr = to_display(img)
-        ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_title(caption, fontsize=7, color=title_colors[k] if title_colors else "black")
+        # nearest: each image pixel is a flat block, as the network sees it (and it compresses well)
+        ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(caption, fontsize=7, loc=title_loc, color=title_colors[k] if title_colors else "black")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 def show_samples(splits: DataSplits, split: str = "train", per_class: int = 6, seed: int = 0) -> Figure:
-    """``per_class`` random images of every class, one row per class."""
+    """``per_class`` random images of every class, one row per class, named above its first image."""
     s = splits.split(split)
     rng = np.random.default_rng(seed)
     images, titles = [], []
     for label, name in enumerate(splits.classes):
         idx = np.flatnonzero(s.y.numpy() == label)
-        for i in rng.choice(idx, size=min(per_class, len(idx)), replace=False):
-            images.append(s.x[i])
-            titles.append(name)
+        picked = rng.choice(idx, size=min(per_class, len(idx)), replace=False)
+        images += [s.x[i] for i in picked]
+        titles += [name] + [""] * (len(picked) - 1)
     h, w = s.x.shape[-2:]
-    return image_grid(images, titles, per_class, f"{splits.name}: {per_class} random {split} images per class ({h}x{w} px)")
+    return image_grid(images, titles, per_class, f"{splits.name}: {per_class} random {split} images per class ({h}x{w} px)",
+                      cell=1.0, title_loc="left")
 
 
 def plot_class_balance(splits: DataSplits) -> Figure:

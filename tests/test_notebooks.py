@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import nbformat
+import numpy as np
 import pytest
+from PIL import Image
 
-from helpers import paths
-from helpers.notebooks import execute, notebook_paths, render, tidy
+from helpers import data, paths, plots
+from helpers.notebooks import compact_png, execute, notebook_paths, render, tidy
 
 NOTEBOOKS = notebook_paths()
 
@@ -67,3 +71,24 @@ def test_tidy_keeps_the_final_state_of_progress_bars(tmp_path: Path) -> None:
     out = nbformat.read(path, as_version=4).cells[0]
     assert [o.text for o in out.outputs] == ["search: 100%| 2/2\n", "done\n"]
     assert "papermill" not in out.metadata
+
+
+def test_compact_png_shrinks_a_real_figure_without_visible_change() -> None:
+    fig = plots.show_samples(data.load_simpsons_mnist("rgb").subset(n_train=200, n_val=50, n_test=50), per_class=3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    png = buffer.getvalue()
+    small = compact_png(png)
+    assert len(small) < 0.7 * len(png)
+    before = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int)
+    after = np.asarray(Image.open(io.BytesIO(small)).convert("RGB"), dtype=int)
+    assert before.shape == after.shape
+    assert np.abs(before - after).mean() < 6  # a few levels of 255 in the photos: not visible at this size
+
+
+def test_compact_png_leaves_transparent_images_alone() -> None:
+    image = Image.new("RGBA", (40, 40), (255, 0, 0, 128))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    assert compact_png(buffer.getvalue()) == buffer.getvalue()
