@@ -182,6 +182,8 @@ XRAY = DataSource(
 SOURCES = {"fashion": FASHION, "simpsons": SIMPSONS, "xray": XRAY}
 
 XRAY_CLASSES = ["normal", "bacterial", "viral"]
+#: Images in the published Kermany 2018 release (ChestXRay2017 v2): 5,216 train + 16 val + 624 test.
+KERMANY_IMAGES = 5856
 _PNEUMONIA_NAME = re.compile(r"^(person\d+)_(bacteria|virus)_\d+\.jpe?g$", re.IGNORECASE)
 _NORMAL_NAME = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+(?:-\d+)?\.jpe?g$", re.IGNORECASE)
 
@@ -456,10 +458,36 @@ def load_chest_xray(
         "Chest X-ray", list(XRAY_CLASSES), raw,
         lambda y: grouped_stratified_split(y, groups, val_fraction, seed), folder,
     )
-    n_all = len(splits.train) + len(splits.val) + len(splits.test)
-    if n_all < 5000:  # the complete set has 5,856 images (5,232 train + 624 test)
-        splits.note = f"Subset of the Kermany 2018 data: {n_all:,} images in all ({splits.sizes()})."
+    splits.note = xray_note(len(splits.train) + len(splits.val) + len(splits.test), splits.sizes(),
+                            _source_kinds(folder, raw["train_ids"] + raw["test_ids"]))
     return splits
+
+
+def _source_kinds(folder: Path, ids: Sequence[str]) -> dict[str, int]:
+    """How many of the images ``ids`` each ``source_kind`` of ``manifest.csv`` covers (empty: no such column)."""
+    manifest = folder / "manifest.csv"
+    if not manifest.exists():
+        return {}
+    with open(manifest, newline="") as f:
+        kinds = {f"{r['split']}/{r['folder']}/{r['file']}": r.get("source_kind") for r in csv.DictReader(f)}
+    counts: dict[str, int] = {}
+    for image_id in ids:
+        kind = kinds.get(image_id)
+        if kind:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def xray_note(n_images: int, sizes: str, source_kinds: dict[str, int] | None = None) -> str:
+    """What part of the Kermany 2018 release a load holds, and how many images are re-encoded copies."""
+    if n_images < 0.99 * KERMANY_IMAGES:
+        note = f"Subset of the Kermany 2018 data: {n_images:,} of its {KERMANY_IMAGES:,} images ({sizes})."
+    else:
+        note = f"Complete Kermany 2018 data: {n_images:,} of its {KERMANY_IMAGES:,} images ({sizes})."
+    copies = {k: n for k, n in (source_kinds or {}).items() if k != "original"}
+    if copies:
+        note += " " + "; ".join(f"{n:,} are '{k}' copies" for k, n in sorted(copies.items())) + " (manifest.csv)."
+    return note
 
 
 # ----------------------------------------------------------------------------------- registry

@@ -129,7 +129,8 @@ def plot_confusion(evaluation: Evaluation, split: str = "test", title: str | Non
     ax.set_ylabel("true class")
     ax.tick_params(axis="x", rotation=45, labelsize=7)
     ax.tick_params(axis="y", rotation=0, labelsize=7)
-    ax.set_title(title or f"Confusion matrix on {split} ({conf.sum():,} images, accuracy {100 * evaluation.accuracy:.1f} %)")
+    ax.set_title(title or f"Confusion matrix on {split} ({conf.sum():,} images, accuracy {100 * evaluation.accuracy:.1f} %, "
+                          f"balanced {100 * evaluation.balanced_accuracy:.1f} %)")
     fig.tight_layout()
     return fig
 

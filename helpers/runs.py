@@ -50,7 +50,9 @@ class RunResult:
             "parameters": self.n_params,
             "epochs run": len(self.history.epochs), "best epoch": self.history.best_epoch,
             "val acc %": round(100 * self.val.accuracy, 2),
+            "val bal acc %": round(100 * self.val.balanced_accuracy, 2),
             "test acc %": round(100 * self.test.accuracy, 2) if self.test else None,
+            "test bal acc %": round(100 * self.test.balanced_accuracy, 2) if self.test else None,
             "train time s": round(self.history.seconds, 1),
         }
 
@@ -92,6 +94,23 @@ def train_and_evaluate(
 def results_table(results: Sequence[RunResult]) -> pd.DataFrame:
     """One row per run (see :meth:`RunResult.summary`)."""
     return pd.DataFrame([r.summary() for r in results])
+
+
+def recall_table(results: Sequence[RunResult], split: str = "test") -> pd.DataFrame:
+    """Per run: accuracy, balanced accuracy and the recall of every class on ``split``, in %.
+
+    Balanced accuracy (the mean of the per-class recalls) is the fair summary when a split's classes
+    are unbalanced, as the chest X-rays' test split is.
+    """
+    rows = {}
+    for r in results:
+        ev = r.val if split == "val" else r.test
+        if ev is None:
+            raise ValueError(f"run {r.name!r} was not evaluated on {split}")
+        rows[r.name] = {"images": int(ev.confusion.sum()), "accuracy %": 100 * ev.accuracy,
+                        "balanced acc %": 100 * ev.balanced_accuracy,
+                        **{f"recall {c} %": 100 * v for c, v in ev.per_class.items()}}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("run").round(2)
 
 
 def seed_summary(results: Sequence[RunResult]) -> dict[str, float]:

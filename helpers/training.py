@@ -128,6 +128,11 @@ class Evaluation:
     probabilities: np.ndarray
     classes: list[str]
 
+    @property
+    def balanced_accuracy(self) -> float:
+        """Mean of the per-class recalls: what accuracy means when the classes are unbalanced."""
+        return float(np.nanmean(self.per_class.to_numpy(dtype=float)))
+
 
 class DeviceSplit:
     """A split on the device as normalised float tensors (built once per run)."""

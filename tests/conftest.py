@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -59,4 +60,34 @@ def copy_dataset(mirror: Path, folder: str, dest_root: Path) -> Path:
     """A writable private copy of one data set folder, for tests that damage files."""
     dest = dest_root / folder
     shutil.copytree(mirror / folder, dest, copy_function=shutil.copyfile)
+    return dest
+
+
+def manifest_rows(folder: Path) -> pd.DataFrame:
+    """The rows of an X-ray folder's ``manifest.csv`` (one per image file)."""
+    return pd.read_csv(folder / "manifest.csv")
+
+
+def manifest_counts(folder: Path) -> dict[str, dict[str, int]]:
+    """Images per 3-class label in the training pool (train + val folders) and in test, per the manifest."""
+    rows = manifest_rows(folder)
+    pool = rows["split"].map({"train": "train", "val": "train", "test": "test"})
+    return {p: rows[pool == p]["label3"].value_counts().reindex(["normal", "bacterial", "viral"], fill_value=0)
+            .astype(int).to_dict() for p in ("train", "test")}
+
+
+def small_xray_tree(mirror: Path, dest_root: Path, per_label: int = 10, manifest: bool = True,
+                    splits: tuple[str, ...] = ("train", "val", "test")) -> Path:
+    """A small real chest X-ray folder in the original layout: the first ``per_label`` files of each
+    3-class label from each of ``splits`` of the mirror, with their manifest rows (if ``manifest``)."""
+    src = mirror / "chest_xray"
+    rows = manifest_rows(src)
+    rows = rows[rows["split"].isin(splits)].sort_values(["split", "folder", "file"])
+    picked = rows.groupby(["split", "label3"], sort=False).head(per_label)
+    dest = dest_root / "chest_xray"
+    for r in picked.itertuples():
+        (dest / r.split / r.folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / r.split / r.folder / r.file, dest / r.split / r.folder / r.file)
+    if manifest:
+        picked.to_csv(dest / "manifest.csv", index=False)
     return dest

@@ -16,7 +16,7 @@ from torchvision.datasets import FashionMNIST
 from helpers import data
 from helpers.datasources import CorruptDataError, DataNotFoundError, ensure_dataset
 
-from conftest import copy_dataset
+from conftest import copy_dataset, manifest_counts, manifest_rows, small_xray_tree
 
 
 def _check_common(s: data.DataSplits, channels: int, size: int, n_classes: int) -> None:
@@ -59,17 +59,30 @@ def test_chest_xray_three_classes_and_patient_disjoint_splits(mirror_data_root: 
     _check_common(s, channels=1, size=64, n_classes=3)
     assert s.classes == ["normal", "bacterial", "viral"]
     counts = s.counts()
-    # the mirror's subset: 200 train + 60 test images per class (README of shared/data)
-    assert ((counts["train"] + counts["val"]) == 200).all() and (counts["test"] == 60).all()
+    # every image the mirror's manifest lists, in its class; its val/ folder is folded into training
+    expected = manifest_counts(mirror / "chest_xray")
+    assert (counts["train"] + counts["val"]).to_dict() == expected["train"]
+    assert counts["test"].to_dict() == expected["test"]
     assert 0.07 < len(s.val) / (len(s.train) + len(s.val)) < 0.13
     patients = {k: {data.patient_of(i) for i in s.split(k).ids} for k in ("train", "val", "test")}
     assert not patients["train"] & patients["val"]
-    assert not patients["train"] & patients["test"] and not patients["val"] & patients["test"]
     # labels agree with the file names they came from
     for image_id, y in zip(s.train.ids, s.train.y):
         parts = image_id.split("/")
         assert data.xray_label_and_patient(parts[-2], parts[-1])[0] == s.classes[int(y)]
-    assert "780 images" in s.note
+    n_all = sum(expected["train"].values()) + sum(expected["test"].values())
+    kinds = manifest_rows(mirror / "chest_xray")["source_kind"].value_counts()
+    complete = n_all >= 0.99 * data.KERMANY_IMAGES
+    assert s.note.startswith("Complete" if complete else "Subset")
+    assert f"{n_all:,} of its 5,856 images" in s.note
+    for kind, n in kinds.items():
+        assert (f"{n:,} are '{kind}' copies" in s.note) == (kind != "original")
+
+
+def test_xray_note_says_subset_or_complete() -> None:
+    assert data.xray_note(780, "x").startswith("Subset of the Kermany 2018 data: 780 of its 5,856")
+    full = data.xray_note(5833, "x", {"original": 2198, "reencoded-224": 3635})
+    assert full.startswith("Complete") and "3,635 are 'reencoded-224' copies" in full and "original'" not in full
 
 
 def test_chest_xray_size_is_configurable(mirror_data_root: Path, mirror: Path) -> None:
@@ -174,7 +187,8 @@ def test_idx_with_wrong_length_is_reported(tmp_path: Path, mirror: Path, monkeyp
 
 
 def test_xray_file_failing_its_manifest_checksum_is_named(tmp_path: Path, mirror: Path) -> None:
-    folder = copy_dataset(mirror, "chest_xray", tmp_path)
+    folder = small_xray_tree(mirror, tmp_path)
+    assert (folder / "manifest.csv").exists()
     victim = sorted((folder / "test" / "NORMAL").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[:500])
     with pytest.raises(CorruptDataError, match=victim.name):
@@ -182,8 +196,7 @@ def test_xray_file_failing_its_manifest_checksum_is_named(tmp_path: Path, mirror
 
 
 def test_undecodable_image_is_named(tmp_path: Path, mirror: Path) -> None:
-    folder = copy_dataset(mirror, "chest_xray", tmp_path)
-    (folder / "manifest.csv").unlink()  # like the complete data set, which has no manifest
+    folder = small_xray_tree(mirror, tmp_path, manifest=False)  # like the original release: no manifest
     victim = sorted((folder / "train" / "PNEUMONIA").iterdir())[3]
     victim.write_bytes(b"\xff\xd8 this is not a jpeg")
     with pytest.raises(CorruptDataError, match=f"cannot decode image .*{victim.name}"):
@@ -191,8 +204,7 @@ def test_undecodable_image_is_named(tmp_path: Path, mirror: Path) -> None:
 
 
 def test_empty_class_folder_is_reported(tmp_path: Path, mirror: Path) -> None:
-    folder = copy_dataset(mirror, "chest_xray", tmp_path)
-    (folder / "manifest.csv").unlink()
+    folder = small_xray_tree(mirror, tmp_path, manifest=False)
     for f in (folder / "test" / "NORMAL").iterdir():
         f.unlink()
     with pytest.raises(DataNotFoundError, match="test/NORMAL holds no images"):
@@ -207,25 +219,28 @@ def test_missing_class_folder_in_simpsons_is_reported(tmp_path: Path, mirror: Pa
 
 
 def test_files_with_unknown_names_are_skipped_with_a_warning(tmp_path: Path, mirror: Path) -> None:
-    folder = copy_dataset(mirror, "chest_xray", tmp_path)
-    (folder / "manifest.csv").unlink()
+    folder = small_xray_tree(mirror, tmp_path, manifest=False)
+    n_pool = sum(1 for sub in ("train", "val") for _ in (folder / sub).rglob("*.jpeg"))
     src = sorted((folder / "train" / "PNEUMONIA").iterdir())[0]
     shutil.copyfile(src, folder / "train" / "PNEUMONIA" / "scan_without_patient.jpeg")
     with pytest.warns(UserWarning, match="scan_without_patient.jpeg"):
         s = data.load_chest_xray(data_root=tmp_path, mirror=mirror)
-    assert len(s.train) + len(s.val) == 600
+    assert len(s.train) + len(s.val) == n_pool  # every well-named file, and not the odd one
+    assert not any("scan_without_patient" in i for i in s.train.ids + s.val.ids)
 
 
 def test_kaggle_val_folder_is_folded_into_training(tmp_path: Path, mirror: Path) -> None:
-    folder = copy_dataset(mirror, "chest_xray", tmp_path)
-    (folder / "manifest.csv").unlink()
+    folder = small_xray_tree(mirror, tmp_path, manifest=False, splits=("train", "test"))
+    assert not (folder / "val").exists()
     for cls in ("NORMAL", "PNEUMONIA"):  # move a few images to a Kaggle-style val/ folder
         (folder / "val" / cls).mkdir(parents=True)
         for f in sorted((folder / "train" / cls).iterdir())[:4]:
             f.rename(folder / "val" / cls / f.name)
+    n_pool = sum(1 for sub in ("train", "val") for _ in (folder / sub).rglob("*.jpeg"))
+    n_test = sum(1 for _ in (folder / "test").rglob("*.jpeg"))
     s = data.load_chest_xray(data_root=tmp_path, mirror=mirror)
-    assert len(s.train) + len(s.val) == 600 and len(s.test) == 180
-    assert any(i.startswith("val/") for i in s.train.ids + s.val.ids)
+    assert len(s.train) + len(s.val) == n_pool and len(s.test) == n_test
+    assert sum(i.startswith("val/") for i in s.train.ids + s.val.ids) == 8
 
 
 def test_try_load_skips_a_missing_data_set_with_instructions(tmp_path: Path, monkeypatch, capsys) -> None:
