@@ -2,10 +2,11 @@
 
 Design choices, each answering a known Hyperopt trap:
 
-* **Persistence.** ``fmin(trials_save_file=...)`` rewrites its pickle in place, so a kill during
-  the write corrupts it. :func:`run_search` calls ``fmin`` one trial at a time and saves the
-  ``Trials`` atomically (temporary file + rename) after every finished trial. Re-running the same
-  call resumes: finished trials are kept, never re-run.
+* **Persistence.** ``fmin(trials_save_file=...)`` rewrites a pickle in place, so a kill during
+  the write corrupts it, and loading a pickle can run code. :func:`run_search` calls ``fmin`` one
+  trial at a time and saves the trials as JSON, atomically, after every finished trial, under an
+  exclusive lock (:mod:`helpers.trialstore`). Re-running the same call resumes: finished trials are
+  kept, never re-run.
 * **Seeds.** ``fmin`` restarts its seed sequence on every call, so a resumed search would replay
   the first suggestions. Here trial ``i`` always draws from ``default_rng([seed, i])``: the same
   seed gives the same suggestions, and a resumed search continues exactly where it stopped.
@@ -15,7 +16,9 @@ Design choices, each answering a known Hyperopt trap:
   ``quniform``; every config used or shown here goes through :func:`hyperopt.space_eval` and
   :func:`to_run_config`, so batch sizes, widths and flags are real values.
 * **Failures.** A diverging trial is recorded as ``STATUS_FAIL`` with its reason and has no loss;
-  tables, plots and the best trial skip it without breaking.
+  the search goes on (also when the first trial fails, where ``fmin`` itself would raise
+  ``AllTrialsFailed``), and tables, plots and the best trial skip it. Only a whole budget of failed
+  trials is an error (:class:`SearchFailedError`, listing the reasons).
 * **Validation only.** The objective reports validation metrics; the test split is untouched.
 """
 
@@ -24,8 +27,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -36,7 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, rand, space_eval, tpe
-from hyperopt.base import miscs_update_idxs_vals
+from hyperopt.base import miscs_update_idxs_vals, trials_from_docs
+from hyperopt.exceptions import AllTrialsFailed
 from hyperopt.pyll import scope
 from hyperopt.pyll.stochastic import sample
 from tqdm import tqdm
@@ -45,6 +47,7 @@ from helpers.data import DataSplits
 from helpers.models import build_model, count_parameters
 from helpers.tracking import RunTracker
 from helpers.training import TrainConfig, fit
+from helpers.trialstore import load_trials, locked, save_trials
 
 ALGORITHMS = ("tpe", "random", "grid")
 MODEL_KEYS = ("conv_channels", "dense_units", "dropout", "batchnorm", "activation", "pool")
@@ -257,30 +260,8 @@ class SearchMismatchError(RuntimeError):
     """The trials file on disk belongs to a different search."""
 
 
-def load_trials(path: Path) -> Trials | None:
-    """The saved Trials at ``path``, or ``None`` when there is none yet."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    with open(path, "rb") as f:
-        try:
-            return pickle.load(f)
-        except (pickle.UnpicklingError, EOFError, AttributeError) as exc:
-            raise RuntimeError(
-                f"{path} is not a readable Trials file ({exc}); move it away to start the search afresh"
-            ) from exc
-
-
-def save_trials(trials: Trials, path: Path) -> None:
-    """Pickle ``trials`` atomically: a crash during the write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        pickle.dump(trials, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class SearchFailedError(RuntimeError):
+    """Every trial of a search's whole budget failed."""
 
 
 def _finished(trials: Trials) -> int:
@@ -315,44 +296,66 @@ def run_search(
 
     if isinstance(objective, Objective):  # fail fast on an unusable space, before any training
         validate_space(space, objective.data, objective.base_train)
+    with locked(trials_path):
+        trials = _open_trials(trials_path, spec)
+        done = _finished(trials)
+        if done and progress:
+            print(f"{spec.name} [{spec.algo}]: resuming: {done} of {spec.max_evals} trials were finished earlier and "
+                  f"are loaded from {trials_path.name}, not re-run")
+        bar = tqdm(total=spec.max_evals, initial=done, desc=f"{spec.name} [{spec.algo}]", unit="trial",
+                   disable=not progress, mininterval=0, dynamic_ncols=False, ncols=100)
+        try:
+            for i in range(done, spec.max_evals):
+                if isinstance(objective, Objective):
+                    objective.trial_index = i
+                try:
+                    fmin(objective, space, algo=algo, max_evals=i + 1, trials=trials,
+                         rstate=np.random.default_rng([spec.seed, i]), show_progressbar=False,
+                         return_argmin=False, allow_trials_fmin=False)
+                except AllTrialsFailed:  # fmin's own best-point look-up; the failed trial is recorded
+                    pass
+                if _finished(trials) != i + 1:  # the grid ran out of points
+                    break
+                save_trials(trials, trials_path)
+                bar.update(1)
+                ok = [t["result"]["val_acc"] for t in trials.trials if t["result"].get("status") == STATUS_OK]
+                if ok:
+                    bar.set_postfix_str(f"best val acc {max(ok):.3f}")
+        finally:
+            bar.close()
+    _raise_if_all_failed(trials, spec)
+    return trials
+
+
+def _open_trials(trials_path: Path, spec: SearchSpec) -> Trials:
+    """The saved trials of this search (finished ones only), or new empty trials."""
     trials = load_trials(trials_path)
+    key = json.dumps(spec.key(), sort_keys=True)
     if trials is None:
         trials = Trials()
-        trials.attachments["search_spec"] = json.dumps(spec.key(), sort_keys=True)
-    elif trials.attachments.get("search_spec") != json.dumps(spec.key(), sort_keys=True):
+        trials.attachments["search_spec"] = key
+        return trials
+    if trials.attachments.get("search_spec") != key:
         raise SearchMismatchError(
             f"{trials_path} holds trials of another search ({trials.attachments.get('search_spec')}); "
             f"use another file name or delete it to start afresh"
         )
-    # Trials that never finished (none are saved that way, but be safe) are dropped and re-run.
-    unfinished = [t for t in trials.trials if t["result"].get("status") not in (STATUS_OK, STATUS_FAIL)]
-    if unfinished:
-        trials._dynamic_trials = [t for t in trials._dynamic_trials if t not in unfinished]
-        trials.refresh()
-
-    done = _finished(trials)
-    if done and progress:
-        print(f"{spec.name} [{spec.algo}]: resuming: {done} of {spec.max_evals} trials were finished earlier and are "
-              f"loaded from {trials_path}, not re-run")
-    bar = tqdm(total=spec.max_evals, initial=done, desc=f"{spec.name} [{spec.algo}]", unit="trial",
-               disable=not progress, mininterval=0, dynamic_ncols=False, ncols=100)
-    try:
-        for i in range(done, spec.max_evals):
-            if isinstance(objective, Objective):
-                objective.trial_index = i
-            fmin(objective, space, algo=algo, max_evals=i + 1, trials=trials,
-                 rstate=np.random.default_rng([spec.seed, i]), show_progressbar=False,
-                 return_argmin=False, allow_trials_fmin=False)
-            if _finished(trials) != i + 1:  # the grid ran out of points
-                break
-            save_trials(trials, trials_path)
-            bar.update(1)
-            ok = [t["result"]["val_acc"] for t in trials.trials if t["result"].get("status") == STATUS_OK]
-            if ok:
-                bar.set_postfix_str(f"best val acc {max(ok):.3f}")
-    finally:
-        bar.close()
+    finished = [t for t in trials.trials if t["result"].get("status") in (STATUS_OK, STATUS_FAIL)]
+    if len(finished) < len(trials.trials):  # none are saved unfinished, but be safe: re-run them
+        rebuilt = trials_from_docs(finished)
+        rebuilt.attachments.update(trials.attachments)
+        trials = rebuilt
     return trials
+
+
+def _raise_if_all_failed(trials: Trials, spec: SearchSpec) -> None:
+    results = [t["result"] for t in trials.trials]
+    if len(results) >= spec.max_evals and not any(r.get("status") == STATUS_OK for r in results):
+        reasons = sorted({str(r.get("failure", "no reason recorded")) for r in results})
+        raise SearchFailedError(
+            f"{spec.name} [{spec.algo}]: all {len(results)} trials failed. Reasons: " + "; ".join(reasons)
+            + ". Narrow the search space (e.g. lower learning rates) or check the data, then run it again."
+        )
 
 
 # ----------------------------------------------------------------------------------- analysis
@@ -435,6 +438,11 @@ class SearchOutcome:
     frame: pd.DataFrame
 
 
+def trials_file(results_dir: Path, name: str, algo: str) -> Path:
+    """Where the trials of search ``name`` with ``algo`` are saved (JSON)."""
+    return Path(results_dir) / f"{name}-{algo}.json"
+
+
 def compare_algorithms(
     data: DataSplits, base_train: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], grid_fixed: Mapping[str, Any],
     *, name: str, n_trials: int | None = None, algos: Sequence[str] = ("grid", "random", "tpe"), seed: int = 0,
@@ -444,7 +452,7 @@ def compare_algorithms(
     """Run grid, random and TPE searches at the same budget (the grid's size unless given).
 
     TPE and random search use ``lenet_space(**space_options)``. Trials are saved to
-    ``<results_dir>/<name>-<algo>.pkl`` after every trial, so re-running resumes; TensorBoard
+    ``<results_dir>/<name>-<algo>.json`` after every trial, so re-running resumes; TensorBoard
     runs go to ``runs/<name>/<algo>-trial-NNN``.
     """
     from helpers import paths  # local: keeps the module importable without touching the disk
@@ -458,7 +466,11 @@ def compare_algorithms(
         algo_space = grid_space(grid, grid_fixed) if algo == "grid" else lenet_space(**(space_options or {}))
         objective = Objective(data, base_train, name, algo, budget=budget, device=device)
         spec = SearchSpec(name, algo, seed, n_trials, n_startup_jobs, extra=settings)
-        trials = run_search(objective, algo_space, spec, results_dir / f"{name}-{algo}.pkl",
+        path = trials_file(results_dir, name, algo)
+        if progress and not path.exists() and path.with_suffix(".pkl").exists():
+            print(f"{path.with_suffix('.pkl').name}: trials pickled by an earlier version are not loaded (unpickling "
+                  f"can run code); this search starts afresh into {path.name}. Delete the .pkl file when it is done.")
+        trials = run_search(objective, algo_space, spec, path,
                             grid=grid if algo == "grid" else None, progress=progress)
         out[algo] = SearchOutcome(algo, trials, algo_space, trials_frame(trials, algo_space, algo))
     return out

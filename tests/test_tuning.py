@@ -47,7 +47,7 @@ def searched(small: DataSplits, tmp_path_factory):
                                  runs_root=root / "runs", train_fn=poisoning_fit)
     space = tuning.lenet_space()
     spec = tuning.SearchSpec("unit", "tpe", seed=0, max_evals=5, n_startup_jobs=3)
-    trials = tuning.run_search(objective, space, spec, root / "trials.pkl", progress=False)
+    trials = tuning.run_search(objective, space, spec, root / "trials.json", progress=False)
     return trials, tuning.trials_frame(trials, space, "tpe"), root
 
 
@@ -124,13 +124,13 @@ def _points(trials) -> list[dict]:
 def test_same_seed_gives_the_same_suggestions_and_resume_does_not_replay(tmp_path: Path) -> None:
     space = tuning.lenet_space()
     spec = lambda seed, n: tuning.SearchSpec("det", "tpe", seed=seed, max_evals=n, n_startup_jobs=3)  # noqa: E731
-    a = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "a.pkl", progress=False)
-    b = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "b.pkl", progress=False)
-    c = tuning.run_search(_analytic, space, spec(6, 8), tmp_path / "c.pkl", progress=False)
+    a = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "a.json", progress=False)
+    b = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "b.json", progress=False)
+    c = tuning.run_search(_analytic, space, spec(6, 8), tmp_path / "c.json", progress=False)
     assert _points(a) == _points(b) and _points(a) != _points(c)
     # interrupted after 4 trials, then resumed: identical to the uninterrupted search, no replays
-    tuning.run_search(_analytic, space, spec(5, 4), tmp_path / "d.pkl", progress=False)
-    d = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "d.pkl", progress=False)
+    tuning.run_search(_analytic, space, spec(5, 4), tmp_path / "d.json", progress=False)
+    d = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "d.json", progress=False)
     assert _points(d) == _points(a)
     assert _points(d)[4] != _points(d)[0]
 
@@ -145,13 +145,13 @@ def test_grid_enumerates_exactly_its_subspace(tmp_path: Path) -> None:
         return _analytic({"optimizer": {"lr": params["lr"]}, "dropout": 0.1, "batch_size": params["batch_size"]})
 
     spec = tuning.SearchSpec("grid", "grid", seed=0, max_evals=6)
-    trials = tuning.run_search(objective, space, spec, tmp_path / "g.pkl", grid=grid, progress=False)
+    trials = tuning.run_search(objective, space, spec, tmp_path / "g.json", grid=grid, progress=False)
     assert sorted(calls) == sorted((lr, bs) for lr in grid["lr"] for bs in grid["batch_size"])
     assert len(set(calls)) == 6 == len(trials.trials)
     frame = tuning.trials_frame(trials, space, "grid")
     assert [p["batch_size"] for p in frame["point"]] == [32, 64, 128, 32, 64, 128]
     with pytest.raises(ValueError, match="exceeds the grid's 6 points"):
-        tuning.run_search(objective, space, tuning.SearchSpec("grid", "grid", 0, 7), tmp_path / "h.pkl",
+        tuning.run_search(objective, space, tuning.SearchSpec("grid", "grid", 0, 7), tmp_path / "h.json",
                           grid=grid, progress=False)
 
 
@@ -161,15 +161,15 @@ def test_invalid_space_value_fails_before_any_training(small: DataSplits, tmp_pa
                                  runs_root=tmp_path, train_fn=lambda *a, **k: calls.append(1))
     space = {**tuning.lenet_space(), "dropout": hp.uniform("dropout", 0.5, 1.5)}
     with pytest.raises(ValueError, match="invalid search space.*dropout"):
-        tuning.run_search(objective, space, tuning.SearchSpec("bad", "random", 0, 3), tmp_path / "t.pkl", progress=False)
-    assert calls == [] and not (tmp_path / "t.pkl").exists()
+        tuning.run_search(objective, space, tuning.SearchSpec("bad", "random", 0, 3), tmp_path / "t.json", progress=False)
+    assert calls == [] and not (tmp_path / "t.json").exists()
 
 
 def test_resuming_with_another_search_is_refused(tmp_path: Path) -> None:
     space = tuning.lenet_space()
-    tuning.run_search(_analytic, space, tuning.SearchSpec("s", "tpe", 0, 2), tmp_path / "t.pkl", progress=False)
+    tuning.run_search(_analytic, space, tuning.SearchSpec("s", "tpe", 0, 2), tmp_path / "t.json", progress=False)
     with pytest.raises(tuning.SearchMismatchError):
-        tuning.run_search(_analytic, space, tuning.SearchSpec("s", "random", 0, 2), tmp_path / "t.pkl", progress=False)
+        tuning.run_search(_analytic, space, tuning.SearchSpec("s", "random", 0, 2), tmp_path / "t.json", progress=False)
 
 
 SEARCH_SCRIPT = textwrap.dedent("""
@@ -186,7 +186,7 @@ SEARCH_SCRIPT = textwrap.dedent("""
 
 
 def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp_path: Path, small) -> None:
-    trials_path = tmp_path / "trials.pkl"
+    trials_path = tmp_path / "trials.json"
     script = tmp_path / "search.py"
     script.write_text(SEARCH_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
