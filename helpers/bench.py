@@ -87,7 +87,7 @@ def run(device: torch.device, batch_size: int = 64) -> dict[str, float]:
             "speedup": (t_typ / n_typ) / (t_eng / n_eng)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -106,4 +106,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from helpers.cli import run
+
+    sys.exit(run(main))

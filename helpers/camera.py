@@ -24,6 +24,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from helpers.cli import has_display, run
+from helpers.paths import output_dir
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 MAC_HINT = ("On macOS the app running Python (Terminal, iTerm, VS Code, JupyterLab's browser) needs Camera "
@@ -309,7 +312,6 @@ def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from helpers.checkpoints import CheckpointError
     from helpers.inference import Predictor, default_checkpoint
 
     parser = argparse.ArgumentParser(description="Live Simpsons-MNIST predictions from a camera, video or folder.")
@@ -325,14 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flip", type=int, default=0, help="CSI camera flip-method 0..7 (2 = 180 degrees)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    if not args.headless and not has_display():
+        args.headless, args.out = True, args.out or output_dir() / "demo-frames"
+        print(f"no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless, annotated frames go to {args.out}")
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint or default_checkpoint(), args.device)
         source = open_source(args.source, fallback=args.fallback, width=args.width, height=args.height, fps=args.fps,
                              flip=args.flip)
         n = run_demo(source, predictor, headless=args.headless, out_dir=args.out, max_frames=args.max_frames)
-    except (CameraError, CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except cv2.error as exc:
         print(f"error: OpenCV could not open a window ({exc.err}); use --headless --out DIR on a machine without "
               f"a display", file=sys.stderr)
@@ -342,4 +344,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -1,12 +1,13 @@
 """Checkpoints: weights plus everything needed to use them (config, classes, normalisation, metrics).
 
 Saved atomically (written to a temporary file, then renamed), so an interrupted save never
-leaves a half-written checkpoint in place of a good one.
+leaves a half-written checkpoint in place of a good one, with a sha256 beside it: a checkpoint
+whose bytes do not match is refused with a clear message, never loaded with wrong weights.
 """
 
 from __future__ import annotations
 
-import os
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from helpers.integrity import ChecksumError, checksum_path, read_checked, write_checked
 from helpers.models import ARCHITECTURES, build_model, spec_of
 
 FORMAT = "lenet5-portfolio-checkpoint/1"
@@ -78,10 +80,9 @@ def save_checkpoint(
         "train_config": plain(dict(train_config or {})), "metrics": plain(dict(metrics or {})),
         "extra": plain(dict(extra or {})),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_checked(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -93,10 +94,20 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train and save a model first (notebook 02 or 03)")
+    if not checksum_path(path).exists():
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint of this project: it has no {checksum_path(path).name} "
+            f"beside it (every checkpoint saved here has one; older versions did not). Re-create it by re-running "
+            f"the notebook that trains it (02 or 03).")
+    try:
+        data = read_checked(path)
+    except ChecksumError as exc:
+        raise CheckpointError(f"{exc}. It is not loaded: re-create it by re-running the notebook that trains it "
+                              f"(02 or 03), or restore the file and its .sha256 from a backup.") from None
     try:
         # numpy scalars are plain data; allowing them keeps files written with numpy metadata loadable
         with torch.serialization.safe_globals(_NUMPY_SCALARS):
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
+import hashlib
+import io
+import json
 import re
+import sys
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -32,12 +35,15 @@ from helpers.datasources import (
     CorruptDataError,
     DataNotFoundError,
     DataSource,
+    damaged_file_advice,
     download_file,
     download_zip_folder,
     ensure_dataset,
     file_digest,
-    fingerprint,
+    content_key,
+    visible,
 )
+from helpers.integrity import read_checked, remove_checked, write_checked
 from helpers.splits import grouped_stratified_split, stratified_split, stratified_subset
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -199,22 +205,28 @@ def _ensure(source: DataSource, data_root: Path | None, mirror: Path | None) -> 
 # ----------------------------------------------------------------------------------- caching
 
 
-def _cached(key: str, files: list[Path], root: Path, cache_dir: Path, build: Callable[[], dict]) -> dict:
-    """Return ``build()``'s tensors, from ``cache_dir/<key>-<fingerprint>.pt`` when present."""
+def _cached(key: str, content: str, cache_dir: Path, build: Callable[[], dict]) -> dict:
+    """Return ``build()``'s tensors, from ``cache_dir/<key>-<content>.pt`` when present and intact.
+
+    ``content`` is a hash of the source files' contents (:func:`content_key`), so a file altered in
+    place, even to the same size, is never served from an old cache. Each cache file has a sha256
+    beside it (:mod:`helpers.integrity`); one that does not match is reported and rebuilt.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{key}-{fingerprint(files, root)}.pt"
+    path = cache_dir / f"{key}-{content}.pt"
     if path.exists():
         try:
-            return torch.load(path, weights_only=True)
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            path.unlink(missing_ok=True)
+            return torch.load(io.BytesIO(read_checked(path)), weights_only=True)
+        except Exception as exc:  # a damaged cache is rebuilt, never trusted
+            warnings.warn(f"decoded-data cache not used, rebuilding it: {exc}", stacklevel=3)
+            remove_checked(path)
     for stale in cache_dir.glob(f"{key}-*.pt"):  # caches of files that have changed since
         if stale != path:
-            stale.unlink(missing_ok=True)
+            remove_checked(stale)
     raw = build()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # unique: two processes may build at once
-    torch.save(raw, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(raw, buffer)
+    write_checked(path, buffer.getvalue())
     return raw
 
 
@@ -236,17 +248,27 @@ def _assemble(
     return DataSplits(name, classes, train, val, test, mean, std, str(source))
 
 
-def _list_images(folder: Path, dataset: str) -> list[Path]:
+def _list_images(folder: Path, dataset: str, root: Path) -> list[Path]:
+    """The visible image files of one class folder (hidden ``._x.jpg`` / ``.DS_Store`` are skipped)."""
+    fix = f"Put its images back, or move '{root}' away and load again for a fresh copy."
     if not folder.is_dir():
-        raise DataNotFoundError(f"{dataset}: class folder {folder} is missing. Re-copy the data set.")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        raise DataNotFoundError(f"{dataset}: class folder {folder} is missing. {fix}")
+    files = sorted(p for p in folder.iterdir() if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise DataNotFoundError(f"{dataset}: class folder {folder} holds no images. Re-copy the data set.")
+        raise DataNotFoundError(f"{dataset}: class folder {folder} holds no images. {fix}")
     return files
 
 
-def _decode(path: Path, mode: str, size: int | None = None, expect: int | None = None) -> np.ndarray:
-    """Decode one image as ``mode`` ('L' or 'RGB'); resize to ``size`` or check it is ``expect``."""
+def _damaged(path: Path, problem: str, origin: tuple[Path, DataSource]) -> CorruptDataError:
+    """The error for a damaged data file: what is wrong and how to fix it, by where the file came from."""
+    return CorruptDataError(f"{path}: {problem}. {damaged_file_advice(path, *origin)}")
+
+
+def _decode(path: Path, mode: str, origin: tuple[Path, DataSource], size: int | None = None,
+            expect: int | None = None) -> np.ndarray:
+    """Decode one image as ``mode`` ('L' or 'RGB'); resize to ``size`` or check it is ``expect``.
+
+    ``origin`` is (data set folder, its source), for the advice when the file is damaged."""
     try:
         with Image.open(path) as im:
             if size is not None:
@@ -256,34 +278,35 @@ def _decode(path: Path, mode: str, size: int | None = None, expect: int | None =
                 im = im.convert(mode)
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise CorruptDataError(f"cannot decode image {path}: {exc}. Delete it or re-copy the data set.") from exc
+        raise _damaged(path, f"cannot decode image ({exc})", origin) from exc
     if expect is not None and arr.shape[:2] != (expect, expect):
-        raise CorruptDataError(f"image {path} is {arr.shape[1]}x{arr.shape[0]}, expected {expect}x{expect}")
+        raise _damaged(path, f"image is {arr.shape[1]}x{arr.shape[0]}, expected {expect}x{expect}", origin)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
 # ----------------------------------------------------------------------------------- Fashion-MNIST
 
 
-def _read_idx_gz(path: Path, md5: str) -> np.ndarray:
+def _check_md5(path: Path, md5: str, origin: tuple[Path, DataSource]) -> str:
     got = file_digest(path, "md5")
     if got != md5:
-        raise CorruptDataError(
-            f"{path}: md5 {got} differs from the published {md5}, so the file is truncated or "
-            f"altered. Delete it and load again to fetch a fresh copy."
-        )
+        raise _damaged(path, f"md5 {got} differs from the published {md5}, so the file is truncated or altered", origin)
+    return got
+
+
+def _read_idx_gz(path: Path, origin: tuple[Path, DataSource]) -> np.ndarray:
     try:
         data = gzip.decompress(path.read_bytes())
     except (OSError, EOFError, zlib.error) as exc:
-        raise CorruptDataError(f"{path}: not a readable gzip file ({exc}). Delete it and load again.") from exc
+        raise _damaged(path, f"not a readable gzip file ({exc})", origin) from exc
     magic = int.from_bytes(data[0:4], "big")
     ndim = magic & 0xFF
     if magic >> 8 != 0x08 or ndim not in (1, 3):
-        raise CorruptDataError(f"{path}: not an IDX file of unsigned bytes (magic {magic:#x})")
+        raise _damaged(path, f"not an IDX file of unsigned bytes (magic {magic:#x})", origin)
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
-        raise CorruptDataError(f"{path}: holds {body.size} bytes of data, header says {shape}")
+        raise _damaged(path, f"holds {body.size} bytes of data, header says {shape}", origin)
     return body.reshape(shape)
 
 
@@ -295,7 +318,7 @@ def load_fashion_mnist(
     files = {fname: folder / "raw" / fname for fname, _ in FashionMNIST.resources}
 
     def build() -> dict:
-        arrays = {f: _read_idx_gz(p, md5) for (f, md5), p in zip(FashionMNIST.resources, files.values())}
+        arrays = {f: _read_idx_gz(p, (folder, FASHION)) for f, p in files.items()}
         out = {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
             x = arrays[f"{prefix}-images-idx3-ubyte.gz"]
@@ -307,7 +330,8 @@ def load_fashion_mnist(
             out[f"{split}_ids"] = [f"{split}[{i}]" for i in range(len(y))]
         return out
 
-    raw = _cached("fashion", list(files.values()), folder, folder.parent / "cache", build)
+    digests = {f: _check_md5(files[f], md5, (folder, FASHION)) for f, md5 in FashionMNIST.resources}  # every load
+    raw = _cached("fashion", content_key(digests), folder.parent / "cache", build)
     return _assemble(
         "Fashion-MNIST", list(FashionMNIST.classes), raw,
         lambda y: stratified_split(y, val_fraction, seed), folder,
@@ -315,6 +339,58 @@ def load_fashion_mnist(
 
 
 # ----------------------------------------------------------------------------------- Simpsons-MNIST
+
+#: Per class folder of the published Simpsons-MNIST: file count and a digest of its files' sha256s.
+SIMPSONS_CHECKSUMS = Path(__file__).with_name("checksums") / "simpsons-mnist.json"
+
+
+def _folder_digest(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
+    """(digest of a class folder, ``{file name: sha256}``), as in :data:`SIMPSONS_CHECKSUMS`."""
+    per_file = {f.name: file_digest(f) for f in sorted(files, key=lambda p: p.name)}
+    h = hashlib.sha256()
+    for name, digest in per_file.items():
+        h.update(f"{name} {digest}\n".encode())
+    return h.hexdigest(), per_file
+
+
+def _verify_simpsons(folder: Path, color: str, listing: dict[str, dict[str, list[Path]]], mirror: Path | None) -> str:
+    """Check every class folder against :data:`SIMPSONS_CHECKSUMS`; returns the content key for the cache.
+
+    A folder that does not match is named, and so are the files that differ from the mirror's copy
+    when a mirror that matches the list is at hand.
+    """
+    expected = json.loads(SIMPSONS_CHECKSUMS.read_text())["folders"]
+    digests = {}
+    for split, per_class in listing.items():
+        for cls, files in per_class.items():
+            rel = f"{color}/{split}/{cls}"
+            digest, per_file = _folder_digest(files)
+            digests[rel] = digest
+            if rel not in expected:
+                raise CorruptDataError(f"Simpsons-MNIST: {folder / 'dataset' / rel} is not a class folder of the "
+                                       f"published data set. Move it out of {folder / 'dataset' / color / split}.")
+            if digest != expected[rel]["sha256"]:
+                raise CorruptDataError(_simpsons_mismatch(folder, rel, per_file, expected[rel], mirror))
+    return content_key(digests)
+
+
+def _simpsons_mismatch(folder: Path, rel: str, per_file: dict[str, str], expected: dict, mirror: Path | None) -> str:
+    where = folder / "dataset" / rel
+    msg = (f"Simpsons-MNIST: the files in {where} do not match the published data set's checksums "
+           f"({len(per_file)} files here, {expected['files']} published)")
+    reference = (Path(mirror) if mirror is not None else paths.mirror_dir() or Path("/nonexistent")) / SIMPSONS.folder
+    ref_files = [p for p in (reference / "dataset" / rel).glob("*") if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES]
+    if ref_files:
+        ref_digest, ref_per_file = _folder_digest(ref_files)
+        if ref_digest == expected["sha256"]:
+            changed = sorted(n for n in per_file if n in ref_per_file and per_file[n] != ref_per_file[n])
+            missing = sorted(set(ref_per_file) - set(per_file))
+            extra = sorted(set(per_file) - set(ref_per_file))
+            for what, names in (("altered", changed), ("missing", missing), ("not in the data set", extra)):
+                if names:
+                    msg += f"; {what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+            return msg + f". {damaged_file_advice(where / (changed or missing or extra)[0], folder, SIMPSONS)}"
+    return msg + f". Replace the folder with a good copy from {SIMPSONS.homepage}, or move '{folder}' away and load again."
 
 
 def load_simpsons_mnist(
@@ -327,18 +403,17 @@ def load_simpsons_mnist(
     folder = _ensure(SIMPSONS, data_root, mirror)
     base = folder / "dataset" / color
     split_dirs = {s: base / s for s in ("train", "test")}
-    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir())
+    classes = sorted(p.name for p in split_dirs["train"].iterdir() if p.is_dir() and visible(p))
     if not classes:
         raise DataNotFoundError(f"Simpsons-MNIST: {split_dirs['train']} has no character folders")
-    test_classes = sorted(p.name for p in split_dirs["test"].iterdir() if p.is_dir())
+    test_classes = sorted(p.name for p in split_dirs["test"].iterdir() if p.is_dir() and visible(p))
     if test_classes != classes:
         raise DataNotFoundError(
             f"Simpsons-MNIST: train and test character folders differ under {base}: "
             f"missing in test {sorted(set(classes) - set(test_classes))}, "
             f"missing in train {sorted(set(test_classes) - set(classes))}"
         )
-    listing = {s: [(c, _list_images(d / c, "Simpsons-MNIST")) for c in classes] for s, d in split_dirs.items()}
-    all_files = [f for s in listing.values() for _, fs in s for f in fs]
+    listing = {s: [(c, _list_images(d / c, "Simpsons-MNIST", folder)) for c in classes] for s, d in split_dirs.items()}
     mode = "RGB" if color == "rgb" else "L"
 
     def build() -> dict:
@@ -347,7 +422,7 @@ def load_simpsons_mnist(
             xs, ys, ids = [], [], []
             for label, (_, files) in enumerate(per_class):
                 for f in files:
-                    xs.append(_decode(f, mode, expect=28))
+                    xs.append(_decode(f, mode, (folder, SIMPSONS), expect=28))
                     ys.append(label)
                     ids.append(f.relative_to(folder).as_posix())
             out[f"{split}_x"] = torch.from_numpy(np.stack(xs))
@@ -355,7 +430,8 @@ def load_simpsons_mnist(
             out[f"{split}_ids"] = ids
         return out
 
-    raw = _cached(f"simpsons-{color}", all_files, folder, folder.parent / "cache", build)
+    content = _verify_simpsons(folder, color, {s: dict(per_class) for s, per_class in listing.items()}, mirror)
+    raw = _cached(f"simpsons-{color}", content, folder.parent / "cache", build)
     return _assemble(
         f"Simpsons-MNIST ({color})", classes, raw,
         lambda y: stratified_split(y, val_fraction, seed), folder,
@@ -387,21 +463,22 @@ def patient_of(image_id: str) -> str:
     return parsed[1] if parsed else parts[-1]
 
 
-def _verify_manifest(folder: Path) -> None:
-    """Check files listed in ``manifest.csv`` (the offline subset ships one) against their sha256."""
+def _verify_manifest(folder: Path, digests: dict[str, str]) -> None:
+    """Check the files listed in ``manifest.csv`` (the offline mirror ships one) against their sha256."""
     manifest = folder / "manifest.csv"
     if not manifest.exists():
         return
     with open(manifest, newline="") as f:
         for row in csv.DictReader(f):
-            path = folder / row["split"] / row["folder"] / row["file"]
+            rel = f"{row['split']}/{row['folder']}/{row['file']}"
+            path = folder / rel
             if not path.exists():
-                raise DataNotFoundError(f"chest X-ray: {path} is listed in {manifest} but missing. Re-copy the data set.")
-            if file_digest(path) != row["sha256"]:
-                raise CorruptDataError(
-                    f"chest X-ray: {path} does not match its sha256 in {manifest} (truncated or altered). "
-                    f"Re-copy the data set."
-                )
+                raise DataNotFoundError(
+                    f"chest X-ray: {path} is listed in {manifest} but missing. Put it back, or move '{folder}' away "
+                    f"and load again for a fresh copy.")
+            if digests.get(rel, file_digest(path)) != row["sha256"]:
+                raise _damaged(path, f"does not match its sha256 in {manifest.name} (truncated or altered)",
+                               (folder, XRAY))
 
 
 def load_chest_xray(
@@ -424,7 +501,7 @@ def load_chest_xray(
             if not (folder / sub).is_dir():
                 continue
             for cls_dir in ("NORMAL", "PNEUMONIA"):
-                for f in _list_images(folder / sub / cls_dir, "chest X-ray"):
+                for f in _list_images(folder / sub / cls_dir, "chest X-ray", folder):
                     parsed = xray_label_and_patient(cls_dir, f.name)
                     if parsed is None:
                         skipped.append(f.relative_to(folder).as_posix())
@@ -441,18 +518,18 @@ def load_chest_xray(
         for label, cls in enumerate(XRAY_CLASSES):
             if label not in present:
                 raise DataNotFoundError(f"chest X-ray: no '{cls}' images in the {split} split under {folder}")
-    all_files = [f for items in listing.values() for f, _, _ in items]
+    digests = {f.relative_to(folder).as_posix(): file_digest(f) for items in listing.values() for f, _, _ in items}
+    _verify_manifest(folder, digests)  # every load, cache or not
 
     def build() -> dict:
-        _verify_manifest(folder)
         out = {}
         for split, items in listing.items():
-            out[f"{split}_x"] = torch.from_numpy(np.stack([_decode(f, "L", size=size) for f, _, _ in items]))
+            out[f"{split}_x"] = torch.from_numpy(np.stack([_decode(f, "L", (folder, XRAY), size=size) for f, _, _ in items]))
             out[f"{split}_y"] = torch.tensor([label for _, label, _ in items], dtype=torch.int64)
             out[f"{split}_ids"] = [f.relative_to(folder).as_posix() for f, _, _ in items]
         return out
 
-    raw = _cached(f"xray-{size}px", all_files, folder, folder.parent / "cache", build)
+    raw = _cached(f"xray-{size}px", content_key(digests), folder.parent / "cache", build)
     groups = [patient_of(i) for i in raw["train_ids"]]
     splits = _assemble(
         "Chest X-ray", list(XRAY_CLASSES), raw,
@@ -519,13 +596,25 @@ def try_load(name: str, **kwargs) -> DataSplits | None:
         return None
 
 
-def main() -> None:
-    """``python -m helpers.data``: fetch and decode every data set; say what is missing and how to get it."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m helpers.data``: fetch and decode every data set; exit 1 naming what is missing and how to get it."""
+    missing = []
     for name in LOADERS:
-        splits = try_load(name)
-        if splits is not None:
-            print(f"{splits.name}: {splits.sizes()} from {splits.source}" + (f" - {splits.note}" if splits.note else ""))
+        try:
+            splits = load_dataset(name)
+        except DataNotFoundError as exc:
+            missing.append(f"{name}: {exc}")
+            continue
+        print(f"{splits.name}: {splits.sizes()} from {splits.source}" + (f" - {splits.note}" if splits.note else ""))
+    if missing:
+        print(f"\n{len(missing)} data set(s) missing. Get each one of two ways: put its files in "
+              f"{paths.data_dir()} (layout in data/README.md), or set ${paths.MIRROR_ENV} to a folder that holds "
+              f"them.\n\n" + "\n\n".join(missing), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from helpers.cli import run
+
+    sys.exit(run(main))

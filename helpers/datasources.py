@@ -8,13 +8,19 @@ Order of preference, for every data set:
    an error that says exactly where to get the files and where to put them).
 
 Copies and downloads land in a temporary folder first and are renamed into place at the end,
-so an interrupted copy never leaves a half data set that looks complete.
+so an interrupted copy never leaves a half data set that looks complete. Each folder the project
+puts there records where it came from (``.provenance.json``), so that a damaged file can be traced
+to its origin. A folder in ``data/`` that is incomplete is never changed or replaced: the loader
+stops and says what is missing and how to fix it. Hidden entries (``.DS_Store``, macOS ``._*``
+files, ``.ipynb_checkpoints``) are ignored wherever files or folders are listed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import time
 import tempfile
 import urllib.request
 import zipfile
@@ -37,6 +43,30 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 class CorruptDataError(DataError, ValueError):
     """A data file exists but is truncated, undecodable or fails its checksum."""
+
+
+class IncompleteDataError(DataError):
+    """A data set folder exists in ``data/`` but lacks required files (it is left untouched)."""
+
+
+PROVENANCE = ".provenance.json"
+
+
+def visible(path: Path) -> bool:
+    """False for hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints``)."""
+    return not path.name.startswith(".")
+
+
+def list_files(folder: Path) -> set[str]:
+    """Every visible file under ``folder`` (not under a hidden folder), as relative POSIX paths."""
+    if not folder.is_dir():
+        return set()
+    out = set()
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder)
+        if p.is_file() and all(not part.startswith(".") for part in rel.parts):
+            out.add(rel.as_posix())
+    return out
 
 
 @dataclass(frozen=True)
@@ -73,6 +103,8 @@ def ensure_dataset(
     target = data_root / source.folder
     if not source.missing_in(target):
         return target
+    if target.exists() and any(target.iterdir()):  # somebody's folder: never changed, never replaced
+        raise IncompleteDataError(incomplete_message(source, target, mirror))
 
     looked = [f"{target} (missing: {', '.join(source.missing_in(target))})"]
     if mirror is not None:
@@ -111,9 +143,10 @@ def _copy_atomically(src: Path, dst: Path, source: DataSource) -> None:
     try:
         # copyfile, not copy2: mirrors are often read-only and the copy must stay writable.
         shutil.copytree(src, tmp / "x", copy_function=shutil.copyfile)
-        _replace_dir(tmp / "x", dst, source)
+        _write_provenance(tmp / "x", "mirror", str(src))
+        _move_into_place(tmp / "x", dst, source)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, never the user's
 
 
 def _download_atomically(source: DataSource, dst: Path) -> None:
@@ -122,21 +155,79 @@ def _download_atomically(source: DataSource, dst: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
     try:
         source.download(tmp)
-        _replace_dir(tmp, dst, source)
+        _write_provenance(tmp, "download", source.homepage)
+        _move_into_place(tmp, dst, source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replace_dir(new: Path, dst: Path, source: DataSource) -> None:
+def _write_provenance(folder: Path, kind: str, origin: str) -> None:
+    record = {"source": kind, "from": origin, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (folder / PROVENANCE).write_text(json.dumps(record) + "\n")
+
+
+def provenance(folder: Path) -> dict[str, str] | None:
+    """Where the project got ``folder`` from (``source``: mirror or download, ``from``), or ``None``
+    for a folder the project did not put there."""
+    try:
+        return json.loads((Path(folder) / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _move_into_place(new: Path, dst: Path, source: DataSource) -> None:
     if dst.exists():
         if not source.missing_in(dst):  # another process finished the same copy meanwhile: keep theirs
             return
-        shutil.rmtree(dst)  # an incomplete earlier copy: replace it whole
+        if any(dst.iterdir()):  # appeared meanwhile and incomplete: somebody's, so left alone
+            raise IncompleteDataError(incomplete_message(source, dst, None))
+        dst.rmdir()  # an empty folder
     try:
         new.rename(dst)
     except OSError:
         if source.missing_in(dst):  # lost a race to a complete copy is fine; anything else is not
             raise
+
+
+def incomplete_message(source: DataSource, target: Path, mirror: Path | None) -> str:
+    """Why ``target`` cannot be used as it is, what is missing (and extra), and the two ways to fix it."""
+    lines = [f"{source.name}: the folder {target} is incomplete (missing: {', '.join(source.missing_in(target))})."]
+    reference = mirror / source.folder if mirror is not None else None
+    if reference is not None and not source.missing_in(reference):
+        here, there = list_files(target), list_files(reference)
+        for what, names in (("missing here", sorted(there - here)), ("here but not in the mirror", sorted(here - there))):
+            if names:
+                shown = ", ".join(names[:5]) + (f" and {len(names) - 5:,} more" if len(names) > 5 else "")
+                lines.append(f"Compared with the mirror {reference}: {len(names):,} file(s) {what}: {shown}.")
+    fresh = f"from the mirror {reference}" if reference is not None and not source.missing_in(reference) else (
+        f"from {source.homepage}")
+    lines.append(
+        "Nothing in it was changed or deleted. Fix it one of two ways:\n"
+        f"  1. complete it yourself: put the missing files in place (the data set is published at {source.homepage});\n"
+        f"  2. move it away (e.g. mv '{target}' '{target}.mine') and load again: a fresh copy then comes {fresh}."
+    )
+    return "\n".join(lines)
+
+
+def damaged_file_advice(path: Path, folder: Path, source: DataSource) -> str:
+    """How to fix the damaged file ``path`` of the data set in ``folder``, by where the file came from.
+
+    A file copied from a mirror whose own copy is damaged the same way would come back damaged on
+    every re-copy; the advice then points at the mirror's file instead.
+    """
+    origin = provenance(folder)
+    move_away = f"move '{folder}' away (e.g. to '{folder}.damaged') and load again"
+    if origin is None:
+        return (f"{path.name} is in your own copy of {source.name} (not put there by this project): replace it with a "
+                f"good copy from {source.homepage}, or {move_away} to get a fresh copy.")
+    if origin.get("source") == "mirror":
+        mirrored = Path(origin["from"]) / Path(path).relative_to(folder)
+        if mirrored.exists() and Path(path).exists() and file_digest(mirrored) == file_digest(path):
+            return (f"{path.name} was copied from the mirror, whose own copy {mirrored} is damaged the same way, so "
+                    f"re-copying would not help: replace that file with a good copy from {source.homepage} (or unset "
+                    f"${paths.MIRROR_ENV} to download instead), then {move_away}.")
+        return f"{path.name} was copied from the mirror {origin['from']}, whose copy differs: {move_away} to re-copy it."
+    return f"{path.name} was downloaded from {origin.get('from')}: {move_away} to download it afresh."
 
 
 def download_file(url: str, dest: Path, md5: str | None = None) -> Path:
@@ -184,9 +275,9 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def fingerprint(files: Sequence[Path], root: Path) -> str:
-    """A short hash of file names and sizes: changes when the data on disk changes."""
+def content_key(digests: dict[str, str]) -> str:
+    """A short hash of ``{relative path: sha256}``: changes whenever any file's content changes."""
     h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(f"{f.relative_to(root).as_posix()}:{f.stat().st_size}\n".encode())
+    for rel in sorted(digests):
+        h.update(f"{rel}:{digests[rel]}\n".encode())
     return h.hexdigest()[:16]

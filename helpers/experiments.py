@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from helpers import paths
 from helpers.data import DataSplits
+from helpers.integrity import ChecksumError, read_checked, remove_checked, write_checked
 from helpers.models import build_model, count_parameters
 from helpers.tracking import RunTracker
 from helpers.training import TrainConfig, fit
@@ -60,8 +60,12 @@ def run_one(config: Config, seed: int, data: DataSplits, study: str, budget: str
     path = cache_dir / f"{_key(config, seed, data)}.json"
     labels = {"label": config.label, **config.factors, "dataset": config.dataset, "seed": seed}
     if path.exists():  # the same training under another label (e.g. a shared baseline) is reused too
-        cached = json.loads(path.read_text())
-        return {**labels, **{k: v for k, v in cached.items() if k in MEASUREMENTS}}, False
+        try:
+            cached = json.loads(read_checked(path))
+            return {**labels, **{k: v for k, v in cached.items() if k in MEASUREMENTS}}, False
+        except (ChecksumError, ValueError) as exc:
+            print(f"cached result not used, training again: {exc}")
+            remove_checked(path)
     model_kwargs = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
                     **config.model}
     train = TrainConfig(**{**config.train, "seed": seed})
@@ -79,10 +83,7 @@ def run_one(config: Config, seed: int, data: DataSplits, study: str, budget: str
         "updates": h.updates, "stopped_early": h.stopped_early, "diverged": h.diverged,
         "seconds": h.seconds, "n_params": count_parameters(model), "history": h.epochs,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(row, default=float))
-    tmp.replace(path)
+    write_checked(path, json.dumps(row, default=float).encode())
     return row, True
 
 

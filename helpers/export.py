@@ -57,7 +57,7 @@ def graph_ops(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.export [--checkpoint FILE] [--out FILE.onnx]``."""
     import argparse
 
@@ -69,7 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     path = export_onnx(args.checkpoint or default_checkpoint(), args.out)
     print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from helpers.cli import run
+
+    sys.exit(run(main))

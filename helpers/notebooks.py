@@ -2,8 +2,9 @@
 
 ``python -m helpers.notebooks`` runs every ``notebooks/NN_*.ipynb`` top to bottom in place with
 the full budget and writes ``report/NN_*.html`` plus ``report/index.html``. Each notebook runs into
-a temporary file first and replaces the committed one only when it finished without error, so a
-failed run never destroys the last good outputs (the failed copy is kept beside the report).
+a temporary file first and replaces the committed one only when a full-budget run finished without
+error, so neither a failed run nor a quick one ever replaces the last good outputs (a failed copy
+is kept beside the report; quick runs land in ``outputs-quick/notebooks/``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from nbconvert import HTMLExporter
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 from PIL import Image
 
-from helpers.paths import BUDGETS, project_root
+from helpers.paths import BUDGETS, output_dir, project_root
 
 
 def notebook_paths(folder: Path | None = None) -> list[Path]:
@@ -87,12 +88,18 @@ def render(notebooks: list[Path], out_dir: Path) -> Path:
 
 
 def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execute_notebooks: bool = True) -> Path:
-    """Execute the notebooks (in place) and render the report; returns the index path."""
+    """Execute the notebooks and render the report; returns the index path.
+
+    Only a successful full-budget run replaces a committed notebook. A quick-budget run writes its
+    executed copies to ``outputs-quick/notebooks/`` and renders those; a failed run leaves the
+    committed notebook untouched and its partial copy in ``report_dir``.
+    """
     notebooks = notebook_paths()
     if only:
         notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in only)]
     if not notebooks:
         raise SystemExit("no notebooks matched")
+    executed_dir = output_dir(budget) / "notebooks"
     if execute_notebooks:
         for nb_path in notebooks:
             started = time.perf_counter()
@@ -109,9 +116,17 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
                       file=sys.stderr)
                 raise
             tidy(tmp)
-            tmp.replace(nb_path)
+            if budget == "full":
+                tmp.replace(nb_path)
+            else:
+                executed_dir.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(tmp), executed_dir / nb_path.name)
             print(f"    done in {time.perf_counter() - started:.0f} s", flush=True)
-    index = render(notebook_paths(), report_dir)  # the whole report, including notebooks not re-run
+    if budget == "full":
+        rendered = notebook_paths()  # the whole report, including notebooks not re-run
+    else:  # this budget's executed copies where there are some, never mixed with the committed ones
+        rendered = [executed_dir / p.name for p in notebook_paths() if (executed_dir / p.name).exists()]
+    index = render(rendered, report_dir)
     print(f"report: {index}")
     return index
 
@@ -151,7 +166,7 @@ def tidy(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=BUDGETS, default="full")
     parser.add_argument("--report-dir", type=Path, default=project_root() / "report")
@@ -159,7 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--render-only", action="store_true", help="render the committed notebooks, run nothing")
     args = parser.parse_args(argv)
     run_all(args.budget, args.report_dir, args.only, execute_notebooks=not args.render_only)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from helpers.cli import run
+
+    sys.exit(run(main))

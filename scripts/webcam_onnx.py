@@ -129,6 +129,10 @@ def main(argv=None):
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--flip", type=int, default=0)
     args = parser.parse_args(argv)
+    if not args.headless and sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        args.headless = True  # OpenCV's window would abort the process without a display
+        print("no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless, frames go to {}".format(args.out))
     net, meta = load_model(args.model)
     cap = open_capture(args.source, args.width, args.height, args.fps, args.flip)
     if args.headless and not os.path.isdir(args.out):
@@ -162,5 +166,17 @@ def main(argv=None):
     return 0
 
 
+def run(argv=None):
+    """main() with bad input as one 'error:' line and exit code 2 (as helpers.cli.run; this script stands alone)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, KeyError, cv2.error) as exc:
+        print("error: {}".format(exc), file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

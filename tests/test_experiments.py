@@ -56,3 +56,15 @@ def test_compare_uses_two_standard_errors_and_needs_two_seeds() -> None:
     assert not ac.significant and "within noise" in str(ac)
     ad = compare(s, "A", "D")  # one seed: no noise estimate, never significant
     assert not ad.significant and "one seed" in str(ad)
+
+
+def test_a_damaged_cached_result_is_reported_and_trained_again(tiny, tmp_path: Path, capsys) -> None:
+    config = [Config("a", {"lr": 1e-3}, {}, {"optimizer": "adam", "lr": 1e-3, "epochs": 1})]
+    first = run_experiments(config, (0,), tiny, study="t", budget="quick", device="cpu", progress=False,
+                            cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("*.json")
+    cached.write_text(cached.read_text().replace('"final_val_acc": 0.', '"final_val_acc": 1.', 1))
+    again = run_experiments(config, (0,), tiny, study="t", budget="quick", device="cpu", progress=False,
+                            cache_dir=tmp_path)
+    assert again.attrs["trained"] == 1 and "does not match its checksum" in capsys.readouterr().out
+    assert again.loc[0, "final_val_acc"] == first.loc[0, "final_val_acc"] < 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.data import load_simpsons_mnist
+from helpers.integrity import write_checked
 from helpers.models import build_model
 from helpers.plots import plot_confusion
 from helpers.tracking import RunTracker, scalar_hparams
@@ -59,7 +61,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path: Pa
     data, result, _ = trained
     path = save_checkpoint(tmp_path / "m.pt", result.model, data.classes, data.mean, data.std,
                            train_config=result.config.__dict__, metrics={"val_acc": 0.5})
-    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.sha256"]  # no temporary file left behind
     ckpt = load_checkpoint(path)
     assert ckpt.classes == data.classes and ckpt.mean == data.mean and ckpt.metrics["val_acc"] == 0.5
     assert ckpt.train_config["optimizer"] == "adam"
@@ -72,20 +74,36 @@ def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path: Pa
 def test_wrong_model_files_give_clear_errors(tmp_path: Path, trained) -> None:
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pt")
-    junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"definitely not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save(build_model().state_dict(), foreign)  # a file this project did not write
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint of this project.*foreign.pt.sha256"):
+        load_checkpoint(foreign)
+    junk = write_checked(tmp_path / "junk.pt", b"definitely not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_checkpoint(junk)
-    plain = tmp_path / "plain.pt"
-    torch.save(build_model().state_dict(), plain)  # a bare state_dict, no metadata
+    buffer = io.BytesIO()
+    torch.save(build_model().state_dict(), buffer)  # a bare state_dict, no metadata
+    plain = write_checked(tmp_path / "plain.pt", buffer.getvalue())
     with pytest.raises(CheckpointError, match="not a checkpoint of this project"):
         load_checkpoint(plain)
     data, result, _ = trained
     path = save_checkpoint(tmp_path / "m.pt", result.model, data.classes, data.mean, data.std)
     payload = torch.load(path, weights_only=True)
     payload["model_config"]["dense_units"] = (64, 32)  # weights no longer fit the config
-    torch.save(payload, path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_checked(path, buffer.getvalue())
     with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_with_one_flipped_byte_is_refused(trained, tmp_path: Path) -> None:
+    data, result, _ = trained
+    path = save_checkpoint(tmp_path / "m.pt", result.model, data.classes, data.mean, data.std)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # inside the weights: torch.load alone would not notice
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="m.pt does not match its checksum.*not loaded.*re-running"):
         load_checkpoint(path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import importlib.util
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import camera
+from helpers import camera, cli
 from helpers.checkpoints import CheckpointError, save_checkpoint
 from helpers.data import DataSplits, load_simpsons_mnist
 from helpers.export import OPENCV41_OPS, OPSET, export_onnx, graph_ops
@@ -22,7 +23,8 @@ from helpers.inference import Predictor, annotate, preprocess, to_bgr_frame
 from helpers.models import build_model
 from helpers.training import DeviceSplit, TrainConfig, evaluate, fit
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "webcam_onnx.py"
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "webcam_onnx.py"
 
 
 def _load_script():
@@ -200,7 +202,8 @@ def test_wrong_model_files_give_clear_errors(tmp_path: Path, checkpoint: Path, v
     junk.write_bytes(b"\x00" * 100)
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         Predictor.from_checkpoint(junk)
-    assert camera.main(["--source", str(video), "--checkpoint", str(junk), "--headless", "--out", str(tmp_path)]) == 2
+    argv = ["--source", str(video), "--checkpoint", str(junk), "--headless", "--out", str(tmp_path)]
+    assert cli.run(camera.main, argv) == 2
     assert "error:" in capsys.readouterr().err
     onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx")
     onnx_path.with_suffix(".json").unlink()
@@ -238,3 +241,38 @@ def test_snapshot_series_and_annotation(video: Path, checkpoint: Path, tmp_path:
     prediction = Predictor.from_checkpoint(checkpoint).predict(shots[0])
     drawn = annotate(shots[0], prediction, fps=12.5)
     assert drawn.dtype == np.uint8 and drawn.shape[0] >= 240 and drawn.shape[2] == 3
+
+
+@pytest.mark.parametrize("runner", ["helpers", "jetson"])
+def test_without_a_display_the_demo_falls_back_to_headless(checkpoint: Path, video: Path, tmp_path: Path,
+                                                          monkeypatch, capsys, runner: str) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert not cli.has_display()
+    out = tmp_path / "frames"
+    if runner == "helpers":
+        code = camera.main(["--source", str(video), "--checkpoint", str(checkpoint), "--out", str(out),
+                            "--max-frames", "3"])  # no --headless: a window would abort in Qt
+    else:
+        onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx")
+        code = _load_script().main(["--model", str(onnx_path), "--source", str(video), "--out", str(out),
+                                    "--max-frames", "3"])
+    assert code == 0 and len(list(out.glob("*.png"))) == 3
+    assert capsys.readouterr().out.count("no display found") == 1
+
+
+def test_entry_points_report_bad_input_in_one_line_without_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "PORTFOLIO_OUTPUT_DIR": str(tmp_path)}
+    env.pop("HELPERS_DEBUG", None)
+    commands = [
+        [sys.executable, "-m", "helpers.export", "--checkpoint", str(tmp_path / "missing.pt")],
+        [sys.executable, "-m", "helpers.camera", "--checkpoint", str(tmp_path / "missing.pt"), "--headless",
+         "--out", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--model", str(tmp_path / "missing.onnx"), "--headless"],
+    ]
+    for command in commands:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        assert result.returncode != 0, command
+        assert "Traceback" not in result.stderr and result.stderr.startswith("error: "), result.stderr
+        assert "missing" in result.stderr
