@@ -18,7 +18,7 @@ data: setup  ## make sure the three data sets are in data/ and decoded
 	$(BIN)/python -m helpers.data
 
 report: data  ## execute notebooks/NN_*.ipynb in place (full budget) and render report/index.html
-	$(BIN)/python -m helpers.notebooks --budget full
+	$(BIN)/python -m helpers.report --budget full
 
 test: setup  ## the test suite (notebooks run in the quick budget)
 	$(BIN)/python -m pytest

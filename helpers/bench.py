@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from helpers import paths
-from helpers.data import Split, load_fashion_mnist
+from helpers.data import load_fashion_mnist
 from helpers.devices import describe, pick_device
 from helpers.models import build_model
+from helpers.splits import Split
 from helpers.training import TrainConfig, fit
 
 TARGETS = {"cpu": 1.5, "cuda": 20.0}

@@ -74,7 +74,6 @@ class CaptureSource(FrameSource):
                  capture_factory: Callable[..., Any] = cv2.VideoCapture, name: str | None = None) -> None:
         self.name = name or (f"camera {target}" if live else str(target))
         self.live, self.frame_timeout, self.frames_read = live, frame_timeout, 0
-        self._lock = threading.Lock()
         cap = _with_timeout(lambda: _quietly(capture_factory, target, api), open_timeout)
         if cap is _TIMEOUT:
             raise CameraError(f"{self.name}: did not open within {open_timeout:g} s. {self._hints()}")

@@ -22,9 +22,6 @@ from helpers.models import ARCHITECTURES, build_model, spec_of
 FORMAT = "lenet5-portfolio-checkpoint/1"
 
 
-_NUMPY_SCALARS = [np._core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "b1")}]
-
-
 def plain(value: Any) -> Any:
     """Metadata as plain Python values (numpy/torch scalars to numbers, tuples kept), safe to load."""
     if isinstance(value, dict):
@@ -104,10 +101,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
     except ChecksumError as exc:
         raise CheckpointError(f"{exc}. It is not loaded: re-create it by re-running the notebook that trains it "
                               f"(02 or 03), or restore the file and its .sha256 from a backup.") from None
-    try:
-        # numpy scalars are plain data; allowing them keeps files written with numpy metadata loadable
-        with torch.serialization.safe_globals(_NUMPY_SCALARS):
-            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:  # metadata is saved as plain values (see plain()), so no numpy types need allow-listing
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

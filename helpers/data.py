@@ -12,180 +12,40 @@ second; the cache key changes whenever the files on disk change.
 from __future__ import annotations
 
 import csv
-import gzip
-import hashlib
-import io
-import json
 import re
 import sys
 import warnings
-import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import FashionMNIST
 
 from helpers import paths
+from helpers.datafiles import (
+    cached_tensors,
+    check_md5,
+    decode_image,
+    list_images,
+    read_idx_gz,
+    verify_manifest,
+    verify_simpsons,
+)
 from helpers.datasources import (
+    FASHION,
+    SIMPSONS,
+    XRAY,
     CorruptDataError,
     DataNotFoundError,
     DataSource,
-    damaged_file_advice,
-    download_file,
-    download_zip_folder,
+    content_key,
     ensure_dataset,
     file_digest,
-    content_key,
     visible,
 )
-from helpers.integrity import read_checked, remove_checked, write_checked
-from helpers.splits import grouped_stratified_split, stratified_split, stratified_subset
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-
-
-@dataclass
-class Split:
-    """One split: images, labels and an identifier (source file or index) per image."""
-
-    x: torch.Tensor  #: uint8, (N, C, H, W)
-    y: torch.Tensor  #: int64, (N,)
-    ids: list[str]
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def take(self, index: np.ndarray | Sequence[int]) -> Split:
-        """The images at ``index`` (a new Split)."""
-        idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        return Split(self.x[idx], self.y[idx], [self.ids[i] for i in idx.tolist()])
-
-
-@dataclass
-class DataSplits:
-    """A data set ready for training: three splits, class names and train-split statistics."""
-
-    name: str
-    classes: list[str]
-    train: Split
-    val: Split
-    test: Split
-    mean: tuple[float, ...]  #: per channel, pixel scale 0..1, training split only
-    std: tuple[float, ...]
-    source: str  #: folder the files were read from
-    note: str = ""  #: e.g. which part of the data set this is
-
-    @property
-    def channels(self) -> int:
-        return int(self.train.x.shape[1])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.train.x.shape[-1])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def split(self, name: str) -> Split:
-        """``"train"``, ``"val"`` or ``"test"``."""
-        if name not in ("train", "val", "test"):
-            raise KeyError(f"unknown split {name!r}")
-        return getattr(self, name)
-
-    def sizes(self) -> str:
-        """Image counts, e.g. ``'7,200 train / 800 val / 2,000 test images'``."""
-        return f"{len(self.train):,} train / {len(self.val):,} val / {len(self.test):,} test images"
-
-    def counts(self) -> pd.DataFrame:
-        """Images per class (rows) and split (columns)."""
-        data = {
-            s: np.bincount(self.split(s).y.numpy(), minlength=self.num_classes)
-            for s in ("train", "val", "test")
-        }
-        return pd.DataFrame(data, index=pd.Index(self.classes, name="class"))
-
-    def pixel_stats(self) -> pd.DataFrame:
-        """Per split: image count, shape and pixel statistics (0..1 scale, all channels)."""
-        rows = []
-        for name in ("train", "val", "test"):
-            x = self.split(name).x.to(torch.float32) / 255.0
-            rows.append({
-                "split": name, "images": len(x), "channels": self.channels,
-                "size": f"{x.shape[-2]}x{x.shape[-1]}", "mean": x.mean().item(),
-                "std": x.std().item(), "min": x.min().item(), "max": x.max().item(),
-            })
-        return pd.DataFrame(rows).set_index("split").round(3)
-
-    def subset(
-        self, n_train: int | None = None, n_val: int | None = None, n_test: int | None = None,
-        seed: int = 0,
-    ) -> DataSplits:
-        """A class-stratified slice (for quick budgets); ``None`` keeps a split whole.
-
-        Mean/std stay those of the full training split; the note records the counts used.
-        """
-        parts = {}
-        for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-            s = self.split(name)
-            parts[name] = s if n is None or n >= len(s) else s.take(stratified_subset(s.y.numpy(), n, seed))
-        sliced = replace(self, **parts)
-        if any(len(parts[k]) < len(self.split(k)) for k in parts):
-            sliced.note = (f"{self.note} " if self.note else "") + (
-                f"Slice of {self.sizes()}: using {sliced.sizes()}."
-            )
-        return sliced
-
-
-# ----------------------------------------------------------------------------------- sources
-
-
-def _download_fashion(dest: Path) -> None:
-    for fname, md5 in FashionMNIST.resources:  # torchvision's list of files and published md5s
-        download_file(FashionMNIST.mirrors[0] + fname, dest / "raw" / fname, md5)
-
-
-FASHION = DataSource(
-    name="Fashion-MNIST",
-    folder="FashionMNIST",
-    required=tuple(f"raw/{fname}" for fname, _ in FashionMNIST.resources),
-    homepage="https://github.com/zalandoresearch/fashion-mnist",
-    licence="MIT",
-    download=lambda dest: _download_fashion(dest),
-)
-
-SIMPSONS_URL = "https://github.com/alvarobartt/simpsons-mnist/archive/HEAD.zip"
-SIMPSONS = DataSource(
-    name="Simpsons-MNIST",
-    folder="simpsons-mnist",
-    required=tuple(f"dataset/{c}/{s}" for c in ("rgb", "grayscale") for s in ("train", "test")),
-    homepage="https://github.com/alvarobartt/simpsons-mnist",
-    licence="CC BY-NC-SA 4.0 (non-commercial use only)",
-    download=lambda dest: download_zip_folder(SIMPSONS_URL, "dataset", dest),
-)
-
-XRAY = DataSource(
-    name="Chest X-ray (Kermany et al. 2018)",
-    folder="chest_xray",
-    required=("train/NORMAL", "train/PNEUMONIA", "test/NORMAL", "test/PNEUMONIA"),
-    homepage="https://data.mendeley.com/datasets/rscbjbr9sj/2",
-    licence="CC BY 4.0 (attribute Kermany, Zhang, Goldbaum)",
-    download=None,  # both hosts need a login or a token
-    manual_steps=(
-        "the chest X-ray images need a (free) account to download. Get 'ChestXRay2017.zip' from "
-        "https://data.mendeley.com/datasets/rscbjbr9sj/2 (or 'chest-xray-pneumonia' from "
-        "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia), unzip it and move "
-        "its 'chest_xray' folder (holding train/ and test/, each with NORMAL/ and PNEUMONIA/) to "
-        "{target}; or set $DATA_MIRROR to a folder that holds 'chest_xray/'."
-    ),
-)
-
-SOURCES = {"fashion": FASHION, "simpsons": SIMPSONS, "xray": XRAY}
+from helpers.splits import DataSplits, Split, grouped_stratified_split, stratified_split
 
 XRAY_CLASSES = ["normal", "bacterial", "viral"]
 #: Images in the published Kermany 2018 release (ChestXRay2017 v2): 5,216 train + 16 val + 624 test.
@@ -203,31 +63,6 @@ def _ensure(source: DataSource, data_root: Path | None, mirror: Path | None) -> 
 
 
 # ----------------------------------------------------------------------------------- caching
-
-
-def _cached(key: str, content: str, cache_dir: Path, build: Callable[[], dict]) -> dict:
-    """Return ``build()``'s tensors, from ``cache_dir/<key>-<content>.pt`` when present and intact.
-
-    ``content`` is a hash of the source files' contents (:func:`content_key`), so a file altered in
-    place, even to the same size, is never served from an old cache. Each cache file has a sha256
-    beside it (:mod:`helpers.integrity`); one that does not match is reported and rebuilt.
-    """
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{key}-{content}.pt"
-    if path.exists():
-        try:
-            return torch.load(io.BytesIO(read_checked(path)), weights_only=True)
-        except Exception as exc:  # a damaged cache is rebuilt, never trusted
-            warnings.warn(f"decoded-data cache not used, rebuilding it: {exc}", stacklevel=3)
-            remove_checked(path)
-    for stale in cache_dir.glob(f"{key}-*.pt"):  # caches of files that have changed since
-        if stale != path:
-            remove_checked(stale)
-    raw = build()
-    buffer = io.BytesIO()
-    torch.save(raw, buffer)
-    write_checked(path, buffer.getvalue())
-    return raw
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -248,66 +83,7 @@ def _assemble(
     return DataSplits(name, classes, train, val, test, mean, std, str(source))
 
 
-def _list_images(folder: Path, dataset: str, root: Path) -> list[Path]:
-    """The visible image files of one class folder (hidden ``._x.jpg`` / ``.DS_Store`` are skipped)."""
-    fix = f"Put its images back, or move '{root}' away and load again for a fresh copy."
-    if not folder.is_dir():
-        raise DataNotFoundError(f"{dataset}: class folder {folder} is missing. {fix}")
-    files = sorted(p for p in folder.iterdir() if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataNotFoundError(f"{dataset}: class folder {folder} holds no images. {fix}")
-    return files
-
-
-def _damaged(path: Path, problem: str, origin: tuple[Path, DataSource]) -> CorruptDataError:
-    """The error for a damaged data file: what is wrong and how to fix it, by where the file came from."""
-    return CorruptDataError(f"{path}: {problem}. {damaged_file_advice(path, *origin)}")
-
-
-def _decode(path: Path, mode: str, origin: tuple[Path, DataSource], size: int | None = None,
-            expect: int | None = None) -> np.ndarray:
-    """Decode one image as ``mode`` ('L' or 'RGB'); resize to ``size`` or check it is ``expect``.
-
-    ``origin`` is (data set folder, its source), for the advice when the file is damaged."""
-    try:
-        with Image.open(path) as im:
-            if size is not None:
-                im.draft(mode, (size, size))  # JPEG: decode at reduced scale, much faster
-                im = im.convert(mode).resize((size, size), Image.Resampling.LANCZOS)
-            else:
-                im = im.convert(mode)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise _damaged(path, f"cannot decode image ({exc})", origin) from exc
-    if expect is not None and arr.shape[:2] != (expect, expect):
-        raise _damaged(path, f"image is {arr.shape[1]}x{arr.shape[0]}, expected {expect}x{expect}", origin)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-
-
 # ----------------------------------------------------------------------------------- Fashion-MNIST
-
-
-def _check_md5(path: Path, md5: str, origin: tuple[Path, DataSource]) -> str:
-    got = file_digest(path, "md5")
-    if got != md5:
-        raise _damaged(path, f"md5 {got} differs from the published {md5}, so the file is truncated or altered", origin)
-    return got
-
-
-def _read_idx_gz(path: Path, origin: tuple[Path, DataSource]) -> np.ndarray:
-    try:
-        data = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError, zlib.error) as exc:
-        raise _damaged(path, f"not a readable gzip file ({exc})", origin) from exc
-    magic = int.from_bytes(data[0:4], "big")
-    ndim = magic & 0xFF
-    if magic >> 8 != 0x08 or ndim not in (1, 3):
-        raise _damaged(path, f"not an IDX file of unsigned bytes (magic {magic:#x})", origin)
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise _damaged(path, f"holds {body.size} bytes of data, header says {shape}", origin)
-    return body.reshape(shape)
 
 
 def load_fashion_mnist(
@@ -318,7 +94,7 @@ def load_fashion_mnist(
     files = {fname: folder / "raw" / fname for fname, _ in FashionMNIST.resources}
 
     def build() -> dict:
-        arrays = {f: _read_idx_gz(p, (folder, FASHION)) for f, p in files.items()}
+        arrays = {f: read_idx_gz(p, (folder, FASHION)) for f, p in files.items()}
         out = {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
             x = arrays[f"{prefix}-images-idx3-ubyte.gz"]
@@ -330,8 +106,8 @@ def load_fashion_mnist(
             out[f"{split}_ids"] = [f"{split}[{i}]" for i in range(len(y))]
         return out
 
-    digests = {f: _check_md5(files[f], md5, (folder, FASHION)) for f, md5 in FashionMNIST.resources}  # every load
-    raw = _cached("fashion", content_key(digests), folder.parent / "cache", build)
+    digests = {f: check_md5(files[f], md5, (folder, FASHION)) for f, md5 in FashionMNIST.resources}  # every load
+    raw = cached_tensors("fashion", content_key(digests), folder.parent / "cache", build)
     return _assemble(
         "Fashion-MNIST", list(FashionMNIST.classes), raw,
         lambda y: stratified_split(y, val_fraction, seed), folder,
@@ -339,59 +115,6 @@ def load_fashion_mnist(
 
 
 # ----------------------------------------------------------------------------------- Simpsons-MNIST
-
-#: Per class folder of the published Simpsons-MNIST: file count and a digest of its files' sha256s.
-SIMPSONS_CHECKSUMS = Path(__file__).with_name("checksums") / "simpsons-mnist.json"
-
-
-def _folder_digest(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
-    """(digest of a class folder, ``{file name: sha256}``), as in :data:`SIMPSONS_CHECKSUMS`."""
-    per_file = {f.name: file_digest(f) for f in sorted(files, key=lambda p: p.name)}
-    h = hashlib.sha256()
-    for name, digest in per_file.items():
-        h.update(f"{name} {digest}\n".encode())
-    return h.hexdigest(), per_file
-
-
-def _verify_simpsons(folder: Path, color: str, listing: dict[str, dict[str, list[Path]]], mirror: Path | None) -> str:
-    """Check every class folder against :data:`SIMPSONS_CHECKSUMS`; returns the content key for the cache.
-
-    A folder that does not match is named, and so are the files that differ from the mirror's copy
-    when a mirror that matches the list is at hand.
-    """
-    expected = json.loads(SIMPSONS_CHECKSUMS.read_text())["folders"]
-    digests = {}
-    for split, per_class in listing.items():
-        for cls, files in per_class.items():
-            rel = f"{color}/{split}/{cls}"
-            digest, per_file = _folder_digest(files)
-            digests[rel] = digest
-            if rel not in expected:
-                raise CorruptDataError(f"Simpsons-MNIST: {folder / 'dataset' / rel} is not a class folder of the "
-                                       f"published data set. Move it out of {folder / 'dataset' / color / split}.")
-            if digest != expected[rel]["sha256"]:
-                raise CorruptDataError(_simpsons_mismatch(folder, rel, per_file, expected[rel], mirror))
-    return content_key(digests)
-
-
-def _simpsons_mismatch(folder: Path, rel: str, per_file: dict[str, str], expected: dict, mirror: Path | None) -> str:
-    where = folder / "dataset" / rel
-    msg = (f"Simpsons-MNIST: the files in {where} do not match the published data set's checksums "
-           f"({len(per_file)} files here, {expected['files']} published)")
-    reference = (Path(mirror) if mirror is not None else paths.mirror_dir() or Path("/nonexistent")) / SIMPSONS.folder
-    ref_files = [p for p in (reference / "dataset" / rel).glob("*") if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES]
-    if ref_files:
-        ref_digest, ref_per_file = _folder_digest(ref_files)
-        if ref_digest == expected["sha256"]:
-            changed = sorted(n for n in per_file if n in ref_per_file and per_file[n] != ref_per_file[n])
-            missing = sorted(set(ref_per_file) - set(per_file))
-            extra = sorted(set(per_file) - set(ref_per_file))
-            for what, names in (("altered", changed), ("missing", missing), ("not in the data set", extra)):
-                if names:
-                    msg += f"; {what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
-            return msg + f". {damaged_file_advice(where / (changed or missing or extra)[0], folder, SIMPSONS)}"
-    return msg + f". Replace the folder with a good copy from {SIMPSONS.homepage}, or move '{folder}' away and load again."
-
 
 def load_simpsons_mnist(
     color: str = "rgb", data_root: Path | None = None, mirror: Path | None = None,
@@ -413,7 +136,7 @@ def load_simpsons_mnist(
             f"missing in test {sorted(set(classes) - set(test_classes))}, "
             f"missing in train {sorted(set(test_classes) - set(classes))}"
         )
-    listing = {s: [(c, _list_images(d / c, "Simpsons-MNIST", folder)) for c in classes] for s, d in split_dirs.items()}
+    listing = {s: [(c, list_images(d / c, "Simpsons-MNIST", folder)) for c in classes] for s, d in split_dirs.items()}
     mode = "RGB" if color == "rgb" else "L"
 
     def build() -> dict:
@@ -422,7 +145,7 @@ def load_simpsons_mnist(
             xs, ys, ids = [], [], []
             for label, (_, files) in enumerate(per_class):
                 for f in files:
-                    xs.append(_decode(f, mode, (folder, SIMPSONS), expect=28))
+                    xs.append(decode_image(f, mode, (folder, SIMPSONS), expect=28))
                     ys.append(label)
                     ids.append(f.relative_to(folder).as_posix())
             out[f"{split}_x"] = torch.from_numpy(np.stack(xs))
@@ -430,8 +153,8 @@ def load_simpsons_mnist(
             out[f"{split}_ids"] = ids
         return out
 
-    content = _verify_simpsons(folder, color, {s: dict(per_class) for s, per_class in listing.items()}, mirror)
-    raw = _cached(f"simpsons-{color}", content, folder.parent / "cache", build)
+    content = verify_simpsons(folder, SIMPSONS, color, {s: dict(per_class) for s, per_class in listing.items()}, mirror)
+    raw = cached_tensors(f"simpsons-{color}", content, folder.parent / "cache", build)
     return _assemble(
         f"Simpsons-MNIST ({color})", classes, raw,
         lambda y: stratified_split(y, val_fraction, seed), folder,
@@ -463,24 +186,6 @@ def patient_of(image_id: str) -> str:
     return parsed[1] if parsed else parts[-1]
 
 
-def _verify_manifest(folder: Path, digests: dict[str, str]) -> None:
-    """Check the files listed in ``manifest.csv`` (the offline mirror ships one) against their sha256."""
-    manifest = folder / "manifest.csv"
-    if not manifest.exists():
-        return
-    with open(manifest, newline="") as f:
-        for row in csv.DictReader(f):
-            rel = f"{row['split']}/{row['folder']}/{row['file']}"
-            path = folder / rel
-            if not path.exists():
-                raise DataNotFoundError(
-                    f"chest X-ray: {path} is listed in {manifest} but missing. Put it back, or move '{folder}' away "
-                    f"and load again for a fresh copy.")
-            if digests.get(rel, file_digest(path)) != row["sha256"]:
-                raise _damaged(path, f"does not match its sha256 in {manifest.name} (truncated or altered)",
-                               (folder, XRAY))
-
-
 def load_chest_xray(
     size: int = 64, data_root: Path | None = None, mirror: Path | None = None,
     val_fraction: float = 0.1, seed: int = 0,
@@ -501,7 +206,7 @@ def load_chest_xray(
             if not (folder / sub).is_dir():
                 continue
             for cls_dir in ("NORMAL", "PNEUMONIA"):
-                for f in _list_images(folder / sub / cls_dir, "chest X-ray", folder):
+                for f in list_images(folder / sub / cls_dir, "chest X-ray", folder):
                     parsed = xray_label_and_patient(cls_dir, f.name)
                     if parsed is None:
                         skipped.append(f.relative_to(folder).as_posix())
@@ -519,17 +224,17 @@ def load_chest_xray(
             if label not in present:
                 raise DataNotFoundError(f"chest X-ray: no '{cls}' images in the {split} split under {folder}")
     digests = {f.relative_to(folder).as_posix(): file_digest(f) for items in listing.values() for f, _, _ in items}
-    _verify_manifest(folder, digests)  # every load, cache or not
+    verify_manifest(folder, XRAY, digests)  # every load, cache or not
 
     def build() -> dict:
         out = {}
         for split, items in listing.items():
-            out[f"{split}_x"] = torch.from_numpy(np.stack([_decode(f, "L", (folder, XRAY), size=size) for f, _, _ in items]))
+            out[f"{split}_x"] = torch.from_numpy(np.stack([decode_image(f, "L", (folder, XRAY), size=size) for f, _, _ in items]))
             out[f"{split}_y"] = torch.tensor([label for _, label, _ in items], dtype=torch.int64)
             out[f"{split}_ids"] = [f.relative_to(folder).as_posix() for f, _, _ in items]
         return out
 
-    raw = _cached(f"xray-{size}px", content_key(digests), folder.parent / "cache", build)
+    raw = cached_tensors(f"xray-{size}px", content_key(digests), folder.parent / "cache", build)
     groups = [patient_of(i) for i in raw["train_ids"]]
     splits = _assemble(
         "Chest X-ray", list(XRAY_CLASSES), raw,

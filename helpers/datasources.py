@@ -20,14 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 import tempfile
+import time
 import urllib.request
 import zipfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from torchvision.datasets import FashionMNIST
 from tqdm import tqdm
 
 from helpers import paths
@@ -80,7 +81,6 @@ class DataSource:
     licence: str
     download: Callable[[Path], None] | None = None  #: fills a folder with the data set
     manual_steps: str = ""  #: what to do by hand when there is no automatic download
-    notes: tuple[str, ...] = field(default=())
 
     def missing_in(self, root: Path) -> list[str]:
         """The required paths absent from ``root`` (empty: the data set is there)."""
@@ -133,7 +133,8 @@ def ensure_dataset(
         f"folder that holds '{source.folder}/'."
     )
     raise DataNotFoundError(
-        f"{source.name} not found. Looked in:\n  - " + "\n  - ".join(looked) + f"\nFix: {how}"
+        f"{source.name} not found. Looked in:\n  - " + "\n  - ".join(looked) + f"\nFix: {how}\n"
+        f"Licence of the data set: {source.licence}."
     )
 
 
@@ -281,3 +282,47 @@ def content_key(digests: dict[str, str]) -> str:
     for rel in sorted(digests):
         h.update(f"{rel}:{digests[rel]}\n".encode())
     return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------- the three data sets
+
+
+def _download_fashion(dest: Path) -> None:
+    for fname, md5 in FashionMNIST.resources:  # torchvision's list of files and published md5s
+        download_file(FashionMNIST.mirrors[0] + fname, dest / "raw" / fname, md5)
+
+
+FASHION = DataSource(
+    name="Fashion-MNIST",
+    folder="FashionMNIST",
+    required=tuple(f"raw/{fname}" for fname, _ in FashionMNIST.resources),
+    homepage="https://github.com/zalandoresearch/fashion-mnist",
+    licence="MIT",
+    download=lambda dest: _download_fashion(dest),
+)
+
+SIMPSONS_URL = "https://github.com/alvarobartt/simpsons-mnist/archive/HEAD.zip"
+SIMPSONS = DataSource(
+    name="Simpsons-MNIST",
+    folder="simpsons-mnist",
+    required=tuple(f"dataset/{c}/{s}" for c in ("rgb", "grayscale") for s in ("train", "test")),
+    homepage="https://github.com/alvarobartt/simpsons-mnist",
+    licence="CC BY-NC-SA 4.0 (non-commercial use only)",
+    download=lambda dest: download_zip_folder(SIMPSONS_URL, "dataset", dest),
+)
+
+XRAY = DataSource(
+    name="Chest X-ray (Kermany et al. 2018)",
+    folder="chest_xray",
+    required=("train/NORMAL", "train/PNEUMONIA", "test/NORMAL", "test/PNEUMONIA"),
+    homepage="https://data.mendeley.com/datasets/rscbjbr9sj/2",
+    licence="CC BY 4.0 (attribute Kermany, Zhang, Goldbaum)",
+    download=None,  # both hosts need a login or a token
+    manual_steps=(
+        "the chest X-ray images need a (free) account to download. Get 'ChestXRay2017.zip' from "
+        "https://data.mendeley.com/datasets/rscbjbr9sj/2 (or 'chest-xray-pneumonia' from "
+        "https://www.kaggle.com/datasets/paultimothymooney/chest-xray-pneumonia), unzip it and move "
+        "its 'chest_xray' folder (holding train/ and test/, each with NORMAL/ and PNEUMONIA/) to "
+        "{target}; or set $DATA_MIRROR to a folder that holds 'chest_xray/'."
+    ),
+)

@@ -24,12 +24,12 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from helpers import paths
-from helpers.data import DataSplits
+from helpers import cache_version
 from helpers.integrity import ChecksumError, read_checked, remove_checked, write_checked
-from helpers.models import build_model, count_parameters
-from helpers.tracking import RunTracker
-from helpers.training import TrainConfig, fit
+from helpers.paths import Outputs
+from helpers.runs import train_tracked
+from helpers.splits import DataSplits
+from helpers.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,15 @@ MEASUREMENTS = ("final_val_acc", "final_val_loss", "best_val_acc", "best_epoch",
 
 def _key(config: Config, seed: int, data: DataSplits) -> str:
     ident = {"model": dict(config.model), "train": dict(config.train), "seed": seed, "dataset": config.dataset,
-             "data": [data.name, data.sizes(), list(data.mean)]}
+             "data": [data.name, data.sizes(), list(data.mean)], "cache_version": cache_version.CACHE_VERSION}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def run_one(config: Config, seed: int, data: DataSplits, study: str, budget: str = "full",
+def run_one(config: Config, seed: int, data: DataSplits, study: str, outputs: Outputs,
             device: str | torch.device = "auto", cache_dir: Path | None = None) -> tuple[dict[str, Any], bool]:
-    """Train one (config, seed) or read it from the cache; returns (result row, trained?)."""
-    cache_dir = cache_dir or paths.results_dir(budget) / study
+    """Train one (config, seed) through :func:`helpers.runs.train_tracked`, or read it from the cache;
+    returns (result row, trained?)."""
+    cache_dir = cache_dir or outputs.results / study
     path = cache_dir / f"{_key(config, seed, data)}.json"
     labels = {"label": config.label, **config.factors, "dataset": config.dataset, "seed": seed}
     if path.exists():  # the same training under another label (e.g. a shared baseline) is reused too
@@ -66,22 +67,17 @@ def run_one(config: Config, seed: int, data: DataSplits, study: str, budget: str
         except (ChecksumError, ValueError) as exc:
             print(f"cached result not used, training again: {exc}")
             remove_checked(path)
-    model_kwargs = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
-                    **config.model}
     train = TrainConfig(**{**config.train, "seed": seed})
-    model = build_model(seed=seed, **model_kwargs)
-    with RunTracker(study, f"{config.label}-seed{seed}", budget) as tracker:
-        result = fit(model, data, train, device=device, tracker=tracker)
-        h = result.history
-        last = h.epochs[-1] if h.epochs else {}
-        metrics = {"final_val_acc": last.get("val_acc", math.nan), "best_val_acc": h.best.get("val_acc", math.nan)}
-        tracker.log_hparams({"label": config.label, **config.factors, **config.model, **config.train, "seed": seed},
-                            {k: v for k, v in metrics.items() if v == v})
+    result = train_tracked(data, train, experiment=study, name=f"{config.label}-seed{seed}", outputs=outputs,
+                           model_config=dict(config.model), device=device, figures=False,
+                           hparams={"label": config.label, **config.factors, **config.model, **config.train, "seed": seed})
+    h = result.history
+    last = h.epochs[-1] if h.epochs else {}
     row = {
-        **labels, "final_val_acc": metrics["final_val_acc"], "final_val_loss": last.get("val_loss", math.nan),
-        "best_val_acc": metrics["best_val_acc"], "best_epoch": h.best_epoch, "epochs_run": len(h.epochs),
+        **labels, "final_val_acc": last.get("val_acc", math.nan), "final_val_loss": last.get("val_loss", math.nan),
+        "best_val_acc": h.best.get("val_acc", math.nan), "best_epoch": h.best_epoch, "epochs_run": len(h.epochs),
         "updates": h.updates, "stopped_early": h.stopped_early, "diverged": h.diverged,
-        "seconds": h.seconds, "n_params": count_parameters(model), "history": h.epochs,
+        "seconds": h.seconds, "n_params": result.n_params, "history": h.epochs,
     }
     write_checked(path, json.dumps(row, default=float).encode())
     return row, True
@@ -89,12 +85,15 @@ def run_one(config: Config, seed: int, data: DataSplits, study: str, budget: str
 
 def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: Mapping[str, DataSplits], *,
                     study: str, budget: str = "full", device: str | torch.device = "auto", progress: bool = True,
-                    cache_dir: Path | None = None) -> pd.DataFrame:
-    """Every config × seed (cached); one row per run. ``df.attrs['trained']`` counts fresh runs."""
+                    cache_dir: Path | None = None, outputs: Outputs | None = None) -> pd.DataFrame:
+    """Every config × seed (cached); one row per run. ``df.attrs['trained']`` counts fresh runs.
+
+    ``budget`` picks the output folders (``outputs`` overrides them)."""
+    outputs = outputs or Outputs.for_budget(budget)
     rows, trained = [], 0
     jobs = [(c, s) for c in configs for s in seeds]
     for config, seed in tqdm(jobs, desc=study, unit="run", disable=not progress, ncols=100):
-        row, fresh = run_one(config, seed, datasets[config.dataset], study, budget, device, cache_dir)
+        row, fresh = run_one(config, seed, datasets[config.dataset], study, outputs, device, cache_dir)
         rows.append(row)
         trained += fresh
     frame = pd.DataFrame(rows)

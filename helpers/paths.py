@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Environment variable naming a local mirror of the data sets (CI: ``../shared/data``).
@@ -45,11 +46,6 @@ def output_dir(budget: str = "full") -> Path:
     return base / ("outputs" if budget == "full" else "outputs-quick")
 
 
-def runs_dir(budget: str = "full") -> Path:
-    """TensorBoard log root: ``runs/<experiment>/<run>`` lives under it."""
-    return output_dir(budget) / "runs"
-
-
 def models_dir(budget: str = "full") -> Path:
     """Where checkpoints and exported models are saved."""
     return output_dir(budget) / "models"
@@ -58,3 +54,30 @@ def models_dir(budget: str = "full") -> Path:
 def results_dir(budget: str = "full") -> Path:
     """Where tuning trials and experiment results are cached."""
     return output_dir(budget) / "results"
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The folders one run writes to, resolved once from the budget (or any root, in tests)."""
+
+    root: Path
+
+    @classmethod
+    def for_budget(cls, budget: str = "full") -> Outputs:
+        """``outputs/`` for the full budget, ``outputs-quick/`` for the quick one (see :func:`output_dir`)."""
+        return cls(output_dir(budget))
+
+    @property
+    def runs(self) -> Path:
+        """TensorBoard log root: ``runs/<experiment>/<run>``."""
+        return self.root / "runs"
+
+    @property
+    def models(self) -> Path:
+        """Checkpoints and exported models."""
+        return self.root / "models"
+
+    @property
+    def results(self) -> Path:
+        """Tuning trials and cached experiment results."""
+        return self.root / "results"

@@ -6,14 +6,14 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from helpers.data import DataSplits
-from helpers.training import Evaluation, History
+from helpers.evaluation import Evaluation
+from helpers.splits import DataSplits
+from helpers.training import History
 
 
 def to_display(img: torch.Tensor | np.ndarray) -> np.ndarray:

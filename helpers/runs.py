@@ -1,12 +1,15 @@
 """One tracked training run, start to finish: build, fit, evaluate, log, checkpoint.
 
-Used by the baseline notebook and for retraining tuned configurations. The test split is
-evaluated once, after training, and only reported (model selection uses validation).
+:func:`train_tracked` is the only place where a model is built, trained, logged to TensorBoard
+and evaluated: the baseline notebook (:func:`train_and_evaluate`), every Hyperopt trial
+(:class:`helpers.objective.Objective`) and every reflections run (:func:`helpers.experiments.run_one`)
+go through it. The test split is evaluated only when asked, after training, and only reported
+(model selection uses validation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,27 +20,28 @@ import torch
 from torch import nn
 
 from helpers.checkpoints import save_checkpoint
-from helpers.data import DataSplits
+from helpers.evaluation import Evaluation, evaluate
 from helpers.models import build_model, count_parameters
+from helpers.paths import Outputs
 from helpers.plots import plot_confusion
+from helpers.splits import DataSplits
 from helpers.tracking import RunTracker
-from helpers.training import Evaluation, History, TrainConfig, evaluate, fit
-
+from helpers.training import FitResult, History, TrainConfig, fit
 
 ARCH_LABELS = {"lenet5": "LeNet-5", "reference_cnn": "Reference CNN"}
 
 
 @dataclass
 class RunResult:
-    """The outcome of :func:`train_and_evaluate`."""
+    """The outcome of :func:`train_tracked` (and so of :func:`train_and_evaluate`)."""
 
     name: str
     dataset: str
     arch: str
     model: nn.Module
     history: History
-    val: Evaluation
-    test: Evaluation | None
+    val: Evaluation | None  #: None when no epoch finished
+    test: Evaluation | None  #: None unless asked for
     n_params: int
     checkpoint: Path | None
     train_config: TrainConfig
@@ -57,38 +61,73 @@ class RunResult:
         }
 
 
-def train_and_evaluate(
-    data: DataSplits, train: TrainConfig, *, name: str, experiment: str, arch: str = "lenet5",
-    model_config: dict[str, Any] | None = None, budget: str = "full", device: str | torch.device = "auto",
-    checkpoint: Path | None = None, evaluate_test: bool = True, runs_root: Path | None = None,
+def train_tracked(
+    data: DataSplits, train: TrainConfig, *, experiment: str, name: str, outputs: Outputs, arch: str = "lenet5",
+    model_config: dict[str, Any] | None = None, hparams: dict[str, Any] | None = None,
+    device: str | torch.device = "auto", evaluate_test: bool = False, figures: bool = True,
+    on_epoch: Callable[[dict[str, float]], bool | None] | None = None, train_fn: Callable[..., FitResult] = fit,
 ) -> RunResult:
-    """Train ``arch`` on ``data`` with ``train``; log to ``runs/<experiment>/<name>``; evaluate.
+    """The one tracked-training path: build ``arch``, fit it, log to TensorBoard, evaluate, return the result.
 
-    ``model_config`` holds architecture options; input channels, size and classes come from
-    ``data``. The checkpoint (if a path is given) carries classes, normalisation and metrics.
+    Logs to ``<outputs.runs>/<experiment>/<name>``: per-epoch curves, confusion matrices (``figures``)
+    and ``hparams`` (default: the architecture and training settings) with the final metrics. The
+    test split is evaluated only with ``evaluate_test=True``. ``on_epoch`` receives each epoch's
+    metrics; returning True stops the run after that epoch (early stopping by a search, Ray).
+    A run that diverged or finished no epoch is returned with its history, and logged with NaN metrics.
     """
     config = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
               **(model_config or {})}
     model = build_model(arch, seed=train.seed, **config)
-    with RunTracker(experiment, name, budget, runs_root) as tracker:
-        result = fit(model, data, train, device=device, tracker=tracker)
-        val = evaluate(result.model, data, "val", device=device)
-        test = evaluate(result.model, data, "test", device=device) if evaluate_test else None
-        for split, ev in (("val", val), ("test", test)):
-            if ev is not None:
-                fig = plot_confusion(ev, split)
-                tracker.log_figure(f"confusion_matrix/{split}", fig)
-                plt.close(fig)
-        metrics = {"val_acc": val.accuracy, "val_loss": val.loss}
-        if test is not None:
-            metrics["test_acc"] = test.accuracy
-        tracker.log_hparams({"arch": arch, "dataset": data.name, **config, **asdict(train)}, metrics)
+    hparams = hparams if hparams is not None else {"arch": arch, "dataset": data.name, **config, **asdict(train)}
+    val = test = None
+    with RunTracker(experiment, name, outputs.runs) as tracker:
+        result = train_fn(model, data, train, device=device, tracker=tracker, on_epoch=on_epoch)
+        h = result.history
+        if h.diverged or not h.epochs:
+            tracker.log_hparams(hparams, {"val_acc": float("nan"), "val_loss": float("nan")})
+        else:
+            val = evaluate(result.model, data, "val", device=device)
+            test = evaluate(result.model, data, "test", device=device) if evaluate_test else None
+            if figures:
+                for split, ev in (("val", val), ("test", test)):
+                    if ev is not None:
+                        fig = plot_confusion(ev, split)
+                        tracker.log_figure(f"confusion_matrix/{split}", fig)
+                        plt.close(fig)
+            tracker.log_hparams(hparams, _metrics(val, test, h))
+    return RunResult(name, data.name, arch, result.model, h, val, test, count_parameters(result.model), None,
+                     train, config)
+
+
+def _metrics(val: Evaluation, test: Evaluation | None, history: History) -> dict[str, float]:
+    metrics = {"val_acc": val.accuracy, "val_loss": val.loss, "final_val_acc": history.epochs[-1]["val_acc"],
+               "best_epoch": history.best_epoch}
+    if test is not None:
+        metrics["test_acc"] = test.accuracy
+    return metrics
+
+
+def train_and_evaluate(
+    data: DataSplits, train: TrainConfig, *, name: str, experiment: str, arch: str = "lenet5",
+    model_config: dict[str, Any] | None = None, budget: str = "full", device: str | torch.device = "auto",
+    checkpoint: Path | None = None, evaluate_test: bool = True, outputs: Outputs | None = None,
+) -> RunResult:
+    """:func:`train_tracked` with the test split reported, and a checkpoint saved if a path is given.
+
+    ``budget`` picks the output folders (``outputs`` overrides them). The checkpoint carries classes,
+    normalisation and metrics.
+    """
+    outputs = outputs or Outputs.for_budget(budget)
+    result = train_tracked(data, train, experiment=experiment, name=name, outputs=outputs, arch=arch,
+                           model_config=model_config, device=device, evaluate_test=evaluate_test)
     if checkpoint is not None:
+        metrics = {"val_acc": result.val.accuracy, "val_loss": result.val.loss, "best_epoch": result.history.best_epoch}
+        if result.test is not None:
+            metrics["test_acc"] = result.test.accuracy
         save_checkpoint(checkpoint, result.model, data.classes, data.mean, data.std, train_config=asdict(train),
-                        metrics={**metrics, "best_epoch": result.history.best_epoch},
-                        extra={"dataset": data.name, "note": data.note})
-    return RunResult(name, data.name, arch, result.model, result.history, val, test,
-                     count_parameters(result.model), checkpoint, train, config)
+                        metrics=metrics, extra={"dataset": data.name, "note": data.note})
+        result.checkpoint = checkpoint
+    return result
 
 
 def results_table(results: Sequence[RunResult]) -> pd.DataFrame:
@@ -124,7 +163,7 @@ def seed_summary(results: Sequence[RunResult]) -> dict[str, float]:
 def train_over_seeds(
     data: DataSplits, train: TrainConfig, seeds: Sequence[int], *, name: str, experiment: str,
     model_config: dict[str, Any] | None = None, budget: str = "full", device: str | torch.device = "auto",
-    checkpoint: Path | None = None,
+    checkpoint: Path | None = None, outputs: Outputs | None = None,
 ) -> list[RunResult]:
     """:func:`train_and_evaluate` once per seed (weights and batch order both seeded).
 
@@ -132,7 +171,7 @@ def train_over_seeds(
     """
     results = [
         train_and_evaluate(data, replace(train, seed=s), name=f"{name}-seed{s}", experiment=experiment,
-                           model_config=model_config, budget=budget, device=device)
+                           model_config=model_config, device=device, outputs=outputs or Outputs.for_budget(budget))
         for s in seeds
     ]
     if checkpoint is not None:

@@ -1,11 +1,15 @@
-"""Reproducible validation splits: stratified by class, optionally grouped (e.g. by patient)."""
+"""A data set in memory (:class:`DataSplits`) and its reproducible splits: stratified by class,
+optionally grouped (e.g. by patient)."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
+import torch
 
 
 def stratified_split(
@@ -77,3 +81,96 @@ def stratified_subset(labels: Sequence[int] | np.ndarray, n: int, seed: int = 0)
         return np.arange(len(labels))
     _, held = stratified_split(labels, n / len(labels), seed)
     return held
+
+
+@dataclass
+class Split:
+    """One split: images, labels and an identifier (source file or index) per image."""
+
+    x: torch.Tensor  #: uint8, (N, C, H, W)
+    y: torch.Tensor  #: int64, (N,)
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, index: np.ndarray | Sequence[int]) -> Split:
+        """The images at ``index`` (a new Split)."""
+        idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
+        return Split(self.x[idx], self.y[idx], [self.ids[i] for i in idx.tolist()])
+
+
+@dataclass
+class DataSplits:
+    """A data set ready for training: three splits, class names and train-split statistics."""
+
+    name: str
+    classes: list[str]
+    train: Split
+    val: Split
+    test: Split
+    mean: tuple[float, ...]  #: per channel, pixel scale 0..1, training split only
+    std: tuple[float, ...]
+    source: str  #: folder the files were read from
+    note: str = ""  #: e.g. which part of the data set this is
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.x.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> Split:
+        """``"train"``, ``"val"`` or ``"test"``."""
+        if name not in ("train", "val", "test"):
+            raise KeyError(f"unknown split {name!r}")
+        return getattr(self, name)
+
+    def sizes(self) -> str:
+        """Image counts, e.g. ``'7,200 train / 800 val / 2,000 test images'``."""
+        return f"{len(self.train):,} train / {len(self.val):,} val / {len(self.test):,} test images"
+
+    def counts(self) -> pd.DataFrame:
+        """Images per class (rows) and split (columns)."""
+        data = {
+            s: np.bincount(self.split(s).y.numpy(), minlength=self.num_classes)
+            for s in ("train", "val", "test")
+        }
+        return pd.DataFrame(data, index=pd.Index(self.classes, name="class"))
+
+    def pixel_stats(self) -> pd.DataFrame:
+        """Per split: image count, shape and pixel statistics (0..1 scale, all channels)."""
+        rows = []
+        for name in ("train", "val", "test"):
+            x = self.split(name).x.to(torch.float32) / 255.0
+            rows.append({
+                "split": name, "images": len(x), "channels": self.channels,
+                "size": f"{x.shape[-2]}x{x.shape[-1]}", "mean": x.mean().item(),
+                "std": x.std().item(), "min": x.min().item(), "max": x.max().item(),
+            })
+        return pd.DataFrame(rows).set_index("split").round(3)
+
+    def subset(
+        self, n_train: int | None = None, n_val: int | None = None, n_test: int | None = None,
+        seed: int = 0,
+    ) -> DataSplits:
+        """A class-stratified slice (for quick budgets); ``None`` keeps a split whole.
+
+        Mean/std stay those of the full training split; the note records the counts used.
+        """
+        parts = {}
+        for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+            s = self.split(name)
+            parts[name] = s if n is None or n >= len(s) else s.take(stratified_subset(s.y.numpy(), n, seed))
+        sliced = replace(self, **parts)
+        if any(len(parts[k]) < len(self.split(k)) for k in parts):
+            sliced.note = (f"{self.note} " if self.note else "") + (
+                f"Slice of {self.sizes()}: using {sliced.sizes()}."
+            )
+        return sliced

@@ -1,4 +1,4 @@
-"""A whole tuning study on one data set: baseline, three searches, retrained winner, test once.
+"""A whole tuning study on one data set: baseline, three searches compared, retrained winner, test once.
 
 1. Textbook LeNet-5 is trained once per seed: the baseline and its noise level.
 2. Grid, random search and TPE run at the same number of trials (optionally on a stratified
@@ -18,14 +18,89 @@ from typing import Any
 
 import pandas as pd
 import torch
+from hyperopt import STATUS_OK, Trials
 
-from helpers import paths
-from helpers.data import DataSplits
+from helpers.objective import Objective, RunConfig, to_run_config
+from helpers.paths import Outputs
 from helpers.runs import RunResult, seed_summary, train_over_seeds
+from helpers.splits import DataSplits
 from helpers.training import TrainConfig
-from helpers.tuning import RunConfig, SearchOutcome, best_overall, compare_algorithms, comparison_table, to_run_config
+from helpers.tuning import (
+    SearchSpec,
+    best_trial,
+    grid_points,
+    grid_space,
+    lenet_space,
+    run_search,
+    trials_file,
+    trials_frame,
+    trials_to_reach,
+)
 
 TEXTBOOK = dict(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64)
+
+
+@dataclass
+class SearchOutcome:
+    """One algorithm's finished search."""
+
+    algo: str
+    trials: Trials
+    space: dict[str, Any]
+    frame: pd.DataFrame
+
+
+def compare_algorithms(
+    data: DataSplits, base_train: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], grid_fixed: Mapping[str, Any],
+    *, name: str, n_trials: int | None = None, algos: Sequence[str] = ("grid", "random", "tpe"), seed: int = 0,
+    outputs: Outputs, n_startup_jobs: int = 8, device: str | torch.device = "auto", progress: bool = True,
+    space_options: Mapping[str, Any] | None = None,
+) -> dict[str, SearchOutcome]:
+    """Run grid, random and TPE searches at the same budget (the grid's size unless given).
+
+    TPE and random search use ``lenet_space(**space_options)``. Trials are saved to
+    ``<outputs.results>/<name>-<algo>.json`` after every trial, so re-running resumes; TensorBoard
+    runs go to ``runs/<name>/<algo>-trial-NNN``.
+    """
+    n_trials = n_trials or len(grid_points(grid))
+    settings = {"base_train": dict(base_train), "data": data.sizes(), "space_options": {k: list(v) for k, v in (space_options or {}).items()}, "grid": {k: list(map(str, v)) for k, v in grid.items()},
+                "grid_fixed": {k: str(v) for k, v in grid_fixed.items()}, "n_trials": n_trials}
+    out = {}
+    for algo in algos:
+        algo_space = grid_space(grid, grid_fixed) if algo == "grid" else lenet_space(**(space_options or {}))
+        objective = Objective(data, base_train, name, algo, outputs=outputs, device=device)
+        spec = SearchSpec(name, algo, seed, n_trials, n_startup_jobs, extra=settings)
+        path = trials_file(outputs.results, name, algo)
+        if progress and not path.exists() and path.with_suffix(".pkl").exists():
+            print(f"{path.with_suffix('.pkl').name}: trials pickled by an earlier version are not loaded (unpickling "
+                  f"can run code); this search starts afresh into {path.name}. Delete the .pkl file when it is done.")
+        trials = run_search(objective, algo_space, spec, path,
+                            grid=grid if algo == "grid" else None, progress=progress)
+        out[algo] = SearchOutcome(algo, trials, algo_space, trials_frame(trials, algo_space, algo))
+    return out
+
+
+def comparison_table(outcomes: Mapping[str, SearchOutcome], reference_algo: str = "grid") -> pd.DataFrame:
+    """Per algorithm: trials, failures, best validation accuracy, and trials needed to reach the
+    reference algorithm's best validation accuracy."""
+    target = outcomes[reference_algo].frame["val_acc"].max()
+    rows = []
+    for algo, o in outcomes.items():
+        f = o.frame
+        reached = trials_to_reach(f, target)
+        rows.append({
+            "algorithm": algo, "trials": len(f), "failed": int((f["status"] != STATUS_OK).sum()),
+            "best val acc %": round(100 * f["val_acc"].max(), 2),
+            f"trials to reach {reference_algo} best ({100 * target:.2f} %)": reached if reached is not None else f"not in {len(f)}",
+            "search time min": round(f["seconds"].sum() / 60, 1),
+        })
+    return pd.DataFrame(rows).set_index("algorithm")
+
+
+def best_overall(outcomes: Mapping[str, SearchOutcome]) -> tuple[str, pd.Series]:
+    """(algorithm, trial row) of the highest validation accuracy across all searches."""
+    algo, row = max(((a, best_trial(o.frame)) for a, o in outcomes.items()), key=lambda ar: ar[1]["val_acc"])
+    return algo, row
 
 
 @dataclass
@@ -68,19 +143,22 @@ def run_study(
     search_train: Mapping[str, Any], final_epochs: int, baseline_epochs: int, seeds: Sequence[int] = (0, 1, 2),
     search_slice: Mapping[str, int] | None = None, space_options: Mapping[str, Any] | None = None,
     n_startup_jobs: int = 8, budget: str = "full", device: str | torch.device = "auto",
-    checkpoint_name: str | None = None,
+    checkpoint_name: str | None = None, outputs: Outputs | None = None,
 ) -> TuningStudy:
-    """Run the three steps above; TensorBoard runs go to ``runs/<name>`` and ``runs/<name>-final``."""
+    """Run the three steps above; TensorBoard runs go to ``runs/<name>`` and ``runs/<name>-final``.
+
+    ``budget`` picks the output folders (``outputs`` overrides them)."""
+    outputs = outputs or Outputs.for_budget(budget)
     search_data = data.subset(**search_slice) if search_slice else data
     baseline = train_over_seeds(data, TrainConfig(**TEXTBOOK, epochs=baseline_epochs), seeds, name="baseline",
-                                experiment=f"{name}-final", budget=budget, device=device)
+                                experiment=f"{name}-final", outputs=outputs, device=device)
     outcomes = compare_algorithms(search_data, search_train, grid, grid_fixed, name=name, n_startup_jobs=n_startup_jobs,
-                                  budget=budget, device=device, space_options=space_options)
+                                  outputs=outputs, device=device, space_options=space_options)
     best_algo, best_row = best_overall(outcomes)
     final = to_run_config(best_row["point"], data, {**search_train, "epochs": final_epochs})
-    checkpoint = paths.models_dir(budget) / f"{checkpoint_name}.pt" if checkpoint_name else None
+    checkpoint = outputs.models / f"{checkpoint_name}.pt" if checkpoint_name else None
     tuned = train_over_seeds(data, final.train, seeds, name="tuned", experiment=f"{name}-final",
-                             model_config=final.model, budget=budget, device=device, checkpoint=checkpoint)
+                             model_config=final.model, outputs=outputs, device=device, checkpoint=checkpoint)
     if checkpoint is not None:
         checkpoint.with_suffix(".json").write_text(json.dumps(
             {"algo": best_algo, "trial": int(best_row["trial"]), "search_val_acc": float(best_row["val_acc"]),

@@ -20,8 +20,6 @@ from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from helpers import paths
-
 EPOCH_TAGS = {
     "train_loss": "loss/train", "val_loss": "loss/val", "train_acc": "accuracy/train",
     "val_acc": "accuracy/val", "lr": "lr", "seconds": "time/epoch_seconds",
@@ -51,10 +49,8 @@ def scalar_hparams(hparams: Mapping[str, Any]) -> dict[str, bool | int | float |
 class RunTracker:
     """Logs one run to TensorBoard; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, experiment: str, run: str, budget: str = "full", root: Path | None = None,
-                 fresh: bool = True) -> None:
-        root = Path(root) if root is not None else paths.runs_dir(budget)
-        self.log_dir = root / safe_name(experiment) / safe_name(run)
+    def __init__(self, experiment: str, run: str, runs_root: Path, fresh: bool = True) -> None:
+        self.log_dir = Path(runs_root) / safe_name(experiment) / safe_name(run)
         if fresh and self.log_dir.exists():  # a re-run replaces the old curves instead of doubling them
             shutil.rmtree(self.log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
@@ -75,7 +71,7 @@ class RunTracker:
         clean = scalar_hparams(hparams)
         metric_values = {f"hparam/{k}": float(v) for k, v in metrics.items()}
         exp, ssi, sei = hparams_summary(clean, metric_values)
-        writer = self.writer._get_file_writer()
+        writer = self.writer.file_writer  # the run's own event file (public attribute of SummaryWriter)
         for summary in (exp, ssi, sei):
             writer.add_summary(summary)
         for tag, value in metric_values.items():

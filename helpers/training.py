@@ -17,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.data import DataSplits, Split
 from helpers.devices import pick_device
+from helpers.splits import DataSplits, Split
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "onecycle", "cosine")
@@ -116,24 +115,6 @@ class FitResult:
     device: str
 
 
-@dataclass
-class Evaluation:
-    """Accuracy, loss, per-class accuracy and confusion matrix on one split."""
-
-    accuracy: float
-    loss: float
-    per_class: pd.Series  #: accuracy (recall) per class
-    confusion: np.ndarray  #: rows = true class, columns = predicted class
-    predictions: np.ndarray
-    probabilities: np.ndarray
-    classes: list[str]
-
-    @property
-    def balanced_accuracy(self) -> float:
-        """Mean of the per-class recalls: what accuracy means when the classes are unbalanced."""
-        return float(np.nanmean(self.per_class.to_numpy(dtype=float)))
-
-
 class DeviceSplit:
     """A split on the device as normalised float tensors (built once per run)."""
 
@@ -196,7 +177,7 @@ def _autocast(device: torch.device, enabled: bool):
 
 
 @torch.inference_mode()
-def _predict(model: nn.Module, x: torch.Tensor, batch: int = 2048, amp: bool = True) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 2048, amp: bool = True) -> torch.Tensor:
     model.eval()
     outs = []
     for i in range(0, len(x), batch):
@@ -205,7 +186,7 @@ def _predict(model: nn.Module, x: torch.Tensor, batch: int = 2048, amp: bool = T
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def _loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     loss = F.cross_entropy(logits, y).item()
     acc = (logits.argmax(1) == y).float().mean().item()
     return loss, acc
@@ -216,7 +197,7 @@ def fit(
     data: DataSplits,
     config: TrainConfig,
     device: str | torch.device | None = "auto",
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[dict[str, float]], bool | None] | None = None,
     tracker: Any | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data.train``, validate on ``data.val`` each epoch; never touches test.
@@ -226,7 +207,8 @@ def fit(
     (``config.patience``) stops after that many epochs without improvement of the monitored value.
     A run whose loss becomes NaN/inf or exceeds ``diverge_factor`` × chance level is stopped and
     reported in ``history.diverged``. ``tracker`` (a :class:`helpers.tracking.RunTracker`) receives
-    each epoch's metrics.
+    each epoch's metrics, and so does ``on_epoch``: if it returns True the run stops after that
+    epoch (``history.stopped_early``), the hook a search uses to end unpromising trials.
     """
     device = device if isinstance(device, torch.device) else pick_device(device)
     torch.manual_seed(config.seed)  # dropout masks
@@ -236,17 +218,8 @@ def fit(
     model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    opt = make_optimizer(model, config, device)
-    n, bs = len(train), config.batch_size
-    steps_per_epoch = max(1, n // bs) if n > bs else 1
-    scheduler, sched_unit = _make_schedule(opt, config, steps_per_epoch)
-    chance_loss = math.log(data.num_classes)
-    group = opt.param_groups[0]
-    history = History(optimizer={
-        "class": type(opt).__name__, "lr": float(group.get("max_lr", group.get("initial_lr", group["lr"]))),
-        "weight_decay": float(group["weight_decay"]), "batch_size": bs,
-        **({"momentum": float(group["momentum"])} if "momentum" in group else {}),
-    })
+    loop = _Loop(model, config, device, gen, n_train=len(train))
+    history = History(optimizer=loop.optimizer_settings())
     best_state = copy.deepcopy(model.state_dict())
     wait = 0
     best_score = math.inf  # lower is better: val_loss, or -val_acc
@@ -254,52 +227,18 @@ def fit(
 
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        lr_now = opt.param_groups[0]["lr"]
-        perm = torch.randperm(n, device=device, generator=gen)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for step in range(steps_per_epoch):
-            idx = perm[step * bs : (step + 1) * bs] if n > bs else perm
-            xb, yb = train.x[idx], train.y[idx]
-            if config.hflip or config.shift:
-                xb = augment(xb, config.hflip, config.shift, gen)
-            with _autocast(device, config.amp):
-                logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched_unit == "batch":
-                scheduler.step()
-            history.updates += 1
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.argmax(1) == yb).sum()
-            seen += len(yb)
-            if step % 50 == 49 and not torch.isfinite(loss_sum):
-                break
-            if config.max_updates and history.updates >= config.max_updates:
-                break
-        if sched_unit == "epoch":
-            scheduler.step()
-        train_loss = (loss_sum / max(seen, 1)).item()
-        if not math.isfinite(train_loss) or train_loss > config.diverge_factor * chance_loss:
-            history.diverged = (
-                f"training loss {train_loss:.4g} in epoch {epoch} "
-                f"({'not finite' if not math.isfinite(train_loss) else f'> {config.diverge_factor:g} x chance level {chance_loss:.3g}'})"
-            )
+        lr_now = loop.opt.param_groups[0]["lr"]
+        train_loss, train_acc = loop.train_epoch(train, history)
+        history.diverged = _divergence(train_loss, epoch, config, math.log(data.num_classes))
+        if history.diverged:
             break
-        val_loss, val_acc = _loss_and_accuracy(_predict(model, val.x, amp=config.amp), val.y)
-        record = {
-            "epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / max(seen, 1),
-            "val_loss": val_loss, "val_acc": val_acc, "lr": lr_now, "seconds": time.perf_counter() - t0,
-        }
+        val_loss, val_acc = loss_and_accuracy(predict_logits(model, val.x, amp=config.amp), val.y)
+        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                  "val_acc": val_acc, "lr": lr_now, "seconds": time.perf_counter() - t0}
         history.epochs.append(record)
         if tracker is not None:
             tracker.log_epoch(record)
-        if on_epoch is not None:
-            on_epoch(record)
+        stop_requested = bool(on_epoch(record)) if on_epoch is not None else False
         if not math.isfinite(val_loss):
             history.diverged = f"validation loss not finite in epoch {epoch}"
             break
@@ -312,6 +251,9 @@ def fit(
             if config.patience is not None and wait >= config.patience:
                 history.stopped_early = True
                 break
+        if stop_requested:
+            history.stopped_early = True
+            break
         if config.max_updates and history.updates >= config.max_updates:
             break
 
@@ -320,23 +262,63 @@ def fit(
     return FitResult(model, history, config, str(device))
 
 
-def evaluate(
-    model: nn.Module, data: DataSplits, split: str = "test", device: str | torch.device | None = "auto",
-) -> Evaluation:
-    """Accuracy, loss, per-class accuracy and confusion matrix of ``model`` on one split."""
-    device = device if isinstance(device, torch.device) else pick_device(device)
-    model.to(device)
-    ds = DeviceSplit(data.split(split), data.mean, data.std, device)
-    logits = _predict(model, ds.x)
-    loss, acc = _loss_and_accuracy(logits, ds.y)
-    pred = logits.argmax(1).cpu().numpy()
-    true = ds.y.cpu().numpy()
-    k = data.num_classes
-    confusion = np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class = np.diag(confusion) / confusion.sum(axis=1)
-    return Evaluation(
-        accuracy=acc, loss=loss, per_class=pd.Series(per_class, index=data.classes, name="accuracy"),
-        confusion=confusion, predictions=pred, probabilities=torch.softmax(logits, 1).cpu().numpy(),
-        classes=list(data.classes),
-    )
+class _Loop:
+    """The optimizer, schedule and batching of one run: one call of :meth:`train_epoch` per epoch."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, gen: torch.Generator,
+                 n_train: int) -> None:
+        self.model, self.config, self.device, self.gen = model, config, device, gen
+        self.opt = make_optimizer(model, config, device)
+        self.n, self.bs = n_train, config.batch_size
+        self.steps_per_epoch = max(1, self.n // self.bs) if self.n > self.bs else 1
+        self.scheduler, self.sched_unit = _make_schedule(self.opt, config, self.steps_per_epoch)
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        """What the optimizer object was really built with (recorded in the history)."""
+        group = self.opt.param_groups[0]
+        return {
+            "class": type(self.opt).__name__, "lr": float(group.get("max_lr", group.get("initial_lr", group["lr"]))),
+            "weight_decay": float(group["weight_decay"]), "batch_size": self.bs,
+            **({"momentum": float(group["momentum"])} if "momentum" in group else {}),
+        }
+
+    def train_epoch(self, train: DeviceSplit, history: History) -> tuple[float, float]:
+        """One pass over a seeded permutation of ``train``; returns (mean loss, accuracy)."""
+        config, device, n, bs = self.config, self.device, self.n, self.bs
+        self.model.train()
+        perm = torch.randperm(n, device=device, generator=self.gen)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for step in range(self.steps_per_epoch):
+            idx = perm[step * bs : (step + 1) * bs] if n > bs else perm
+            xb, yb = train.x[idx], train.y[idx]
+            if config.hflip or config.shift:
+                xb = augment(xb, config.hflip, config.shift, self.gen)
+            with _autocast(device, config.amp):
+                logits = self.model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if self.sched_unit == "batch":
+                self.scheduler.step()
+            history.updates += 1
+            loss_sum += loss.detach() * len(yb)
+            correct += (logits.argmax(1) == yb).sum()
+            seen += len(yb)
+            if step % 50 == 49 and not torch.isfinite(loss_sum):
+                break
+            if config.max_updates and history.updates >= config.max_updates:
+                break
+        if self.sched_unit == "epoch":
+            self.scheduler.step()
+        return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1)
+
+
+def _divergence(train_loss: float, epoch: int, config: TrainConfig, chance_loss: float) -> str | None:
+    """Why a training loss counts as divergence (not finite, or far above chance level), else None."""
+    if math.isfinite(train_loss) and train_loss <= config.diverge_factor * chance_loss:
+        return None
+    why = "not finite" if not math.isfinite(train_loss) else f"> {config.diverge_factor:g} x chance level {chance_loss:.3g}"
+    return f"training loss {train_loss:.4g} in epoch {epoch} ({why})"

@@ -35,22 +35,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, rand, space_eval, tpe
 from hyperopt.base import miscs_update_idxs_vals, trials_from_docs
 from hyperopt.exceptions import AllTrialsFailed
 from hyperopt.pyll import scope
-from hyperopt.pyll.stochastic import sample
 from tqdm import tqdm
 
-from helpers.data import DataSplits
-from helpers.models import build_model, count_parameters
-from helpers.tracking import RunTracker
-from helpers.training import TrainConfig, fit
+from helpers import cache_version
+from helpers.objective import Objective, validate_space
 from helpers.trialstore import load_trials, locked, save_trials
 
 ALGORITHMS = ("tpe", "random", "grid")
-MODEL_KEYS = ("conv_channels", "dense_units", "dropout", "batchnorm", "activation", "pool")
 
 
 # ----------------------------------------------------------------------------------- spaces
@@ -119,123 +114,6 @@ def grid_algo(grid: Mapping[str, Sequence[Any]]) -> Callable:
     return suggest
 
 
-# ----------------------------------------------------------------------------------- configs
-
-
-@dataclass
-class RunConfig:
-    """A sampled point turned into what training needs: model kwargs and a TrainConfig."""
-
-    model: dict[str, Any]
-    train: TrainConfig
-
-    def describe(self) -> dict[str, Any]:
-        """Flat, readable dict of the settings (for tables)."""
-        t = self.train
-        return {
-            "optimizer": t.optimizer, "lr": t.lr, "momentum": t.momentum if t.optimizer in ("sgd", "rmsprop") else None,
-            "weight_decay": t.weight_decay, "batch_size": t.batch_size,
-            "conv": "/".join(map(str, self.model["conv_channels"])), "dense": "/".join(map(str, self.model["dense_units"])),
-            "dropout": self.model.get("dropout", 0.0), "batchnorm": self.model.get("batchnorm", False),
-            "augment": "flip+shift" if t.hflip and t.shift else "flip" if t.hflip else "shift" if t.shift else "none",
-        }
-
-
-def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any]) -> RunConfig:
-    """Map a point of the space (after ``space_eval``) onto model kwargs and a TrainConfig.
-
-    ``base_train`` holds the settings the search does not vary (epochs, patience, seed, ...).
-    Raises ``ValueError`` for values the model or the optimizer cannot use.
-    """
-    opt = params.get("optimizer", {"name": "sgd"})
-    if isinstance(opt, str):
-        opt = {"name": opt}
-    augment = params.get("augment", "none")
-    if augment not in ("none", "flip", "shift", "flip+shift"):
-        raise ValueError(f"augment must be none / flip / shift / flip+shift, got {augment!r}")
-    train_kwargs = dict(base_train)
-    train_kwargs.update(
-        optimizer=opt["name"], lr=float(opt.get("lr", params.get("lr", base_train.get("lr", 0.01)))),
-        momentum=float(opt.get("momentum", base_train.get("momentum", 0.9))),
-        weight_decay=float(params.get("weight_decay", base_train.get("weight_decay", 0.0))),
-        batch_size=int(params.get("batch_size", base_train.get("batch_size", 64))),
-        hflip="flip" in augment, shift=2 if "shift" in augment else 0,
-    )
-    model = {
-        "in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
-        "conv_channels": tuple(int(c) for c in params.get("conv", (params.get("conv1", 6), params.get("conv2", 16)))),
-        "dense_units": tuple(int(u) for u in params.get("dense", (params.get("dense1", 120), params.get("dense2", 84)))),
-        "dropout": float(params.get("dropout", 0.0)), "batchnorm": bool(params.get("batchnorm", False)),
-    }
-    for key in ("activation", "pool"):
-        if key in params:
-            model[key] = params[key]
-    if min(model["conv_channels"] + model["dense_units"]) < 1:
-        raise ValueError(f"layer widths must be positive, got {model['conv_channels']} / {model['dense_units']}")
-    build_model(seed=None, **model)  # validates the model config (raises ValueError)
-    return RunConfig(model, TrainConfig(**train_kwargs))
-
-
-def validate_space(space: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any],
-                   n_samples: int = 50, seed: int = 0) -> None:
-    """Sample the space and check every sample maps to a valid config, before any training.
-
-    Raises ``ValueError`` naming the offending sample.
-    """
-    rng = np.random.default_rng(seed)
-    for _ in range(n_samples):
-        point = sample(space, rng=rng)
-        try:
-            to_run_config(point, data, base_train)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"invalid search space: the point {point} is not usable: {exc}") from exc
-
-
-# ----------------------------------------------------------------------------------- objective
-
-
-class Objective:
-    """Trains one configuration and reports its validation result to Hyperopt.
-
-    Each trial is logged to TensorBoard as ``runs/<experiment>/<algo>-trial-NNN`` with its
-    hyperparameters (HParams dashboard). A diverging trial returns ``STATUS_FAIL`` with the reason.
-    The result records what the model and optimizer actually received (parameter count, the
-    optimizer's learning rate), so it can be shown that the search changes the trained model.
-    """
-
-    def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
-                 budget: str = "full", device: str | torch.device = "auto", runs_root: Path | None = None,
-                 train_fn: Callable = fit) -> None:
-        self.data, self.base_train, self.experiment, self.algo = data, dict(base_train), experiment, algo
-        self.budget, self.device, self.runs_root, self.train_fn = budget, device, runs_root, train_fn
-        self.trial_index = 0
-
-    def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
-        run = to_run_config(params, self.data, self.base_train)
-        model = build_model(seed=run.train.seed, **run.model)
-        tracker = RunTracker(self.experiment, f"{self.algo}-trial-{self.trial_index:03d}", self.budget, self.runs_root)
-        try:
-            result = self.train_fn(model, self.data, run.train, device=self.device, tracker=tracker)
-            h = result.history
-            applied = {"n_params": count_parameters(result.model), **h.optimizer}  # read off the objects trained
-            hparams = {"algo": self.algo, **run.describe()}
-            if h.diverged or not h.epochs:
-                tracker.log_hparams(hparams, {"val_acc": float("nan"), "val_loss": float("nan")})
-                return {"status": STATUS_FAIL, "failure": h.diverged or "no epoch finished",
-                        "config": run.describe(), "applied": applied, "seconds": h.seconds,
-                        "attachments": {"history": json.dumps(h.to_dict())}}
-            best = h.best
-            tracker.log_hparams(hparams, {"val_acc": best["val_acc"], "val_loss": best["val_loss"]})
-            return {
-                "status": STATUS_OK, "loss": 1.0 - best["val_acc"], "val_acc": best["val_acc"],
-                "val_loss": best["val_loss"], "epochs": len(h.epochs), "best_epoch": h.best_epoch,
-                "seconds": h.seconds, "config": run.describe(), "applied": applied,
-                "attachments": {"history": json.dumps(h.to_dict())},
-            }
-        finally:
-            tracker.close()
-
-
 # ----------------------------------------------------------------------------------- search
 
 
@@ -251,8 +129,10 @@ class SearchSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> dict[str, Any]:
+        """What a resumed search must match (with the cache version, so new code never extends old trials)."""
         d = asdict(self)
         d.pop("max_evals")  # a search may be extended to more trials
+        d["cache_version"] = cache_version.CACHE_VERSION
         return d
 
 
@@ -262,6 +142,11 @@ class SearchMismatchError(RuntimeError):
 
 class SearchFailedError(RuntimeError):
     """Every trial of a search's whole budget failed."""
+
+
+def trials_file(results_dir: Path, name: str, algo: str) -> Path:
+    """Where the trials of search ``name`` with ``algo`` are saved (JSON)."""
+    return Path(results_dir) / f"{name}-{algo}.json"
 
 
 def _finished(trials: Trials) -> int:
@@ -281,19 +166,7 @@ def run_search(
     ``spec.algo`` is ``'tpe'``, ``'random'`` or ``'grid'`` (``grid`` then gives the axes and
     ``space`` must be :func:`grid_space` of it). Returns the Trials.
     """
-    if spec.algo not in ALGORITHMS:
-        raise ValueError(f"algo must be one of {ALGORITHMS}, got {spec.algo!r}")
-    if spec.algo == "tpe":
-        algo = partial(tpe.suggest, n_startup_jobs=spec.n_startup_jobs)
-    elif spec.algo == "random":
-        algo = rand.suggest
-    else:
-        if grid is None:
-            raise ValueError("a grid search needs its grid axes")
-        algo = grid_algo(grid)
-        if spec.max_evals > algo.size:
-            raise ValueError(f"max_evals {spec.max_evals} exceeds the grid's {algo.size} points")
-
+    algo = _suggest_function(spec, grid)
     if isinstance(objective, Objective):  # fail fast on an unusable space, before any training
         validate_space(space, objective.data, objective.base_train)
     with locked(trials_path):
@@ -306,15 +179,7 @@ def run_search(
                    disable=not progress, mininterval=0, dynamic_ncols=False, ncols=100)
         try:
             for i in range(done, spec.max_evals):
-                if isinstance(objective, Objective):
-                    objective.trial_index = i
-                try:
-                    fmin(objective, space, algo=algo, max_evals=i + 1, trials=trials,
-                         rstate=np.random.default_rng([spec.seed, i]), show_progressbar=False,
-                         return_argmin=False, allow_trials_fmin=False)
-                except AllTrialsFailed:  # fmin's own best-point look-up; the failed trial is recorded
-                    pass
-                if _finished(trials) != i + 1:  # the grid ran out of points
+                if not _run_trial(objective, space, algo, trials, spec, i):  # the grid ran out of points
                     break
                 save_trials(trials, trials_path)
                 bar.update(1)
@@ -327,6 +192,35 @@ def run_search(
     return trials
 
 
+def _suggest_function(spec: SearchSpec, grid: Mapping[str, Sequence[Any]] | None) -> Callable:
+    """Hyperopt's ``algo`` for ``spec.algo``: TPE with its start-up count, random search, or the grid."""
+    if spec.algo not in ALGORITHMS:
+        raise ValueError(f"algo must be one of {ALGORITHMS}, got {spec.algo!r}")
+    if spec.algo == "tpe":
+        return partial(tpe.suggest, n_startup_jobs=spec.n_startup_jobs)
+    if spec.algo == "random":
+        return rand.suggest
+    if grid is None:
+        raise ValueError("a grid search needs its grid axes")
+    algo = grid_algo(grid)
+    if spec.max_evals > algo.size:
+        raise ValueError(f"max_evals {spec.max_evals} exceeds the grid's {algo.size} points")
+    return algo
+
+
+def _run_trial(objective: Callable, space: Mapping[str, Any], algo: Callable, trials: Trials, spec: SearchSpec,
+               i: int) -> bool:
+    """Propose and run trial ``i`` (seeded by ``[spec.seed, i]``); False when no point was left to propose."""
+    if isinstance(objective, Objective):
+        objective.trial_index = i
+    try:
+        fmin(objective, space, algo=algo, max_evals=i + 1, trials=trials, rstate=np.random.default_rng([spec.seed, i]),
+             show_progressbar=False, return_argmin=False, allow_trials_fmin=False)
+    except AllTrialsFailed:  # fmin's own best-point look-up; the failed trial is recorded
+        pass
+    return _finished(trials) == i + 1
+
+
 def _open_trials(trials_path: Path, spec: SearchSpec) -> Trials:
     """The saved trials of this search (finished ones only), or new empty trials."""
     trials = load_trials(trials_path)
@@ -336,6 +230,14 @@ def _open_trials(trials_path: Path, spec: SearchSpec) -> Trials:
         trials.attachments["search_spec"] = key
         return trials
     if trials.attachments.get("search_spec") != key:
+        stored = json.loads(trials.attachments.get("search_spec") or "{}")
+        if {k: v for k, v in stored.items() if k != "cache_version"} == {
+                k: v for k, v in spec.key().items() if k != "cache_version"}:
+            raise SearchMismatchError(
+                f"{trials_path} holds trials computed by older training code (cache version "
+                f"{stored.get('cache_version', 0)}, now {cache_version.CACHE_VERSION}): delete it and run the search "
+                f"again, so that every trial is computed by the same code"
+            )
         raise SearchMismatchError(
             f"{trials_path} holds trials of another search ({trials.attachments.get('search_spec')}); "
             f"use another file name or delete it to start afresh"
@@ -402,12 +304,6 @@ def trials_to_reach(frame: pd.DataFrame, target: float) -> int | None:
     return int(frame.loc[hit[0], "trial"]) if len(hit) else None
 
 
-def history_of(trials: Trials, tid: int) -> dict[str, Any]:
-    """The training history stored as an attachment of trial ``tid`` (0-based)."""
-    trial = next(t for t in trials.trials if t["tid"] == tid)
-    return json.loads(trials.trial_attachments(trial)["history"])
-
-
 def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4) -> pd.Series:
     """A simple importance estimate: share of validation-accuracy variance explained by each
     hyperparameter alone (eta squared; numeric ones binned into ``bins`` quantiles)."""
@@ -423,77 +319,3 @@ def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4) -> pd.
         between = sum(len(g) * (g.mean() - y.mean()) ** 2 for _, g in groups)
         out[p] = float(between / total) if total > 0 else 0.0
     return pd.Series(out, name="variance explained").sort_values(ascending=False)
-
-
-# ----------------------------------------------------------------------------------- comparisons
-
-
-@dataclass
-class SearchOutcome:
-    """One algorithm's finished search."""
-
-    algo: str
-    trials: Trials
-    space: dict[str, Any]
-    frame: pd.DataFrame
-
-
-def trials_file(results_dir: Path, name: str, algo: str) -> Path:
-    """Where the trials of search ``name`` with ``algo`` are saved (JSON)."""
-    return Path(results_dir) / f"{name}-{algo}.json"
-
-
-def compare_algorithms(
-    data: DataSplits, base_train: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], grid_fixed: Mapping[str, Any],
-    *, name: str, n_trials: int | None = None, algos: Sequence[str] = ("grid", "random", "tpe"), seed: int = 0,
-    n_startup_jobs: int = 8, budget: str = "full", device: str | torch.device = "auto",
-    results_dir: Path | None = None, progress: bool = True, space_options: Mapping[str, Any] | None = None,
-) -> dict[str, SearchOutcome]:
-    """Run grid, random and TPE searches at the same budget (the grid's size unless given).
-
-    TPE and random search use ``lenet_space(**space_options)``. Trials are saved to
-    ``<results_dir>/<name>-<algo>.json`` after every trial, so re-running resumes; TensorBoard
-    runs go to ``runs/<name>/<algo>-trial-NNN``.
-    """
-    from helpers import paths  # local: keeps the module importable without touching the disk
-
-    results_dir = Path(results_dir) if results_dir is not None else paths.results_dir(budget)
-    n_trials = n_trials or len(grid_points(grid))
-    settings = {"base_train": dict(base_train), "data": data.sizes(), "space_options": {k: list(v) for k, v in (space_options or {}).items()}, "grid": {k: list(map(str, v)) for k, v in grid.items()},
-                "grid_fixed": {k: str(v) for k, v in grid_fixed.items()}, "n_trials": n_trials}
-    out = {}
-    for algo in algos:
-        algo_space = grid_space(grid, grid_fixed) if algo == "grid" else lenet_space(**(space_options or {}))
-        objective = Objective(data, base_train, name, algo, budget=budget, device=device)
-        spec = SearchSpec(name, algo, seed, n_trials, n_startup_jobs, extra=settings)
-        path = trials_file(results_dir, name, algo)
-        if progress and not path.exists() and path.with_suffix(".pkl").exists():
-            print(f"{path.with_suffix('.pkl').name}: trials pickled by an earlier version are not loaded (unpickling "
-                  f"can run code); this search starts afresh into {path.name}. Delete the .pkl file when it is done.")
-        trials = run_search(objective, algo_space, spec, path,
-                            grid=grid if algo == "grid" else None, progress=progress)
-        out[algo] = SearchOutcome(algo, trials, algo_space, trials_frame(trials, algo_space, algo))
-    return out
-
-
-def comparison_table(outcomes: Mapping[str, SearchOutcome], reference_algo: str = "grid") -> pd.DataFrame:
-    """Per algorithm: trials, failures, best validation accuracy, and trials needed to reach the
-    reference algorithm's best validation accuracy."""
-    target = outcomes[reference_algo].frame["val_acc"].max()
-    rows = []
-    for algo, o in outcomes.items():
-        f = o.frame
-        reached = trials_to_reach(f, target)
-        rows.append({
-            "algorithm": algo, "trials": len(f), "failed": int((f["status"] != STATUS_OK).sum()),
-            "best val acc %": round(100 * f["val_acc"].max(), 2),
-            f"trials to reach {reference_algo} best ({100 * target:.2f} %)": reached if reached is not None else f"not in {len(f)}",
-            "search time min": round(f["seconds"].sum() / 60, 1),
-        })
-    return pd.DataFrame(rows).set_index("algorithm")
-
-
-def best_overall(outcomes: Mapping[str, SearchOutcome]) -> tuple[str, pd.Series]:
-    """(algorithm, trial row) of the highest validation accuracy across all searches."""
-    algo, row = max(((a, best_trial(o.frame)) for a, o in outcomes.items()), key=lambda ar: ar[1]["val_acc"])
-    return algo, row

@@ -8,11 +8,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
+from bs4 import BeautifulSoup
 from PIL import Image
 
 from helpers import data, paths, plots
-from helpers.notebooks import compact_png, execute, notebook_paths, render, tidy
+from helpers.report import compact_png, execute, notebook_paths, render, tidy
 
 NOTEBOOKS = notebook_paths()
 
@@ -28,13 +30,51 @@ def test_notebooks_exist_in_order() -> None:
 def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
     if notebook.name.startswith("06_") and not list(paths.models_dir("quick").glob("*simpsons*.pt")):
         execute(NOTEBOOKS[1], tmp_path / "02.ipynb", budget="quick")  # run alone: make the model it needs
-    out = execute(notebook, tmp_path / notebook.name, budget="quick")
+    out = execute(notebook, tmp_path / notebook.name, budget="quick")  # papermill raises on an error cell
     nb = nbformat.read(out, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
-    assert all(c.execution_count is not None for c in code)
-    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     # the notebook states how it was run, and it was the quick budget
     assert "Run with BUDGET='quick'" in "".join(o.get("text", "") for o in code[-1].outputs)
+    tables = html_tables(nb)
+    for table in tables:  # every percentage shown is a number in range
+        for col in [c for c in table.columns if "%" in c and "gap" not in c]:
+            values = pd.to_numeric(table[col], errors="coerce").dropna()
+            assert values.between(0, 100).all() and np.isfinite(values).all(), (notebook.name, col, list(values))
+    shapes = [(len(t), tuple(t.columns)) for t in tables]
+    for rows, must_have in EXPECTED_TABLES[notebook.name[:2]]:
+        assert any(n == rows and set(must_have) <= set(cols) for n, cols in shapes), (notebook.name, must_have, shapes)
+    if notebook.name.startswith("05_"):
+        verdicts = next(t for t in tables if "verdict" in t.columns)["verdict"]
+        assert set(verdicts) <= {"supported", "partly supported", "refuted", "inconclusive", "not refuted in this range"}
+
+
+#: Per notebook: (rows, columns) of tables its quick run must show (all data sets are on this machine).
+EXPECTED_TABLES = {
+    "01": [(3, ["images", "mean", "std"])] * 3,
+    "02": [(6, ["data set", "model", "val acc %", "val bal acc %", "test acc %", "test bal acc %"]),
+           (2, ["accuracy %", "balanced acc %", "recall normal %", "recall bacterial %", "recall viral %"])],
+    "03": [(3, ["trials", "failed", "best val acc %"]), (2, ["val mean %", "test mean %"]), (10, ["algo", "val_acc_%"])],
+    "04": [(3, ["trials", "failed", "best val acc %"]), (2, ["val mean %", "test mean %"])],
+    "05": [(8, ["hypothesis", "verdict", "evidence"])],
+    "06": [(6, ["true", "top 1", "top 2", "top 3"])],
+}
+
+
+def html_tables(nb: nbformat.NotebookNode) -> list[pd.DataFrame]:
+    """The pandas tables a notebook displayed, read back from their HTML (index as the first column)."""
+    tables = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            html = output.get("data", {}).get("text/html", "")
+            if "<table" not in html:
+                continue
+            table = BeautifulSoup(html, "html.parser").find("table")
+            header = [th.get_text(strip=True) for th in table.find("thead").find("tr").find_all("th")]
+            rows = [[c.get_text(strip=True) for c in tr.find_all(["th", "td"])] for tr in table.find("tbody").find_all("tr")]
+            width = max([len(header)] + [len(r) for r in rows])
+            header = [h or f"col{i}" for i, h in enumerate(header + [""] * (width - len(header)))]
+            tables.append(pd.DataFrame([r + [""] * (width - len(r)) for r in rows], columns=header))
+    return tables
 
 
 def test_committed_notebooks_carry_a_full_run() -> None:

@@ -8,13 +8,16 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
+from conftest import small_xray_tree
 from torchvision.datasets import FashionMNIST
 
-from helpers import data, notebooks
-from helpers.datasources import CorruptDataError, IncompleteDataError, ensure_dataset, list_files
-
-from conftest import small_xray_tree
+from helpers import data, datasources, report
+from helpers.datasources import (
+    CorruptDataError,
+    IncompleteDataError,
+    ensure_dataset,
+    list_files,
+)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -40,7 +43,7 @@ def test_an_incomplete_folder_in_data_is_never_changed_and_the_message_says_how_
 
 def test_an_empty_folder_in_data_is_filled_from_the_mirror(tmp_path: Path, mirror: Path) -> None:
     (tmp_path / "FashionMNIST").mkdir()
-    folder = ensure_dataset(data.FASHION, tmp_path, mirror)
+    folder = ensure_dataset(datasources.FASHION, tmp_path, mirror)
     assert sorted(p.name for p in (folder / "raw").iterdir()) == sorted(f for f, _ in FashionMNIST.resources)
     assert (folder / ".provenance.json").exists()
 
@@ -48,7 +51,7 @@ def test_an_empty_folder_in_data_is_filled_from_the_mirror(tmp_path: Path, mirro
 @pytest.fixture(scope="module")
 def simpsons_copy(tmp_path_factory, mirror: Path) -> Path:
     root = tmp_path_factory.mktemp("simpsons-data")
-    ensure_dataset(data.SIMPSONS, root, mirror)
+    ensure_dataset(datasources.SIMPSONS, root, mirror)
     return root
 
 
@@ -110,7 +113,7 @@ def test_data_cli_exits_non_zero_when_every_data_set_is_missing(tmp_path: Path, 
     monkeypatch.setenv("PORTFOLIO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DATA_MIRROR", str(tmp_path / "empty-mirror"))
     monkeypatch.setattr(FashionMNIST, "mirrors", [f"file://{tmp_path}/nowhere/"])
-    monkeypatch.setattr(data, "SIMPSONS_URL", f"file://{tmp_path}/nowhere.zip")
+    monkeypatch.setattr(datasources, "SIMPSONS_URL", f"file://{tmp_path}/nowhere.zip")
     assert data.main([]) == 1
     err = capsys.readouterr().err
     assert "4 data set(s) missing" in err and "two ways" in err
@@ -133,20 +136,20 @@ def test_only_a_successful_full_run_replaces_a_committed_notebook(tmp_path: Path
     folder.mkdir()
     good = _notebook(folder / "01_good.ipynb", "print('ran with', BUDGET)")
     committed = good.read_bytes()
-    monkeypatch.setattr(notebooks, "notebook_paths", lambda folder_=None: [good])
-    report = tmp_path / "report"
-    notebooks.run_all("quick", report)
+    monkeypatch.setattr(report, "notebook_paths", lambda folder_=None: [good])
+    report_dir = tmp_path / "report"
+    report.run_all("quick", report_dir)
     assert good.read_bytes() == committed  # a quick run never replaces it
-    quick_copy = notebooks.output_dir("quick") / "notebooks" / good.name
-    assert "ran with quick" in quick_copy.read_text() and (report / "01_good.html").exists()
+    quick_copy = report.output_dir("quick") / "notebooks" / good.name
+    assert "ran with quick" in quick_copy.read_text() and (report_dir / "01_good.html").exists()
 
     bad = _notebook(folder / "02_bad.ipynb", "raise RuntimeError('damaged data')")
     bad_before = bad.read_bytes()
-    monkeypatch.setattr(notebooks, "notebook_paths", lambda folder_=None: [bad])
+    monkeypatch.setattr(report, "notebook_paths", lambda folder_=None: [bad])
     with pytest.raises(Exception, match="damaged data"):
-        notebooks.run_all("full", report)
-    assert bad.read_bytes() == bad_before and (report / "02_bad.failed.ipynb").exists()
+        report.run_all("full", report_dir)
+    assert bad.read_bytes() == bad_before and (report_dir / "02_bad.failed.ipynb").exists()
 
-    monkeypatch.setattr(notebooks, "notebook_paths", lambda folder_=None: [good])
-    notebooks.run_all("full", report)
+    monkeypatch.setattr(report, "notebook_paths", lambda folder_=None: [good])
+    report.run_all("full", report_dir)
     assert "ran with full" in good.read_text()  # the one run that may replace it

@@ -12,11 +12,12 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.data import load_simpsons_mnist
+from helpers.evaluation import evaluate
 from helpers.integrity import write_checked
 from helpers.models import build_model
 from helpers.plots import plot_confusion
 from helpers.tracking import RunTracker, scalar_hparams
-from helpers.training import TrainConfig, evaluate, fit
+from helpers.training import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def trained(tmp_path_factory):
     data = load_simpsons_mnist("rgb").subset(n_train=600, n_val=200, n_test=300)
     root = tmp_path_factory.mktemp("runs")
     cfg = TrainConfig(optimizer="adam", lr=2e-3, epochs=2)
-    with RunTracker("unit-test", "lenet a", root=root) as tracker:
+    with RunTracker("unit-test", "lenet a", root) as tracker:
         result = fit(build_model(in_channels=3, dropout=0.1), data, cfg, device="cpu", tracker=tracker)
         ev = evaluate(result.model, data, "val", device="cpu")
         tracker.log_figure("confusion_matrix", plot_confusion(ev, "val"))

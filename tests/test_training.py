@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from helpers import devices
-from helpers.data import DataSplits, load_fashion_mnist
+from helpers.data import load_fashion_mnist
+from helpers.evaluation import evaluate
 from helpers.models import build_model
-from helpers.training import TrainConfig, augment, evaluate, fit
+from helpers.splits import DataSplits
+from helpers.training import TrainConfig, augment, fit
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,18 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hyperopt import STATUS_FAIL, STATUS_OK, hp
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from helpers import tuning, tuning_plots
-from helpers.data import DataSplits, load_simpsons_mnist
+from helpers.data import load_simpsons_mnist
+from helpers.objective import Objective
+from helpers.paths import Outputs
+from helpers.splits import DataSplits
 from helpers.training import fit
 
 matplotlib.use("Agg")
@@ -43,8 +49,8 @@ def searched(small: DataSplits, tmp_path_factory):
                 model.features[0].weight.fill_(float("nan"))
         return fit(model, data, config, **kw)
 
-    objective = tuning.Objective(small, BASE, "unit", "tpe", budget="quick", device="cpu",
-                                 runs_root=root / "runs", train_fn=poisoning_fit)
+    objective = Objective(small, BASE, "unit", "tpe", outputs=Outputs(root), device="cpu",
+                                 train_fn=poisoning_fit)
     space = tuning.lenet_space()
     spec = tuning.SearchSpec("unit", "tpe", seed=0, max_evals=5, n_startup_jobs=3)
     trials = tuning.run_search(objective, space, spec, root / "trials.json", progress=False)
@@ -74,7 +80,7 @@ def test_sampled_settings_reach_the_model_and_the_optimizer(searched) -> None:
         cfg, applied = t["result"]["config"], t["result"]["applied"]
         assert applied["lr"] == pytest.approx(cfg["lr"])  # read from the optimizer object itself
         assert applied["batch_size"] == cfg["batch_size"]
-        assert applied["class"].lower() == cfg["optimizer"].replace("rmsprop", "rmsprop")
+        assert applied["class"] == {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}[cfg["optimizer"]]
     assert len({t["result"]["applied"]["n_params"] for t in ok}) > 1  # different trials, different models
 
 
@@ -88,9 +94,22 @@ def test_nan_trial_is_a_failure_and_the_search_goes_on(searched) -> None:
 
 
 def test_every_trial_is_one_tensorboard_run_with_hparams(searched) -> None:
-    _, _, root = searched
-    runs = sorted(p.name for p in (root / "runs" / "unit").iterdir())
-    assert runs == [f"tpe-trial-{i:03d}" for i in range(5)]
+    trials, frame, root = searched
+    runs = sorted(p for p in (root / "runs" / "unit").iterdir())
+    assert [p.name for p in runs] == [f"tpe-trial-{i:03d}" for i in range(5)]
+    for run, (_, row) in zip(runs, frame.iterrows()):
+        acc = EventAccumulator(str(run), size_guidance={"tensors": 0, "scalars": 0})
+        acc.Reload()
+        content = acc.PluginTagToContent("hparams")
+        start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+        assert start.hparams["algo"].string_value == "tpe"
+        assert start.hparams["lr"].number_value == pytest.approx(row["lr"])  # this trial's own settings
+        assert start.hparams["batch_size"].number_value == row["batch_size"]
+        logged = acc.Scalars("hparam/val_acc")[0].value
+        if row["status"] == STATUS_OK:
+            assert logged == pytest.approx(row["val_acc"], abs=1e-6)
+        else:
+            assert math.isnan(logged)
 
 
 def test_plots_and_table_work_on_a_real_trials_object_with_a_failure(searched) -> None:
@@ -108,6 +127,18 @@ def test_plots_and_table_work_on_a_real_trials_object_with_a_failure(searched) -
     assert len(table) == 4 and table["val_acc_%"].is_monotonic_decreasing
     imp = tuning.importance(frame, params)
     assert set(imp.index) == set(params) and ((imp >= 0) & (imp <= 1 + 1e-9)).all()
+    assert imp.is_monotonic_decreasing
+
+
+def test_importance_finds_the_one_parameter_that_matters() -> None:
+    rng = np.random.default_rng(0)
+    n = 60
+    frame = pd.DataFrame({"lr": rng.uniform(0, 1, n), "dropout": rng.uniform(0, 1, n),
+                          "augment": rng.choice(["none", "flip"], n), "status": STATUS_OK})
+    frame["val_acc"] = 0.5 + 0.4 * (frame["lr"] > 0.5) + rng.normal(0, 0.01, n)
+    frame.loc[3, "status"], frame.loc[3, "val_acc"] = STATUS_FAIL, np.nan  # a failed trial is skipped
+    imp = tuning.importance(frame, ["lr", "dropout", "augment"])
+    assert imp.index[0] == "lr" and imp["lr"] > 0.8 and imp["dropout"] < 0.2 and imp["augment"] < 0.2
 
 
 def _analytic(params: dict) -> dict:
@@ -157,8 +188,8 @@ def test_grid_enumerates_exactly_its_subspace(tmp_path: Path) -> None:
 
 def test_invalid_space_value_fails_before_any_training(small: DataSplits, tmp_path: Path) -> None:
     calls = []
-    objective = tuning.Objective(small, BASE, "bad", "random", budget="quick", device="cpu",
-                                 runs_root=tmp_path, train_fn=lambda *a, **k: calls.append(1))
+    objective = Objective(small, BASE, "bad", "random", outputs=Outputs(tmp_path), device="cpu",
+                                 train_fn=lambda *a, **k: calls.append(1))
     space = {**tuning.lenet_space(), "dropout": hp.uniform("dropout", 0.5, 1.5)}
     with pytest.raises(ValueError, match="invalid search space.*dropout"):
         tuning.run_search(objective, space, tuning.SearchSpec("bad", "random", 0, 3), tmp_path / "t.json", progress=False)
@@ -176,10 +207,12 @@ SEARCH_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
     from helpers import tuning
+    from helpers.objective import Objective
     from helpers.data import load_simpsons_mnist
+    from helpers.paths import Outputs
     data = load_simpsons_mnist("rgb").subset(n_train=600, n_val=200, n_test=100)
-    obj = tuning.Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", budget="quick", device="cpu",
-                           runs_root=Path(sys.argv[1]) / "runs")
+    obj = Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", outputs=Outputs(Path(sys.argv[1])),
+                           device="cpu")
     spec = tuning.SearchSpec("kill", "random", seed=1, max_evals=int(sys.argv[3]))
     tuning.run_search(obj, tuning.lenet_space(), spec, Path(sys.argv[2]), progress=False)
 """)
@@ -210,8 +243,7 @@ def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tm
 
     calls = []
     data = small.subset(n_train=600, n_val=200)
-    obj = tuning.Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", budget="quick", device="cpu",
-                           runs_root=tmp_path / "runs",
+    obj = Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", outputs=Outputs(tmp_path), device="cpu",
                            train_fn=lambda *a, **kw: calls.append(1) or fit(*a, **kw))
     after = tuning.run_search(obj, tuning.lenet_space(), tuning.SearchSpec("kill", "random", 1, 12), trials_path,
                               progress=False)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ast
-import os
 import importlib.util
+import os
 import subprocess
 import sys
 import time
@@ -17,11 +17,13 @@ import torch
 
 from helpers import camera, cli
 from helpers.checkpoints import CheckpointError, save_checkpoint
-from helpers.data import DataSplits, load_simpsons_mnist
+from helpers.data import load_simpsons_mnist
+from helpers.evaluation import evaluate
 from helpers.export import OPENCV41_OPS, OPSET, export_onnx, graph_ops
 from helpers.inference import Predictor, annotate, preprocess, to_bgr_frame
 from helpers.models import build_model
-from helpers.training import DeviceSplit, TrainConfig, evaluate, fit
+from helpers.splits import DataSplits
+from helpers.training import DeviceSplit, TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "webcam_onnx.py"

@@ -1,6 +1,6 @@
 """Execute the numbered notebooks (papermill) and render them as an HTML report (nbconvert).
 
-``python -m helpers.notebooks`` runs every ``notebooks/NN_*.ipynb`` top to bottom in place with
+``python -m helpers.report`` runs every ``notebooks/NN_*.ipynb`` top to bottom in place with
 the full budget and writes ``report/NN_*.html`` plus ``report/index.html``. Each notebook runs into
 a temporary file first and replaces the committed one only when a full-budget run finished without
 error, so neither a failed run nor a quick one ever replaces the last good outputs (a failed copy

@@ -1,0 +1,41 @@
+"""The version of everything cached from training: Hyperopt trials files and the reflections cache.
+
+Cached results are keyed on their configuration, so a change to the code that trains (models,
+the training loop, the tracked-training path, the objective) would otherwise be served stale
+results computed by the old code. Such a change must bump :data:`CACHE_VERSION`, which is part of
+every cache key; ``tests/test_cache_version.py`` fails when the code of :data:`CACHED_MODULES`
+changes (comments and docstrings aside) while :data:`SOURCES_HASH` still names the old code.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+#: Part of every trials-file and reflections-cache key: bump it when training code changes.
+CACHE_VERSION = 1
+#: The modules whose code determines a cached result.
+CACHED_MODULES = ("models", "training", "runs", "tuning")
+#: :func:`sources_hash` of those modules when CACHE_VERSION was last set.
+SOURCES_HASH = "dc44bbbfe9bf9a21"
+
+
+def _code_only(source: str) -> str:
+    """The module's syntax tree without docstrings: comments and docstrings do not change results."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
+def sources_hash(modules: tuple[str, ...] = CACHED_MODULES) -> str:
+    """A hash of the code (not comments or docstrings) of ``helpers/<module>.py`` for each module."""
+    folder = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(name.encode() + b"\0" + _code_only((folder / f"{name}.py").read_text(encoding="utf-8")).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,130 @@
+"""One Hyperopt trial: a sampled point turned into a LeNet-5 and its training, trained and scored.
+
+:func:`to_run_config` maps a point of the search space onto model options and a
+:class:`~helpers.training.TrainConfig`; :func:`validate_space` checks a space before any training;
+:class:`Objective` trains one point through :func:`helpers.runs.train_tracked` and reports its
+validation result to Hyperopt (the test split is never touched).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from hyperopt import STATUS_FAIL, STATUS_OK
+from hyperopt.pyll.stochastic import sample
+
+from helpers.models import build_model
+from helpers.paths import Outputs
+from helpers.splits import DataSplits
+from helpers.training import TrainConfig, fit
+
+
+@dataclass
+class RunConfig:
+    """A sampled point turned into what training needs: model kwargs and a TrainConfig."""
+
+    model: dict[str, Any]
+    train: TrainConfig
+
+    def describe(self) -> dict[str, Any]:
+        """Flat, readable dict of the settings (for tables)."""
+        t = self.train
+        return {
+            "optimizer": t.optimizer, "lr": t.lr, "momentum": t.momentum if t.optimizer in ("sgd", "rmsprop") else None,
+            "weight_decay": t.weight_decay, "batch_size": t.batch_size,
+            "conv": "/".join(map(str, self.model["conv_channels"])), "dense": "/".join(map(str, self.model["dense_units"])),
+            "dropout": self.model.get("dropout", 0.0), "batchnorm": self.model.get("batchnorm", False),
+            "augment": "flip+shift" if t.hflip and t.shift else "flip" if t.hflip else "shift" if t.shift else "none",
+        }
+
+
+def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any]) -> RunConfig:
+    """Map a point of the space (after ``space_eval``) onto model kwargs and a TrainConfig.
+
+    ``base_train`` holds the settings the search does not vary (epochs, patience, seed, ...).
+    Raises ``ValueError`` for values the model or the optimizer cannot use.
+    """
+    opt = params.get("optimizer", {"name": "sgd"})
+    if isinstance(opt, str):
+        opt = {"name": opt}
+    augment = params.get("augment", "none")
+    if augment not in ("none", "flip", "shift", "flip+shift"):
+        raise ValueError(f"augment must be none / flip / shift / flip+shift, got {augment!r}")
+    train_kwargs = dict(base_train)
+    train_kwargs.update(
+        optimizer=opt["name"], lr=float(opt.get("lr", params.get("lr", base_train.get("lr", 0.01)))),
+        momentum=float(opt.get("momentum", base_train.get("momentum", 0.9))),
+        weight_decay=float(params.get("weight_decay", base_train.get("weight_decay", 0.0))),
+        batch_size=int(params.get("batch_size", base_train.get("batch_size", 64))),
+        hflip="flip" in augment, shift=2 if "shift" in augment else 0,
+    )
+    model = {
+        "in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
+        "conv_channels": tuple(int(c) for c in params.get("conv", (params.get("conv1", 6), params.get("conv2", 16)))),
+        "dense_units": tuple(int(u) for u in params.get("dense", (params.get("dense1", 120), params.get("dense2", 84)))),
+        "dropout": float(params.get("dropout", 0.0)), "batchnorm": bool(params.get("batchnorm", False)),
+    }
+    for key in ("activation", "pool"):
+        if key in params:
+            model[key] = params[key]
+    if min(model["conv_channels"] + model["dense_units"]) < 1:
+        raise ValueError(f"layer widths must be positive, got {model['conv_channels']} / {model['dense_units']}")
+    build_model(seed=None, **model)  # validates the model config (raises ValueError)
+    return RunConfig(model, TrainConfig(**train_kwargs))
+
+
+def validate_space(space: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any],
+                   n_samples: int = 50, seed: int = 0) -> None:
+    """Sample the space and check every sample maps to a valid config, before any training.
+
+    Raises ``ValueError`` naming the offending sample.
+    """
+    rng = np.random.default_rng(seed)
+    for _ in range(n_samples):
+        point = sample(space, rng=rng)
+        try:
+            to_run_config(point, data, base_train)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"invalid search space: the point {point} is not usable: {exc}") from exc
+
+
+class Objective:
+    """Trains one configuration (through :func:`helpers.runs.train_tracked`) and reports its
+    validation result to Hyperopt.
+
+    Each trial is logged to TensorBoard as ``runs/<experiment>/<algo>-trial-NNN`` with its
+    hyperparameters (HParams dashboard). A diverging trial returns ``STATUS_FAIL`` with the reason.
+    The result records what the model and optimizer actually received (parameter count, the
+    optimizer's learning rate), so it can be shown that the search changes the trained model.
+    """
+
+    def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
+                 outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit) -> None:
+        self.data, self.base_train, self.experiment, self.algo = data, dict(base_train), experiment, algo
+        self.outputs, self.device, self.train_fn = outputs, device, train_fn
+        self.trial_index = 0
+
+    def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
+        from helpers.runs import (
+            train_tracked,  # runs imports plots: keep this module light to import
+        )
+
+        run = to_run_config(params, self.data, self.base_train)
+        result = train_tracked(self.data, run.train, experiment=self.experiment,
+                               name=f"{self.algo}-trial-{self.trial_index:03d}", outputs=self.outputs,
+                               model_config=run.model, hparams={"algo": self.algo, **run.describe()},
+                               device=self.device, figures=False, train_fn=self.train_fn)
+        h = result.history
+        applied = {"n_params": result.n_params, **h.optimizer}  # read off the objects trained
+        common = {"config": run.describe(), "applied": applied, "seconds": h.seconds,
+                  "attachments": {"history": json.dumps(h.to_dict())}}
+        if h.diverged or not h.epochs:
+            return {"status": STATUS_FAIL, "failure": h.diverged or "no epoch finished", **common}
+        best = h.best
+        return {"status": STATUS_OK, "loss": 1.0 - best["val_acc"], "val_acc": best["val_acc"],
+                "val_loss": best["val_loss"], "epochs": len(h.epochs), "best_epoch": h.best_epoch, **common}

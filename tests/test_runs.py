@@ -1,0 +1,68 @@
+"""The one tracked-training path: every caller goes through it, the hook can stop a run, test stays untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hyperopt import STATUS_OK
+
+from helpers import evaluation, experiments, runs
+from helpers.data import load_fashion_mnist
+from helpers.objective import Objective
+from helpers.paths import Outputs
+from helpers.splits import DataSplits
+from helpers.training import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DataSplits:
+    return load_fashion_mnist().subset(n_train=600, n_val=200, n_test=200)
+
+
+def test_the_epoch_hook_sees_every_epoch_and_can_stop_the_run(tiny: DataSplits, tmp_path: Path) -> None:
+    seen = []
+
+    def hook(record: dict) -> bool:
+        seen.append(record["epoch"])
+        return record["epoch"] == 2  # e.g. a search's rung decides this trial is not promising
+
+    result = runs.train_tracked(tiny, TrainConfig(optimizer="adam", lr=2e-3, epochs=5), experiment="e", name="r",
+                                outputs=Outputs(tmp_path), device="cpu", on_epoch=hook)
+    assert seen == [1, 2] and len(result.history.epochs) == 2 and result.history.stopped_early
+    assert result.val is not None and result.test is None
+
+
+def test_the_test_split_is_evaluated_only_when_asked(tiny: DataSplits, tmp_path: Path, monkeypatch) -> None:
+    splits = []
+    real = evaluation.evaluate
+
+    def spy(model, data, split="test", device="auto"):
+        splits.append(split)
+        return real(model, data, split, device)
+
+    monkeypatch.setattr(runs, "evaluate", spy)
+    cfg = TrainConfig(optimizer="adam", lr=2e-3, epochs=1)
+    runs.train_tracked(tiny, cfg, experiment="e", name="a", outputs=Outputs(tmp_path), device="cpu")
+    assert splits == ["val"]
+    runs.train_tracked(tiny, cfg, experiment="e", name="b", outputs=Outputs(tmp_path), device="cpu", evaluate_test=True)
+    assert splits == ["val", "val", "test"]
+
+
+def test_trials_and_reflections_train_through_the_one_path(tiny: DataSplits, tmp_path: Path, monkeypatch) -> None:
+    calls = []
+    real = runs.train_tracked
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["name"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "train_tracked", counting)
+    monkeypatch.setattr(experiments, "train_tracked", counting)
+    objective = Objective(tiny, {"epochs": 1, "seed": 0}, "search", "random", outputs=Outputs(tmp_path), device="cpu")
+    point = {"optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 64, "conv1": 6, "conv2": 16, "dense1": 64,
+             "dense2": 32, "dropout": 0.1, "batchnorm": False, "augment": "none", "weight_decay": 0.0}
+    assert objective(point)["status"] == STATUS_OK
+    config = experiments.Config("a", {}, {}, {"optimizer": "adam", "lr": 1e-3, "epochs": 1})
+    experiments.run_one(config, 0, tiny, "study", Outputs(tmp_path), device="cpu", cache_dir=tmp_path / "cache")
+    assert calls == ["random-trial-000", "a-seed0"]
