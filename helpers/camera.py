@@ -1,19 +1,15 @@
-"""Frame sources over OpenCV's ``VideoCapture``, and the live demo's command line.
+"""Frame sources over OpenCV's ``VideoCapture`` (the live demo itself is :mod:`helpers.demo`).
 
 Sources: a camera index (MacBook or USB webcam), a Jetson CSI camera through GStreamer's
 ``nvarguscamerasrc ... ! appsink`` pipeline, a video file, or a folder of images. Opening a
 camera and reading from it happen in a helper thread with time limits, so a camera that cannot
 be opened, or stops delivering frames, raises :class:`CameraError` after a bounded time instead
 of hanging; given a fallback, the demo says what happened and continues from the fallback.
-
-``python -m helpers.camera --source 0|csi|PATH [--checkpoint FILE] [--headless --out DIR]``
 """
 
 from __future__ import annotations
 
-import argparse
 import queue
-import sys
 import threading
 import time
 import warnings
@@ -24,8 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from helpers.cli import has_display, run
-from helpers.paths import output_dir
+from helpers.paths import shown
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -72,7 +67,7 @@ class CaptureSource(FrameSource):
     def __init__(self, target: int | str, *, live: bool, api: int = cv2.CAP_ANY, open_timeout: float = 10.0,
                  frame_timeout: float = 3.0, properties: dict[int, float] | None = None,
                  capture_factory: Callable[..., Any] = cv2.VideoCapture, name: str | None = None) -> None:
-        self.name = name or (f"camera {target}" if live else str(target))
+        self.name = name or (f"camera {target}" if live else shown(target))
         self.live, self.frame_timeout, self.frames_read = live, frame_timeout, 0
         cap = _with_timeout(lambda: _quietly(capture_factory, target, api), open_timeout)
         if cap is _TIMEOUT:
@@ -110,7 +105,7 @@ class ImageFolderSource(FrameSource):
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.name = str(folder)
+        self.name = shown(folder)
         self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise CameraError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
@@ -274,73 +269,3 @@ def write_video(frames: list[np.ndarray], path: Path, fps: float = 5.0) -> Path:
         writer.write(frame)
     writer.release()
     return Path(path)
-
-
-def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Path | None, max_frames: int | None,
-             window: str = "Simpsons-MNIST LeNet-5 (q quits)", log: Callable[[str], None] = print) -> int:
-    """The live loop: read, predict, annotate, show (or save); returns the number of frames handled."""
-    from helpers.inference import annotate
-
-    if headless and out_dir is None:
-        raise ValueError("--headless needs --out DIR for the annotated frames")
-    fps, last, count = None, time.perf_counter(), 0
-    try:
-        for frame in source:
-            prediction = predictor.predict(frame)
-            now = time.perf_counter()
-            fps = 1.0 / max(now - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - last, 1e-6)
-            last = now
-            shown = annotate(frame, prediction, fps)
-            if headless:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(out_dir / f"frame_{count:05d}.png"), shown)
-            else:
-                cv2.imshow(window, shown)
-                if cv2.waitKey(1) & 0xFF == ord("q"):
-                    break
-            count += 1
-            if count % 30 == 0:
-                log(f"{count} frames, {fps:.1f} FPS, last: {prediction.label} ({100 * prediction.confidence:.0f} %)")
-            if max_frames is not None and count >= max_frames:
-                break
-    finally:
-        source.close()
-        if not headless:
-            cv2.destroyAllWindows()
-    return count
-
-
-def main(argv: list[str] | None = None) -> int:
-    from helpers.inference import Predictor, default_checkpoint
-
-    parser = argparse.ArgumentParser(description="Live Simpsons-MNIST predictions from a camera, video or folder.")
-    parser.add_argument("--source", default="0", help="camera index (0), 'csi' (Jetson), video file or image folder")
-    parser.add_argument("--fallback", help="video file or folder to use if the camera fails")
-    parser.add_argument("--checkpoint", type=Path, help="model file (default: tuned, else baseline Simpsons model)")
-    parser.add_argument("--headless", action="store_true", help="no window: write annotated frames to --out")
-    parser.add_argument("--out", type=Path, help="folder for annotated frames (with --headless)")
-    parser.add_argument("--max-frames", type=int)
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--flip", type=int, default=0, help="CSI camera flip-method 0..7 (2 = 180 degrees)")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    if not args.headless and not has_display():
-        args.headless, args.out = True, args.out or output_dir() / "demo-frames"
-        print(f"no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless, annotated frames go to {args.out}")
-    try:
-        predictor = Predictor.from_checkpoint(args.checkpoint or default_checkpoint(), args.device)
-        source = open_source(args.source, fallback=args.fallback, width=args.width, height=args.height, fps=args.fps,
-                             flip=args.flip)
-        n = run_demo(source, predictor, headless=args.headless, out_dir=args.out, max_frames=args.max_frames)
-    except cv2.error as exc:
-        print(f"error: OpenCV could not open a window ({exc.err}); use --headless --out DIR on a machine without "
-              f"a display", file=sys.stderr)
-        return 2
-    print(f"done: {n} frames")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(main))

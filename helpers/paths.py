@@ -21,6 +21,15 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def shown(path: Path | str) -> str:
+    """``path`` as shown to a reader: relative to the project when inside it (no machine paths in reports)."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return resolved.relative_to(project_root()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def data_dir() -> Path:
     """Folder the data sets land in: ``$PORTFOLIO_DATA_DIR`` or ``<root>/data``."""
     override = os.environ.get(DATA_DIR_ENV)

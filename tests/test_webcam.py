@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import camera, cli
+from helpers import camera, cli, demo
 from helpers.checkpoints import CheckpointError, save_checkpoint
 from helpers.data import load_simpsons_mnist
 from helpers.evaluation import evaluate
@@ -205,7 +205,7 @@ def test_wrong_model_files_give_clear_errors(tmp_path: Path, checkpoint: Path, v
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         Predictor.from_checkpoint(junk)
     argv = ["--source", str(video), "--checkpoint", str(junk), "--headless", "--out", str(tmp_path)]
-    assert cli.run(camera.main, argv) == 2
+    assert cli.run(demo.main, argv) == 2
     assert "error:" in capsys.readouterr().err
     onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx")
     onnx_path.with_suffix(".json").unlink()
@@ -220,7 +220,7 @@ def test_wrong_model_files_give_clear_errors(tmp_path: Path, checkpoint: Path, v
 
 def test_cli_headless_writes_annotated_frames(checkpoint: Path, video: Path, tmp_path: Path) -> None:
     out = tmp_path / "frames"
-    assert camera.main(["--source", str(video), "--checkpoint", str(checkpoint), "--headless", "--out", str(out),
+    assert demo.main(["--source", str(video), "--checkpoint", str(checkpoint), "--headless", "--out", str(out),
                         "--max-frames", "5"]) == 0
     written = sorted(out.glob("*.png"))
     assert len(written) == 5
@@ -254,7 +254,7 @@ def test_without_a_display_the_demo_falls_back_to_headless(checkpoint: Path, vid
     assert not cli.has_display()
     out = tmp_path / "frames"
     if runner == "helpers":
-        code = camera.main(["--source", str(video), "--checkpoint", str(checkpoint), "--out", str(out),
+        code = demo.main(["--source", str(video), "--checkpoint", str(checkpoint), "--out", str(out),
                             "--max-frames", "3"])  # no --headless: a window would abort in Qt
     else:
         onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx")
@@ -269,7 +269,7 @@ def test_entry_points_report_bad_input_in_one_line_without_a_traceback(tmp_path:
     env.pop("HELPERS_DEBUG", None)
     commands = [
         [sys.executable, "-m", "helpers.export", "--checkpoint", str(tmp_path / "missing.pt")],
-        [sys.executable, "-m", "helpers.camera", "--checkpoint", str(tmp_path / "missing.pt"), "--headless",
+        [sys.executable, "-m", "helpers.demo", "--checkpoint", str(tmp_path / "missing.pt"), "--headless",
          "--out", str(tmp_path)],
         [sys.executable, str(SCRIPT), "--model", str(tmp_path / "missing.onnx"), "--headless"],
     ]

@@ -1,0 +1,92 @@
+"""The live demo: frames from a camera (or video, or folder) → the model → an annotated window.
+
+``python -m helpers.demo --source 0|csi|PATH [--checkpoint FILE] [--headless --out DIR]``
+
+Without a display (Linux with neither X11 nor Wayland) it runs headless and says so, rather than
+letting OpenCV's window abort the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from helpers.camera import FrameSource, open_source
+from helpers.cli import has_display, run
+from helpers.paths import output_dir
+
+
+def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Path | None, max_frames: int | None,
+             window: str = "Simpsons-MNIST LeNet-5 (q quits)", log: Callable[[str], None] = print) -> int:
+    """The live loop: read, predict, annotate, show (or save); returns the number of frames handled."""
+    from helpers.inference import annotate
+
+    if headless and out_dir is None:
+        raise ValueError("--headless needs --out DIR for the annotated frames")
+    fps, last, count = None, time.perf_counter(), 0
+    try:
+        for frame in source:
+            prediction = predictor.predict(frame)
+            now = time.perf_counter()
+            fps = 1.0 / max(now - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - last, 1e-6)
+            last = now
+            shown = annotate(frame, prediction, fps)
+            if headless:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(out_dir / f"frame_{count:05d}.png"), shown)
+            else:
+                cv2.imshow(window, shown)
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    break
+            count += 1
+            if count % 30 == 0:
+                log(f"{count} frames, {fps:.1f} FPS, last: {prediction.label} ({100 * prediction.confidence:.0f} %)")
+            if max_frames is not None and count >= max_frames:
+                break
+    finally:
+        source.close()
+        if not headless:
+            cv2.destroyAllWindows()
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    from helpers.inference import Predictor, default_checkpoint
+
+    parser = argparse.ArgumentParser(description="Live Simpsons-MNIST predictions from a camera, video or folder.")
+    parser.add_argument("--source", default="0", help="camera index (0), 'csi' (Jetson), video file or image folder")
+    parser.add_argument("--fallback", help="video file or folder to use if the camera fails")
+    parser.add_argument("--checkpoint", type=Path, help="model file (default: tuned, else baseline Simpsons model)")
+    parser.add_argument("--headless", action="store_true", help="no window: write annotated frames to --out")
+    parser.add_argument("--out", type=Path, help="folder for annotated frames (with --headless)")
+    parser.add_argument("--max-frames", type=int)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--flip", type=int, default=0, help="CSI camera flip-method 0..7 (2 = 180 degrees)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if not args.headless and not has_display():
+        args.headless, args.out = True, args.out or output_dir() / "demo-frames"
+        print(f"no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless, annotated frames go to {args.out}")
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint or default_checkpoint(), args.device)
+        source = open_source(args.source, fallback=args.fallback, width=args.width, height=args.height, fps=args.fps,
+                             flip=args.flip)
+        n = run_demo(source, predictor, headless=args.headless, out_dir=args.out, max_frames=args.max_frames)
+    except cv2.error as exc:
+        print(f"error: OpenCV could not open a window ({exc.err}); use --headless --out DIR on a machine without "
+              f"a display", file=sys.stderr)
+        return 2
+    print(f"done: {n} frames")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
