@@ -78,23 +78,24 @@ def engine_epoch(device: torch.device, batch_size: int, max_batches: int | None 
     return time.perf_counter() - start, n
 
 
-def run(device: torch.device, batch_size: int = 64) -> dict[str, float]:
-    """Warm both pipelines up, time one epoch each; returns the figures."""
+def measure(device: torch.device, batch_size: int = 64, max_batches: int | None = None) -> dict[str, float]:
+    """Warm both pipelines up, time one epoch each (or ``max_batches`` batches); returns the figures."""
     typical_epoch(device, batch_size, max_batches=20)  # warm-up: kernels, caches, torchvision extraction
     engine_epoch(device, batch_size, max_batches=20)
-    t_typ, n_typ = typical_epoch(device, batch_size)
-    t_eng, n_eng = engine_epoch(device, batch_size)
+    t_typ, n_typ = typical_epoch(device, batch_size, max_batches)
+    t_eng, n_eng = engine_epoch(device, batch_size, max_batches)
     return {"typical_s": t_typ, "typical_images": n_typ, "engine_s": t_eng, "engine_images": n_eng,
             "speedup": (t_typ / n_typ) / (t_eng / n_eng)}
 
 
-def main(argv: list[str] | None = None) -> int | None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-batches", type=int, help="time this many batches instead of a whole epoch (a quick check)")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
-    r = run(device, args.batch_size)
+    r = measure(device, args.batch_size, args.max_batches)
     target = TARGETS.get(device.type)
     print(f"device: {describe(device)}; LeNet-5, Fashion-MNIST, batch {args.batch_size}, SGD+momentum")
     print(f"{'pipeline':<46}{'images':>8}{'seconds':>10}{'images/s':>11}")
@@ -104,11 +105,12 @@ def main(argv: list[str] | None = None) -> int | None:
           f"{r['engine_images'] / r['engine_s']:>11,.0f}")
     verdict = "" if target is None else f" (target >= {target:g}x: {'met' if r['speedup'] >= target else 'NOT met'})"
     print(f"speed-up per image: {r['speedup']:.2f}x{verdict}")
+    return 0
 
 
 if __name__ == "__main__":
     import sys
 
-    from helpers.cli import run
+    from helpers import cli
 
-    sys.exit(run(main))
+    sys.exit(cli.run(main))

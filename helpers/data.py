@@ -5,8 +5,9 @@ labels as ``int64`` tensors, class names, and per-channel mean/std computed on t
 only (pixel scale 0..1). The validation split is carved from the official training split (fixed
 seed, stratified; grouped by patient for the X-rays); the official test split is left untouched.
 
-Decoded images are cached under ``data/cache/`` so that a second load takes a fraction of a
-second; the cache key changes whenever the files on disk change.
+Every load checks every file (published md5s, the Simpsons-MNIST checksum list, the X-ray
+manifest: :mod:`helpers.datafiles`); decoded images are cached under ``data/cache/``, keyed on the
+files' contents, so a second load takes about a second.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _ensure(source: DataSource, data_root: Path | None, mirror: Path | None) -> 
     return ensure_dataset(source, root, mirror)
 
 
-# ----------------------------------------------------------------------------------- caching
+# ----------------------------------------------------------------------------------- assembly
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -115,6 +116,7 @@ def load_fashion_mnist(
 
 
 # ----------------------------------------------------------------------------------- Simpsons-MNIST
+
 
 def load_simpsons_mnist(
     color: str = "rgb", data_root: Path | None = None, mirror: Path | None = None,
@@ -320,6 +322,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from helpers.cli import run
+    from helpers import cli
 
-    sys.exit(run(main))
+    sys.exit(cli.run(main))

@@ -17,8 +17,8 @@ from typing import Any
 
 import cv2
 
+from helpers import cli
 from helpers.camera import FrameSource, open_source
-from helpers.cli import has_display, run
 from helpers.paths import output_dir
 
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flip", type=int, default=0, help="CSI camera flip-method 0..7 (2 = 180 degrees)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    if not args.headless and not has_display():
+    if not args.headless and not cli.has_display():
         args.headless, args.out = True, args.out or output_dir() / "demo-frames"
         print(f"no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless, annotated frames go to {args.out}")
     try:
@@ -89,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli.run(main))

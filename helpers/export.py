@@ -75,6 +75,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from helpers.cli import run
+    from helpers import cli
 
-    sys.exit(run(main))
+    sys.exit(cli.run(main))

@@ -13,6 +13,7 @@ import argparse
 import base64
 import html
 import io
+import re
 import shutil
 import sys
 import time
@@ -90,9 +91,10 @@ def render(notebooks: list[Path], out_dir: Path) -> Path:
 def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execute_notebooks: bool = True) -> Path:
     """Execute the notebooks and render the report; returns the index path.
 
-    Only a successful full-budget run replaces a committed notebook. A quick-budget run writes its
-    executed copies to ``outputs-quick/notebooks/`` and renders those; a failed run leaves the
-    committed notebook untouched and its partial copy in ``report_dir``.
+    Only a successful full-budget run on all the data replaces a committed notebook. A quick-budget
+    run writes its executed copies to ``outputs-quick/notebooks/`` and renders those; a failed run,
+    or one that skipped a missing data set, leaves the committed notebook untouched and its copy in
+    ``report_dir``.
     """
     notebooks = notebook_paths()
     if only:
@@ -116,7 +118,15 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
                       file=sys.stderr)
                 raise
             tidy(tmp)
-            if budget == "full":
+            skipped = skipped_datasets(tmp)
+            if budget == "full" and skipped:  # finished, but without some data: not a full run
+                partial = report_dir / f"{nb_path.stem}.partial.ipynb"
+                report_dir.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(tmp), partial)
+                print(f"{nb_path.name} ran without the data set(s) {', '.join(skipped)}; its run is in {partial}; the "
+                      f"committed notebook is untouched (get the data with `make data`, then run it again).",
+                      file=sys.stderr)
+            elif budget == "full":
                 tmp.replace(nb_path)
             else:
                 executed_dir.mkdir(parents=True, exist_ok=True)
@@ -129,6 +139,13 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
     index = render(rendered, report_dir)
     print(f"report: {index}")
     return index
+
+
+def skipped_datasets(notebook: Path) -> list[str]:
+    """The data sets an executed notebook skipped because they were missing (``helpers.data.try_load``)."""
+    nb = nbformat.read(notebook, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return sorted(set(re.findall(r"^SKIPPED (\S+?):", text, flags=re.MULTILINE)))
 
 
 def compact_png(png: bytes, colors: int = 256) -> bytes:
@@ -178,6 +195,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from helpers.cli import run
+    from helpers import cli
 
-    sys.exit(run(main))
+    sys.exit(cli.run(main))

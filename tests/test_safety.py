@@ -150,6 +150,12 @@ def test_only_a_successful_full_run_replaces_a_committed_notebook(tmp_path: Path
         report.run_all("full", report_dir)
     assert bad.read_bytes() == bad_before and (report_dir / "02_bad.failed.ipynb").exists()
 
+    skipping = _notebook(folder / "03_skips.ipynb", "print('SKIPPED xray: Chest X-ray not found.')")
+    skipping_before = skipping.read_bytes()
+    monkeypatch.setattr(report, "notebook_paths", lambda folder_=None: [skipping])
+    report.run_all("full", report_dir)  # finishes, but without a data set: not a full run
+    assert skipping.read_bytes() == skipping_before and (report_dir / "03_skips.partial.ipynb").exists()
+
     monkeypatch.setattr(report, "notebook_paths", lambda folder_=None: [good])
     report.run_all("full", report_dir)
     assert "ran with full" in good.read_text()  # the one run that may replace it

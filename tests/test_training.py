@@ -131,3 +131,13 @@ def test_monitor_val_acc_keeps_the_most_accurate_epoch(fashion_slice: DataSplits
     accs = [e["val_acc"] for e in h.epochs]
     assert h.best_epoch == 1 + accs.index(max(accs))
     assert h.optimizer["class"] == "Adam" and h.optimizer["lr"] == pytest.approx(3e-3)
+
+
+def test_benchmark_command_prints_both_pipelines_and_the_ratio(capsys) -> None:
+    from helpers import bench, cli
+
+    assert cli.run(bench.main, ["--device", "cpu", "--max-batches", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "typical (torchvision + DataLoader, per-item)" in out and "this engine" in out
+    ratio = float(out.split("speed-up per image: ")[1].split("x")[0])
+    assert ratio > 0
