@@ -77,7 +77,7 @@ def damaged(path: Path, problem: str, origin: tuple[Path, DataSource]) -> Corrup
 
 
 def decode_image(path: Path, mode: str, origin: tuple[Path, DataSource], size: int | None = None,
-            expect: int | None = None) -> np.ndarray:
+                 expect: int | None = None) -> np.ndarray:
     """Decode one image as ``mode`` ('L' or 'RGB'); resize to ``size`` or check it is ``expect``.
 
     ``origin`` is (data set folder, its source), for the advice when the file is damaged."""
@@ -97,6 +97,7 @@ def decode_image(path: Path, mode: str, origin: tuple[Path, DataSource], size: i
 
 
 def check_md5(path: Path, md5: str, origin: tuple[Path, DataSource]) -> str:
+    """``path``'s md5 if it is the published ``md5``; else a :class:`CorruptDataError` with the fix."""
     got = file_digest(path, "md5")
     if got != md5:
         raise damaged(path, f"md5 {got} differs from the published {md5}, so the file is truncated or altered", origin)
@@ -104,6 +105,7 @@ def check_md5(path: Path, md5: str, origin: tuple[Path, DataSource]) -> str:
 
 
 def read_idx_gz(path: Path, origin: tuple[Path, DataSource]) -> np.ndarray:
+    """The array in a gzipped IDX file of unsigned bytes (Fashion-MNIST's format), checked for length."""
     try:
         data = gzip.decompress(path.read_bytes())
     except (OSError, EOFError, zlib.error) as exc:

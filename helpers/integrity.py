@@ -23,7 +23,9 @@ def checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file and a rename: a kill at any moment
+    leaves either the previous file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -36,8 +38,8 @@ def write_checked(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically, then its sha256 to ``<path>.sha256``; returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, data)
-    _write_atomic(checksum_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+    write_atomic(path, data)
+    write_atomic(checksum_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
     return path
 
 

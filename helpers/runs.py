@@ -40,7 +40,7 @@ class RunResult:
     arch: str
     model: nn.Module
     history: History
-    val: Evaluation | None  #: None when no epoch finished
+    val: Evaluation | None  #: None when no epoch finished (train_and_evaluate then raises)
     test: Evaluation | None  #: None unless asked for
     n_params: int
     checkpoint: Path | None
@@ -73,7 +73,8 @@ def train_tracked(
     and ``hparams`` (default: the architecture and training settings) with the final metrics. The
     test split is evaluated only with ``evaluate_test=True``. ``on_epoch`` receives each epoch's
     metrics; returning True stops the run after that epoch (early stopping by a search, Ray).
-    A run that diverged or finished no epoch is returned with its history, and logged with NaN metrics.
+    A run that diverged is evaluated at its best epoch but logged with NaN metrics; one that
+    finished no epoch has ``val`` None.
     """
     config = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
               **(model_config or {})}
@@ -83,9 +84,9 @@ def train_tracked(
     with RunTracker(experiment, name, outputs.runs) as tracker:
         result = train_fn(model, data, train, device=device, tracker=tracker, on_epoch=on_epoch)
         h = result.history
-        if h.diverged or not h.epochs:
+        if not h.epochs:
             tracker.log_hparams(hparams, {"val_acc": float("nan"), "val_loss": float("nan")})
-        else:
+        else:  # the weights of the best epoch, also when a later epoch diverged
             val = evaluate(result.model, data, "val", device=device)
             test = evaluate(result.model, data, "test", device=device) if evaluate_test else None
             if figures:
@@ -94,7 +95,8 @@ def train_tracked(
                         fig = plot_confusion(ev, split)
                         tracker.log_figure(f"confusion_matrix/{split}", fig)
                         plt.close(fig)
-            tracker.log_hparams(hparams, _metrics(val, test, h))
+            nan = {"val_acc": float("nan"), "val_loss": float("nan")}  # a diverged run scores nothing
+            tracker.log_hparams(hparams, nan if h.diverged else _metrics(val, test, h))
     return RunResult(name, data.name, arch, result.model, h, val, test, count_parameters(result.model), None,
                      train, config)
 
@@ -120,6 +122,8 @@ def train_and_evaluate(
     outputs = outputs or Outputs.for_budget(budget)
     result = train_tracked(data, train, experiment=experiment, name=name, outputs=outputs, arch=arch,
                            model_config=model_config, device=device, evaluate_test=evaluate_test)
+    if result.val is None:
+        raise RuntimeError(f"run {name!r} finished no epoch: {result.history.diverged or 'no training step ran'}")
     if checkpoint is not None:
         metrics = {"val_acc": result.val.accuracy, "val_loss": result.val.loss, "best_epoch": result.history.best_epoch}
         if result.test is not None:

@@ -29,6 +29,8 @@ import numpy as np
 from hyperopt import Trials
 from hyperopt.base import trials_from_docs
 
+from helpers.integrity import write_atomic
+
 FORMAT = "lenet5-portfolio-trials/1"
 _TIME_KEYS = ("book_time", "refresh_time")
 
@@ -102,13 +104,7 @@ def save_trials(trials: Trials, path: Path) -> None:
     """Write ``trials`` as JSON atomically: a crash during the write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = trials_to_json(trials)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, trials_to_json(trials).encode("utf-8"))
 
 
 @contextlib.contextmanager

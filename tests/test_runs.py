@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 from hyperopt import STATUS_OK
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import evaluation, experiments, runs
 from helpers.data import load_fashion_mnist
 from helpers.objective import Objective
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
-from helpers.training import TrainConfig
+from helpers.training import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +68,17 @@ def test_trials_and_reflections_train_through_the_one_path(tiny: DataSplits, tmp
     config = experiments.Config("a", {}, {}, {"optimizer": "adam", "lr": 1e-3, "epochs": 1})
     experiments.run_one(config, 0, tiny, "study", Outputs(tmp_path), device="cpu", cache_dir=tmp_path / "cache")
     assert calls == ["random-trial-000", "a-seed0"]
+
+
+def test_a_run_that_diverges_later_keeps_its_best_epoch_and_logs_no_score(tiny: DataSplits, tmp_path: Path) -> None:
+    def diverging_fit(model, data, config, **kw):
+        result = fit(model, data, config, **kw)
+        result.history.diverged = "training loss nan in epoch 2 (not finite)"  # as fit records it
+        return result
+
+    result = runs.train_tracked(tiny, TrainConfig(optimizer="adam", lr=2e-3, epochs=2), experiment="e", name="d",
+                                outputs=Outputs(tmp_path), device="cpu", train_fn=diverging_fit)
+    assert result.val is not None and 0 <= result.val.accuracy <= 1  # the table row can still be shown
+    acc = EventAccumulator(str(tmp_path / "runs" / "e" / "d"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert math.isnan(acc.Scalars("hparam/val_acc")[0].value)
