@@ -20,6 +20,7 @@ from hyperopt.pyll.stochastic import sample
 
 from helpers.models import build_model
 from helpers.paths import Outputs
+from helpers.rungs import Rungs
 from helpers.splits import DataSplits
 from helpers.training import TrainConfig, fit
 
@@ -36,11 +37,37 @@ class RunConfig:
         t = self.train
         return {
             "optimizer": t.optimizer, "lr": t.lr, "momentum": t.momentum if t.optimizer in ("sgd", "rmsprop") else None,
-            "weight_decay": t.weight_decay, "batch_size": t.batch_size,
+            "weight_decay": t.weight_decay, "batch_size": t.batch_size, "schedule": t.schedule,
+            "label_smoothing": t.label_smoothing, "image_size": self.model["image_size"],
             "conv": "/".join(map(str, self.model["conv_channels"])), "dense": "/".join(map(str, self.model["dense_units"])),
             "dropout": self.model.get("dropout", 0.0), "batchnorm": self.model.get("batchnorm", False),
-            "augment": "flip+shift" if t.hflip and t.shift else "flip" if t.hflip else "shift" if t.shift else "none",
+            "augment": augment_name(t.hflip, t.shift, t.rotate),
         }
+
+
+AUGMENT_PARTS = ("flip", "shift", "rotate")
+ROTATE_DEGREES = 10.0
+
+
+def shift_pixels(image_size: int) -> int:
+    """The largest random translation for ``image_size`` px inputs: 1/14 of the side (2 px at 28 px)."""
+    return max(1, round(image_size / 14))
+
+
+def augment_name(hflip: bool, shift: int, rotate: float) -> str:
+    """``'flip+shift'``-style name of an augmentation setting (``'none'`` when off)."""
+    parts = [name for name, on in zip(AUGMENT_PARTS, (hflip, shift, rotate)) if on]
+    return "+".join(parts) or "none"
+
+
+def parse_augment(name: str, image_size: int) -> dict[str, Any]:
+    """TrainConfig fields for an augmentation name such as ``'flip+shift+rotate'``."""
+    parts = [] if name == "none" else name.split("+")
+    unknown = [p for p in parts if p not in AUGMENT_PARTS]
+    if unknown or not parts and name != "none":
+        raise ValueError(f"augment must be 'none' or a '+'-joined subset of {AUGMENT_PARTS}, got {name!r}")
+    return {"hflip": "flip" in parts, "shift": shift_pixels(image_size) if "shift" in parts else 0,
+            "rotate": ROTATE_DEGREES if "rotate" in parts else 0.0}
 
 
 def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any]) -> RunConfig:
@@ -52,19 +79,19 @@ def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mappi
     opt = params.get("optimizer", {"name": "sgd"})
     if isinstance(opt, str):
         opt = {"name": opt}
-    augment = params.get("augment", "none")
-    if augment not in ("none", "flip", "shift", "flip+shift"):
-        raise ValueError(f"augment must be none / flip / shift / flip+shift, got {augment!r}")
+    image_size = int(params.get("image_size", data.image_size))
     train_kwargs = dict(base_train)
     train_kwargs.update(
         optimizer=opt["name"], lr=float(opt.get("lr", params.get("lr", base_train.get("lr", 0.01)))),
         momentum=float(opt.get("momentum", base_train.get("momentum", 0.9))),
         weight_decay=float(params.get("weight_decay", base_train.get("weight_decay", 0.0))),
         batch_size=int(params.get("batch_size", base_train.get("batch_size", 64))),
-        hflip="flip" in augment, shift=2 if "shift" in augment else 0,
+        schedule=params.get("schedule", base_train.get("schedule", "none")),
+        label_smoothing=float(params.get("label_smoothing", base_train.get("label_smoothing", 0.0))),
+        **parse_augment(params.get("augment", "none"), image_size),
     )
     model = {
-        "in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
+        "in_channels": data.channels, "image_size": image_size, "num_classes": data.num_classes,
         "conv_channels": tuple(int(c) for c in params.get("conv", (params.get("conv1", 6), params.get("conv2", 16)))),
         "dense_units": tuple(int(u) for u in params.get("dense", (params.get("dense1", 120), params.get("dense2", 84)))),
         "dropout": float(params.get("dropout", 0.0)), "batchnorm": bool(params.get("batchnorm", False)),
@@ -98,33 +125,66 @@ class Objective:
     validation result to Hyperopt.
 
     Each trial is logged to TensorBoard as ``runs/<experiment>/<algo>-trial-NNN`` with its
-    hyperparameters (HParams dashboard). A diverging trial returns ``STATUS_FAIL`` with the reason.
-    The result records what the model and optimizer actually received (parameter count, the
-    optimizer's learning rate), so it can be shown that the search changes the trained model.
+    hyperparameters (HParams dashboard). With ``rungs`` (:class:`helpers.rungs.Rungs`) a trial trains
+    for up to ``rungs.max_epochs`` and is stopped at a rung where it falls behind the trials before it
+    (``recorded``, set by the search before each trial); a stopped trial is ``STATUS_OK`` with
+    ``loss = 1 − val_acc`` at that rung and ``outcome = 'stopped'``. A diverging trial returns
+    ``STATUS_FAIL`` with the reason. ``sized(image_size)`` gives the data for a space with an
+    ``image_size`` axis. The result records what the model and optimizer actually received
+    (parameter count, the optimizer's learning rate), so it can be shown that the search changes the
+    trained model.
     """
 
     def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
-                 outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit) -> None:
+                 outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,
+                 rungs: Rungs | None = None, sized: Callable[[int], DataSplits] | None = None) -> None:
         self.data, self.base_train, self.experiment, self.algo = data, dict(base_train), experiment, algo
-        self.outputs, self.device, self.train_fn = outputs, device, train_fn
+        self.outputs, self.device, self.train_fn, self.rungs, self.sized = outputs, device, train_fn, rungs, sized
+        if rungs is not None:
+            self.base_train["epochs"] = rungs.max_epochs
         self.trial_index = 0
+        self.recorded: dict[int, list[float]] = {}
+
+    def data_for(self, params: Mapping[str, Any]) -> DataSplits:
+        """The data a point trains on (resized when the space has an ``image_size`` axis)."""
+        size = params.get("image_size")
+        if size is None or int(size) == self.data.image_size:
+            return self.data
+        if self.sized is None:
+            raise ValueError(f"the space proposes image_size {size} but the objective has no `sized` data provider")
+        return self.sized(int(size))
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
         from helpers.runs import (
             train_tracked,  # runs imports plots: keep this module light to import
         )
 
-        run = to_run_config(params, self.data, self.base_train)
-        result = train_tracked(self.data, run.train, experiment=self.experiment,
+        data = self.data_for(params)
+        run = to_run_config(params, data, self.base_train)
+        stopper = self.rungs.stopper(self.recorded) if self.rungs else None
+        stopped_at: list[int] = []
+
+        def on_epoch(record: dict[str, float]) -> bool:
+            if stopper is not None and stopper(record):
+                stopped_at.append(int(record["epoch"]))
+                return True
+            return False
+
+        result = train_tracked(data, run.train, experiment=self.experiment,
                                name=f"{self.algo}-trial-{self.trial_index:03d}", outputs=self.outputs,
                                model_config=run.model, hparams={"algo": self.algo, **run.describe()},
-                               device=self.device, figures=False, train_fn=self.train_fn)
+                               device=self.device, figures=False, train_fn=self.train_fn, on_epoch=on_epoch)
         h = result.history
         applied = {"n_params": result.n_params, **h.optimizer}  # read off the objects trained
-        common = {"config": run.describe(), "applied": applied, "seconds": h.seconds,
+        common = {"config": run.describe(), "applied": applied, "seconds": h.seconds, "epochs": len(h.epochs),
                   "attachments": {"history": json.dumps(h.to_dict())}}
         if h.diverged or not h.epochs:
             return {"status": STATUS_FAIL, "failure": h.diverged or "no epoch finished", **common}
+        rung_scores = {str(k): v for k, v in self.rungs.scores(h.epochs).items()} if self.rungs else {}
+        if stopped_at:  # scored where it stopped: at its last rung
+            last = h.epochs[-1]
+            return {"status": STATUS_OK, "outcome": "stopped", "loss": 1.0 - last["val_acc"], "val_acc": last["val_acc"],
+                    "val_loss": last["val_loss"], "best_epoch": last["epoch"], "rung_scores": rung_scores, **common}
         best = h.best
-        return {"status": STATUS_OK, "loss": 1.0 - best["val_acc"], "val_acc": best["val_acc"],
-                "val_loss": best["val_loss"], "epochs": len(h.epochs), "best_epoch": h.best_epoch, **common}
+        return {"status": STATUS_OK, "outcome": "finished", "loss": 1.0 - best["val_acc"], "val_acc": best["val_acc"],
+                "val_loss": best["val_loss"], "best_epoch": h.best_epoch, "rung_scores": rung_scores, **common}

@@ -47,6 +47,8 @@ class TrainConfig:
     monitor: str = "val_loss"  # what picks the best epoch and drives early stopping: val_loss or val_acc
     hflip: bool = False  # random horizontal flips
     shift: int = 0  # random translations of up to this many pixels
+    rotate: float = 0.0  # random rotations of up to this many degrees (drawn per image)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
     seed: int = 0
     max_updates: int | None = None  # stop after this many optimizer steps (fixed-update budgets)
     amp: bool = True  # bfloat16 autocast on CUDA (ignored elsewhere)
@@ -70,6 +72,10 @@ class TrainConfig:
             problems.append(f"momentum must be in [0, 1), got {self.momentum}")
         if self.shift < 0:
             problems.append(f"shift must be >= 0, got {self.shift}")
+        if not 0 <= self.rotate <= 45:
+            problems.append(f"rotate must be in [0, 45] degrees, got {self.rotate}")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.monitor not in ("val_loss", "val_acc"):
             problems.append(f"monitor must be 'val_loss' or 'val_acc', got {self.monitor!r}")
         if problems:
@@ -155,9 +161,15 @@ def _make_schedule(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_ep
     return None, "none"
 
 
-def augment(x: torch.Tensor, hflip: bool, shift: int, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flips and integer translations (zero padding), per image, on the device."""
+def augment(x: torch.Tensor, hflip: bool, shift: int, gen: torch.Generator, rotate: float = 0.0) -> torch.Tensor:
+    """Random horizontal flips, rotations (up to ``rotate`` degrees) and integer translations (zero
+    padding), each drawn per image, on the device."""
     n, _, h, w = x.shape
+    if rotate > 0:
+        angle = (torch.rand(n, device=x.device, generator=gen) * 2 - 1) * math.radians(rotate)
+        cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False), align_corners=False)
     if hflip:
         flip = torch.rand(n, device=x.device, generator=gen) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
@@ -293,11 +305,11 @@ class _Loop:
         for step in range(self.steps_per_epoch):
             idx = perm[step * bs : (step + 1) * bs] if n > bs else perm
             xb, yb = train.x[idx], train.y[idx]
-            if config.hflip or config.shift:
-                xb = augment(xb, config.hflip, config.shift, self.gen)
+            if config.hflip or config.shift or config.rotate:
+                xb = augment(xb, config.hflip, config.shift, self.gen, config.rotate)
             with _autocast(device, config.amp):
                 logits = self.model(xb)
-                loss = F.cross_entropy(logits.float(), yb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

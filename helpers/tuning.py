@@ -19,6 +19,10 @@ Design choices, each answering a known Hyperopt trap:
   the search goes on (also when the first trial fails, where ``fmin`` itself would raise
   ``AllTrialsFailed``), and tables, plots and the best trial skip it. Only a whole budget of failed
   trials is an error (:class:`SearchFailedError`, listing the reasons).
+* **Budget-aware.** With :class:`~helpers.rungs.Rungs` a trial trains for up to ``max_epochs`` and
+  is stopped at a rung where it falls behind earlier trials (ASHA); a stopped trial goes to TPE as
+  ``STATUS_OK`` with ``loss = 1 − val_acc`` at that rung. ``epoch_budget`` caps the epochs of a
+  whole search, so algorithms are compared at equal total epochs rather than equal trials.
 * **Validation only.** The objective reports validation metrics; the test split is untouched.
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -34,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, rand, space_eval, tpe
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, hp, rand, tpe
 from hyperopt.base import miscs_update_idxs_vals, trials_from_docs
 from hyperopt.exceptions import AllTrialsFailed
 from hyperopt.pyll import scope
@@ -43,6 +47,7 @@ from tqdm import tqdm
 
 from helpers import cache_version
 from helpers.objective import Objective, validate_space
+from helpers.rungs import Rungs, recorded_from
 from helpers.trialstore import load_trials, locked, save_trials
 
 ALGORITHMS = ("tpe", "random", "grid")
@@ -51,14 +56,19 @@ ALGORITHMS = ("tpe", "random", "grid")
 # ----------------------------------------------------------------------------------- spaces
 
 
-def lenet_space(conv1: Sequence[int] = (6, 12, 24), conv2: Sequence[int] = (16, 32, 48)) -> dict[str, Any]:
+AUGMENTS = ("none", "flip", "shift", "flip+shift", "flip+shift+rotate")
+
+
+def lenet_space(conv1: Sequence[int] = (6, 12, 24, 32), conv2: Sequence[int] = (16, 32, 48, 64),
+                augments: Sequence[str] = AUGMENTS, image_sizes: Sequence[int] | None = None) -> dict[str, Any]:
     """The search space over LeNet-5 and its training (conditional optimizer parameters).
 
-    ``conv1`` / ``conv2`` are the channel counts the two conv layers may take (narrower lists
-    keep trials affordable on large inputs).
+    ``conv1`` / ``conv2`` are the channel counts the two conv layers may take, ``augments`` the
+    augmentation choices (see :func:`helpers.objective.parse_augment`), ``image_sizes`` (optional) the
+    input sizes in pixels. The model stays LeNet-5: two conv + pool stages and three dense layers.
     """
     log = math.log
-    return {
+    space = {
         "optimizer": hp.choice("optimizer", [
             {"name": "sgd", "lr": hp.loguniform("sgd_lr", log(3e-3), log(0.3)),
              "momentum": hp.uniform("sgd_momentum", 0.5, 0.97)},
@@ -67,6 +77,7 @@ def lenet_space(conv1: Sequence[int] = (6, 12, 24), conv2: Sequence[int] = (16, 
             {"name": "rmsprop", "lr": hp.loguniform("rmsprop_lr", log(1e-4), log(3e-3)),
              "momentum": hp.uniform("rmsprop_momentum", 0.0, 0.9)},
         ]),
+        "schedule": hp.choice("schedule", ["onecycle", "cosine"]),
         "weight_decay": hp.loguniform("weight_decay", log(1e-6), log(1e-2)),
         "batch_size": hp.choice("batch_size", [32, 64, 128, 256]),
         "conv1": hp.choice("conv1", list(conv1)),
@@ -75,8 +86,12 @@ def lenet_space(conv1: Sequence[int] = (6, 12, 24), conv2: Sequence[int] = (16, 
         "dense2": scope.int(hp.quniform("dense2", 16, 192, 16)),
         "dropout": hp.uniform("dropout", 0.0, 0.5),
         "batchnorm": hp.choice("batchnorm", [False, True]),
-        "augment": hp.choice("augment", ["none", "flip", "flip+shift"]),
+        "label_smoothing": hp.choice("label_smoothing", [0.0, 0.05, 0.1]),
+        "augment": hp.choice("augment", list(augments)),
     }
+    if image_sizes:
+        space["image_size"] = hp.choice("image_size", [int(v) for v in image_sizes])
+    return space
 
 
 def grid_space(grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,11 +142,14 @@ class SearchSpec:
     max_evals: int
     n_startup_jobs: int = 8
     extra: dict[str, Any] = field(default_factory=dict)
+    rungs: Rungs | None = None  #: early stopping across trials (ASHA rungs); None: every trial runs all its epochs
+    epoch_budget: int | None = None  #: no new trial starts once the finished trials have used this many epochs
 
     def key(self) -> dict[str, Any]:
         """What a resumed search must match (with the cache version, so new code never extends old trials)."""
         d = asdict(self)
-        d.pop("max_evals")  # a search may be extended to more trials
+        d.pop("max_evals")  # a search may be extended to more trials or epochs
+        d.pop("epoch_budget")
         d["cache_version"] = cache_version.CACHE_VERSION
         return d
 
@@ -153,6 +171,16 @@ def _finished(trials: Trials) -> int:
     return sum(1 for t in trials.trials if t["result"].get("status") in (STATUS_OK, STATUS_FAIL))
 
 
+def epochs_spent(trials: Trials) -> int:
+    """Epochs trained by all finished trials together (stopped and failed ones included)."""
+    return sum(int(t["result"].get("epochs") or 0) for t in trials.trials
+               if t["result"].get("status") in (STATUS_OK, STATUS_FAIL))
+
+
+def _budget_left(trials: Trials, spec: SearchSpec) -> bool:
+    return spec.epoch_budget is None or epochs_spent(trials) < spec.epoch_budget
+
+
 def run_search(
     objective: Objective | Callable[[dict], dict],
     space: Mapping[str, Any],
@@ -161,31 +189,45 @@ def run_search(
     grid: Mapping[str, Sequence[Any]] | None = None,
     progress: bool = True,
 ) -> Trials:
-    """Run (or resume) a search of ``spec.max_evals`` trials; the Trials are saved after each one.
+    """Run (or resume) a search of up to ``spec.max_evals`` trials and ``spec.epoch_budget`` epochs; the
+    Trials are saved after each trial.
+
+    With ``spec.rungs`` each trial learns, before it starts, the rung values of the trials before it
+    (:mod:`helpers.rungs`), so early stopping is reproduced exactly on resume.
 
     ``spec.algo`` is ``'tpe'``, ``'random'`` or ``'grid'`` (``grid`` then gives the axes and
     ``space`` must be :func:`grid_space` of it). Returns the Trials.
     """
     algo = _suggest_function(spec, grid)
     if isinstance(objective, Objective):  # fail fast on an unusable space, before any training
+        if objective.rungs != spec.rungs:
+            raise ValueError(f"the objective's rungs {objective.rungs} differ from the search's {spec.rungs}")
         validate_space(space, objective.data, objective.base_train)
     with locked(trials_path):
         trials = _open_trials(trials_path, spec)
         done = _finished(trials)
         if done and progress:
-            print(f"{spec.name} [{spec.algo}]: resuming: {done} of {spec.max_evals} trials were finished earlier and "
-                  f"are loaded from {trials_path.name}, not re-run")
-        bar = tqdm(total=spec.max_evals, initial=done, desc=f"{spec.name} [{spec.algo}]", unit="trial",
-                   disable=not progress, mininterval=0, dynamic_ncols=False, ncols=100)
+            print(f"{spec.name} [{spec.algo}]: resuming: {done} trials ({epochs_spent(trials)} epochs) were finished "
+                  f"earlier and are loaded from {trials_path.name}, not re-run")
+        by_epochs = spec.epoch_budget is not None
+        bar = tqdm(total=spec.epoch_budget if by_epochs else spec.max_evals,
+                   initial=min(epochs_spent(trials), spec.epoch_budget) if by_epochs else done,
+                   desc=f"{spec.name} [{spec.algo}]", unit="epoch" if by_epochs else "trial", disable=not progress,
+                   mininterval=0, dynamic_ncols=False, ncols=100, file=sys.stdout)
         try:
             for i in range(done, spec.max_evals):
+                if not _budget_left(trials, spec):
+                    break
+                if isinstance(objective, Objective):
+                    objective.recorded = recorded_from(t["result"] for t in trials.trials)
+                before = epochs_spent(trials)
                 if not _run_trial(objective, space, algo, trials, spec, i):  # the grid ran out of points
                     break
                 save_trials(trials, trials_path)
-                bar.update(1)
+                bar.update(min(epochs_spent(trials), spec.epoch_budget) - min(before, spec.epoch_budget) if by_epochs else 1)
                 ok = [t["result"]["val_acc"] for t in trials.trials if t["result"].get("status") == STATUS_OK]
                 if ok:
-                    bar.set_postfix_str(f"best val acc {max(ok):.3f}")
+                    bar.set_postfix_str(f"trials {i + 1}, best val acc {max(ok):.3f}")
         finally:
             bar.close()
     _raise_if_all_failed(trials, spec)
@@ -252,70 +294,9 @@ def _open_trials(trials_path: Path, spec: SearchSpec) -> Trials:
 
 def _raise_if_all_failed(trials: Trials, spec: SearchSpec) -> None:
     results = [t["result"] for t in trials.trials]
-    if len(results) >= spec.max_evals and not any(r.get("status") == STATUS_OK for r in results):
+    if (len(results) >= spec.max_evals or not _budget_left(trials, spec)) and not any(r.get("status") == STATUS_OK for r in results):
         reasons = sorted({str(r.get("failure", "no reason recorded")) for r in results})
         raise SearchFailedError(
             f"{spec.name} [{spec.algo}]: all {len(results)} trials failed. Reasons: " + "; ".join(reasons)
             + ". Narrow the search space (e.g. lower learning rates) or check the data, then run it again."
         )
-
-
-# ----------------------------------------------------------------------------------- analysis
-
-
-def trials_frame(trials: Trials, space: Mapping[str, Any], algo: str = "") -> pd.DataFrame:
-    """One row per finished trial: status, validation metrics, time and the *decoded* config."""
-    rows = []
-    for t in trials.trials:
-        result = t["result"]
-        if result.get("status") not in (STATUS_OK, STATUS_FAIL):
-            continue
-        vals = {k: v[0] for k, v in t["misc"]["vals"].items() if v}
-        point = space_eval(space, vals)  # choice indices -> values
-        row = {"trial": t["tid"] + 1, "algo": algo, "status": result["status"],
-               "val_acc": result.get("val_acc", np.nan), "val_loss": result.get("val_loss", np.nan),
-               "seconds": result.get("seconds", np.nan), "epochs": result.get("epochs", np.nan),
-               "failure": result.get("failure", "")}
-        row.update(result.get("config") or {})
-        for key in ("conv", "dense"):  # numeric layer widths too: a string like "24/48" is no scale
-            if isinstance(row.get(key), str):
-                for k, width in enumerate(row[key].split("/"), start=1):
-                    row[f"{key}{k}"] = int(width)
-        row["n_params"] = (result.get("applied") or {}).get("n_params", np.nan)
-        row["point"] = point
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame["best_so_far"] = frame["val_acc"].fillna(-np.inf).cummax().replace(-np.inf, np.nan)
-    return frame
-
-
-def best_trial(frame: pd.DataFrame) -> pd.Series:
-    """The successful trial with the highest validation accuracy (failed trials are skipped)."""
-    ok = frame[frame["status"] == STATUS_OK]
-    if ok.empty:
-        raise ValueError("no trial finished successfully")
-    return ok.loc[ok["val_acc"].idxmax()]
-
-
-def trials_to_reach(frame: pd.DataFrame, target: float) -> int | None:
-    """How many trials the search needed until its best validation accuracy reached ``target``."""
-    hit = frame.index[frame["best_so_far"] >= target - 1e-12]
-    return int(frame.loc[hit[0], "trial"]) if len(hit) else None
-
-
-def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4) -> pd.Series:
-    """A simple importance estimate: share of validation-accuracy variance explained by each
-    hyperparameter alone (eta squared; numeric ones binned into ``bins`` quantiles)."""
-    ok = frame[frame["status"] == STATUS_OK]
-    y = ok["val_acc"].astype(float)
-    total = ((y - y.mean()) ** 2).sum()
-    out = {}
-    for p in params:
-        x = ok[p]
-        if pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x) and x.nunique() > bins:
-            x = pd.qcut(x.astype(float), bins, duplicates="drop")
-        groups = y.groupby(x.astype(str), observed=True)
-        between = sum(len(g) * (g.mean() - y.mean()) ** 2 for _, g in groups)
-        out[p] = float(between / total) if total > 0 else 0.0
-    return pd.Series(out, name="variance explained").sort_values(ascending=False)

@@ -53,8 +53,12 @@ EXPECTED_TABLES = {
     "01": [(3, ["images", "mean", "std"])] * 3,
     "02": [(6, ["data set", "model", "val acc %", "val bal acc %", "test acc %", "test bal acc %"]),
            (2, ["accuracy %", "balanced acc %", "recall normal %", "recall bacterial %", "recall viral %"])],
-    "03": [(3, ["trials", "failed", "best val acc %"]), (2, ["val mean %", "test mean %"]), (10, ["algo", "val_acc_%"])],
-    "04": [(3, ["trials", "failed", "best val acc %"]), (2, ["val mean %", "test mean %"])],
+    "03": [(3, ["searches", "best val acc mean %", "best val acc sd %", "epochs mean"]),
+           (2, ["trials", "stopped early", "finished", "failed", "epochs", "train min", "device"]),
+           (2, ["val mean %", "test mean %", "test 95 % CI over seeds", "test bal acc mean %"]),
+           (1, ["baseline test %", "tuned test %", "difference"])],
+    "04": [(2, ["trials", "stopped early", "finished", "failed", "epochs", "train min", "device"])] * 2
+          + [(2, ["val mean %", "test mean %", "test 95 % CI over seeds", "test bal acc mean %"])] * 2,
     "05": [(8, ["hypothesis", "verdict", "evidence"])],
     "06": [(6, ["true", "top 1", "top 2", "top 3"])],
 }

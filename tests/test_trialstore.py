@@ -16,7 +16,7 @@ import pytest
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, tpe
 from hyperopt.base import Domain
 
-from helpers import trialstore, tuning
+from helpers import trialstore, trial_tables, tuning
 
 
 def _analytic(params: dict) -> dict:
@@ -108,8 +108,8 @@ def test_a_failed_first_trial_does_not_stop_the_search(tmp_path: Path) -> None:
     trials = tuning.run_search(objective, tuning.lenet_space(), spec, tmp_path / "t.json", progress=False)
     statuses = [t["result"]["status"] for t in trials.trials]
     assert statuses == [STATUS_FAIL, STATUS_FAIL, STATUS_OK, STATUS_OK, STATUS_OK]
-    frame = tuning.trials_frame(trials, tuning.lenet_space(), "tpe")
-    assert tuning.best_trial(frame)["trial"] in (3, 4, 5)
+    frame = trial_tables.trials_frame(trials, tuning.lenet_space(), "tpe")
+    assert trial_tables.best_trial(frame)["trial"] in (3, 4, 5)
 
 
 def test_a_whole_budget_of_failed_trials_is_an_error_listing_the_reasons(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from hyperopt import STATUS_FAIL, STATUS_OK, hp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from helpers import tuning, tuning_plots
+from helpers import tuning, trial_tables, tuning_plots
 from helpers.data import load_simpsons_mnist
 from helpers.objective import Objective
 from helpers.paths import Outputs
@@ -54,13 +54,13 @@ def searched(small: DataSplits, tmp_path_factory):
     space = tuning.lenet_space()
     spec = tuning.SearchSpec("unit", "tpe", seed=0, max_evals=5, n_startup_jobs=3)
     trials = tuning.run_search(objective, space, spec, root / "trials.json", progress=False)
-    return trials, tuning.trials_frame(trials, space, "tpe"), root
+    return trials, trial_tables.trials_frame(trials, space, "tpe"), root
 
 
 def test_search_returns_a_best_config_inside_the_space(searched) -> None:
     trials, frame, _ = searched
     assert len(frame) == 5 and list(frame["trial"]) == [1, 2, 3, 4, 5]
-    best = tuning.best_trial(frame)
+    best = trial_tables.best_trial(frame)
     assert 0.1 < best["val_acc"] <= 1.0
     assert best["batch_size"] in (32, 64, 128, 256)  # values, not hp.choice indices
     conv1, conv2 = map(int, best["conv"].split("/"))
@@ -89,7 +89,7 @@ def test_nan_trial_is_a_failure_and_the_search_goes_on(searched) -> None:
     assert list(frame["status"]) == [STATUS_OK, STATUS_FAIL, STATUS_OK, STATUS_OK, STATUS_OK]
     failed = frame.iloc[1]
     assert "not finite" in failed["failure"] and math.isnan(failed["val_acc"])
-    assert tuning.best_trial(frame)["trial"] != 2
+    assert trial_tables.best_trial(frame)["trial"] != 2
     assert "history" in trials.trial_attachments(trials.trials[1])
 
 
@@ -121,11 +121,11 @@ def test_plots_and_table_work_on_a_real_trials_object_with_a_failure(searched) -
         tuning_plots.plot_param_scatter(frame, params),
     ):
         title = fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title()
-        assert "successful trials" in title or "Optimization history" in title
+        assert "finished trials" in title or "Optimization history" in title
         assert fig.axes[0].get_ylabel() or fig.axes[0].get_xlabel()
     table = tuning_plots.top_table(frame, k=10)
     assert len(table) == 4 and table["val_acc_%"].is_monotonic_decreasing
-    imp = tuning.importance(frame, params)
+    imp = trial_tables.importance(frame, params)
     assert set(imp.index) == set(params) and ((imp >= 0) & (imp <= 1 + 1e-9)).all()
     assert imp.is_monotonic_decreasing
 
@@ -134,10 +134,10 @@ def test_importance_finds_the_one_parameter_that_matters() -> None:
     rng = np.random.default_rng(0)
     n = 60
     frame = pd.DataFrame({"lr": rng.uniform(0, 1, n), "dropout": rng.uniform(0, 1, n),
-                          "augment": rng.choice(["none", "flip"], n), "status": STATUS_OK})
+                          "augment": rng.choice(["none", "flip"], n), "status": STATUS_OK, "state": "finished"})
     frame["val_acc"] = 0.5 + 0.4 * (frame["lr"] > 0.5) + rng.normal(0, 0.01, n)
-    frame.loc[3, "status"], frame.loc[3, "val_acc"] = STATUS_FAIL, np.nan  # a failed trial is skipped
-    imp = tuning.importance(frame, ["lr", "dropout", "augment"])
+    frame.loc[3, ["status", "state", "val_acc"]] = STATUS_FAIL, "failed", np.nan  # a failed trial is skipped
+    imp = trial_tables.importance(frame, ["lr", "dropout", "augment"])
     assert imp.index[0] == "lr" and imp["lr"] > 0.8 and imp["dropout"] < 0.2 and imp["augment"] < 0.2
 
 
@@ -179,7 +179,7 @@ def test_grid_enumerates_exactly_its_subspace(tmp_path: Path) -> None:
     trials = tuning.run_search(objective, space, spec, tmp_path / "g.json", grid=grid, progress=False)
     assert sorted(calls) == sorted((lr, bs) for lr in grid["lr"] for bs in grid["batch_size"])
     assert len(set(calls)) == 6 == len(trials.trials)
-    frame = tuning.trials_frame(trials, space, "grid")
+    frame = trial_tables.trials_frame(trials, space, "grid")
     assert [p["batch_size"] for p in frame["point"]] == [32, 64, 128, 32, 64, 128]
     with pytest.raises(ValueError, match="exceeds the grid's 6 points"):
         tuning.run_search(objective, space, tuning.SearchSpec("grid", "grid", 0, 7), tmp_path / "h.json",

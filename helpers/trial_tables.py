@@ -1,0 +1,128 @@
+"""Tables from a search's trials: one row per trial, the best one, what the search spent, importance.
+
+Every trial has a ``state``: ``finished`` (trained all its epochs), ``stopped`` (ended early at a
+rung, scored there) or ``failed`` (diverged; no score). The best trial and importance use finished
+trials only, so scores after different numbers of epochs are never mixed; :mod:`helpers.tuning_plots`
+draws these frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, space_eval
+
+
+def trial_state(result: Mapping[str, Any]) -> str:
+    """``finished``, ``stopped`` or ``failed`` for one trial result."""
+    if result.get("status") != STATUS_OK:
+        return "failed"
+    return "stopped" if result.get("outcome") == "stopped" else "finished"
+
+
+def trials_frame(trials: Trials, space: Mapping[str, Any], algo: str = "") -> pd.DataFrame:
+    """One row per trial in proposal order: state, validation metrics, epochs, time and the *decoded* config.
+
+    ``epochs_spent`` is the running total of epochs; ``best_so_far`` the best validation accuracy of
+    the finished trials up to that row.
+    """
+    rows = []
+    for t in trials.trials:
+        result = t["result"]
+        if result.get("status") not in (STATUS_OK, STATUS_FAIL):
+            continue
+        vals = {k: v[0] for k, v in t["misc"]["vals"].items() if v}
+        point = space_eval(space, vals)  # choice indices -> values
+        row = {"trial": t["tid"] + 1, "algo": algo, "status": result["status"], "state": trial_state(result),
+               "val_acc": result.get("val_acc", np.nan), "val_loss": result.get("val_loss", np.nan),
+               "seconds": result.get("seconds", np.nan), "epochs": result.get("epochs", np.nan),
+               "failure": result.get("failure", "")}
+        row.update(result.get("config") or {})
+        for key in ("conv", "dense"):  # numeric layer widths too: a string like "24/48" is no scale
+            if isinstance(row.get(key), str):
+                for k, width in enumerate(row[key].split("/"), start=1):
+                    row[f"{key}{k}"] = int(width)
+        row["n_params"] = (result.get("applied") or {}).get("n_params", np.nan)
+        row["point"] = point
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["epochs_spent"] = frame["epochs"].fillna(0).astype(int).cumsum()
+        finished = frame["val_acc"].where(frame["state"] == "finished")
+        frame["best_so_far"] = finished.fillna(-np.inf).cummax().replace(-np.inf, np.nan)
+    return frame
+
+
+def finished(frame: pd.DataFrame) -> pd.DataFrame:
+    """The trials that trained all their epochs (the only ones whose scores are comparable)."""
+    return frame[frame["state"] == "finished"]
+
+
+def best_trial(frame: pd.DataFrame) -> pd.Series:
+    """The finished trial with the highest validation accuracy (stopped and failed trials are skipped)."""
+    done = finished(frame)
+    if done.empty:
+        raise ValueError("no trial finished all its epochs")
+    return done.loc[done["val_acc"].idxmax()]
+
+
+def trials_to_reach(frame: pd.DataFrame, target: float) -> int | None:
+    """How many trials the search needed until its best validation accuracy reached ``target``."""
+    hit = frame.index[frame["best_so_far"] >= target - 1e-12]
+    return int(frame.loc[hit[0], "trial"]) if len(hit) else None
+
+
+def best_at_budget(frame: pd.DataFrame, epochs: int) -> float:
+    """Best validation accuracy of the trials finished within ``epochs`` epochs spent (NaN if none)."""
+    within = frame[frame["epochs_spent"] <= epochs]
+    return float(within["best_so_far"].max()) if len(within) else float("nan")
+
+
+def spend(frame: pd.DataFrame) -> dict[str, Any]:
+    """What a search spent: trials started / stopped early / finished / failed, epochs in total, minutes."""
+    states = frame["state"].value_counts() if len(frame) else pd.Series(dtype=int)
+    return {"trials": len(frame), "stopped early": int(states.get("stopped", 0)),
+            "finished": int(states.get("finished", 0)), "failed": int(states.get("failed", 0)),
+            "epochs": int(frame["epochs"].fillna(0).sum()) if len(frame) else 0,
+            "train min": round(float(frame["seconds"].fillna(0).sum()) / 60, 1) if len(frame) else 0.0}
+
+
+def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4) -> pd.Series:
+    """A simple importance estimate over the *finished* trials: share of validation-accuracy variance
+    explained by each hyperparameter alone (eta squared; numeric ones binned into ``bins`` quantiles)."""
+    ok = finished(frame)
+    y = ok["val_acc"].astype(float)
+    total = ((y - y.mean()) ** 2).sum()
+    out = {}
+    for p in params:
+        x = ok[p]
+        if pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x) and x.nunique() > bins:
+            x = pd.qcut(x.astype(float), bins, duplicates="drop")
+        groups = y.groupby(x.astype(str), observed=True)
+        between = sum(len(g) * (g.mean() - y.mean()) ** 2 for _, g in groups)
+        out[p] = float(between / total) if total > 0 else 0.0
+    return pd.Series(out, name="variance explained").sort_values(ascending=False)
+
+
+def applied_table(trials: Trials, k: int = 6) -> pd.DataFrame:
+    """For the first ``k`` trials: the sampled optimizer, learning rate, batch size and widths beside what the
+    built optimizer and model really received (read off those objects after training)."""
+    rows = []
+    for t in trials.trials[:k]:
+        r = t["result"]
+        config, applied = r.get("config") or {}, r.get("applied") or {}
+        rows.append({"trial": t["tid"] + 1, "sampled optimizer": config.get("optimizer"), "sampled lr": config.get("lr"),
+                     "optimizer built": applied.get("class"), "lr in optimizer": applied.get("lr"),
+                     "sampled batch": config.get("batch_size"), "batch used": applied.get("batch_size"),
+                     "conv / dense": f"{config.get('conv')} / {config.get('dense')}",
+                     "parameters": applied.get("n_params"), "state": trial_state(r)})
+    return pd.DataFrame(rows)
+
+
+def group_means(frame: pd.DataFrame, column: str) -> str:
+    """Mean validation accuracy (%) of the finished trials per value of ``column``, as readable text."""
+    means = 100 * finished(frame).groupby(column, observed=True)["val_acc"].mean()
+    return ", ".join(f"{k}: {v:.1f}" for k, v in means.items())

@@ -1,0 +1,248 @@
+"""Budget-aware search: ASHA rungs, stopped-trial bookkeeping, exact resume after a kill mid-trial,
+equal-epoch algorithm comparison, and the statistics its verdicts rest on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from hyperopt import STATUS_OK
+
+from helpers import comparison, trial_tables, tuning, tuning_plots
+from helpers.data import load_simpsons_mnist
+from helpers.objective import Objective, parse_augment, to_run_config
+from helpers.paths import Outputs
+from helpers.rungs import Rungs, recorded_from
+from helpers.splits import DataSplits
+from helpers.stats import binomial_interval, mann_whitney, paired_difference, seed_interval
+from helpers.training import augment
+
+matplotlib.use("Agg")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DataSplits:
+    """300 train / 100 val real Simpsons-MNIST (rgb) images."""
+    return load_simpsons_mnist("rgb").subset(n_train=300, n_val=100, n_test=100)
+
+
+# ----------------------------------------------------------------------------------- rungs
+
+
+def test_rungs_milestones_and_cutoff_follow_asha() -> None:
+    r = Rungs(grace=3, eta=3, max_epochs=36)
+    assert r.milestones() == [3, 9, 27]
+    assert r.cutoff([]) is None  # the first trial at a rung always goes on
+    assert r.cutoff([0.5, 0.6, 0.7]) == pytest.approx(np.percentile([0.5, 0.6, 0.7], 100 * 2 / 3))
+    stop = r.stopper({3: [0.5, 0.6, 0.7]})
+    assert stop({"epoch": 3, "val_acc": 0.6}) is True  # below the top third
+    assert stop({"epoch": 3, "val_acc": 0.69}) is False
+    assert stop({"epoch": 4, "val_acc": 0.0}) is False  # not a rung
+    assert stop({"epoch": 9, "val_acc": 0.0}) is False  # nobody recorded at 9 yet
+    with pytest.raises(ValueError):
+        Rungs(grace=0)
+
+
+def test_recorded_values_are_rebuilt_from_stored_results_in_trial_order() -> None:
+    results = [{"rung_scores": {"1": 0.3, "3": 0.5}}, {"rung_scores": {"1": 0.2}}, {"status": "fail"}]
+    assert recorded_from(results) == {1: [0.3, 0.2], 3: [0.5]}
+
+
+@pytest.fixture(scope="module")
+def asha_search(tiny: DataSplits, tmp_path_factory):
+    """A real TPE search with rungs at 1 and 3 epochs (max 9) and a 30-epoch budget."""
+    root = tmp_path_factory.mktemp("asha")
+    rungs = Rungs(grace=1, eta=3, max_epochs=9)
+    objective = Objective(tiny, {"monitor": "val_acc", "seed": 0}, "asha", "tpe", outputs=Outputs(root),
+                          device="cpu", rungs=rungs)
+    spec = tuning.SearchSpec("asha", "tpe", 0, 100, n_startup_jobs=3, rungs=rungs, epoch_budget=30)
+    space = tuning.lenet_space()
+    trials = tuning.run_search(objective, space, spec, root / "t.json", progress=False)
+    return trials, trial_tables.trials_frame(trials, space, "tpe"), rungs, root
+
+
+def test_a_stopped_trial_has_exactly_its_rung_epochs_and_goes_to_tpe_as_ok(asha_search) -> None:
+    trials, frame, rungs, _ = asha_search
+    stopped = [t for t in trials.trials if t["result"].get("outcome") == "stopped"]
+    assert stopped, "with this budget some trials must be stopped early"
+    for t in stopped:
+        r = t["result"]
+        history = json.loads(t["attachments"]["history"]) if "history" in t.get("attachments", {}) else None
+        assert r["status"] == STATUS_OK and r["epochs"] in rungs.milestones()
+        assert r["loss"] == pytest.approx(1 - r["val_acc"])
+        last = max(int(k) for k in r["rung_scores"])
+        assert last == r["epochs"] and r["val_acc"] == pytest.approx(r["rung_scores"][str(last)])
+        assert history is None or len(history["epochs"]) == r["epochs"]
+    assert set(frame["state"]) <= {"finished", "stopped", "failed"}
+    assert (frame.loc[frame["state"] == "finished", "epochs"] == rungs.max_epochs).all()
+    assert (frame.loc[frame["state"] == "stopped", "epochs"] < rungs.max_epochs).all()
+
+
+def test_the_epoch_budget_ends_the_search_and_stopped_trials_are_never_best(asha_search) -> None:
+    trials, frame, rungs, _ = asha_search
+    assert frame["epochs_spent"].iloc[-2] < 30 <= frame["epochs_spent"].iloc[-1] + rungs.max_epochs
+    assert tuning.epochs_spent(trials) == frame["epochs"].sum()
+    best = trial_tables.best_trial(frame)
+    assert best["state"] == "finished"
+    spent = trial_tables.spend(frame)
+    assert spent["trials"] == spent["stopped early"] + spent["finished"] + spent["failed"] == len(frame)
+    imp = trial_tables.importance(frame.assign(val_acc=np.where(frame["state"] == "stopped", 0.0, frame["val_acc"])),
+                                  ["batch_size"])
+    imp_finished_only = trial_tables.importance(frame, ["batch_size"])
+    assert imp.equals(imp_finished_only)  # stopped trials' low-fidelity scores never enter importance
+
+
+def test_history_plot_draws_stopped_trials_hollow(asha_search) -> None:
+    _, frame, _, _ = asha_search
+    assert not (frame["state"] == "failed").any()
+    fig = tuning_plots.plot_optimization_history({"tpe": frame}, x="epochs_spent")
+    hollow = [c for c in fig.axes[0].collections if len(c.get_facecolors()) == 0]
+    assert sum(len(c.get_offsets()) for c in hollow) == int((frame["state"] == "stopped").sum())
+    assert fig.axes[0].get_xlabel() == "epochs spent by the search"
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    torch.set_num_threads(1)
+    from pathlib import Path
+    from helpers import tuning
+    from helpers.objective import Objective
+    from helpers.data import load_simpsons_mnist
+    from helpers.paths import Outputs
+    from helpers.rungs import Rungs
+    data = load_simpsons_mnist("rgb").subset(n_train=300, n_val=100, n_test=100)
+    rungs = Rungs(grace=1, eta=3, max_epochs=9)
+    obj = Objective(data, {"monitor": "val_acc", "seed": 0}, "kill", "tpe", outputs=Outputs(Path(sys.argv[1])),
+                    device="cpu", rungs=rungs)
+    spec = tuning.SearchSpec("kill", "tpe", 3, 100, n_startup_jobs=3, rungs=rungs, epoch_budget=40)
+    tuning.run_search(obj, tuning.lenet_space(), spec, Path(sys.argv[2]), progress=False)
+""")
+
+
+def _table(path: Path) -> list[tuple]:
+    trials = tuning.load_trials(path)
+    frame = trial_tables.trials_frame(trials, tuning.lenet_space(), "tpe")
+    return [(r.trial, r.state, r.epochs, r.val_acc, str(r.point)) for r in frame.itertuples()]
+
+
+def test_a_search_killed_mid_trial_resumes_to_the_same_table(tmp_path: Path) -> None:
+    script = tmp_path / "search.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference.json"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "ref"), str(reference)], env=env, check=True,
+                   timeout=300)
+
+    killed = tmp_path / "killed.json"
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "k"), str(killed)], env=env)
+    deadline, saved = time.time() + 240, 0
+    while time.time() < deadline and proc.poll() is None:
+        saved = len(tuning.load_trials(killed).trials) if killed.exists() else 0
+        if saved >= 3 and (tmp_path / "k" / "runs" / "kill" / f"tpe-trial-{saved:03d}").exists():
+            break  # trial `saved` has started and is not saved: kill it mid-trial
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the search must still have been running when killed"
+    partial = _table(killed)
+    assert 3 <= len(partial) < len(_table(reference))
+
+    subprocess.run([sys.executable, str(script), str(tmp_path / "k"), str(killed)], env=env, check=True, timeout=300)
+    assert _table(killed) == _table(reference)  # configs, stop rungs and scores: as if never killed
+    assert _table(killed)[: len(partial)] == partial  # finished trials kept, not re-run
+
+
+# ----------------------------------------------------------------------------------- comparison
+
+
+def test_comparison_at_equal_epochs_returns_one_curve_per_search_seed(tiny: DataSplits, tmp_path: Path) -> None:
+    cmp = comparison.compare_at_equal_epochs(
+        tiny, {"monitor": "val_acc", "seed": 0}, name="cmp", epoch_budget=8, rungs=Rungs(1, 3, 3),
+        search_seeds=(0, 1), outputs=Outputs(tmp_path), n_startup_jobs=2, device="cpu", progress=False)
+    curves = cmp.curves()
+    assert list(curves.columns) == ["tpe #0", "random #0", "tpe #1", "random #1"]
+    assert len(curves) == 8 and curves.index[-1] == 8
+    assert (curves.diff().fillna(0) >= 0).all().all()  # best so far never drops
+    finals = cmp.finals()
+    assert (finals["epochs"] <= 8).all() and len(finals) == 4
+    assert cmp.chosen in ("tpe", "random") and "Mann-Whitney" in cmp.verdict()
+    with pytest.raises(ValueError, match="below one full trial"):
+        comparison.compare_at_equal_epochs(tiny, {}, name="x", epoch_budget=2, rungs=Rungs(1, 3, 3), search_seeds=(0,),
+                                           outputs=Outputs(tmp_path))
+    fig = tuning_plots.plot_comparison_curves(curves)
+    assert len(fig.axes[0].get_lines()) == 2  # one mean line per algorithm
+
+
+# ----------------------------------------------------------------------------------- statistics
+
+
+def test_paired_difference_has_three_outcomes() -> None:
+    assert paired_difference([80, 81, 79], [85, 86, 84.5]).verdict == "b better"
+    assert paired_difference([85, 86, 84.5], [80, 81, 79]).verdict == "a better"
+    assert paired_difference([80, 81, 79], [81, 79, 80.5]).verdict == "no clear difference"
+    assert paired_difference([80], [90]).verdict == "no clear difference"  # one pair: no error bar
+    with pytest.raises(ValueError):
+        paired_difference([1, 2], [1])
+
+
+def test_mann_whitney_verdicts() -> None:
+    low, high = [0.70, 0.71, 0.72, 0.73, 0.74], [0.80, 0.81, 0.82, 0.83, 0.84]
+    assert mann_whitney(high, low, names=("tpe", "random")).verdict == "tpe"
+    assert mann_whitney(low, high, names=("tpe", "random")).verdict == "random"
+    mixed = mann_whitney([0.7, 0.8, 0.75, 0.72, 0.79], [0.71, 0.78, 0.76, 0.74, 0.8], names=("tpe", "random"))
+    assert mixed.verdict == "inconclusive" and mixed.p > 0.05
+
+
+def test_intervals() -> None:
+    lo, hi = binomial_interval(90, 100)
+    assert lo < 0.9 < hi and hi - lo == pytest.approx(0.118, abs=0.01)
+    lo2, hi2 = binomial_interval(900, 1000)
+    assert hi2 - lo2 < hi - lo  # more test images, narrower interval
+    slo, shi = seed_interval([88.0, 88.5, 89.0])
+    assert slo < 88.5 < shi
+    assert all(np.isnan(seed_interval([88.0])))
+
+
+# ----------------------------------------------------------------------------------- richer space
+
+
+def test_augmentation_names_map_onto_training_settings(tiny: DataSplits) -> None:
+    assert parse_augment("flip+shift+rotate", 28) == {"hflip": True, "shift": 2, "rotate": 10.0}
+    assert parse_augment("shift", 64)["shift"] == 5 and parse_augment("none", 28)["shift"] == 0
+    with pytest.raises(ValueError):
+        parse_augment("flip+zoom", 28)
+    run = to_run_config({"augment": "flip+shift+rotate", "schedule": "cosine", "label_smoothing": 0.1,
+                         "conv1": 32, "conv2": 64}, tiny, {"epochs": 2})
+    assert (run.train.schedule, run.train.label_smoothing, run.train.rotate) == ("cosine", 0.1, 10.0)
+    assert run.model["conv_channels"] == (32, 64) and run.describe()["augment"] == "flip+shift+rotate"
+
+
+def test_rotation_is_drawn_per_image_not_per_batch() -> None:
+    x = torch.zeros(2, 1, 15, 15)
+    x[:, :, 7, :] = 1.0  # the same horizontal bar in both images
+    out = augment(x, hflip=False, shift=0, gen=torch.Generator().manual_seed(0), rotate=30.0)
+    assert not torch.allclose(out[0], out[1])  # two images in one batch, two angles
+    assert not torch.allclose(out[0], x[0])
+
+
+def test_image_size_axis_trains_on_data_of_that_size(tiny: DataSplits, tmp_path: Path) -> None:
+    seen = []
+    obj = Objective(tiny, {"epochs": 1}, "sz", "tpe", outputs=Outputs(tmp_path), device="cpu",
+                    sized=lambda s: seen.append(s) or tiny)
+    assert obj.data_for({"image_size": 28}) is tiny and not seen
+    obj.data_for({"image_size": 64})
+    assert seen == [64]
+    with pytest.raises(ValueError, match="no `sized`"):
+        Objective(tiny, {}, "sz", "tpe", outputs=Outputs(tmp_path)).data_for({"image_size": 64})
+    space = tuning.lenet_space(image_sizes=(64, 96))
+    assert "image_size" in space and "image_size" not in tuning.lenet_space()
