@@ -5,6 +5,8 @@ epoch of 60,000 images both ways, on the same device in the same process, and pr
 and their ratio. The typical pipeline is torchvision's ``FashionMNIST`` dataset with per-item
 ``ToTensor`` + ``Normalize`` and a ``DataLoader`` (batch 64, ``num_workers=0``), moving each batch
 to the device. Targets: engine at least 1.5x faster on a CPU, 20x on a CUDA GPU at batch 64.
+It then times the engine with the channels_last (NHWC) memory layout against the default at
+batch 32, 64 and 256.
 """
 
 from __future__ import annotations
@@ -63,14 +65,16 @@ def typical_epoch(device: torch.device, batch_size: int, max_batches: int | None
     return time.perf_counter() - start, images
 
 
-def engine_epoch(device: torch.device, batch_size: int, max_batches: int | None = None) -> tuple[float, int]:
+def engine_epoch(device: torch.device, batch_size: int, max_batches: int | None = None,
+                 channels_last: bool = False) -> tuple[float, int]:
     """Seconds and images for one epoch of :func:`helpers.training.fit` (validation pass included)."""
     data = load_fashion_mnist()
     full_train = Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]),
                        data.train.ids + data.val.ids)
     n = len(full_train) if max_batches is None else max_batches * batch_size
     data = replace(data, train=full_train.take(range(n)), val=data.test.take(range(1000)))
-    cfg = TrainConfig(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=batch_size, epochs=1)
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=batch_size, epochs=1,
+                      channels_last=channels_last)
     _sync(device)
     start = time.perf_counter()
     fit(build_model(seed=0), data, cfg, device=device)
@@ -86,6 +90,19 @@ def measure(device: torch.device, batch_size: int = 64, max_batches: int | None 
     t_eng, n_eng = engine_epoch(device, batch_size, max_batches)
     return {"typical_s": t_typ, "typical_images": n_typ, "engine_s": t_eng, "engine_images": n_eng,
             "speedup": (t_typ / n_typ) / (t_eng / n_eng)}
+
+
+def channels_last_rows(device: torch.device, batch_sizes: tuple[int, ...] = (32, 64, 256),
+                       max_batches: int | None = None, adopt_at: float = 1.1) -> list[dict[str, float]]:
+    """Engine epoch time with the default (NCHW) and the channels_last (NHWC) layout per batch size."""
+    rows = []
+    for bs in batch_sizes:
+        engine_epoch(device, bs, max_batches=10, channels_last=True)  # warm-up for this layout and size
+        t_nchw, n = engine_epoch(device, bs, max_batches)
+        t_nhwc, _ = engine_epoch(device, bs, max_batches, channels_last=True)
+        rows.append({"batch": bs, "images": n, "nchw_s": t_nchw, "nhwc_s": t_nhwc, "ratio": t_nchw / t_nhwc,
+                     "adopt": t_nchw / t_nhwc >= adopt_at})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['engine_images'] / r['engine_s']:>11,.0f}")
     verdict = "" if target is None else f" (target >= {target:g}x: {'met' if r['speedup'] >= target else 'NOT met'})"
     print(f"speed-up per image: {r['speedup']:.2f}x{verdict}")
+    print("\nmemory layout, this engine (one epoch each; 'adopt' where channels_last is >= 1.1x faster):")
+    print(f"{'batch':>6}{'images':>8}{'NCHW s':>9}{'NHWC s':>9}{'ratio':>8}  adopt")
+    for row in channels_last_rows(device, max_batches=args.max_batches):
+        print(f"{row['batch']:>6}{row['images']:>8,}{row['nchw_s']:>9.2f}{row['nhwc_s']:>9.2f}{row['ratio']:>7.2f}x  "
+              f"{'yes' if row['adopt'] else 'no'}")
     return 0
 
 

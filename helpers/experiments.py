@@ -84,12 +84,9 @@ def run_one(config: Config, seed: int, data: DataSplits, study: str, outputs: Ou
 
 
 def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: Mapping[str, DataSplits], *,
-                    study: str, budget: str = "full", device: str | torch.device = "auto", progress: bool = True,
-                    cache_dir: Path | None = None, outputs: Outputs | None = None) -> pd.DataFrame:
-    """Every config × seed (cached); one row per run. ``df.attrs['trained']`` counts fresh runs.
-
-    ``budget`` picks the output folders (``outputs`` overrides them)."""
-    outputs = outputs or Outputs.for_budget(budget)
+                    study: str, outputs: Outputs, device: str | torch.device = "auto", progress: bool = True,
+                    cache_dir: Path | None = None) -> pd.DataFrame:
+    """Every config × seed (cached); one row per run. ``df.attrs['trained']`` counts fresh runs."""
     rows, trained = [], 0
     jobs = [(c, s) for c in configs for s in seeds]
     for config, seed in tqdm(jobs, desc=study, unit="run", disable=not progress, ncols=100):

@@ -139,7 +139,7 @@ def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = 
 
 def default_checkpoint(budget: str = "full") -> Path:
     """The tuned Simpsons-MNIST checkpoint (notebook 03), else the baseline one (notebook 02)."""
-    models = paths.models_dir(budget)
+    models = paths.Outputs.for_budget(budget).models
     for name in ("simpsons_tuned.pt", "baseline_simpsons.pt"):
         if (models / name).exists():
             return models / name

@@ -55,16 +55,6 @@ def output_dir(budget: str = "full") -> Path:
     return base / ("outputs" if budget == "full" else "outputs-quick")
 
 
-def models_dir(budget: str = "full") -> Path:
-    """Where checkpoints and exported models are saved."""
-    return output_dir(budget) / "models"
-
-
-def results_dir(budget: str = "full") -> Path:
-    """Where tuning trials and experiment results are cached."""
-    return output_dir(budget) / "results"
-
-
 @dataclass(frozen=True)
 class Outputs:
     """The folders one run writes to, resolved once from the budget (or any root, in tests)."""

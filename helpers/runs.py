@@ -111,15 +111,13 @@ def _metrics(val: Evaluation, test: Evaluation | None, history: History) -> dict
 
 def train_and_evaluate(
     data: DataSplits, train: TrainConfig, *, name: str, experiment: str, arch: str = "lenet5",
-    model_config: dict[str, Any] | None = None, budget: str = "full", device: str | torch.device = "auto",
-    checkpoint: Path | None = None, evaluate_test: bool = True, outputs: Outputs | None = None,
+    model_config: dict[str, Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
+    checkpoint: Path | None = None, evaluate_test: bool = True,
 ) -> RunResult:
     """:func:`train_tracked` with the test split reported, and a checkpoint saved if a path is given.
 
-    ``budget`` picks the output folders (``outputs`` overrides them). The checkpoint carries classes,
-    normalisation and metrics.
+    ``outputs`` gives the run folders. The checkpoint carries classes, normalisation and metrics.
     """
-    outputs = outputs or Outputs.for_budget(budget)
     result = train_tracked(data, train, experiment=experiment, name=name, outputs=outputs, arch=arch,
                            model_config=model_config, device=device, evaluate_test=evaluate_test)
     if result.val is None:
@@ -166,8 +164,8 @@ def seed_summary(results: Sequence[RunResult]) -> dict[str, float]:
 
 def train_over_seeds(
     data: DataSplits, train: TrainConfig, seeds: Sequence[int], *, name: str, experiment: str,
-    model_config: dict[str, Any] | None = None, budget: str = "full", device: str | torch.device = "auto",
-    checkpoint: Path | None = None, outputs: Outputs | None = None,
+    model_config: dict[str, Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
+    checkpoint: Path | None = None,
 ) -> list[RunResult]:
     """:func:`train_and_evaluate` once per seed (weights and batch order both seeded).
 
@@ -175,7 +173,7 @@ def train_over_seeds(
     """
     results = [
         train_and_evaluate(data, replace(train, seed=s), name=f"{name}-seed{s}", experiment=experiment,
-                           model_config=model_config, device=device, outputs=outputs or Outputs.for_budget(budget))
+                           model_config=model_config, device=device, outputs=outputs)
         for s in seeds
     ]
     if checkpoint is not None:

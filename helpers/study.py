@@ -108,12 +108,12 @@ class TuningStudy:
         rows = {}
         for label, runs in (("baseline (textbook LeNet-5)", self.baseline), ("tuned LeNet-5", self.tuned)):
             s = seed_summary(runs)
-            lo, hi = seed_interval([100 * r.test.accuracy for r in runs])
             n_test = len(self.data.test)
             blo, bhi = binomial_interval(round(s["test mean %"] / 100 * n_test), n_test)
-            rows[label] = {**{k: round(v, 2) for k, v in s.items()}, "test 95 % CI over seeds": f"{lo:.1f}–{hi:.1f}" if len(runs) > 1 else "one seed",
+            rows[label] = {**{k: round(v, 2) for k, v in s.items()}, "test 95 % CI over seeds": _ci_text([100 * r.test.accuracy for r in runs]),
                            f"test 95 % binomial CI ({n_test} images)": f"{100 * blo:.1f}–{100 * bhi:.1f}",
-                           "test bal acc mean %": round(100 * sum(r.test.balanced_accuracy for r in runs) / len(runs), 2)}
+                           "test bal acc mean %": round(100 * sum(r.test.balanced_accuracy for r in runs) / len(runs), 2),
+                           "test bal acc 95 % CI over seeds": _ci_text([100 * r.test.balanced_accuracy for r in runs])}
         return pd.DataFrame(rows).T
 
     def paired(self) -> PairedDifference:
@@ -133,6 +133,11 @@ class TuningStudy:
     def best_tuned(self) -> RunResult:
         """The retrained run with the best validation accuracy (the saved one)."""
         return max(self.tuned, key=lambda r: r.val.accuracy)
+
+
+def _ci_text(values: Sequence[float]) -> str:
+    lo, hi = seed_interval(values)
+    return f"{lo:.1f}–{hi:.1f}" if len(values) > 1 else "one seed"
 
 
 def run_study(
@@ -179,10 +184,10 @@ def conclusions(study: TuningStudy, target: float | None = None) -> str:
     lines = [
         (f"- Tuning moved LeNet-5 from {base['test mean %']:.2f} ± {base['test std %']:.2f} % to "
         f"{tuned['test mean %']:.2f} ± {tuned['test std %']:.2f} % test accuracy (mean ± sd over {tuned['seeds']} "
-        f"seed(s)). Paired by seed, the difference is {paired.mean:+.2f}" + (f" ± {paired.se:.2f} (s.e.) points: " if paired.n > 1 else " points (one seed: no error bar): ")
-        + {"b better": "**the tuned model is better** (more than 2 s.e.)",
+        f"seed(s)). Paired by seed, the difference is {paired.mean:+.2f}" + (f" ± {paired.se:.2f} (s.e.) points: " if paired.n > 1 else " points; with one seed there is no error bar, so no claim")
+        + ("" if paired.n == 1 else {"b better": "**the tuned model is better** (more than 2 s.e.)",
            "a better": "**the baseline is better** (more than 2 s.e.)",
-           "no clear difference": "**no difference beyond 2 s.e.**"}[paired.verdict] + "."),
+           "no clear difference": "**no difference beyond 2 s.e.**"}[paired.verdict]) + "."),
         (f"- The search ({study.outcome.algo} with ASHA early stopping) started {s['trials']} trials: "
          f"{s['stopped early']} stopped early, {s['finished']} finished, {s['failed']} failed; {s['epochs']} epochs "
          f"in {s['train min']:.1f} min of training. Its best finished trial (trial {int(study.best_row['trial'])}) "

@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     max_updates: int | None = None  # stop after this many optimizer steps (fixed-update budgets)
     amp: bool = True  # bfloat16 autocast on CUDA (ignored elsewhere)
+    channels_last: bool = False  # NHWC memory layout for the model and its inputs (see `make benchmark`)
     diverge_factor: float = 10.0  # training loss above this × chance-level loss counts as divergence
 
     def __post_init__(self) -> None:
@@ -228,6 +229,9 @@ def fit(
     train = DeviceSplit(data.train, data.mean, data.std, device)
     val = DeviceSplit(data.val, data.mean, data.std, device)
     model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+        train.x, val.x = (t.contiguous(memory_format=torch.channels_last) for t in (train.x, val.x))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     loop = _Loop(model, config, device, gen, n_train=len(train))
@@ -305,6 +309,8 @@ class _Loop:
         for step in range(self.steps_per_epoch):
             idx = perm[step * bs : (step + 1) * bs] if n > bs else perm
             xb, yb = train.x[idx], train.y[idx]
+            if config.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             if config.hflip or config.shift or config.rotate:
                 xb = augment(xb, config.hflip, config.shift, self.gen, config.rotate)
             with _autocast(device, config.amp):

@@ -69,12 +69,6 @@ def best_trial(frame: pd.DataFrame) -> pd.Series:
     return done.loc[done["val_acc"].idxmax()]
 
 
-def trials_to_reach(frame: pd.DataFrame, target: float) -> int | None:
-    """How many trials the search needed until its best validation accuracy reached ``target``."""
-    hit = frame.index[frame["best_so_far"] >= target - 1e-12]
-    return int(frame.loc[hit[0], "trial"]) if len(hit) else None
-
-
 def best_at_budget(frame: pd.DataFrame, epochs: int) -> float:
     """Best validation accuracy of the trials finished within ``epochs`` epochs spent (NaN if none)."""
     within = frame[frame["epochs_spent"] <= epochs]
@@ -90,10 +84,16 @@ def spend(frame: pd.DataFrame) -> dict[str, Any]:
             "train min": round(float(frame["seconds"].fillna(0).sum()) / 60, 1) if len(frame) else 0.0}
 
 
-def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4) -> pd.Series:
+def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4, min_trials: int = 8) -> pd.Series:
     """A simple importance estimate over the *finished* trials: share of validation-accuracy variance
-    explained by each hyperparameter alone (eta squared; numeric ones binned into ``bins`` quantiles)."""
+    explained by each hyperparameter alone (eta squared; numeric ones binned into ``bins`` quantiles).
+
+    With fewer than ``min_trials`` finished trials every value is NaN: with about as many trials as
+    groups, η² is close to 1 for any hyperparameter by construction and ranks nothing.
+    """
     ok = finished(frame)
+    if len(ok) < min_trials:
+        return pd.Series(np.nan, index=list(params), name="variance explained")
     y = ok["val_acc"].astype(float)
     total = ((y - y.mean()) ** 2).sum()
     out = {}
@@ -126,3 +126,14 @@ def group_means(frame: pd.DataFrame, column: str) -> str:
     """Mean validation accuracy (%) of the finished trials per value of ``column``, as readable text."""
     means = 100 * finished(frame).groupby(column, observed=True)["val_acc"].mean()
     return ", ".join(f"{k}: {v:.1f}" for k, v in means.items())
+
+
+def importance_readout(frame: pd.DataFrame, imp: pd.Series) -> str:
+    """One markdown sentence on :func:`importance`'s result, or why it ranks nothing."""
+    n = len(finished(frame))
+    if imp.isna().all():
+        return (f"**Read-out.** Only {n} trials finished all their epochs (the others were stopped early at a rung): "
+                f"too few to rank hyperparameters by η², so no ranking is claimed here.")
+    return (f"**Read-out.** Over {n} finished trials the hyperparameter that explains most of the spread is "
+            f"**{imp.index[0]}** (η² = {imp.iloc[0]:.2f}), then **{imp.index[1]}** ({imp.iloc[1]:.2f}) and "
+            f"**{imp.index[2]}** ({imp.iloc[2]:.2f}). TPE samples where it expects good results, so these are hints.")

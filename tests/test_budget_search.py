@@ -24,7 +24,12 @@ from helpers.objective import Objective, parse_augment, to_run_config
 from helpers.paths import Outputs
 from helpers.rungs import Rungs, recorded_from
 from helpers.splits import DataSplits
-from helpers.stats import binomial_interval, mann_whitney, paired_difference, seed_interval
+from helpers.stats import (
+    binomial_interval,
+    mann_whitney,
+    paired_difference,
+    seed_interval,
+)
 from helpers.training import augment
 
 matplotlib.use("Agg")

@@ -10,6 +10,7 @@ import pytest
 
 from helpers.data import load_simpsons_mnist
 from helpers.experiments import Config, aggregate, compare, run_experiments
+from helpers.paths import Outputs
 
 
 @pytest.fixture(scope="module")
@@ -20,22 +21,22 @@ def tiny():
 def test_second_call_reads_the_cache_and_trains_nothing(tiny, tmp_path: Path) -> None:
     configs = [Config("a", {"lr": 1e-3}, {}, {"optimizer": "adam", "lr": 1e-3, "epochs": 1}),
                Config("b", {"lr": 3e-3}, {}, {"optimizer": "adam", "lr": 3e-3, "epochs": 1})]
-    first = run_experiments(configs, (0, 1), tiny, study="t", budget="quick", device="cpu", progress=False,
+    first = run_experiments(configs, (0, 1), tiny, study="t", outputs=Outputs(tmp_path), device="cpu", progress=False,
                             cache_dir=tmp_path)
     assert first.attrs["trained"] == 4 and len(list(tmp_path.glob("*.json"))) == 4
-    second = run_experiments(configs, (0, 1), tiny, study="t", budget="quick", device="cpu", progress=False,
+    second = run_experiments(configs, (0, 1), tiny, study="t", outputs=Outputs(tmp_path), device="cpu", progress=False,
                              cache_dir=tmp_path)
     assert second.attrs["trained"] == 0
     cols = ["label", "seed", "final_val_acc", "best_val_acc", "updates"]
     pd.testing.assert_frame_equal(first[cols], second[cols])
     # the same training under another label is a cache hit that carries the new label
     renamed = run_experiments([Config("again", {"lr": "same as a"}, {}, configs[0].train)], (0,), tiny, study="t",
-                              budget="quick", device="cpu", progress=False, cache_dir=tmp_path)
+                              outputs=Outputs(tmp_path), device="cpu", progress=False, cache_dir=tmp_path)
     assert renamed.attrs["trained"] == 0 and renamed.loc[0, "label"] == "again"
     assert renamed.loc[0, "final_val_acc"] == first.loc[0, "final_val_acc"]
     # a changed setting is trained afresh
     changed = run_experiments([Config("a", {"lr": 1e-3}, {}, {**configs[0].train, "batch_size": 32})], (0,), tiny,
-                              study="t", budget="quick", device="cpu", progress=False, cache_dir=tmp_path)
+                              study="t", outputs=Outputs(tmp_path), device="cpu", progress=False, cache_dir=tmp_path)
     assert changed.attrs["trained"] == 1
 
 
@@ -60,11 +61,11 @@ def test_compare_uses_two_standard_errors_and_needs_two_seeds() -> None:
 
 def test_a_damaged_cached_result_is_reported_and_trained_again(tiny, tmp_path: Path, capsys) -> None:
     config = [Config("a", {"lr": 1e-3}, {}, {"optimizer": "adam", "lr": 1e-3, "epochs": 1})]
-    first = run_experiments(config, (0,), tiny, study="t", budget="quick", device="cpu", progress=False,
+    first = run_experiments(config, (0,), tiny, study="t", outputs=Outputs(tmp_path), device="cpu", progress=False,
                             cache_dir=tmp_path)
     (cached,) = tmp_path.glob("*.json")
     cached.write_text(cached.read_text().replace('"final_val_acc": 0.', '"final_val_acc": 1.', 1))
-    again = run_experiments(config, (0,), tiny, study="t", budget="quick", device="cpu", progress=False,
+    again = run_experiments(config, (0,), tiny, study="t", outputs=Outputs(tmp_path), device="cpu", progress=False,
                             cache_dir=tmp_path)
     assert again.attrs["trained"] == 1 and "does not match its checksum" in capsys.readouterr().out
     assert again.loc[0, "final_val_acc"] == first.loc[0, "final_val_acc"] < 1

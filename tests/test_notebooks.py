@@ -28,7 +28,7 @@ def test_notebooks_exist_in_order() -> None:
 @pytest.mark.xdist_group("notebooks")  # one worker, in order: notebook 06 uses the models of 02 and 03
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
-    if notebook.name.startswith("06_") and not list(paths.models_dir("quick").glob("*simpsons*.pt")):
+    if notebook.name.startswith("06_") and not list(paths.Outputs.for_budget("quick").models.glob("*simpsons*.pt")):
         execute(NOTEBOOKS[1], tmp_path / "02.ipynb", budget="quick")  # run alone: make the model it needs
     out = execute(notebook, tmp_path / notebook.name, budget="quick")  # papermill raises on an error cell
     nb = nbformat.read(out, as_version=4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -141,3 +142,13 @@ def test_benchmark_command_prints_both_pipelines_and_the_ratio(capsys) -> None:
     assert "typical (torchvision + DataLoader, per-item)" in out and "this engine" in out
     ratio = float(out.split("speed-up per image: ")[1].split("x")[0])
     assert ratio > 0
+    rows = [line.split() for line in out.split("adopt\n")[1].strip().splitlines()]
+    assert [int(r[0]) for r in rows] == [32, 64, 256] and all(r[-1] in ("yes", "no") for r in rows)
+
+
+def test_channels_last_trains_the_same_model_as_the_default_layout(fashion_slice) -> None:
+    cfg = TrainConfig(optimizer="adam", lr=1e-3, epochs=1, batch_size=64, hflip=True, shift=2)
+    a = fit(build_model(seed=0), fashion_slice, cfg, device="cpu")
+    b = fit(build_model(seed=0), fashion_slice, replace(cfg, channels_last=True), device="cpu")
+    assert b.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert a.history.epochs[0]["val_acc"] == pytest.approx(b.history.epochs[0]["val_acc"], abs=0.02)

@@ -16,7 +16,7 @@ import pytest
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, tpe
 from hyperopt.base import Domain
 
-from helpers import trialstore, trial_tables, tuning
+from helpers import trial_tables, trialstore, tuning
 
 
 def _analytic(params: dict) -> dict:

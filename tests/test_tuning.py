@@ -20,7 +20,7 @@ from hyperopt import STATUS_FAIL, STATUS_OK, hp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from helpers import tuning, trial_tables, tuning_plots
+from helpers import trial_tables, tuning, tuning_plots
 from helpers.data import load_simpsons_mnist
 from helpers.objective import Objective
 from helpers.paths import Outputs
@@ -125,7 +125,7 @@ def test_plots_and_table_work_on_a_real_trials_object_with_a_failure(searched) -
         assert fig.axes[0].get_ylabel() or fig.axes[0].get_xlabel()
     table = tuning_plots.top_table(frame, k=10)
     assert len(table) == 4 and table["val_acc_%"].is_monotonic_decreasing
-    imp = trial_tables.importance(frame, params)
+    imp = trial_tables.importance(frame, params, min_trials=4)
     assert set(imp.index) == set(params) and ((imp >= 0) & (imp <= 1 + 1e-9)).all()
     assert imp.is_monotonic_decreasing
 
@@ -250,3 +250,11 @@ def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tm
     assert len(after.trials) == 12 and len(calls) == 12 - k  # only the missing trials ran
     assert [(t["tid"], t["result"]["val_acc"], t["misc"]["vals"]) for t in after.trials[:k]] == kept
     assert len({str(t["misc"]["vals"]) for t in after.trials}) == 12  # no suggestion replayed
+
+
+def test_importance_ranks_nothing_from_too_few_finished_trials() -> None:
+    frame = pd.DataFrame({"lr": [0.1, 0.2, 0.3, 0.4], "dropout": [0.0, 0.1, 0.2, 0.3], "state": "finished",
+                          "status": STATUS_OK, "val_acc": [0.5, 0.6, 0.7, 0.8]})
+    imp = trial_tables.importance(frame, ["lr", "dropout"])
+    assert imp.isna().all() and "too few" in trial_tables.importance_readout(frame, imp)
+    assert not trial_tables.importance(frame, ["lr", "dropout"], min_trials=4).isna().any()
