@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,7 @@ def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: M
     """Every config × seed (cached); one row per run. ``df.attrs['trained']`` counts fresh runs."""
     rows, trained = [], 0
     jobs = [(c, s) for c in configs for s in seeds]
-    for config, seed in tqdm(jobs, desc=study, unit="run", disable=not progress, ncols=100):
+    for config, seed in tqdm(jobs, desc=study, unit="run", disable=not progress, ncols=100, file=sys.stdout):
         row, fresh = run_one(config, seed, datasets[config.dataset], study, outputs, device, cache_dir)
         rows.append(row)
         trained += fresh
