@@ -61,6 +61,7 @@ EXPECTED_TABLES = {
           + [(2, ["val mean %", "test mean %", "test 95 % CI over seeds", "test bal acc mean %"])] * 2,
     "05": [(8, ["hypothesis", "verdict", "evidence"])],
     "06": [(6, ["true", "top 1", "top 2", "top 3"])],
+    "07": [(2, ["trials", "stopped early", "finished", "epochs", "minutes", "best val acc %", "test acc %"])],
 }
 
 

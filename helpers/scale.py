@@ -1,0 +1,234 @@
+"""The LeNet-5 search on Ray Tune: Hyperopt proposes, ASHA stops, Ray schedules, on a laptop or a cluster.
+
+The same space (:func:`helpers.tuning.lenet_space`), the same rungs (:class:`helpers.rungs.Rungs`:
+grace period, reduction factor, maximum epochs) and the same training path
+(:func:`helpers.runs.train_tracked`, which reports every epoch to Tune) as notebooks 03 and 04, on
+``ray.tune.search.hyperopt.HyperOptSearch`` + ``ASHAScheduler``, with a ``ConcurrencyLimiter``
+and per-trial resources (:func:`trial_resources`: CPUs, and a fraction of a GPU so several LeNets
+share one).
+
+* **Local by default.** :func:`connect` without an address starts Ray inside this process, bound
+  to 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before it starts; on Linux Ray
+  would otherwise bind to the machine's network address). Nothing to start by hand.
+* **A cluster by address.** ``connect(address)`` or ``$RAY_ADDRESS`` joins a running cluster
+  (``ray start --head`` on one machine, ``ray start --address=<head>:6379`` on the others). The data
+  reach the workers through Ray's object store (``tune.with_parameters``); TensorBoard logs are
+  written on the node that ran the trial, under the same ``outputs/runs/`` path.
+* **Resume.** Results go to ``outputs/ray/<name>/``; running the same search again continues an
+  interrupted one with ``Tuner.restore`` (finished trials are not re-run). Ray keeps its state as
+  pickles, so a run folder that another user could have written is refused (:func:`check_restorable`).
+
+Ray reports to Hyperopt the validation accuracy of a trial's last epoch (at its rung, if ASHA
+stopped it); :func:`results_frame` turns the ``ResultGrid`` into the columns of
+:func:`helpers.trial_tables.trials_frame`, so :mod:`helpers.tuning_plots` draws it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers.checkpoints import load_checkpoint, save_checkpoint
+from helpers.evaluation import Evaluation, evaluate
+from helpers.objective import to_run_config
+from helpers.paths import Outputs
+from helpers.rungs import Rungs
+from helpers.splits import DataSplits
+from helpers.trial_tables import best_trial
+from helpers.tuning import lenet_space
+
+LOCAL_BIND_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  #: "0" before Ray starts: bind to 127.0.0.1
+TRIAL_DIR = re.compile(r"_([0-9a-f]{8})_(\d+)_")  #: Tune's trial folder: <trainable>_<trial id>_<proposal no.>_<config>
+
+
+class UnsafeRestoreError(RuntimeError):
+    """An interrupted Ray run whose state files others could have written: not restored."""
+
+
+def check_restorable(path: Path) -> None:
+    """Refuse to restore ``path`` unless every file in it belongs to this user and nobody else can write it.
+
+    ``Tuner.restore`` unpickles Ray's own state files (``tuner.pkl``, the searcher state), and
+    unpickling can run code: only a run this user's own processes wrote is resumed.
+    """
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    for f in [path, *path.rglob("*")]:
+        st = f.stat()
+        if (uid is not None and st.st_uid != uid) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UnsafeRestoreError(
+                f"{f} is writable by other users or belongs to another user, and resuming the Ray run in {path} "
+                f"would unpickle its state: not resumed. Delete or move {path} to start the search afresh.")
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    """What one trial asks Ray for."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def request(self) -> dict[str, float]:
+        """The ``tune.with_resources`` request."""
+        return {"cpu": self.cpus, "gpu": self.gpus}
+
+
+def trial_resources(cpus_per_trial: float = 1.0, trials_per_gpu: int = 4, gpu: bool | None = None) -> TrialResources:
+    """CPUs per trial and, when there is a GPU (``gpu``; default: CUDA is available), ``1/trials_per_gpu``
+    of one, so that several small LeNets share it."""
+    if cpus_per_trial <= 0 or trials_per_gpu < 1:
+        raise ValueError(f"need cpus_per_trial > 0 and trials_per_gpu >= 1, got {cpus_per_trial}, {trials_per_gpu}")
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    return TrialResources(cpus_per_trial, 1.0 / trials_per_gpu if gpu else 0.0)
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> str:
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray bound to 127.0.0.1.
+
+    Returns a one-line description of what it connected to.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        os.environ[LOCAL_BIND_ENV] = "0"  # read when ray is first imported: loopback addresses only
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level="warning")
+        else:  # the node address too, in case ray was imported before the variable was set
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level="warning", _node_ip_address="127.0.0.1")
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    where = ", ".join(sorted({n["NodeManagerAddress"] for n in nodes}))
+    cpus = ray.cluster_resources().get("CPU", 0)
+    return f"Ray {ray.__version__}: {'cluster at ' + address if address else 'local'}; {len(nodes)} node(s) at {where}, {cpus:g} CPUs"
+
+
+def _trial(config: dict[str, Any], *, data: DataSplits, base_train: dict[str, Any], max_epochs: int, experiment: str,
+           outputs_root: str, device: str, threads: int) -> None:
+    """One Ray trial: the point through the project's tracked-training path, every epoch reported to Tune."""
+    from ray import tune
+
+    from helpers.runs import train_tracked
+
+    torch.set_num_threads(threads)
+    run = to_run_config(config, data, {**base_train, "epochs": max_epochs})
+    trial_id = tune.get_context().get_trial_id()
+
+    last: list[dict[str, float]] = []
+
+    def report(record: dict[str, float]) -> bool:
+        if int(record["epoch"]) < max_epochs:
+            tune.report(_metrics(record))
+        else:  # the last epoch is reported after the weights are saved: Tune ends the trial at that report
+            last.append(record)
+        return False  # ASHA stops the trial from outside
+
+    outputs = Outputs(Path(outputs_root))
+    result = train_tracked(data, run.train, experiment=experiment, name=f"ray-{trial_id}", outputs=outputs,
+                           model_config=run.model, hparams={"algo": "tpe (ray)", **run.describe()}, device=device,
+                           figures=False, on_epoch=report)
+    if result.history.diverged:  # an errored trial: Hyperopt skips it, the results table shows it as failed
+        raise RuntimeError(f"trial {trial_id} diverged: {result.history.diverged}")
+    if last and result.val is not None:  # ran all its epochs: keep its best-epoch weights for the test report
+        save_checkpoint(trial_checkpoint(outputs, experiment, trial_id), result.model, data.classes, data.mean,
+                        data.std, train_config=asdict(run.train), metrics={"val_acc": result.val.accuracy})
+    if last:
+        tune.report(_metrics(last[0]))
+
+
+def _metrics(record: dict[str, float]) -> dict[str, float]:
+    return {k: record[k] for k in ("val_acc", "val_loss", "epoch", "seconds")}
+
+
+def trial_checkpoint(outputs: Outputs, name: str, trial_id: str) -> Path:
+    """Where a finished Ray trial's weights are saved (on the node that ran it)."""
+    return outputs.models / "ray" / name / f"{trial_id}.pt"
+
+
+def evaluate_best(frame: pd.DataFrame, data: DataSplits, outputs: Outputs, name: str) -> tuple[pd.Series, Evaluation]:
+    """The finished trial with the best validation accuracy and its one evaluation on the test split."""
+    best = best_trial(frame)
+    checkpoint = load_checkpoint(trial_checkpoint(outputs, name, best["trial_id"]))
+    return best, evaluate(checkpoint.model, data, "test", device="cpu")
+
+
+def run_ray_search(
+    data: DataSplits, base_train: Mapping[str, Any], *, name: str, rungs: Rungs, num_samples: int, outputs: Outputs,
+    seed: int = 0, n_startup_jobs: int = 8, max_concurrent: int = 2, resources: TrialResources | None = None,
+    space_options: Mapping[str, Any] | None = None, device: str = "cpu",
+):
+    """Run (or, if ``outputs/ray/<name>`` holds an interrupted run, resume) the search; returns the ``ResultGrid``.
+
+    Call :func:`connect` first. TensorBoard runs go to ``runs/<name>/ray-<trial id>``.
+    """
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    resources = resources or trial_resources()
+    storage = (Path(outputs.root) / "ray").resolve()
+    threads = max(1, int(resources.cpus))
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, data=data, base_train=dict(base_train), max_epochs=rungs.max_epochs,
+                             experiment=name, outputs_root=str(Path(outputs.root).resolve()), device=device,
+                             threads=threads),
+        resources.request())
+    path = storage / name
+    if tune.Tuner.can_restore(str(path)):
+        check_restorable(path)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        search = ConcurrencyLimiter(
+            HyperOptSearch(space=lenet_space(**(space_options or {})), metric="val_acc", mode="max",
+                           n_initial_points=n_startup_jobs, random_state_seed=seed),
+            max_concurrent=max_concurrent)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=rungs.max_epochs, grace_period=rungs.grace,
+                                  reduction_factor=rungs.eta)
+        tuner = tune.Tuner(trainable,
+                           tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=search,
+                                                       scheduler=scheduler, num_samples=num_samples),
+                           run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0))
+    return tuner.fit()
+
+
+def results_frame(grid, rungs: Rungs, data: DataSplits, base_train: Mapping[str, Any],
+                  algo: str = "tpe (ray)") -> pd.DataFrame:
+    """The ``ResultGrid`` in :func:`helpers.trial_tables.trials_frame`'s columns, numbered in proposal order.
+
+    A trial that ran fewer than ``rungs.max_epochs`` epochs was stopped by ASHA (scored at its last
+    epoch); a finished one is scored by its best epoch; an errored one is failed.
+    """
+    rows = []
+    for result in grid:
+        metrics = result.metrics_dataframe
+        epochs = int(metrics["training_iteration"].max()) if metrics is not None and len(metrics) else 0
+        state = "failed" if result.error or not epochs else "finished" if epochs >= rungs.max_epochs else "stopped"
+        scored = (metrics.loc[metrics["val_acc"].idxmax()] if state == "finished" else metrics.iloc[-1]) if epochs else {}
+        match = TRIAL_DIR.search(Path(result.path).name)
+        if match is None:
+            raise ValueError(f"unexpected Ray trial folder name: {Path(result.path).name}")
+        trial_id, index = match.group(1), int(match.group(2))
+        run = to_run_config(result.config, data, {**base_train, "epochs": rungs.max_epochs})
+        rows.append({"trial": index, "trial_id": trial_id, "algo": algo,
+                     "status": "fail" if state == "failed" else "ok", "state": state,
+                     "val_acc": scored.get("val_acc", np.nan), "val_loss": scored.get("val_loss", np.nan),
+                     "seconds": float(metrics["seconds"].sum()) if epochs else np.nan, "epochs": epochs,
+                     **run.describe(), "point": result.config})
+    frame = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
+    for key in ("conv", "dense"):
+        for k in (0, 1):
+            frame[f"{key}{k + 1}"] = frame[key].str.split("/").str[k].astype(int)
+    frame["epochs_spent"] = frame["epochs"].cumsum()
+    done = frame["val_acc"].where(frame["state"] == "finished")
+    frame["best_so_far"] = done.fillna(-np.inf).cummax().replace(-np.inf, np.nan)
+    return frame
