@@ -18,20 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers.objective import Objective
 from helpers.paths import Outputs
 from helpers.rungs import Rungs
 from helpers.splits import DataSplits
 from helpers.stats import RankTest, mann_whitney
-from helpers.trial_tables import best_at_budget, spend, trials_frame
-from helpers.tuning import (
-    SearchSpec,
-    grid_points,
-    grid_space,
-    lenet_space,
-    run_search,
-    trials_file,
-)
+from helpers.study import search
+from helpers.trial_tables import best_at_budget, spend
 
 
 @dataclass
@@ -91,20 +83,13 @@ def compare_at_equal_epochs(
     """
     if epoch_budget < rungs.max_epochs:
         raise ValueError(f"epoch_budget {epoch_budget} is below one full trial ({rungs.max_epochs} epochs)")
-    settings = {"base_train": dict(base_train), "data": data.sizes(),
-                "space_options": {k: list(v) for k, v in (space_options or {}).items()}}
     frames: dict[tuple[str, int], pd.DataFrame] = {}
     plan = [(algo, seed) for seed in search_seeds for algo in algos] + ([("grid", 0)] if grid else [])
     for algo, seed in plan:
-        experiment = f"{name}-s{seed}"
-        space = grid_space(grid, grid_fixed or {}) if algo == "grid" else lenet_space(**(space_options or {}))
-        objective = Objective(data, base_train, experiment, algo, outputs=outputs, device=device, rungs=rungs)
-        max_evals = len(grid_points(grid)) if algo == "grid" else 10_000  # the epoch budget ends the search
-        spec = SearchSpec(experiment, algo, seed, max_evals, n_startup_jobs, extra=settings, rungs=rungs,
-                          epoch_budget=epoch_budget)
-        trials = run_search(objective, space, spec, trials_file(outputs.results, experiment, algo),
-                            grid=grid if algo == "grid" else None, progress=progress)
-        frames[(algo, seed)] = trials_frame(trials, space, algo)
+        outcome = search(data, base_train, name=f"{name}-s{seed}", algo=algo, rungs=rungs, epoch_budget=epoch_budget,
+                         outputs=outputs, seed=seed, n_startup_jobs=n_startup_jobs, space_options=space_options,
+                         device=device, progress=progress, grid=grid, grid_fixed=grid_fixed)
+        frames[(algo, seed)] = outcome.frame
     finals = {a: [best_at_budget(f, epoch_budget) for (algo, _), f in frames.items() if algo == a] for a in algos}
     test = mann_whitney(finals[algos[0]], finals[algos[1]], names=algos)
     chosen = test.verdict if test.verdict != "inconclusive" else "tpe"

@@ -27,7 +27,12 @@ def shown(path: Path | str) -> str:
     try:
         return resolved.relative_to(project_root()).as_posix()
     except ValueError:
-        return str(path)
+        pass
+    for budget in BUDGETS:  # outputs moved elsewhere ($PORTFOLIO_OUTPUT_DIR) still read as outputs/...
+        out = output_dir(budget)
+        if resolved.is_relative_to(out):
+            return (Path(out.name) / resolved.relative_to(out)).as_posix()
+    return str(path)
 
 
 def data_dir() -> Path:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import TqdmWarning
 
 from helpers.checkpoints import load_checkpoint, save_checkpoint
 from helpers.evaluation import Evaluation, evaluate
@@ -43,7 +45,7 @@ from helpers.objective import to_run_config
 from helpers.paths import Outputs
 from helpers.rungs import Rungs
 from helpers.splits import DataSplits
-from helpers.trial_tables import best_trial
+from helpers.trial_tables import add_running_columns, best_trial, layer_widths
 from helpers.tuning import lenet_space
 
 LOCAL_BIND_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  #: "0" before Ray starts: bind to 127.0.0.1
@@ -98,7 +100,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         os.environ[LOCAL_BIND_ENV] = "0"  # read when ray is first imported: loopback addresses only
-    import ray
+    with warnings.catch_warnings():  # Ray imports tqdm.auto, which warns in notebooks without ipywidgets
+        warnings.simplefilter("ignore", TqdmWarning)
+        import ray
+        import ray.tune  # noqa: F401
 
     if not ray.is_initialized():
         if address:
@@ -223,12 +228,6 @@ def results_frame(grid, rungs: Rungs, data: DataSplits, base_train: Mapping[str,
                      "status": "fail" if state == "failed" else "ok", "state": state,
                      "val_acc": scored.get("val_acc", np.nan), "val_loss": scored.get("val_loss", np.nan),
                      "seconds": float(metrics["seconds"].sum()) if epochs else np.nan, "epochs": epochs,
-                     **run.describe(), "point": result.config})
+                     **layer_widths(run.describe()), "point": result.config})
     frame = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
-    for key in ("conv", "dense"):
-        for k in (0, 1):
-            frame[f"{key}{k + 1}"] = frame[key].str.split("/").str[k].astype(int)
-    frame["epochs_spent"] = frame["epochs"].cumsum()
-    done = frame["val_acc"].where(frame["state"] == "finished")
-    frame["best_so_far"] = done.fillna(-np.inf).cummax().replace(-np.inf, np.nan)
-    return frame
+    return add_running_columns(frame)

@@ -38,7 +38,14 @@ from helpers.stats import (
 )
 from helpers.training import TrainConfig
 from helpers.trial_tables import best_trial, spend, trials_frame
-from helpers.tuning import SearchSpec, lenet_space, run_search, trials_file
+from helpers.tuning import (
+    SearchSpec,
+    grid_points,
+    grid_space,
+    lenet_space,
+    run_search,
+    trials_file,
+)
 
 TEXTBOOK = dict(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64)
 
@@ -58,15 +65,20 @@ def search(
     data: DataSplits, base_train: Mapping[str, Any], *, name: str, algo: str, rungs: Rungs, epoch_budget: int,
     outputs: Outputs, seed: int = 0, n_startup_jobs: int = 8, space_options: Mapping[str, Any] | None = None,
     sized: Callable[[int], DataSplits] | None = None, device: str | torch.device = "auto", progress: bool = True,
+    grid: Mapping[str, Sequence[Any]] | None = None, grid_fixed: Mapping[str, Any] | None = None,
 ) -> SearchOutcome:
-    """One budget-aware search over ``lenet_space(**space_options)``; resumes from
-    ``<outputs.results>/<name>-<algo>.json``; TensorBoard runs under ``runs/<name>/``."""
-    space = lenet_space(**(space_options or {}))
+    """One budget-aware search over ``lenet_space(**space_options)`` (or, for ``algo='grid'``, over
+    ``grid`` with ``grid_fixed``); resumes from ``<outputs.results>/<name>-<algo>.json``; TensorBoard
+    runs under ``runs/<name>/``."""
+    space = grid_space(grid or {}, grid_fixed or {}) if algo == "grid" else lenet_space(**(space_options or {}))
     settings = {"base_train": dict(base_train), "data": data.sizes(),
                 "space_options": {k: list(v) for k, v in (space_options or {}).items()}}
     objective = Objective(data, base_train, name, algo, outputs=outputs, device=device, rungs=rungs, sized=sized)
-    spec = SearchSpec(name, algo, seed, 10_000, n_startup_jobs, extra=settings, rungs=rungs, epoch_budget=epoch_budget)
-    trials = run_search(objective, space, spec, trials_file(outputs.results, name, algo), progress=progress)
+    max_evals = len(grid_points(grid or {})) if algo == "grid" else 10_000  # else the epoch budget ends it
+    spec = SearchSpec(name, algo, seed, max_evals, n_startup_jobs, extra=settings, rungs=rungs,
+                      epoch_budget=epoch_budget)
+    trials = run_search(objective, space, spec, trials_file(outputs.results, name, algo),
+                        grid=grid if algo == "grid" else None, progress=progress)
     return SearchOutcome(algo, trials, space, trials_frame(trials, space, algo), epoch_budget)
 
 

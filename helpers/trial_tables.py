@@ -23,6 +23,16 @@ def trial_state(result: Mapping[str, Any]) -> str:
     return "stopped" if result.get("outcome") == "stopped" else "finished"
 
 
+def layer_widths(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` plus numeric per-layer widths (``conv1``, ``conv2``, ``dense1``…) from ``"24/48"``-style strings."""
+    out = dict(config)
+    for key in ("conv", "dense"):  # a string like "24/48" is no scale
+        if isinstance(out.get(key), str):
+            for k, width in enumerate(out[key].split("/"), start=1):
+                out[f"{key}{k}"] = int(width)
+    return out
+
+
 def trials_frame(trials: Trials, space: Mapping[str, Any], algo: str = "") -> pd.DataFrame:
     """One row per trial in proposal order: state, validation metrics, epochs, time and the *decoded* config.
 
@@ -40,19 +50,20 @@ def trials_frame(trials: Trials, space: Mapping[str, Any], algo: str = "") -> pd
                "val_acc": result.get("val_acc", np.nan), "val_loss": result.get("val_loss", np.nan),
                "seconds": result.get("seconds", np.nan), "epochs": result.get("epochs", np.nan),
                "failure": result.get("failure", "")}
-        row.update(result.get("config") or {})
-        for key in ("conv", "dense"):  # numeric layer widths too: a string like "24/48" is no scale
-            if isinstance(row.get(key), str):
-                for k, width in enumerate(row[key].split("/"), start=1):
-                    row[f"{key}{k}"] = int(width)
+        row.update(layer_widths(result.get("config") or {}))
         row["n_params"] = (result.get("applied") or {}).get("n_params", np.nan)
         row["point"] = point
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    return add_running_columns(pd.DataFrame(rows))
+
+
+def add_running_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``epochs_spent`` (running epoch total) and ``best_so_far`` (best finished trial so far) to a
+    frame in proposal order; also used for Ray's results (:func:`helpers.scale.results_frame`)."""
     if not frame.empty:
         frame["epochs_spent"] = frame["epochs"].fillna(0).astype(int).cumsum()
-        finished = frame["val_acc"].where(frame["state"] == "finished")
-        frame["best_so_far"] = finished.fillna(-np.inf).cummax().replace(-np.inf, np.nan)
+        done = frame["val_acc"].where(frame["state"] == "finished")
+        frame["best_so_far"] = done.fillna(-np.inf).cummax().replace(-np.inf, np.nan)
     return frame
 
 
