@@ -177,12 +177,18 @@ def train_over_seeds(
         for s in seeds
     ]
     if checkpoint is not None:
-        best = max(results, key=lambda r: r.val.accuracy)
-        save_checkpoint(checkpoint, best.model, data.classes, data.mean, data.std,
-                        train_config=asdict(best.train_config),
-                        metrics={"val_acc": best.val.accuracy, "test_acc": best.test.accuracy if best.test else None,
-                                 "seed": best.train_config.seed, **{f"seeds_{k}": v for k, v in seed_summary(results).items()}},
-                        extra={"dataset": data.name, "note": data.note})
-        for r in results:
-            r.checkpoint = checkpoint if r is best else None
+        save_best(results, data, checkpoint)
     return results
+
+
+def save_best(results: Sequence[RunResult], data: DataSplits, checkpoint: Path) -> RunResult:
+    """Save the run with the best *validation* accuracy to ``checkpoint`` (with the seeds' summary); return it."""
+    best = max(results, key=lambda r: r.val.accuracy)
+    save_checkpoint(checkpoint, best.model, data.classes, data.mean, data.std,
+                    train_config=asdict(best.train_config),
+                    metrics={"val_acc": best.val.accuracy, "test_acc": best.test.accuracy if best.test else None,
+                             "seed": best.train_config.seed, **{f"seeds_{k}": v for k, v in seed_summary(results).items()}},
+                    extra={"dataset": data.name, "note": data.note})
+    for r in results:
+        r.checkpoint = checkpoint if r is best else None
+    return best

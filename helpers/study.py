@@ -7,6 +7,10 @@
 3. The best finished configuration is retrained on the full training split for the search's
    maximum epochs, once per seed (the baseline's seeds); each run is evaluated once on the test
    split. The run with the best validation accuracy is saved as a checkpoint, its settings beside it.
+   **Retrain check:** a configuration found on a slice may not survive more data (more steps per
+   epoch): before the other seeds, its first-seed retraining must pass :func:`retrain_verdict` on
+   *validation* (not collapsed to one class, and at least the baseline's mean validation accuracy);
+   else the next finished trial is tried. Rejected candidates never see the test split.
 4. Tuned vs baseline is a paired comparison over the same seeds (:func:`helpers.stats.paired_difference`);
    every test accuracy comes with its interval over seeds and its binomial interval for the test-set size.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,7 +32,8 @@ from helpers.devices import describe, pick_device
 from helpers.objective import Objective, RunConfig, to_run_config
 from helpers.paths import Outputs
 from helpers.rungs import Rungs
-from helpers.runs import RunResult, seed_summary, train_over_seeds
+from helpers.evaluation import evaluate
+from helpers.runs import RunResult, save_best, seed_summary, train_and_evaluate, train_over_seeds
 from helpers.splits import DataSplits
 from helpers.stats import (
     PairedDifference,
@@ -37,7 +42,7 @@ from helpers.stats import (
     seed_interval,
 )
 from helpers.training import TrainConfig
-from helpers.trial_tables import best_trial, spend, trials_frame
+from helpers.trial_tables import finished, spend, trials_frame
 from helpers.tuning import (
     SearchSpec,
     grid_points,
@@ -96,6 +101,8 @@ class TuningStudy:
     tuned: list[RunResult]
     checkpoint: Path | None
     device: str
+    checks: list[dict[str, Any]] = field(default_factory=list)  #: one row per retrain check, in order
+    rejected: list[RunResult] = field(default_factory=list)  #: first-seed runs of rejected candidates
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -105,13 +112,14 @@ class TuningStudy:
     def spent(self) -> pd.DataFrame:
         """What the search and the retraining spent, beside what the search found."""
         s = spend(self.frame)
-        retrain_epochs = sum(len(r.history.epochs) for r in self.tuned + self.baseline)
-        retrain_min = sum(r.history.seconds for r in self.tuned + self.baseline) / 60
+        runs = self.tuned + self.baseline + self.rejected
+        retrain_epochs = sum(len(r.history.epochs) for r in runs)
+        retrain_min = sum(r.history.seconds for r in runs) / 60
         return pd.DataFrame([
             {"step": f"search ({self.outcome.algo}, ASHA)", **s,
              "best val acc %": round(100 * self.best_row["val_acc"], 2), "device": self.device},
-            {"step": "baseline + tuned retraining", "trials": len(self.tuned) + len(self.baseline), "stopped early": 0,
-             "finished": len(self.tuned) + len(self.baseline), "failed": 0, "epochs": retrain_epochs,
+            {"step": "baseline + tuned retraining (with rejected retrain checks)", "trials": len(runs),
+             "stopped early": 0, "finished": len(runs), "failed": 0, "epochs": retrain_epochs,
              "train min": round(retrain_min, 1), "best val acc %": None, "device": self.device},
         ]).set_index("step")
 
@@ -142,6 +150,11 @@ class TuningStudy:
                          "tuned bal acc %": 100 * t.test.balanced_accuracy})
         return pd.DataFrame(rows).set_index("seed").round(2)
 
+    def check_table(self) -> pd.DataFrame:
+        """The retrain checks: per candidate trial, its search score, its first-seed retraining on
+        validation, and the verdict of :func:`retrain_verdict`."""
+        return pd.DataFrame(self.checks).set_index("trial") if self.checks else pd.DataFrame()
+
     def best_tuned(self) -> RunResult:
         """The retrained run with the best validation accuracy (the saved one)."""
         return max(self.tuned, key=lambda r: r.val.accuracy)
@@ -157,12 +170,13 @@ def run_study(
     baseline_epochs: int, seeds: Sequence[int] = (0, 1, 2), algo: str = "tpe",
     search_slice: Mapping[str, int] | None = None, space_options: Mapping[str, Any] | None = None,
     sized: Callable[[int], DataSplits] | None = None, n_startup_jobs: int = 8, outputs: Outputs,
-    device: str | torch.device = "auto", checkpoint_name: str | None = None,
+    device: str | torch.device = "auto", checkpoint_name: str | None = None, max_candidates: int = 3,
 ) -> TuningStudy:
     """Run the steps above; TensorBoard runs go to ``runs/<name>`` and ``runs/<name>-final``.
 
     ``sized(image_size)`` returns the *full* data at another input size (for a space with an
-    ``image_size`` axis); the search slices it like ``data``.
+    ``image_size`` axis); the search slices it like ``data``. At most ``max_candidates`` finished
+    trials go through the retrain check (best search score first).
     """
     search_data = data.subset(**search_slice) if search_slice else data
     search_sized = None
@@ -173,19 +187,67 @@ def run_study(
     outcome = search(search_data, search_train, name=name, algo=algo, rungs=rungs, epoch_budget=epoch_budget,
                      outputs=outputs, n_startup_jobs=n_startup_jobs, space_options=space_options, sized=search_sized,
                      device=device)
-    best_row = best_trial(outcome.frame)
-    size = best_row["point"].get("image_size")
-    final_data = data if size is None or int(size) == data.image_size else sized(int(size))
-    final = to_run_config(best_row["point"], final_data, {**search_train, "epochs": rungs.max_epochs})
+    baseline_val = [r.val.accuracy for r in baseline]
+    candidates = finished(outcome.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
+    if candidates.empty:
+        raise ValueError(f"{name}: no trial finished all its epochs; raise the epoch budget")
+    tried: list[tuple[pd.Series, DataSplits, RunConfig, RunResult]] = []
+    checks: list[dict[str, Any]] = []
+    for _, row in candidates.head(max_candidates).iterrows():
+        size = row["point"].get("image_size")
+        cand_data = data if size is None or int(size) == data.image_size else sized(int(size))
+        config = to_run_config(row["point"], cand_data, {**search_train, "epochs": rungs.max_epochs})
+        trial = int(row["trial"])
+        first = train_and_evaluate(cand_data, replace(config.train, seed=seeds[0]), name=f"tuned-t{trial}-seed{seeds[0]}",
+                                   experiment=f"{name}-final", model_config=config.model, outputs=outputs,
+                                   device=device, evaluate_test=False)
+        ok, why = retrain_verdict(first.val.accuracy, first.val.balanced_accuracy, baseline_val, data.num_classes)
+        checks.append({"trial": trial, "search val acc %": round(100 * float(row["val_acc"]), 2),
+                       f"retrained val acc % (seed {seeds[0]})": round(100 * first.val.accuracy, 2),
+                       "retrained val bal acc %": round(100 * first.val.balanced_accuracy, 2),
+                       "baseline val mean %": round(100 * sum(baseline_val) / len(baseline_val), 2),
+                       "verdict": "accepted" if ok else "rejected", "why": why})
+        tried.append((row, cand_data, config, first))
+        if ok:
+            break
+    else:  # no candidate passed: keep the one that did best on validation, and say so
+        checks.append({"trial": None, "verdict": "none passed",
+                       "why": "kept the candidate with the best retrained validation accuracy"})
+    best_row, final_data, final, first = tried[-1] if checks[-1]["verdict"] == "accepted" else max(
+        tried, key=lambda t: t[3].val.accuracy)
+    first.test = evaluate(first.model, final_data, "test", device=device)  # the accepted run: test once, now
+    rest = train_over_seeds(final_data, final.train, seeds[1:], name=f"tuned-t{int(best_row['trial'])}",
+                            experiment=f"{name}-final", model_config=final.model, outputs=outputs, device=device)
+    tuned = [first, *rest]
     checkpoint = outputs.models / f"{checkpoint_name}.pt" if checkpoint_name else None
-    tuned = train_over_seeds(final_data, final.train, seeds, name="tuned", experiment=f"{name}-final",
-                             model_config=final.model, outputs=outputs, device=device, checkpoint=checkpoint)
     if checkpoint is not None:
+        save_best(tuned, final_data, checkpoint)
         checkpoint.with_suffix(".json").write_text(json.dumps(
             {"algo": algo, "trial": int(best_row["trial"]), "search_val_acc": float(best_row["val_acc"]),
-             "model": final.model, "train": asdict(final.train)}, indent=2))
+             "model": final.model, "train": asdict(final.train), "retrain_checks": checks}, indent=2))
+    rejected = [t[3] for t in tried if t[3] is not first]
     return TuningStudy(name, data, search_data, baseline, outcome, best_row, final, tuned, checkpoint,
-                       describe(pick_device(device) if not isinstance(device, torch.device) else device))
+                       describe(pick_device(device) if not isinstance(device, torch.device) else device),
+                       checks, rejected)
+
+
+def retrain_verdict(val_acc: float, val_bal_acc: float, baseline_val_accs: Sequence[float],
+                    num_classes: int, collapse_margin: float = 0.05) -> tuple[bool, str]:
+    """Does a configuration retrained on the full training split hold up on validation?
+
+    Rejected when it collapsed (balanced accuracy within ``collapse_margin`` of chance, 1 / classes:
+    it predicts one class for nearly everything) or when its validation accuracy is below the mean
+    validation accuracy of the baseline trained on the same data: a tuned model that does not beat
+    textbook LeNet-5 where the choice is made is not worth reporting as tuned. Returns (accepted, why).
+    """
+    chance = 1 / num_classes
+    base = sum(baseline_val_accs) / len(baseline_val_accs)
+    if val_bal_acc <= chance + collapse_margin:
+        return False, (f"collapsed: balanced accuracy {100 * val_bal_acc:.1f} % is within "
+                       f"{100 * collapse_margin:g} points of chance ({100 * chance:.1f} %)")
+    if val_acc < base:
+        return False, f"validation accuracy {100 * val_acc:.2f} % is below the baseline's {100 * base:.2f} %"
+    return True, f"validation accuracy {100 * val_acc:.2f} % ≥ the baseline's {100 * base:.2f} %"
 
 
 def conclusions(study: TuningStudy, target: float | None = None) -> str:
@@ -202,9 +264,16 @@ def conclusions(study: TuningStudy, target: float | None = None) -> str:
            "no clear difference": "**no difference beyond 2 s.e.**"}[paired.verdict]) + "."),
         (f"- The search ({study.outcome.algo} with ASHA early stopping) started {s['trials']} trials: "
          f"{s['stopped early']} stopped early, {s['finished']} finished, {s['failed']} failed; {s['epochs']} epochs "
-         f"in {s['train min']:.1f} min of training. Its best finished trial (trial {int(study.best_row['trial'])}) "
-         f"reached {100 * study.best_row['val_acc']:.2f} % validation accuracy."),
+         f"in {s['train min']:.1f} min of training. The configuration retrained is trial {int(study.best_row['trial'])}'s "
+         f"({100 * study.best_row['val_acc']:.2f} % validation accuracy in the search)."),
     ]
+    rejected = [c for c in study.checks if c["verdict"] == "rejected"]
+    if rejected:
+        lines.append(
+            f"- The retrain check rejected {len(rejected)} configuration(s) before any test image was seen: "
+            + "; ".join(f"trial {c['trial']} ({c['why']})" for c in rejected)
+            + (". No candidate passed, so the one with the best retrained validation accuracy was kept."
+               if study.checks[-1]["verdict"] == "none passed" else "."))
     val_gain = tuned["val mean %"] - base["val mean %"]
     gain = tuned["test mean %"] - base["test mean %"]
     if val_gain > 0 and gain < val_gain / 2:

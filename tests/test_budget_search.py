@@ -18,7 +18,7 @@ import pytest
 import torch
 from hyperopt import STATUS_OK
 
-from helpers import comparison, trial_tables, tuning, tuning_plots
+from helpers import comparison, study, trial_tables, tuning, tuning_plots
 from helpers.data import load_simpsons_mnist
 from helpers.objective import Objective, parse_augment, to_run_config
 from helpers.paths import Outputs
@@ -251,3 +251,45 @@ def test_image_size_axis_trains_on_data_of_that_size(tiny: DataSplits, tmp_path:
         Objective(tiny, {}, "sz", "tpe", outputs=Outputs(tmp_path)).data_for({"image_size": 64})
     space = tuning.lenet_space(image_sizes=(64, 96))
     assert "image_size" in space and "image_size" not in tuning.lenet_space()
+
+
+# ----------------------------------------------------------------------------------- retrain check
+
+
+def test_retrain_verdict_rejects_collapse_and_runs_below_the_baseline() -> None:
+    ok, why = study.retrain_verdict(0.60, 0.34, [0.70, 0.72], num_classes=3)  # one class for nearly everything
+    assert not ok and why.startswith("collapsed")
+    ok, why = study.retrain_verdict(0.69, 0.66, [0.70, 0.72], num_classes=3)
+    assert not ok and "below the baseline's 71.00 %" in why
+    ok, why = study.retrain_verdict(0.75, 0.72, [0.70, 0.72], num_classes=3)
+    assert ok and "≥ the baseline's" in why
+
+
+def test_a_rejected_candidate_falls_back_to_the_next_finished_trial_and_never_sees_test(
+        tiny: DataSplits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def reject_first(val_acc, val_bal_acc, baseline, num_classes):  # noqa: ANN001, ANN202 - same signature
+        calls.append(val_acc)
+        return (len(calls) > 1, "rejected by the test" if len(calls) == 1 else "accepted by the test")
+
+    monkeypatch.setattr(study, "retrain_verdict", reject_first)
+    outputs = Outputs(tmp_path)
+    s = study.run_study("guard", tiny, search_train={"monitor": "val_acc", "seed": 0}, rungs=Rungs(1, 3, 3),
+                        epoch_budget=12, baseline_epochs=1, seeds=(0, 1), n_startup_jobs=2, outputs=outputs,
+                        device="cpu", checkpoint_name="guard")
+    ranked = trial_tables.finished(s.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
+    assert len(ranked) >= 2, "the tiny search must finish two trials for this test"
+    first, second = (int(t) for t in ranked["trial"][:2])
+    assert [c["trial"] for c in s.checks] == [first, second]
+    assert [c["verdict"] for c in s.checks] == ["rejected", "accepted"]
+    assert int(s.best_row["trial"]) == second
+    assert len(s.rejected) == 1 and s.rejected[0].test is None  # the rejected run never touched test
+    assert s.rejected[0].name == f"tuned-t{first}-seed0"
+    assert [r.name for r in s.tuned] == [f"tuned-t{second}-seed0", f"tuned-t{second}-seed1"]
+    assert all(r.test is not None for r in s.tuned)
+    epochs = s.spent().iloc[1]["epochs"]
+    assert epochs == sum(len(r.history.epochs) for r in s.tuned + s.baseline + s.rejected)
+    saved = json.loads((outputs.models / "guard.json").read_text())
+    assert saved["trial"] == second and [c["verdict"] for c in saved["retrain_checks"]] == ["rejected", "accepted"]
+    assert "rejected 1 configuration" in study.conclusions(s)
