@@ -22,6 +22,11 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def complain(message: str) -> None:
+    """One ``error: <message>`` line on stderr: how every entry point reports bad input."""
+    print(f"error: {message}", file=sys.stderr)
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Call ``main(argv)`` and turn bad input into one ``error:`` line; returns the exit code."""
     try:
@@ -32,5 +37,5 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except USER_ERRORS as exc:
         if os.environ.get("HELPERS_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        complain(str(exc))
         return 2

@@ -36,7 +36,7 @@ def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Pa
             now = time.perf_counter()
             fps = 1.0 / max(now - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - last, 1e-6)
             last = now
-            shown = annotate(frame, prediction, fps)
+            shown = annotate(frame, prediction, fps, inset=predictor.model_view(frame))
             if headless:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(out_dir / f"frame_{count:05d}.png"), shown)
@@ -46,7 +46,8 @@ def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Pa
                     break
             count += 1
             if count % 30 == 0:
-                log(f"{count} frames, {fps:.1f} FPS, last: {prediction.label} ({100 * prediction.confidence:.0f} %)")
+                log(f"{count} frames, {fps:.1f} FPS, last: {prediction.shown} (top-1 {prediction.label}, "
+                    f"{100 * prediction.confidence:.0f} %)")
             if max_frames is not None and count >= max_frames:
                 break
     finally:
@@ -57,12 +58,13 @@ def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from helpers.inference import Predictor, default_checkpoint
+    from helpers.inference import default_checkpoint, load_predictor
 
     parser = argparse.ArgumentParser(description="Live Simpsons-MNIST predictions from a camera, video or folder.")
     parser.add_argument("--source", default="0", help="camera index (0), 'csi' (Jetson), video file or image folder")
     parser.add_argument("--fallback", help="video file or folder to use if the camera fails")
-    parser.add_argument("--checkpoint", type=Path, help="model file (default: tuned, else baseline Simpsons model)")
+    parser.add_argument("--checkpoint", "--model", type=Path,
+                        help="model file, .pt or .onnx (default: tuned, else baseline Simpsons model)")
     parser.add_argument("--headless", action="store_true", help="no window: write annotated frames to --out")
     parser.add_argument("--out", type=Path, help="folder for annotated frames (with --headless)")
     parser.add_argument("--max-frames", type=int)
@@ -76,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         args.headless, args.out = True, args.out or output_dir() / "demo-frames"
         print(f"no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless, annotated frames go to {args.out}")
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint or default_checkpoint(), args.device)
+        predictor = load_predictor(args.checkpoint or default_checkpoint(), args.device)
+        print(f"model: {args.checkpoint or default_checkpoint()}; " + (
+            f"calibrated (temperature {predictor.calibration.temperature:.2f}, 'not sure' below "
+            f"{100 * predictor.calibration.threshold:.1f} %)" if predictor.calibration else
+            "not calibrated: always names a character (run notebook 06 to write its calibration file)"))
         source = open_source(args.source, fallback=args.fallback, width=args.width, height=args.height, fps=args.fps,
                              flip=args.flip)
         n = run_demo(source, predictor, headless=args.headless, out_dir=args.out, max_frames=args.max_frames)

@@ -4,19 +4,22 @@ JetPack 4.6 ships OpenCV 4.1.1, whose ``cv2.dnn`` ONNX importer knows only the c
 The export therefore uses the TorchScript-based exporter at opset 9 with constant folding, which
 folds BatchNorm into the convolutions and drops dropout, and then checks that the graph holds only
 operators OpenCV 4.1's importer reads (Conv, Relu, Tanh, Elu, LeakyRelu, MaxPool, AveragePool,
-Flatten, Gemm). Softmax is left to the script (NumPy). Class names, normalisation and input size go
-to a JSON file beside the ``.onnx``.
+Flatten, Gemm). Softmax is left to the script (NumPy). Class names, normalisation, input size and,
+if the model was calibrated (notebook 06), its temperature and "not sure" threshold go to a JSON
+file beside the ``.onnx``.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import onnx
 import torch
 
+from helpers.calibration import Calibration, calibration_path
 from helpers.checkpoints import load_checkpoint
 
 OPSET = 9
@@ -47,7 +50,11 @@ def export_onnx(checkpoint_path: Path, onnx_path: Path | None = None) -> Path:
     tmp.replace(onnx_path)
     meta = {"classes": ckpt.classes, "mean": list(ckpt.mean), "std": list(ckpt.std), "image_size": ckpt.image_size,
             "in_channels": ckpt.in_channels, "opset": OPSET, "source_checkpoint": Path(checkpoint_path).name,
-            "metrics": {k: v for k, v in ckpt.metrics.items() if isinstance(v, (int, float, str))}}
+            "metrics": {k: v for k, v in ckpt.metrics.items() if isinstance(v, (int, float, str))},
+            "crop": "guide box: the largest centred square of the frame", "calibration": None}
+    cal_file = calibration_path(checkpoint_path)
+    if cal_file.exists():  # temperature and "not sure" threshold, so the Jetson abstains like helpers.predict
+        meta["calibration"] = asdict(Calibration.load(cal_file))
     onnx_path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return onnx_path
 

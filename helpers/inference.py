@@ -1,14 +1,21 @@
-"""From a camera frame to a prediction: preprocessing identical to training, top-3, annotation.
+"""From a camera frame to a prediction: preprocessing identical to training, top-3, "not sure", annotation.
 
 Training images are 28×28 RGB (or gray) ``uint8`` arrays scaled to 0..1 and normalised with the
 training split's mean/std. A frame from OpenCV is BGR and of any size, so :func:`preprocess`
-centre-crops it to a square, resizes it to the model's input size (area interpolation), converts
+crops the *guide box* (:func:`guide_box`: the centred square, drawn on the live view so the user
+knows where to hold the print), resizes it to the model's input size (area interpolation), converts
 BGR to RGB (or to gray), then applies exactly the training normalisation stored in the checkpoint.
 A 28×28 frame therefore yields exactly the tensor the training code would have built.
+
+If a calibration file lies beside the model (:mod:`helpers.calibration`, written by notebook 06),
+probabilities are temperature-scaled and a top-1 confidence below its threshold reads "not sure".
+:class:`Predictor` runs a PyTorch checkpoint, :class:`OnnxPredictor` the exported ONNX model through
+OpenCV's ``dnn`` module (as the Jetson script does); both give :class:`Prediction` objects.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +25,21 @@ import numpy as np
 import torch
 
 from helpers import paths
+from helpers.calibration import Calibration, calibration_path, softmax
 from helpers.checkpoints import Checkpoint, CheckpointError, load_checkpoint
+
+NOT_SURE = "not sure"
+
+
+def guide_box(height: int, width: int) -> tuple[int, int, int]:
+    """The region that is cropped and classified: (left, top, side) of the largest centred square."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side
 
 
 def center_crop_square(frame: np.ndarray) -> np.ndarray:
-    """The largest centred square of an (H, W[, C]) image."""
-    h, w = frame.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    """The guide box of an (H, W[, C]) image: its largest centred square."""
+    left, top, side = guide_box(*frame.shape[:2])
     return frame[top : top + side, left : left + side]
 
 
@@ -63,10 +77,11 @@ def to_bgr_frame(image_chw: torch.Tensor | np.ndarray, scale: int = 1) -> np.nda
 
 @dataclass
 class Prediction:
-    """Class probabilities of one frame and its top three classes."""
+    """Class probabilities of one frame, its top three classes, and whether it is confident enough."""
 
     probabilities: np.ndarray
     top: list[tuple[str, float]]
+    sure: bool = True  #: False when the top-1 confidence is below the calibrated threshold
 
     @property
     def label(self) -> str:
@@ -76,61 +91,158 @@ class Prediction:
     def confidence(self) -> float:
         return self.top[0][1]
 
+    @property
+    def shown(self) -> str:
+        """What the demo says: the top-1 class, or "not sure"."""
+        return self.label if self.sure else NOT_SURE
 
-class Predictor:
-    """A trained checkpoint wrapped for frames: ``predict(frame_bgr) -> Prediction``."""
 
-    def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> None:
-        self.checkpoint = checkpoint
-        self.device = torch.device(device)
-        self.model = checkpoint.model.to(self.device).eval()
-        self.classes = checkpoint.classes
+class _Base:
+    """Shared by the PyTorch and ONNX predictors: preprocessing, calibration, top-k."""
 
-    @classmethod
-    def from_checkpoint(cls, path: Path, device: str | torch.device = "cpu") -> Predictor:
-        """Load ``path`` (raises :class:`CheckpointError` with the reason if it is not usable)."""
-        return cls(load_checkpoint(path, device), device)
+    classes: list[str]
+    image_size: int
+    in_channels: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    calibration: Calibration | None
 
-    def tensor(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
-        """Preprocessed frames as one (N, C, H, W) tensor."""
-        c = self.checkpoint
-        batch = np.stack([preprocess(f, c.image_size, c.in_channels, c.mean, c.std) for f in frames])
-        return torch.from_numpy(batch).to(self.device)
+    def batch(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Preprocessed frames as one float32 (N, C, H, W) array."""
+        return np.stack([preprocess(f, self.image_size, self.in_channels, self.mean, self.std) for f in frames])
 
-    @torch.inference_mode()
+    def logits_many(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
     def predict_many(self, frames: Sequence[np.ndarray], k: int = 3) -> list[Prediction]:
-        """Predictions for several frames at once."""
-        probs = torch.softmax(self.model(self.tensor(frames)).float(), dim=1).cpu().numpy()
-        return [self._prediction(p, k) for p in probs]
+        """Predictions for several frames at once (temperature-scaled and thresholded if calibrated)."""
+        logits = self.logits_many(frames)
+        cal = self.calibration
+        probs = softmax(logits, cal.temperature if cal else 1.0)
+        sure = cal.sure(probs) if cal else np.ones(len(probs), bool)
+        return [self._prediction(p, k, bool(ok)) for p, ok in zip(probs, sure)]
 
     def predict(self, frame: np.ndarray, k: int = 3) -> Prediction:
         """Top-``k`` prediction for one BGR frame."""
         return self.predict_many([frame], k)[0]
 
-    def _prediction(self, probs: np.ndarray, k: int) -> Prediction:
+    def model_view(self, frame: np.ndarray) -> np.ndarray:
+        """The guide box as the model sees it: ``image_size`` px, BGR, for the inset."""
+        pixels = to_model_pixels(frame, self.image_size, self.in_channels)
+        return to_bgr_frame(pixels)
+
+    def _prediction(self, probs: np.ndarray, k: int, sure: bool) -> Prediction:
         order = np.argsort(-probs)[:k]
-        return Prediction(probs, [(self.classes[i], float(probs[i])) for i in order])
+        return Prediction(probs, [(self.classes[i], float(probs[i])) for i in order], sure)
 
 
-def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = None) -> np.ndarray:
-    """A copy of the frame with the top-3 labels, confidence bars and an FPS counter drawn on it."""
+class Predictor(_Base):
+    """A trained checkpoint wrapped for frames: ``predict(frame_bgr) -> Prediction``."""
+
+    def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu",
+                 calibration: Calibration | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+        self.model = checkpoint.model.to(self.device).eval()
+        self.classes = checkpoint.classes
+        self.image_size, self.in_channels = checkpoint.image_size, checkpoint.in_channels
+        self.mean, self.std = checkpoint.mean, checkpoint.std
+        self.calibration = calibration
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: str | torch.device = "cpu", calibrated: bool = True) -> Predictor:
+        """Load ``path`` (raises :class:`CheckpointError` with the reason if it is not usable) and, with
+        ``calibrated``, the calibration file beside it if there is one."""
+        cal_file = calibration_path(path)
+        calibration = Calibration.load(cal_file) if calibrated and cal_file.exists() else None
+        return cls(load_checkpoint(path, device), device, calibration)
+
+    def tensor(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """Preprocessed frames as one (N, C, H, W) tensor."""
+        return torch.from_numpy(self.batch(frames)).to(self.device)
+
+    @torch.inference_mode()
+    def logits_many(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw logits, shape (N, classes), in chunks of 512 frames."""
+        out = [self.model(self.tensor(frames[i:i + 512])).float().cpu().numpy() for i in range(0, len(frames), 512)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+class OnnxPredictor(_Base):
+    """The exported ONNX model (``helpers.export``) run by OpenCV's ``dnn`` module, as on the Jetson."""
+
+    def __init__(self, onnx_path: Path) -> None:
+        onnx_path = Path(onnx_path)
+        meta_path = onnx_path.with_suffix(".json")
+        if not onnx_path.is_file() or not meta_path.is_file():
+            raise CheckpointError(f"{onnx_path}: an ONNX model needs the file and its .json beside it; "
+                                  f"make both with `python -m helpers.export`")
+        try:
+            meta = json.loads(meta_path.read_text())
+            self.net = cv2.dnn.readNetFromONNX(str(onnx_path))
+        except (ValueError, cv2.error) as exc:
+            raise CheckpointError(f"{onnx_path} is not a usable ONNX model of this project: {exc}") from None
+        self.meta = meta
+        self.classes = list(meta["classes"])
+        self.image_size, self.in_channels = int(meta["image_size"]), int(meta["in_channels"])
+        self.mean, self.std = meta["mean"], meta["std"]
+        cal = meta.get("calibration")
+        self.calibration = Calibration(**cal) if cal else None
+
+    def logits_many(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        out = []
+        for i in range(0, len(frames), 512):
+            blob = self.batch(frames[i:i + 512]).astype(np.float32)
+            self.net.setInput(blob)
+            out.append(self.net.forward().reshape(len(blob), -1))
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def load_predictor(path: Path, device: str | torch.device = "cpu") -> Predictor | OnnxPredictor:
+    """A :class:`Predictor` for a ``.pt`` checkpoint, an :class:`OnnxPredictor` for an ``.onnx`` file."""
+    path = Path(path)
+    return OnnxPredictor(path) if path.suffix == ".onnx" else Predictor.from_checkpoint(path, device)
+
+
+def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = None,
+             inset: np.ndarray | None = None) -> np.ndarray:
+    """A copy of the frame with the guide box, the top-3 labels with confidence bars (or "not sure"
+    above them), an FPS counter and, if given, ``inset`` (the model's view) in the bottom-left corner."""
     out = frame_bgr.copy()
+    scale = 1
     if out.shape[0] < 240:  # tiny frames (e.g. 28x28): enlarge so the text is readable
         scale = int(np.ceil(240 / out.shape[0]))
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     h, w = out.shape[:2]
+    left, top, side = guide_box(h, w)
+    box_colour = (80, 220, 80) if prediction.sure else (0, 200, 255)
+    cv2.rectangle(out, (left, top), (left + side - 1, top + side - 1), box_colour, 2)
     panel_w = min(w, 330)
+    rows = len(prediction.top) + (0 if prediction.sure else 1)
     overlay = out.copy()
-    cv2.rectangle(overlay, (0, 0), (panel_w, 30 + 26 * len(prediction.top)), (0, 0, 0), -1)
+    cv2.rectangle(overlay, (0, 0), (panel_w, 30 + 26 * rows), (0, 0, 0), -1)
     out = cv2.addWeighted(overlay, 0.55, out, 0.45, 0)
+    y0 = 24
+    if not prediction.sure:
+        cv2.putText(out, f"{NOT_SURE} (top {100 * prediction.confidence:.0f}%)", (8, y0), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.6, (0, 200, 255), 2, cv2.LINE_AA)
+        y0 += 26
     for i, (name, p) in enumerate(prediction.top):
-        y = 24 + 26 * i
+        y = y0 + 26 * i
         bar = int((panel_w - 120) * p)
-        color = (80, 220, 80) if i == 0 else (200, 200, 200)
+        color = (80, 220, 80) if i == 0 and prediction.sure else (200, 200, 200)
+        size = 0.5 if prediction.sure else 0.4  # when not sure, the top 3 stay listed, small
         cv2.rectangle(out, (110, y - 14), (110 + bar, y + 2), color, -1)
-        cv2.putText(out, f"{p * 100:5.1f}%", (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
-        cv2.putText(out, name.replace("_", " ")[:24], (114, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        cv2.putText(out, f"{p * 100:5.1f}%", (8, y), cv2.FONT_HERSHEY_SIMPLEX, size, color, 1, cv2.LINE_AA)
+        cv2.putText(out, name.replace("_", " ")[:24], (114, y), cv2.FONT_HERSHEY_SIMPLEX, size - 0.05,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    if inset is not None:
+        k = max(1, min(h, w) // (4 * inset.shape[0]))
+        big = cv2.resize(inset, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
+        ih, iw = big.shape[:2]
+        if ih + 10 < h and iw + 10 < w:
+            out[h - ih - 5:h - 5, 5:5 + iw] = big
+            cv2.rectangle(out, (4, h - ih - 6), (5 + iw, h - 4), (255, 255, 255), 1)
     if fps is not None:
         cv2.putText(out, f"{fps:4.1f} FPS", (w - 100, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 255, 255), 1,
                     cv2.LINE_AA)

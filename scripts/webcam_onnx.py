@@ -10,9 +10,11 @@ opencv-python cannot). Copy this file plus MODEL.onnx and MODEL.json (made by
     python3 webcam_onnx.py --model simpsons_tuned.onnx --source 0              # USB webcam
     python3 webcam_onnx.py --model simpsons_tuned.onnx --source clip.avi --headless --out frames/
 
-Keep this file standalone: it mirrors helpers.inference's preprocessing (centre crop, area resize,
-BGR to RGB, training mean/std) and helpers.camera's GStreamer pipeline, because the Jetson has
-neither PyTorch nor this project's package. Tests check both give the same results.
+Keep this file standalone: it mirrors helpers.inference's preprocessing (guide box = centred square,
+area resize, BGR to RGB, training mean/std), its calibration (temperature and "not sure" threshold
+from MODEL.json), its overlay (guide box, model's-eye inset) and helpers.camera's GStreamer
+pipeline, because the Jetson has neither PyTorch nor this project's package. Tests check both give
+the same top-1 and the same "not sure" decisions.
 """
 import argparse
 import json
@@ -52,11 +54,15 @@ def load_model(onnx_path):
     return net, meta
 
 
-def preprocess(frame_bgr, meta):
-    """Centre crop, resize, colour conversion and normalisation exactly as in training: (C, H, W) float32."""
-    h, w = frame_bgr.shape[:2]
+def guide_box(h, w):
+    """(left, top, side) of the largest centred square: the region that is classified."""
     side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    return (w - side) // 2, (h - side) // 2, side
+
+
+def preprocess(frame_bgr, meta):
+    """Guide-box crop, resize, colour conversion and normalisation exactly as in training: (C, H, W) float32."""
+    left, top, side = guide_box(*frame_bgr.shape[:2])
     square = frame_bgr[top:top + side, left:left + side]
     size = int(meta["image_size"])
     if square.shape[0] != size:
@@ -72,33 +78,66 @@ def preprocess(frame_bgr, meta):
     return (pixels.astype(np.float32) / 255.0 - mean) / std
 
 
-def softmax(logits):
-    z = logits - logits.max(axis=1, keepdims=True)
+def softmax(logits, temperature=1.0):
+    z = logits.astype(np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
 
 
 def predict(net, meta, frames):
-    """Class probabilities, shape (N, classes), for a list of BGR frames."""
+    """Class probabilities, shape (N, classes), for a list of BGR frames (temperature-scaled if calibrated)."""
     blob = np.stack([preprocess(f, meta) for f in frames]).astype(np.float32)
     net.setInput(blob)
-    return softmax(net.forward().reshape(len(frames), -1))
+    cal = meta.get("calibration") or {}
+    return softmax(net.forward().reshape(len(frames), -1), float(cal.get("temperature", 1.0)))
 
 
-def annotate(frame, probs, classes, fps):
+def sure(meta, probs):
+    """Per row: is the top-1 confidence at or above the calibrated threshold (always True if uncalibrated)?"""
+    cal = meta.get("calibration") or {}
+    return probs.max(axis=1) >= float(cal.get("threshold", 0.0))
+
+
+def model_view(frame, meta):
+    """The guide box as the model sees it (model-size BGR), for the inset."""
+    left, top, side = guide_box(*frame.shape[:2])
+    size = int(meta["image_size"])
+    small = cv2.resize(frame[top:top + side, left:left + side], (size, size), interpolation=cv2.INTER_AREA)
+    if int(meta["in_channels"]) == 1:
+        small = cv2.cvtColor(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    return small
+
+
+def annotate(frame, probs, classes, fps, is_sure=True, inset=None):
+    """Guide box, top-3 bars (with "not sure" above them when below the threshold), inset, FPS."""
     out = frame.copy()
     if out.shape[0] < 240:
         scale = int(np.ceil(240.0 / out.shape[0]))
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    h, w = out.shape[:2]
+    left, top, side = guide_box(h, w)
+    cv2.rectangle(out, (left, top), (left + side - 1, top + side - 1), (80, 220, 80) if is_sure else (0, 200, 255), 2)
     order = np.argsort(-probs)[:3]
+    y0 = 24
+    if not is_sure:
+        cv2.putText(out, "not sure (top {:.0f}%)".format(100 * probs[order[0]]), (8, y0), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.6, (0, 200, 255), 2)
+        y0 += 26
     for i, k in enumerate(order):
-        y = 24 + 26 * i
-        color = (80, 220, 80) if i == 0 else (200, 200, 200)
+        y = y0 + 26 * i
+        color = (80, 220, 80) if i == 0 and is_sure else (200, 200, 200)
+        size = 0.5 if is_sure else 0.4
         cv2.rectangle(out, (110, y - 14), (110 + int(200 * probs[k]), y + 2), color, -1)
-        cv2.putText(out, "{:5.1f}%".format(100 * probs[k]), (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1)
-        cv2.putText(out, classes[k].replace("_", " "), (114, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
-    cv2.putText(out, "{:4.1f} FPS".format(fps), (out.shape[1] - 100, out.shape[0] - 10),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 255, 255), 1)
+        cv2.putText(out, "{:5.1f}%".format(100 * probs[k]), (8, y), cv2.FONT_HERSHEY_SIMPLEX, size, color, 1)
+        cv2.putText(out, classes[k].replace("_", " "), (114, y), cv2.FONT_HERSHEY_SIMPLEX, size - 0.05, (255, 255, 255), 1)
+    if inset is not None:
+        k = max(1, min(h, w) // (4 * inset.shape[0]))
+        big = cv2.resize(inset, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
+        ih, iw = big.shape[:2]
+        if ih + 10 < h and iw + 10 < w:
+            out[h - ih - 5:h - 5, 5:5 + iw] = big
+    cv2.putText(out, "{:4.1f} FPS".format(fps), (w - 100, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 255, 255), 1)
     return out
 
 
@@ -148,7 +187,7 @@ def main(argv=None):
             now = time.time()
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if count else 1.0 / max(now - last, 1e-6)
             last = now
-            shown = annotate(frame, probs, meta["classes"], fps)
+            shown = annotate(frame, probs, meta["classes"], fps, bool(sure(meta, probs[None])[0]), model_view(frame, meta))
             if args.headless:
                 cv2.imwrite(os.path.join(args.out, "frame_{:05d}.png".format(count)), shown)
             else:
