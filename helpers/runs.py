@@ -9,7 +9,7 @@ go through it. The test split is evaluated only when asked, after training, and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ def train_tracked(
     model_config: dict[str, Any] | None = None, hparams: dict[str, Any] | None = None,
     device: str | torch.device = "auto", evaluate_test: bool = False, figures: bool = True,
     on_epoch: Callable[[dict[str, float]], bool | None] | None = None, train_fn: Callable[..., FitResult] = fit,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> RunResult:
     """The one tracked-training path: build ``arch``, fit it, log to TensorBoard, evaluate, return the result.
 
@@ -73,12 +74,16 @@ def train_tracked(
     and ``hparams`` (default: the architecture and training settings) with the final metrics. The
     test split is evaluated only with ``evaluate_test=True``. ``on_epoch`` receives each epoch's
     metrics; returning True stops the run after that epoch (early stopping by a search, Ray).
+    ``init_state`` starts from those weights instead of a fresh initialisation (fine-tuning a
+    trained model of the same architecture, e.g. its robust variant in notebook 06).
     A run that diverged is evaluated at its best epoch but logged with NaN metrics; one that
     finished no epoch has ``val`` None.
     """
     config = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
               **(model_config or {})}
     model = build_model(arch, seed=train.seed, **config)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     hparams = hparams if hparams is not None else {"arch": arch, "dataset": data.name, **config, **asdict(train)}
     val = test = None
     with RunTracker(experiment, name, outputs.runs) as tracker:
@@ -112,24 +117,33 @@ def _metrics(val: Evaluation, test: Evaluation | None, history: History) -> dict
 def train_and_evaluate(
     data: DataSplits, train: TrainConfig, *, name: str, experiment: str, arch: str = "lenet5",
     model_config: dict[str, Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
-    checkpoint: Path | None = None, evaluate_test: bool = True,
+    checkpoint: Path | None = None, evaluate_test: bool = True, init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> RunResult:
     """:func:`train_tracked` with the test split reported, and a checkpoint saved if a path is given.
 
     ``outputs`` gives the run folders. The checkpoint carries classes, normalisation and metrics.
     """
     result = train_tracked(data, train, experiment=experiment, name=name, outputs=outputs, arch=arch,
-                           model_config=model_config, device=device, evaluate_test=evaluate_test)
+                           model_config=model_config, device=device, evaluate_test=evaluate_test,
+                           init_state=init_state)
     if result.val is None:
         raise RuntimeError(f"run {name!r} finished no epoch: {result.history.diverged or 'no training step ran'}")
     if checkpoint is not None:
-        metrics = {"val_acc": result.val.accuracy, "val_loss": result.val.loss, "best_epoch": result.history.best_epoch}
-        if result.test is not None:
-            metrics["test_acc"] = result.test.accuracy
-        save_checkpoint(checkpoint, result.model, data.classes, data.mean, data.std, train_config=asdict(train),
-                        metrics=metrics, extra={"dataset": data.name, "note": data.note})
-        result.checkpoint = checkpoint
+        save_run(result, data, checkpoint)
     return result
+
+
+def save_run(result: RunResult, data: DataSplits, checkpoint: Path) -> Path:
+    """Save one run's weights with its settings and validation (and, if evaluated, test) metrics."""
+    metrics = {"val_acc": result.val.accuracy, "val_loss": result.val.loss, "best_epoch": result.history.best_epoch,
+               "seed": result.train_config.seed}
+    if result.test is not None:
+        metrics["test_acc"] = result.test.accuracy
+    save_checkpoint(checkpoint, result.model, data.classes, data.mean, data.std,
+                    train_config=asdict(result.train_config), metrics=metrics,
+                    extra={"dataset": data.name, "note": data.note})
+    result.checkpoint = checkpoint
+    return checkpoint
 
 
 def results_table(results: Sequence[RunResult]) -> pd.DataFrame:

@@ -90,14 +90,18 @@ class Split:
     x: torch.Tensor  #: uint8, (N, C, H, W)
     y: torch.Tensor  #: int64, (N,)
     ids: list[str]
+    #: optional uint8 (K, N, C, H, W): K other versions of every image (e.g. camera-shifted ones,
+    #: :func:`helpers.robust.with_camera_views`), drawn from during training by ``TrainConfig.view_prob``
+    views: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, index: np.ndarray | Sequence[int]) -> Split:
-        """The images at ``index`` (a new Split)."""
+        """The images at ``index`` (a new Split, with their views)."""
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        return Split(self.x[idx], self.y[idx], [self.ids[i] for i in idx.tolist()])
+        views = None if self.views is None else self.views[:, idx]
+        return Split(self.x[idx], self.y[idx], [self.ids[i] for i in idx.tolist()], views)
 
 
 @dataclass
@@ -113,6 +117,9 @@ class DataSplits:
     std: tuple[float, ...]
     source: str  #: folder the files were read from
     note: str = ""  #: e.g. which part of the data set this is
+    #: optional uint8 (M, C, H, W) images with no class in them, for the outlier-exposure loss
+    #: (``TrainConfig.outlier_weight``, :func:`helpers.robust.with_outliers`)
+    outliers: torch.Tensor | None = None
 
     @property
     def channels(self) -> int:

@@ -33,7 +33,7 @@ from helpers.objective import Objective, RunConfig, to_run_config
 from helpers.paths import Outputs
 from helpers.rungs import Rungs
 from helpers.evaluation import evaluate
-from helpers.runs import RunResult, save_best, seed_summary, train_and_evaluate, train_over_seeds
+from helpers.runs import RunResult, save_best, save_run, seed_summary, train_and_evaluate, train_over_seeds
 from helpers.splits import DataSplits
 from helpers.stats import (
     PairedDifference,
@@ -222,6 +222,8 @@ def run_study(
     checkpoint = outputs.models / f"{checkpoint_name}.pt" if checkpoint_name else None
     if checkpoint is not None:
         save_best(tuned, final_data, checkpoint)
+        for r in tuned:  # every seed too: notebook 06 compares the tuned model with its robust variant per seed
+            save_run(r, final_data, checkpoint.with_name(f"{checkpoint.stem}-seed{r.train_config.seed}.pt"))
         checkpoint.with_suffix(".json").write_text(json.dumps(
             {"algo": algo, "trial": int(best_row["trial"]), "search_val_acc": float(best_row["val_acc"]),
              "model": final.model, "train": asdict(final.train), "retrain_checks": checks}, indent=2))

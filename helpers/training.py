@@ -54,6 +54,9 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA (ignored elsewhere)
     channels_last: bool = False  # NHWC memory layout for the model and its inputs (see `make benchmark`)
     diverge_factor: float = 10.0  # training loss above this × chance-level loss counts as divergence
+    view_prob: float = 0.0  # share of training images replaced, per image and step, by one of their views (Split.views)
+    outlier_weight: float = 0.0  # weight of the outlier-exposure loss (cross-entropy to uniform on DataSplits.outliers)
+    outlier_share: float = 0.5  # outliers per step, as a share of the batch size (with outlier_weight > 0)
 
     def __post_init__(self) -> None:
         problems = []
@@ -77,6 +80,11 @@ class TrainConfig:
             problems.append(f"rotate must be in [0, 45] degrees, got {self.rotate}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.view_prob <= 1:
+            problems.append(f"view_prob must be in [0, 1], got {self.view_prob}")
+        if self.outlier_weight < 0 or not 0 < self.outlier_share <= 4:
+            problems.append(f"outlier_weight must be >= 0 and outlier_share in (0, 4], got {self.outlier_weight}, "
+                            f"{self.outlier_share}")
         if self.monitor not in ("val_loss", "val_acc"):
             problems.append(f"monitor must be 'val_loss' or 'val_acc', got {self.monitor!r}")
         if problems:
@@ -125,11 +133,17 @@ class FitResult:
 class DeviceSplit:
     """A split on the device as normalised float tensors (built once per run)."""
 
-    def __init__(self, split: Split, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> None:
-        m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self.x = (split.x.to(device=device, dtype=torch.float32) / 255.0 - m) / s
+    def __init__(self, split: Split, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                 with_views: bool = False) -> None:
+        self.m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.x = self.normalise(split.x.to(device))
         self.y = split.y.to(device)
+        self.views = split.views.to(device) if with_views and split.views is not None else None  # uint8, (K, N, C, H, W)
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels as the normalised float32 the model sees (training-split statistics)."""
+        return (pixels.to(torch.float32) / 255.0 - self.m) / self.s
 
     def __len__(self) -> int:
         return len(self.y)
@@ -185,6 +199,23 @@ def augment(x: torch.Tensor, hflip: bool, shift: int, gen: torch.Generator, rota
     return x
 
 
+def swap_in_views(xb: torch.Tensor, train: DeviceSplit, idx: torch.Tensor, prob: float,
+                  gen: torch.Generator) -> torch.Tensor:
+    """Replace each image of a batch, with probability ``prob`` and independently per image, by one of
+    its K stored views (which one also drawn per image)."""
+    n = len(idx)
+    use = torch.rand(n, device=xb.device, generator=gen) < prob
+    k = torch.randint(0, train.views.shape[0], (n,), device=xb.device, generator=gen)
+    alt = train.normalise(train.views[k, idx])
+    return torch.where(use.view(-1, 1, 1, 1), alt, xb)
+
+
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Outlier exposure (Hendrycks et al. 2019): cross-entropy between softmax(logits) and the uniform
+    distribution, averaged over the rows; lowest when an image without a class gets equal probabilities."""
+    return -F.log_softmax(logits, dim=1).mean(dim=1).mean()
+
+
 def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
@@ -224,9 +255,13 @@ def fit(
     epoch (``history.stopped_early``), the hook a search uses to end unpromising trials.
     """
     device = device if isinstance(device, torch.device) else pick_device(device)
+    if config.view_prob > 0 and data.train.views is None:
+        raise ValueError("view_prob > 0 needs views of the training images (helpers.robust.with_camera_views)")
+    if config.outlier_weight > 0 and (data.outliers is None or not len(data.outliers)):
+        raise ValueError("outlier_weight > 0 needs outlier images (helpers.robust.with_outliers)")
     torch.manual_seed(config.seed)  # dropout masks
     gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
-    train = DeviceSplit(data.train, data.mean, data.std, device)
+    train = DeviceSplit(data.train, data.mean, data.std, device, with_views=config.view_prob > 0)
     val = DeviceSplit(data.val, data.mean, data.std, device)
     model.to(device)
     if config.channels_last:
@@ -234,7 +269,8 @@ def fit(
         train.x, val.x = (t.contiguous(memory_format=torch.channels_last) for t in (train.x, val.x))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    loop = _Loop(model, config, device, gen, n_train=len(train))
+    outliers = data.outliers.to(device) if config.outlier_weight > 0 else None  # uint8, normalised per step
+    loop = _Loop(model, config, device, gen, n_train=len(train), outliers=outliers)
     history = History(optimizer=loop.optimizer_settings())
     best_state = copy.deepcopy(model.state_dict())
     wait = 0
@@ -282,8 +318,9 @@ class _Loop:
     """The optimizer, schedule and batching of one run: one call of :meth:`train_epoch` per epoch."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, gen: torch.Generator,
-                 n_train: int) -> None:
+                 n_train: int, outliers: torch.Tensor | None = None) -> None:
         self.model, self.config, self.device, self.gen = model, config, device, gen
+        self.outliers = outliers
         self.opt = make_optimizer(model, config, device)
         self.n, self.bs = n_train, config.batch_size
         self.steps_per_epoch = max(1, self.n // self.bs) if self.n > self.bs else 1
@@ -309,13 +346,23 @@ class _Loop:
         for step in range(self.steps_per_epoch):
             idx = perm[step * bs : (step + 1) * bs] if n > bs else perm
             xb, yb = train.x[idx], train.y[idx]
+            if train.views is not None:
+                xb = swap_in_views(xb, train, idx, config.view_prob, self.gen)
+            n_in = len(yb)
+            if self.outliers is not None:
+                pick = torch.randint(0, len(self.outliers), (max(1, round(config.outlier_share * n_in)),),
+                                     device=device, generator=self.gen)
+                xb = torch.cat([xb, train.normalise(self.outliers[pick])])
             if config.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             if config.hflip or config.shift or config.rotate:
                 xb = augment(xb, config.hflip, config.shift, self.gen, config.rotate)
             with _autocast(device, config.amp):
-                logits = self.model(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+                out = self.model(xb).float()  # one pass over images and outliers: BatchNorm sees both, as in OE
+                logits = out[:n_in]
+                loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                if self.outliers is not None:
+                    loss = loss + config.outlier_weight * uniform_cross_entropy(out[n_in:])
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
