@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data report test lab tensorboard benchmark clean
+.PHONY: setup data report test lab tensorboard tensorboard-shots benchmark clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ lab: setup  ## JupyterLab on the project
 
 tensorboard: setup  ## TensorBoard over every run the notebooks logged
 	$(BIN)/tensorboard --logdir outputs/runs
+
+tensorboard-shots: setup  ## screenshots of TensorBoard's Scalars and HParams dashboards (headless Chromium) into docs/tensorboard/
+	$(BIN)/python -m helpers.tbshots
 
 clean:  ## remove what runs produce (not the data, not the venv)
 	rm -rf outputs outputs-quick report

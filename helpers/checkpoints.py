@@ -18,6 +18,7 @@ from torch import nn
 
 from helpers.integrity import ChecksumError, checksum_path, read_checked, write_checked
 from helpers.models import ARCHITECTURES, build_model, spec_of
+from helpers.provenance import git_state
 
 FORMAT = "lenet5-portfolio-checkpoint/1"
 
@@ -51,6 +52,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)  #: git commit and dirty flag of the code that saved it
 
     @property
     def image_size(self) -> int:
@@ -75,7 +77,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "classes": list(classes), "mean": plain(list(mean)), "std": plain(list(std)),
         "train_config": plain(dict(train_config or {})), "metrics": plain(dict(metrics or {})),
-        "extra": plain(dict(extra or {})),
+        "extra": plain(dict(extra or {})), "provenance": git_state(),
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -120,4 +122,5 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
         model=model, classes=list(payload["classes"]), mean=tuple(payload["mean"]), std=tuple(payload["std"]),
         arch=arch, model_config=dict(payload["model_config"]), train_config=dict(payload["train_config"]),
         metrics=dict(payload["metrics"]), extra=dict(payload.get("extra", {})), path=path,
+        provenance=dict(payload.get("provenance") or {}),
     )

@@ -58,13 +58,13 @@ def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from helpers.inference import default_checkpoint, load_predictor
+    from helpers.inference import demo_choice, load_predictor
 
     parser = argparse.ArgumentParser(description="Live Simpsons-MNIST predictions from a camera, video or folder.")
     parser.add_argument("--source", default="0", help="camera index (0), 'csi' (Jetson), video file or image folder")
     parser.add_argument("--fallback", help="video file or folder to use if the camera fails")
     parser.add_argument("--checkpoint", "--model", type=Path,
-                        help="model file, .pt or .onnx (default: tuned, else baseline Simpsons model)")
+                        help="model file, .pt or .onnx (default: the one notebook 06 chose, else tuned, else baseline)")
     parser.add_argument("--headless", action="store_true", help="no window: write annotated frames to --out")
     parser.add_argument("--out", type=Path, help="folder for annotated frames (with --headless)")
     parser.add_argument("--max-frames", type=int)
@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         args.headless, args.out = True, args.out or output_dir() / "demo-frames"
         print(f"no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless, annotated frames go to {args.out}")
     try:
-        predictor = load_predictor(args.checkpoint or default_checkpoint(), args.device)
-        print(f"model: {args.checkpoint or default_checkpoint()}; " + (
+        model, why = (args.checkpoint, "given with --checkpoint") if args.checkpoint else demo_choice()
+        predictor = load_predictor(model, args.device)
+        print(f"model: {model} ({why}); " + (
             f"calibrated (temperature {predictor.calibration.temperature:.2f}, 'not sure' below "
             f"{100 * predictor.calibration.threshold:.1f} %)" if predictor.calibration else
             "not calibrated: always names a character (run notebook 06 to write its calibration file)"))

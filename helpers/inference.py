@@ -56,13 +56,17 @@ def to_model_pixels(frame_bgr: np.ndarray, image_size: int, in_channels: int) ->
     return cv2.cvtColor(square, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
 
 
+def normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 model pixels, (C, H, W) or (N, C, H, W), as the normalised float32 the model was trained on."""
+    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    return (np.asarray(pixels).astype(np.float32) / 255.0 - m) / s
+
+
 def preprocess(frame_bgr: np.ndarray, image_size: int, in_channels: int, mean: Sequence[float],
                std: Sequence[float]) -> np.ndarray:
     """A BGR frame as the normalised float32 (C, H, W) array the model was trained on."""
-    pixels = to_model_pixels(frame_bgr, image_size, in_channels).astype(np.float32) / 255.0
-    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
-    return (pixels - m) / s
+    return normalise(to_model_pixels(frame_bgr, image_size, in_channels), mean, std)
 
 
 def to_bgr_frame(image_chw: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
@@ -107,12 +111,23 @@ class _Base:
     std: Sequence[float]
     calibration: Calibration | None
 
+    def pixels(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Frames cropped, resized and colour-converted as the model sees them: uint8 (N, C, H, W)."""
+        if not len(frames):
+            return np.zeros((0, self.in_channels, self.image_size, self.image_size), np.uint8)
+        return np.stack([to_model_pixels(f, self.image_size, self.in_channels) for f in frames])
+
     def batch(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """Preprocessed frames as one float32 (N, C, H, W) array."""
-        return np.stack([preprocess(f, self.image_size, self.in_channels, self.mean, self.std) for f in frames])
+        return normalise(self.pixels(frames), self.mean, self.std)
+
+    def logits_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw logits, shape (N, classes), of model pixels (:meth:`pixels`), in chunks of 512."""
+        raise NotImplementedError
 
     def logits_many(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        raise NotImplementedError
+        """Raw logits, shape (N, classes), of BGR frames (preprocessed as in training)."""
+        return self.logits_pixels(self.pixels(frames))
 
     def predict_many(self, frames: Sequence[np.ndarray], k: int = 3) -> list[Prediction]:
         """Predictions for several frames at once (temperature-scaled and thresholded if calibrated)."""
@@ -162,9 +177,9 @@ class Predictor(_Base):
         return torch.from_numpy(self.batch(frames)).to(self.device)
 
     @torch.inference_mode()
-    def logits_many(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw logits, shape (N, classes), in chunks of 512 frames."""
-        out = [self.model(self.tensor(frames[i:i + 512])).float().cpu().numpy() for i in range(0, len(frames), 512)]
+    def logits_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        out = [self.model(torch.from_numpy(normalise(pixels[i:i + 512], self.mean, self.std)).to(self.device))
+               .float().cpu().numpy() for i in range(0, len(pixels), 512)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
 
 
@@ -189,10 +204,10 @@ class OnnxPredictor(_Base):
         cal = meta.get("calibration")
         self.calibration = Calibration(**cal) if cal else None
 
-    def logits_many(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+    def logits_pixels(self, pixels: np.ndarray) -> np.ndarray:
         out = []
-        for i in range(0, len(frames), 512):
-            blob = self.batch(frames[i:i + 512]).astype(np.float32)
+        for i in range(0, len(pixels), 512):
+            blob = normalise(pixels[i:i + 512], self.mean, self.std)
             self.net.setInput(blob)
             out.append(self.net.forward().reshape(len(blob), -1))
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
@@ -249,13 +264,42 @@ def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = 
     return out
 
 
-def default_checkpoint(budget: str = "full") -> Path:
-    """The tuned Simpsons-MNIST checkpoint (notebook 03), else the baseline one (notebook 02)."""
+DEMO_CHOICE = "demo_model.json"  #: written by notebook 06 beside the models: which one the demo uses, and why
+
+
+def demo_choice(budget: str = "full") -> tuple[Path, str]:
+    """The model the demo uses and why: the one notebook 06 chose (``demo_model.json``), else the tuned
+    Simpsons-MNIST checkpoint (notebook 03), else the baseline one (notebook 02)."""
     models = paths.Outputs.for_budget(budget).models
-    for name in ("simpsons_tuned.pt", "baseline_simpsons.pt"):
+    choice = models / DEMO_CHOICE
+    if choice.is_file():
+        try:
+            raw = json.loads(choice.read_text())
+            name, why = str(raw["checkpoint"]), str(raw["why"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{choice} is not a model choice of this project ({type(exc).__name__}: {exc}); "
+                                  f"delete it or re-run notebook 06") from None
+        if Path(name).name != name:
+            raise CheckpointError(f"{choice} names {name!r}, not a file beside it; delete it or re-run notebook 06")
+        if (models / name).is_file():
+            return models / name, why
+    for name, why in (("simpsons_tuned.pt", "the tuned model of notebook 03 (notebook 06 has not chosen one)"),
+                      ("baseline_simpsons.pt", "the baseline of notebook 02 (run notebook 03 for the tuned one)")):
         if (models / name).exists():
-            return models / name
+            return models / name, why
     raise CheckpointError(
         f"no Simpsons-MNIST model in {models}: run notebook 03 (tuned model) or 02 (baseline), "
         f"e.g. `make report`, or pass --checkpoint"
     )
+
+
+def write_demo_choice(models: Path, checkpoint: Path, why: str) -> Path:
+    """Record which model (a file in ``models``) the demo uses, and why."""
+    path = Path(models) / DEMO_CHOICE
+    path.write_text(json.dumps({"checkpoint": Path(checkpoint).name, "why": why}, indent=2))
+    return path
+
+
+def default_checkpoint(budget: str = "full") -> Path:
+    """The model the demo uses (:func:`demo_choice`)."""
+    return demo_choice(budget)[0]

@@ -20,6 +20,7 @@ from hyperopt.pyll.stochastic import sample
 
 from helpers.models import build_model
 from helpers.paths import Outputs
+from helpers.provenance import git_state
 from helpers.rungs import Rungs
 from helpers.splits import DataSplits
 from helpers.training import TrainConfig, fit
@@ -177,6 +178,7 @@ class Objective:
         h = result.history
         applied = {"n_params": result.n_params, **h.optimizer}  # read off the objects trained
         common = {"config": run.describe(), "applied": applied, "seconds": h.seconds, "epochs": len(h.epochs),
+                  "provenance": {**git_state(), "data": data.fingerprint()},
                   "attachments": {"history": json.dumps(h.to_dict())}}
         if h.diverged or not h.epochs:
             return {"status": STATUS_FAIL, "failure": h.diverged or "no epoch finished", **common}

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Classify image files or folders with the Simpsons-MNIST model.")
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders of images")
-    parser.add_argument("--model", type=Path, help="checkpoint (.pt) or ONNX file (default: the tuned, else baseline model)")
+    parser.add_argument("--model", type=Path, help="checkpoint (.pt) or ONNX file (default: the demo's model, see notebook 06)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per file")
     args = parser.parse_args(argv)
     predictor = load_predictor(args.model or default_checkpoint())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import html
 import io
 import re
 import shutil
@@ -25,6 +24,7 @@ from nbconvert import HTMLExporter
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 from PIL import Image
 
+from helpers.landing import write_index
 from helpers.paths import BUDGETS, output_dir, project_root
 
 
@@ -66,26 +66,15 @@ def title_of(notebook: Path) -> str:
 
 
 def render(notebooks: list[Path], out_dir: Path) -> Path:
-    """Write one HTML file per notebook and an ``index.html`` linking them in order."""
+    """Write one HTML file per notebook and the landing page ``index.html`` (:mod:`helpers.landing`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter(template_name="lab")
-    items = []
+    titles = {}
     for nb_path in notebooks:
         body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
-        target = out_dir / f"{nb_path.stem}.html"
-        target.write_text(body, encoding="utf-8")
-        items.append(f'<li><a href="{target.name}">{html.escape(title_of(nb_path))}</a> '
-                     f"<code>{html.escape(nb_path.name)}</code></li>")
-    index = out_dir / "index.html"
-    index.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>LeNet-5 hyperparameter tuning "
-        "portfolio</title><style>body{font-family:sans-serif;max-width:50em;margin:2em auto}"
-        "li{margin:.5em 0}</style></head><body><h1>LeNet-5 hyperparameter tuning portfolio</h1>"
-        "<p>The notebooks, in reading order. Each ends with a note of how it was run "
-        "(budget, device, wall time).</p><ol>" + "\n".join(items) + "</ol></body></html>",
-        encoding="utf-8",
-    )
-    return index
+        (out_dir / f"{nb_path.stem}.html").write_text(body, encoding="utf-8")
+        titles[nb_path.stem] = title_of(nb_path)
+    return write_index(notebooks, out_dir, titles)
 
 
 def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execute_notebooks: bool = True) -> Path:

@@ -1,16 +1,32 @@
-"""Budgets and the 'how this notebook was run' stamp every notebook ends with."""
+"""Budgets and the 'how this notebook was run' stamp every notebook ends with.
+
+:meth:`RunStamp.finish` prints the stamp (budget, device, versions, wall time, git commit, data
+fingerprints) and writes the notebook's machine-readable summary: ``outputs/summary/<notebook>.json``
+and, for the committed copy, the same JSON as an output of the last cell (under
+:data:`SUMMARY_MIME`), which the report's landing page reads (:mod:`helpers.landing`).
+"""
 
 from __future__ import annotations
 
+import json
 import platform
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
 from helpers.devices import describe
-from helpers.paths import BUDGETS
+from helpers.integrity import write_atomic
+from helpers.paths import BUDGETS, Outputs
+from helpers.provenance import describe_state, git_state
+from helpers.splits import DataSplits
+
+SUMMARY_MIME = "application/vnd.lenet5-portfolio.summary+json"
+#: the columns of a headline row (any may be absent)
+HEADLINE_KEYS = ("data set", "model", "val acc %", "test acc %", "test interval", "spent", "note")
 
 T = TypeVar("T")
 
@@ -31,6 +47,13 @@ class RunStamp:
         self.device = device
         self.started = time.perf_counter()
         self.started_at = datetime.now(timezone.utc)
+        self.code = git_state()  # the code this run executes: read at the start
+        self.data: dict[str, str] = {}
+
+    def uses(self, *datasets: DataSplits) -> None:
+        """Record the fingerprint of each data set the notebook reads (as loaded, slices included)."""
+        for d in datasets:
+            self.data[d.name] = d.fingerprint()
 
     def elapsed(self) -> float:
         """Seconds since the stamp was made."""
@@ -39,8 +62,47 @@ class RunStamp:
     def summary(self) -> str:
         """One paragraph: budget, device, software versions, start time and wall time."""
         minutes, seconds = divmod(round(self.elapsed()), 60)
+        data = "; ".join(f"{name} {fp}" for name, fp in self.data.items())
         return (
             f"Run with BUDGET={self.budget!r} on {describe(self.device)}, {platform.processor() or platform.machine()}; "
             f"Python {platform.python_version()}, torch {torch.__version__}. "
-            f"Started {self.started_at:%Y-%m-%d %H:%M} UTC; wall time {minutes} min {seconds:02d} s."
+            f"Started {self.started_at:%Y-%m-%d %H:%M} UTC; wall time {minutes} min {seconds:02d} s. "
+            f"Code: {describe_state(self.code)}." + (f" Data fingerprints: {data}." if data else "")
         )
+
+    def finish(self, notebook: str, headline: Sequence[Mapping[str, Any]] = (), outputs: Outputs | None = None) -> dict:
+        """Print the stamp and write the summary of ``notebook`` (its file stem): the stamp's fields and
+        ``headline`` rows (keys from :data:`HEADLINE_KEYS`) to ``<outputs>/summary/<notebook>.json`` and,
+        as a display output, into the notebook itself. Returns the summary."""
+        unknown = {k for row in headline for k in row} - set(HEADLINE_KEYS)
+        if unknown:
+            raise ValueError(f"headline keys must be among {HEADLINE_KEYS}, got {sorted(unknown)}")
+        text = self.summary()
+        summary = {"notebook": notebook, "budget": self.budget, "device": describe(self.device),
+                   "started": f"{self.started_at:%Y-%m-%d %H:%M} UTC", "wall_minutes": round(self.elapsed() / 60, 1),
+                   "code": self.code, "data": dict(self.data), "stamp": text,
+                   "headline": [{k: row[k] for k in HEADLINE_KEYS if k in row} for row in headline]}
+        folder = (outputs or Outputs.for_budget(self.budget)).root / "summary"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{notebook}.json", json.dumps(summary, indent=2).encode())
+        print(text)
+        try:
+            from IPython.display import display
+            display({"text/plain": f"summary written to outputs/summary/{notebook}.json", SUMMARY_MIME: summary}, raw=True)
+        except ImportError:
+            pass
+        return summary
+
+
+def read_summary(notebook: Path) -> dict | None:
+    """The summary a notebook's run wrote into it (:meth:`RunStamp.finish`), or None."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in reversed(nb.cells):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if SUMMARY_MIME in data:
+                value = data[SUMMARY_MIME]
+                return json.loads(value) if isinstance(value, str) else dict(value)
+    return None

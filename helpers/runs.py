@@ -141,7 +141,7 @@ def save_run(result: RunResult, data: DataSplits, checkpoint: Path) -> Path:
         metrics["test_acc"] = result.test.accuracy
     save_checkpoint(checkpoint, result.model, data.classes, data.mean, data.std,
                     train_config=asdict(result.train_config), metrics=metrics,
-                    extra={"dataset": data.name, "note": data.note})
+                    extra={"dataset": data.name, "note": data.note, "data_fingerprint": data.fingerprint()})
     result.checkpoint = checkpoint
     return checkpoint
 
@@ -166,6 +166,15 @@ def recall_table(results: Sequence[RunResult], split: str = "test") -> pd.DataFr
                         "balanced acc %": 100 * ev.balanced_accuracy,
                         **{f"recall {c} %": 100 * v for c, v in ev.per_class.items()}}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("run").round(2)
+
+
+def headline(results: Sequence[RunResult], device: str) -> list[dict[str, str]]:
+    """One landing-page row per run (:meth:`helpers.runinfo.RunStamp.finish`): validation and test accuracy."""
+    return [{"data set": r.dataset, "model": ARCH_LABELS.get(r.arch, r.arch),
+             "val acc %": f"{100 * r.val.accuracy:.2f}",
+             "test acc %": f"{100 * r.test.accuracy:.2f} (balanced {100 * r.test.balanced_accuracy:.2f})" if r.test else "",
+             "spent": f"{len(r.history.epochs)} epochs, {r.history.seconds / 60:.1f} min, {device}",
+             "note": f"one seed ({r.train_config.seed}), {r.n_params:,} parameters"} for r in results]
 
 
 def seed_summary(results: Sequence[RunResult]) -> dict[str, float]:
@@ -202,7 +211,7 @@ def save_best(results: Sequence[RunResult], data: DataSplits, checkpoint: Path) 
                     train_config=asdict(best.train_config),
                     metrics={"val_acc": best.val.accuracy, "test_acc": best.test.accuracy if best.test else None,
                              "seed": best.train_config.seed, **{f"seeds_{k}": v for k, v in seed_summary(results).items()}},
-                    extra={"dataset": data.name, "note": data.note})
+                    extra={"dataset": data.name, "note": data.note, "data_fingerprint": data.fingerprint()})
     for r in results:
         r.checkpoint = checkpoint if r is best else None
     return best

@@ -25,6 +25,7 @@ stopped it); :func:`results_frame` turns the ``ResultGrid`` into the columns of
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat
@@ -100,7 +101,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         os.environ[LOCAL_BIND_ENV] = "0"  # read when ray is first imported: loopback addresses only
-    with warnings.catch_warnings():  # Ray imports tqdm.auto, which warns in notebooks without ipywidgets
+    # Ray says at import, in a notebook without ipywidgets, that rich output needs them (an INFO line on
+    # stderr in every report), and imports tqdm.auto, which warns about the same: neither is news here
+    logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
+    # and, as a WARNING, that token authentication is on by default (it is: nothing to act on here)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", TqdmWarning)
         import ray
         import ray.tune  # noqa: F401

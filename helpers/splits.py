@@ -139,6 +139,13 @@ class DataSplits:
             raise KeyError(f"unknown split {name!r}")
         return getattr(self, name)
 
+    def fingerprint(self) -> str:
+        """A short sha256 of every split's pixels and labels: the same images in the same order, the same value."""
+        from helpers.provenance import fingerprint_bytes
+
+        return fingerprint_bytes(t.contiguous().numpy().tobytes() for s in (self.train, self.val, self.test)
+                                 for t in (s.x, s.y))
+
     def sizes(self) -> str:
         """Image counts, e.g. ``'7,200 train / 800 val / 2,000 test images'``."""
         return f"{len(self.train):,} train / {len(self.val):,} val / {len(self.test):,} test images"

@@ -159,6 +159,27 @@ class TuningStudy:
         """The retrained run with the best validation accuracy (the saved one)."""
         return max(self.tuned, key=lambda r: r.val.accuracy)
 
+    def headline(self) -> list[dict[str, str]]:
+        """Baseline and tuned rows for the report's landing page (:meth:`helpers.runinfo.RunStamp.finish`)."""
+        table, spent, paired = self.summary(), self.spent(), self.paired()
+        search = spent.iloc[0]
+        n_test = len(self.data.test)
+        rows = []
+        for label in table.index:
+            r = table.loc[label]
+            rows.append({"data set": self.data.name, "model": label,
+                         "val acc %": f"{r['val mean %']:.2f} ± {r['val std %']:.2f}",
+                         "test acc %": f"{r['test mean %']:.2f} ± {r['test std %']:.2f} (balanced {r['test bal acc mean %']:.2f})",
+                         "test interval": f"{r['test 95 % CI over seeds']} over {int(r['seeds'])} seeds; "
+                                          f"{r[f'test 95 % binomial CI ({n_test} images)']} binomial",
+                         "spent": (f"search: {search['trials']} trials ({search['stopped early']} stopped early, "
+                                   f"{search['finished']} finished), {search['epochs']} epochs, {search['train min']} min, "
+                                   f"{self.device}" if label.startswith("tuned") else f"{int(r['seeds'])} runs"),
+                         "note": (f"tuned − baseline {paired.mean:+.2f} ± {paired.se:.2f} points, paired by seed: "
+                                  f"{paired.verdict.replace('b better', 'tuned better').replace('a better', 'baseline better')}"
+                                  if label.startswith("tuned") else "")})
+        return rows
+
 
 def _ci_text(values: Sequence[float]) -> str:
     lo, hi = seed_interval(values)

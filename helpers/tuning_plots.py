@@ -89,7 +89,7 @@ def _encode(column: pd.Series) -> tuple[np.ndarray, list[str] | None]:
 def plot_parallel_coordinates(frame: pd.DataFrame, params: Sequence[str], title: str = "Hyperparameters of every trial") -> Figure:
     """One line per finished trial across the hyperparameter axes, coloured by validation accuracy."""
     ok = frame[frame["state"] == "finished"].sort_values("val_acc")
-    fig, ax = plt.subplots(figsize=(1.3 * len(params) + 2, 4.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(1.3 * len(params) + 2, 4.8))
     norm = colors.Normalize(vmin=100 * ok["val_acc"].min(), vmax=100 * ok["val_acc"].max())
     cmap = plt.get_cmap("viridis")
     encoded = {p: _encode(ok[p]) for p in params}
@@ -113,7 +113,8 @@ def plot_parallel_coordinates(frame: pd.DataFrame, params: Sequence[str], title:
     ax.set_yticks([])
     ax.set_ylabel("value (scaled to each axis' range)")
     ax.set_title(f"{title} ({len(ok)} finished trials)")
-    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="validation accuracy (%)")
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="validation accuracy (%)", fraction=0.03, pad=0.04)
+    fig.subplots_adjust(left=0.04, right=0.97, bottom=0.18, top=0.9)
     return fig
 
 

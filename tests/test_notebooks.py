@@ -25,12 +25,12 @@ def test_notebooks_exist_in_order() -> None:
     assert [n[:2] for n in names] == [f"{i:02d}" for i in range(1, len(names) + 1)]
 
 
-@pytest.mark.xdist_group("notebooks")  # one worker, in order: notebook 06 uses the models of 02 and 03
+@pytest.mark.xdist_group("notebooks")  # one worker, in order: notebook 06 uses the models of 03
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
-    if notebook.name.startswith("06_") and not list(paths.Outputs.for_budget("quick").models.glob("*simpsons*.pt")):
-        execute(NOTEBOOKS[1], tmp_path / "02.ipynb", budget="quick")  # run alone: make the model it needs
     quick = paths.Outputs.for_budget("quick")
+    if notebook.name.startswith("06_") and not (quick.models / "simpsons_tuned-seed0.pt").exists():
+        execute(NOTEBOOKS[2], tmp_path / "03.ipynb", budget="quick")  # run alone: make the tuned model it needs
     if notebook.name.startswith("07_") and not (quick.results / "03-simpsons-tpe.json").exists():
         execute(NOTEBOOKS[2], tmp_path / "03.ipynb", budget="quick")  # its table sets notebook 03's search beside it
     out = execute(notebook, tmp_path / notebook.name, budget="quick")  # papermill raises on an error cell
@@ -38,6 +38,7 @@ def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
     code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     # the notebook states how it was run, and it was the quick budget
     assert "Run with BUDGET='quick'" in "".join(o.get("text", "") for o in code[-1].outputs)
+    assert not stderr_outputs(nb), (notebook.name, stderr_outputs(nb))  # red blocks in the report
     tables = html_tables(nb)
     for table in tables:  # every percentage shown is a number in range
         for col in [c for c in table.columns if "%" in c and "gap" not in c]:
@@ -63,9 +64,21 @@ EXPECTED_TABLES = {
     "04": [(2, ["trials", "stopped early", "finished", "failed", "epochs", "train min", "device"])] * 2
           + [(2, ["val mean %", "test mean %", "test 95 % CI over seeds", "test bal acc mean %"])] * 2,
     "05": [(8, ["hypothesis", "verdict", "rule", "evidence"])],
-    "06": [(6, ["true", "top 1", "top 2", "top 3"])],
+    "06": [(6, ["true", "answer", "top 1", "top 2", "top 3"]), (3, ["value", "rule", "met"]),
+           (3, ["frames", "same top-1 as PyTorch", "same 'not sure' as PyTorch"])],
     "07": [(2, ["trials", "stopped early", "finished", "epochs", "minutes", "best val acc %", "test acc %"])],
 }
+
+
+def stderr_outputs(nb: nbformat.NotebookNode) -> list[str]:
+    """The text of every stderr stream and of every output that reads as a Python warning."""
+    texts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "")
+            if output.get("name") == "stderr" or "Warning:" in text:
+                texts.append(text[:200])
+    return texts
 
 
 def html_tables(nb: nbformat.NotebookNode) -> list[pd.DataFrame]:
@@ -94,6 +107,7 @@ def test_committed_notebooks_carry_a_full_run() -> None:
         assert not [o for c in code for o in c.outputs if o.output_type == "error"], f"{path.name} has errors"
         stamp = "".join(o.get("text", "") for o in code[-1].outputs)
         assert "Run with BUDGET='full'" in stamp, f"{path.name} lacks its full-budget run stamp"
+        assert not stderr_outputs(nb), f"{path.name} shows stderr or warnings: {stderr_outputs(nb)}"
 
 
 def test_report_renders_an_index_linking_every_notebook(tmp_path: Path) -> None:

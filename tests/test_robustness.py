@@ -196,18 +196,29 @@ def test_onnx_and_torch_agree_on_top1_and_not_sure_on_the_test_shift_set(model_f
     probs = script.predict(net, meta, frames)
     assert (probs.argmax(1) == np.array([simpsons.classes.index(p.label) for p in torch_preds])).all()
     assert list(script.sure(meta, probs)) == [p.sure for p in torch_preds]
+    answers = lambda preds: (np.array([simpsons.classes.index(p.label) for p in preds]), np.array([p.sure for p in preds]))  # noqa: E731
+    flipped = (answers(torch_preds)[0], ~answers(torch_preds)[1])
+    table = robustness.agreement({"PyTorch": answers(torch_preds), "ONNX": answers(onnx_preds), "flipped": flipped})
+    assert list(table["same top-1 as PyTorch"]) == [len(frames)] * 3
+    assert list(table["same 'not sure' as PyTorch"]) == [len(frames), len(frames), 0]
 
 
 def test_shift_report_has_a_row_per_family_and_severity(model_file: Path, simpsons: DataSplits) -> None:
     predictor = Predictor.from_checkpoint(model_file)
     images, labels = simpsons.val.x[:60].numpy(), simpsons.val.y[:60].numpy()
-    table, curves = robustness.shift_report(predictor, images, labels, families=["jpeg", "defocus"])
+    shift_set = robustness.ShiftSet.build("val", images, labels, 28, 3, families=["jpeg", "defocus", "resample"])
+    assert shift_set.families == ["jpeg", "defocus", "resample"] and len(shift_set) == 60
+    frames = shifts.shifted_frames(images, "jpeg", 2)
+    assert np.array_equal(shift_set.pixels[("jpeg", 2)], predictor.pixels(frames))  # the demo's own crop and resize
+    assert np.allclose(predictor.logits_pixels(shift_set.pixels[("jpeg", 2)]), predictor.logits_many(frames), atol=1e-5)
+    table, curves = robustness.shift_report(predictor, shift_set)
+    table = table.drop(index="resample", level="family")
     assert len(table) == 1 + 2 * 3 and table.loc[("clean", 0), "images"] == 60
     assert table["accuracy %"].between(0, 100).all() and table["ECE %"].between(0, 100).all()
-    assert set(curves) == {"clean", "all shifts"} and curves["all shifts"]["predictions"].sum() == 60 * 6
+    assert set(curves) == {"clean", "all shifts"} and curves["all shifts"]["predictions"].sum() == 60 * 9
     fam = robustness.by_family(table, {"seen": ["jpeg"], "held out": ["defocus"]})
     assert list(fam["group"]) == ["", "seen", "held out"]
-    flips = robustness.resample_flips(predictor, images)
+    flips = robustness.resample_flips(predictor, shift_set)
     assert 0 <= flips <= 100
     oods = robustness.ood_report(predictor, {"flat colour": ood.ood_frames("flat colour", 20)})
     assert oods.loc["all", "frames"] == 20

@@ -118,3 +118,56 @@ def test_numpy_metadata_is_stored_as_plain_values(trained, tmp_path: Path) -> No
     payload = torch.load(path, weights_only=True)  # no allow-listing needed: everything is plain
     assert type(payload["metrics"]["val_acc"]) is float and payload["train_config"]["units"] == (64, 32)
     assert load_checkpoint(path).metrics["seeds"] == 3
+
+
+def test_a_tuning_run_logs_every_trial_with_its_hparams_and_metrics(tmp_path: Path) -> None:
+    """The HParams dashboard of a search: one run per trial, each with the sampled settings and its score."""
+    from helpers import study
+    from helpers.paths import Outputs
+    from helpers.rungs import Rungs
+
+    data = load_simpsons_mnist("rgb").subset(n_train=300, n_val=100, n_test=100)
+    outcome = study.search(data, {"schedule": "onecycle", "monitor": "val_acc", "seed": 0}, name="tb-search",
+                           algo="random", rungs=Rungs(1, 3, 2), epoch_budget=5, outputs=Outputs(tmp_path),
+                           n_startup_jobs=2, device="cpu", progress=False)
+    frame = outcome.frame
+    run_dirs = sorted(p for p in (tmp_path / "runs" / "tb-search").iterdir() if p.is_dir())
+    # the table counts trials from 1, the run folders from 0
+    assert [p.name for p in run_dirs] == [f"random-trial-{int(t) - 1:03d}" for t in frame["trial"]]
+    assert len(run_dirs) >= 2
+    for run_dir, (_, row) in zip(run_dirs, frame.iterrows()):
+        acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0, "scalars": 0})
+        acc.Reload()
+        content = acc.PluginTagToContent("hparams")
+        assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(content)
+        start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+        assert start.hparams["algo"].string_value == "random"
+        assert start.hparams["optimizer"].string_value == row["optimizer"]
+        assert start.hparams["lr"].number_value == pytest.approx(float(row["lr"]), rel=1e-6)
+        assert start.hparams["batch_size"].number_value == int(row["batch_size"])
+        assert acc.Scalars("hparam/val_acc")[-1].value == pytest.approx(float(row["val_acc"]), abs=1e-6)
+        assert len(acc.Scalars("accuracy/val")) == int(row["epochs"])  # a stopped trial has only its epochs
+
+
+def test_blank_screenshots_are_told_from_rendered_ones() -> None:
+    from PIL import Image
+
+    from helpers.tbshots import is_blank
+
+    def png(array) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array.astype("uint8")).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    import numpy as np
+    white = np.full((200, 300, 3), 255)
+    assert is_blank(png(white))
+    spinner = white.copy()
+    spinner[90:110, 140:160] = 120  # a loading spinner on an empty page
+    assert is_blank(png(spinner))
+    rng = np.random.default_rng(0)
+    chart = white.copy()
+    for k in range(40):  # lines of a chart in several colours
+        chart[rng.integers(0, 200), :, :] = rng.integers(0, 255, 3)
+    chart[:, 50:52] = 0
+    assert not is_blank(png(chart))

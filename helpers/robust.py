@@ -1,0 +1,273 @@
+"""The robust variant of the tuned LeNet-5: camera-shift views, outlier exposure, and what it gains.
+
+The tuned model (notebook 03) is fine-tuned, once per seed, from its own weights with two extras
+(both in :func:`helpers.training.fit`, through :func:`helpers.runs.train_tracked`):
+
+* **camera views**: every training image gets :data:`COPIES` versions under the :data:`SEEN` shift
+  families (family, severity and the shift's own parameters drawn per image and per copy, from a
+  seed that no evaluation set uses), stored as model pixels; at each step each image is swapped,
+  independently, for one of its views with probability ``view_prob``;
+* **outlier exposure** (Hendrycks et al. 2019): each batch also holds images with no character
+  (:data:`helpers.ood.TRAIN_KINDS`), whose loss pulls the prediction towards uniform.
+
+The :data:`HELD_OUT` shift families and the measured out-of-distribution kinds
+(:data:`helpers.ood.KINDS`) never appear in training: they show whether the robustness carries
+over. :func:`compare` states the targets and whether each is met, from per-seed shift reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from helpers import ood, robustness
+from helpers.calibration import calibration_path
+from helpers.checkpoints import Checkpoint, CheckpointError
+from helpers.inference import Predictor, to_model_pixels
+from helpers.paths import Outputs, shown
+from helpers.robustness import ShiftSet
+from helpers.runs import RunResult, train_and_evaluate
+from helpers.shifts import FAMILIES, SEVERITIES, frame_rng, to_frame
+from helpers.splits import DataSplits
+from helpers.stats import paired_difference
+from helpers.training import TrainConfig
+
+SEEN = ("placement", "defocus", "lighting", "sensor_noise", "jpeg", "resample")  #: trained on
+HELD_OUT = ("perspective", "motion", "colour_temperature")  #: never trained on: each is a cousin of a seen family
+COPIES = 3  #: camera views stored per training image
+TRAIN_SEED = 1000  #: seed of the training views and outliers; the evaluation sets use seed 0 (other images too)
+
+
+def family_groups() -> dict[str, tuple[str, ...]]:
+    """``{"seen": SEEN, "held out": HELD_OUT}``, for tables."""
+    return {"seen": SEEN, "held out": HELD_OUT}
+
+
+def camera_views(images: np.ndarray | torch.Tensor, image_size: int, in_channels: int, *,
+                 families: Sequence[str] = SEEN, copies: int = COPIES, seed: int = TRAIN_SEED) -> torch.Tensor:
+    """uint8 (copies, N, C, H, W): each image under a shift whose family, severity and parameters are
+    drawn per image and per copy, cropped and resized as the demo does."""
+    images = np.asarray(images)
+    out = np.empty((copies, len(images), in_channels, image_size, image_size), np.uint8)
+    for k in range(copies):
+        for i, image in enumerate(images):
+            pick = frame_rng(seed, "views", k, i)
+            fam = families[int(pick.integers(len(families)))]
+            sev = SEVERITIES[int(pick.integers(len(SEVERITIES)))]
+            frame = FAMILIES[fam].apply(to_frame(image), sev, frame_rng(seed + 1 + k, fam, sev, i))
+            out[k, i] = to_model_pixels(frame, image_size, in_channels)
+    return torch.from_numpy(out)
+
+
+def outlier_images(n_per_kind: int, image_size: int, in_channels: int, *, sources: Mapping[str, np.ndarray],
+                   seed: int = TRAIN_SEED) -> tuple[torch.Tensor, pd.DataFrame]:
+    """uint8 (M, C, H, W) images of every :data:`helpers.ood.TRAIN_KINDS` kind, as the model sees them,
+    and a table of how many of each. ``sources`` gives the images the image-based kinds are made of
+    (``"shuffled tiles"``: Simpsons-MNIST training images; ``"chest X-ray"``: X-ray training images)."""
+    parts, rows = [], []
+    for kind in ood.TRAIN_KINDS:
+        frames = ood.ood_frames(kind, n_per_kind, seed=seed, images=sources.get(kind))
+        parts.append(np.stack([to_model_pixels(f, image_size, in_channels) for f in frames]))
+        rows.append({"kind": kind, "images": len(frames)})
+    return torch.from_numpy(np.concatenate(parts)), pd.DataFrame(rows).set_index("kind")
+
+
+def robust_data(data: DataSplits, views: torch.Tensor, outliers: torch.Tensor) -> DataSplits:
+    """``data`` with camera views of its training images and outlier images attached."""
+    if views.shape[1] != len(data.train):
+        raise ValueError(f"{views.shape[1]} views per copy for {len(data.train)} training images")
+    return replace(data, train=replace(data.train, views=views), outliers=outliers)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the tuned model is fine-tuned into its robust variant (fixed in advance, not tuned on test)."""
+
+    epochs: int = 10
+    lr_factor: float = 0.5  #: fine-tuning peak learning rate = the tuned one × this
+    view_prob: float = 0.5
+    outlier_weight: float = 0.5  #: as in Hendrycks et al. (2019)
+    outlier_share: float = 0.5
+
+    def train_config(self, tuned: Mapping[str, object], seed: int) -> TrainConfig:
+        base = {k: v for k, v in tuned.items() if k in TrainConfig.__dataclass_fields__}
+        return TrainConfig(**{**base, "epochs": self.epochs, "lr": float(base["lr"]) * self.lr_factor, "seed": seed,
+                              "view_prob": self.view_prob, "outlier_weight": self.outlier_weight,
+                              "outlier_share": self.outlier_share, "monitor": "val_acc", "patience": None})
+
+
+def fine_tune(data: DataSplits, tuned: Sequence[Checkpoint], recipe: Recipe, *, outputs: Outputs,
+              device: str | torch.device = "auto", experiment: str = "06-robust",
+              checkpoint_stem: str = "simpsons_robust") -> list[RunResult]:
+    """One robust run per tuned checkpoint (its seed, its weights), saved as ``<stem>-seed<S>.pt``;
+    ``data`` must carry views and outliers (:func:`robust_data`). The test split is evaluated once."""
+    results = []
+    for ck in tuned:
+        seed = int(ck.train_config["seed"])
+        config = recipe.train_config(ck.train_config, seed)
+        results.append(train_and_evaluate(
+            data, config, name=f"robust-seed{seed}", experiment=experiment, model_config=ck.model_config,
+            outputs=outputs, device=device, init_state=ck.model.state_dict(),
+            checkpoint=outputs.models / f"{checkpoint_stem}-seed{seed}.pt"))
+    return results
+
+
+def group_accuracy(table: pd.DataFrame, families: Sequence[str]) -> float:
+    """Mean accuracy (%) over every severity of ``families`` in a :func:`helpers.robustness.shift_report` table."""
+    rows = table[table.index.get_level_values("family").isin(list(families))]
+    if rows.empty:
+        raise ValueError(f"no rows for families {list(families)}")
+    return float(rows["accuracy %"].mean())
+
+
+def per_seed(tables: Mapping[str, Sequence[pd.DataFrame]], seeds: Sequence[int]) -> pd.DataFrame:
+    """Clean, seen-family and held-out-family accuracy (%) per model and seed."""
+    rows = []
+    for model, per in tables.items():
+        for seed, t in zip(seeds, per):
+            rows.append({"model": model, "seed": seed, "clean %": float(t.loc[("clean", 0), "accuracy %"]),
+                         "seen families %": group_accuracy(t, SEEN), "held-out families %": group_accuracy(t, HELD_OUT)})
+    return pd.DataFrame(rows).set_index(["model", "seed"]).round(2)
+
+
+def compare(seeds_table: pd.DataFrame, base: str = "tuned", variant: str = "robust") -> pd.DataFrame:
+    """The three robustness targets, each with its numbers, its rule and whether it is met.
+
+    * seen families: the variant closes at least half of the base's clean-to-shifted gap
+      (on the means over seeds: (V_seen − B_seen) / (B_clean − B_seen) ≥ 50 %);
+    * held-out families: the variant gains more than 2 standard errors of the per-seed paired difference;
+    * clean accuracy: the variant's mean is at most 1 point below the base's.
+    """
+    b, v = seeds_table.loc[base], seeds_table.loc[variant]
+    gap = b["clean %"].mean() - b["seen families %"].mean()
+    closed = 100 * (v["seen families %"].mean() - b["seen families %"].mean()) / gap if gap > 0 else float("nan")
+    held = paired_difference(list(b["held-out families %"]), list(v["held-out families %"]))
+    clean = paired_difference(list(b["clean %"]), list(v["clean %"]))
+    rows = [
+        {"target": "seen families: share of the clean-to-shifted gap closed", "value": f"{closed:.1f} %",
+         "rule": "≥ 50 % (means over seeds)", "met": bool(closed >= 50)},
+        {"target": "held-out families: accuracy gain", "value": f"{held.mean:+.2f} ± {held.se:.2f} points (n={held.n})",
+         "rule": "mean > 2 s.e. of the paired differences", "met": held.verdict == "b better"},
+        {"target": "clean test accuracy: variant − base", "value": f"{clean.mean:+.2f} ± {clean.se:.2f} points",
+         "rule": "mean ≥ −1 point", "met": bool(clean.mean >= -1)},
+    ]
+    return pd.DataFrame(rows).set_index("target")
+
+
+def tuned_checkpoints(models: Path, seeds: Sequence[int], stem: str = "simpsons_tuned") -> list[Path]:
+    """The tuned model's checkpoint of every seed (written by notebook 03); a clear error if one is missing."""
+    found = [Path(models) / f"{stem}-seed{s}.pt" for s in seeds]
+    missing = [p.name for p in found if not p.is_file()]
+    if missing:
+        raise CheckpointError(f"missing {', '.join(missing)} in {shown(models)}: notebook 06 compares the tuned model "
+                              f"of notebook 03 with its robust variant seed by seed; run notebook 03 first "
+                              f"(`make report` runs them in order)")
+    return found
+
+
+def calibrated(paths: Sequence[Path], val_set: ShiftSet, keep: float = 0.90) -> list[Predictor]:
+    """A predictor per checkpoint, temperature and "not sure" threshold fitted on ``val_set``'s clean
+    frames and saved beside the checkpoint (so the demo, the CLI and the ONNX export use them)."""
+    out = []
+    for path in paths:
+        predictor = Predictor.from_checkpoint(path, calibrated=False)
+        predictor.calibration = robustness.calibrate(predictor, val_set, keep)
+        predictor.calibration.save(calibration_path(path))
+        out.append(predictor)
+    return out
+
+
+def calibration_table(models: Mapping[str, Sequence[Predictor]], val_set: ShiftSet) -> pd.DataFrame:
+    """Per model and seed: temperature, threshold, and the share of correct validation predictions kept confident."""
+    rows = []
+    for name, predictors in models.items():
+        for p in predictors:
+            probs = robustness.probabilities(p, val_set.pixels[("clean", 0)])
+            correct = probs.argmax(1) == val_set.labels
+            rows.append({"model": name, "seed": int(p.checkpoint.train_config["seed"]),
+                         "temperature": round(p.calibration.temperature, 3),
+                         "not-sure threshold %": round(100 * p.calibration.threshold, 1),
+                         "val correct kept confident %": round(100 * p.calibration.sure(probs[correct]).mean(), 2),
+                         "val not sure %": round(100 * (~p.calibration.sure(probs)).mean(), 2)})
+    return pd.DataFrame(rows).set_index(["model", "seed"])
+
+
+def reports(models: Mapping[str, Sequence[Predictor]], shift_set: ShiftSet) -> dict[str, list[pd.DataFrame]]:
+    """:func:`helpers.robustness.shift_report` tables of every model and seed on one shift set."""
+    return {name: [robustness.shift_report(p, shift_set)[0] for p in predictors] for name, predictors in models.items()}
+
+
+def mean_table(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The element-wise mean of several seeds' shift-report tables."""
+    return sum(tables[1:], tables[0].copy()) / len(tables)
+
+
+def choose_for_demo(val_reports: Mapping[str, Sequence[pd.DataFrame]], models: Mapping[str, Sequence[Predictor]],
+                    val_set: ShiftSet) -> tuple[Path, str]:
+    """The demo's model, chosen on *validation*: the variant with the higher mean accuracy over every
+    shift (means over seeds), and within it the seed with the best clean validation accuracy."""
+    score = {name: float(np.mean([group_accuracy(t, FAMILIES) for t in tables])) for name, tables in val_reports.items()}
+    best = max(score, key=score.get)
+    seed_scores = [float(t.loc[("clean", 0), "accuracy %"]) for t in val_reports[best]]
+    k = int(np.argmax(seed_scores))
+    path = models[best][k].checkpoint.path
+    others = ", ".join(f"{n} {v:.2f} %" for n, v in score.items() if n != best)
+    why = (f"{best} model, seed {int(models[best][k].checkpoint.train_config['seed'])}: mean accuracy over all "
+           f"{len(FAMILIES) * len(SEVERITIES)} camera shifts on {val_set.name} {score[best]:.2f} % (vs {others}); "
+           f"that seed has the best clean validation accuracy ({seed_scores[k]:.2f} %)")
+    return path, why
+
+
+def ood_table(models: Mapping[str, Sequence[Predictor]], frames: Mapping[str, Sequence[np.ndarray]]) -> pd.DataFrame:
+    """Per model and seed: the "not sure" rate (%) on each kind of frame without a character, and on all."""
+    rows = []
+    for name, predictors in models.items():
+        for p in predictors:
+            rep = robustness.ood_report(p, frames)
+            rows.append({"model": name, "seed": int(p.checkpoint.train_config["seed"]),
+                         **{f"{kind} not sure %": rep.loc[kind, "not sure %"] for kind in rep.index}})
+    return pd.DataFrame(rows).set_index(["model", "seed"])
+
+
+def conclusions(targets: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, seeds: pd.DataFrame,
+                why: str, ood_target: float = 80.0) -> str:
+    """The notebook's conclusions, computed from the tables beside them."""
+    by_model = seeds.groupby(level="model").mean()
+    ood_all = ood["all not sure %"].groupby(level="model").mean()
+    kept = calib["val correct kept confident %"].groupby(level="model").min()
+    lines = [f"- **Targets** ({len(seeds.loc['robust'])} seeds, test split): "
+             + "; ".join(f"{t}: {r['value']} ({'met' if r['met'] else 'not met'}, rule {r['rule']})"
+                         for t, r in targets.iterrows()) + "."]
+    lines.append(f"- **Accuracy** (means over seeds): tuned {by_model.loc['tuned', 'clean %']:.2f} % clean, "
+                 f"{by_model.loc['tuned', 'seen families %']:.2f} % on seen and {by_model.loc['tuned', 'held-out families %']:.2f} % "
+                 f"on held-out shifts; robust {by_model.loc['robust', 'clean %']:.2f} %, "
+                 f"{by_model.loc['robust', 'seen families %']:.2f} % and {by_model.loc['robust', 'held-out families %']:.2f} %.")
+    met = {m: bool(ood_all[m] >= ood_target and kept[m] >= 90) for m in ood_all.index}
+    lines.append("- **\"Not sure\" on frames without a character** (mean over seeds, threshold keeping ≥ 90 % of correct "
+                 "validation predictions confident; lowest share kept: " + ", ".join(f"{m} {kept[m]:.1f} %" for m in kept.index)
+                 + "): " + ", ".join(f"{m} {ood_all[m]:.1f} % ({'meets' if met[m] else 'misses'} the {ood_target:.0f} % target)"
+                                     for m in ood_all.index) + ".")
+    lines.append(f"- **The demo uses** the {why}.")
+    return "\n".join(lines)
+
+
+def headline(seeds_table: pd.DataFrame, ood: pd.DataFrame, device: str, spent: str) -> list[dict[str, str]]:
+    """Tuned and robust rows for the report's landing page: clean test accuracy with its spread over
+    seeds, seen and held-out shift accuracy, and the "not sure" rate on frames without a character."""
+    rows = []
+    for model in seeds_table.index.get_level_values("model").unique():
+        t = seeds_table.loc[model]
+        sd = lambda c: f" ± {t[c].std(ddof=1):.2f}" if len(t) > 1 else ""  # noqa: E731
+        rows.append({"data set": "Simpsons-MNIST (rgb) through a camera", "model": f"{model} LeNet-5",
+                     "test acc %": f"{t['clean %'].mean():.2f}{sd('clean %')} clean",
+                     "test interval": f"{len(t)} seeds",
+                     "spent": spent if model == "robust" else "notebook 03",
+                     "note": f"seen shifts {t['seen families %'].mean():.2f} %, held-out shifts "
+                             f"{t['held-out families %'].mean():.2f} %, 'not sure' on frames without a character "
+                             f"{ood.loc[model, 'all not sure %'].mean():.1f} % ({device})"})
+    return rows

@@ -1,0 +1,153 @@
+"""The landing page, run summaries and provenance: what the report says comes from the runs themselves."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import nbformat
+import pytest
+import torch
+from bs4 import BeautifulSoup
+
+from helpers import provenance
+from helpers.checkpoints import load_checkpoint, save_checkpoint
+from helpers.data import load_simpsons_mnist
+from helpers.landing import write_index
+from helpers.models import build_model
+from helpers.paths import Outputs
+from helpers.runinfo import SUMMARY_MIME, RunStamp, read_summary
+
+HEADLINE = [{"data set": "Simpsons-MNIST (rgb)", "model": "tuned LeNet-5", "val acc %": "85.62 ± 0.25",
+             "test acc %": "85.18 ± 0.85", "test interval": "83.1–87.3 over 3 seeds", "spent": "14 trials, 200 epochs",
+             "note": "tuned better"},
+            {"data set": "Simpsons-MNIST (rgb)", "model": "baseline", "val acc %": "65.29 ± 1.44", "test acc %": "65.85"}]
+
+
+def _png() -> str:
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _notebook(path: Path, summary: dict | None, stamp: str = "Run with BUDGET='full' on cpu.") -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {path.stem} title"))
+    figure = nbformat.v4.new_code_cell("plot()", execution_count=1)
+    figure.outputs = [nbformat.v4.new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})]
+    last = nbformat.v4.new_code_cell("stamp.finish()", execution_count=2)
+    last.outputs = [nbformat.v4.new_output("stream", name="stdout", text=stamp + "\n")]
+    if summary is not None:
+        last.outputs.append(nbformat.v4.new_output("display_data", data={"text/plain": "summary", SUMMARY_MIME: summary}))
+    nb.cells += [figure, last]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_the_landing_page_shows_every_summary_row_and_a_thumbnail_per_notebook(tmp_path: Path) -> None:
+    state = provenance.git_state()
+    with_summary = _notebook(tmp_path / "01_a.ipynb", {"notebook": "01_a", "stamp": "Run with BUDGET='full' (a)",
+                                                       "code": state, "headline": HEADLINE})
+    without = _notebook(tmp_path / "02_b.ipynb", None, stamp="Run with BUDGET='full' (b, old run)")
+    out = tmp_path / "report"
+    index = write_index([with_summary, without], out, {"01_a": "A title", "02_b": "B title"})
+    soup = BeautifulSoup(index.read_text(), "html.parser")
+    table = soup.find("table")
+    header = [th.get_text() for th in table.find("thead").find_all("th")]
+    rows = [[td.get_text() for td in tr.find_all("td")] for tr in table.find("tbody").find_all("tr")]
+    assert len(rows) == len(HEADLINE)
+    for row, expected in zip(rows, HEADLINE):
+        cells = dict(zip(header, row))
+        assert cells["notebook"] == "01" and all(cells[k] == v for k, v in expected.items())
+    images = [img["src"] for img in soup.find_all("img")]
+    assert images == ["thumbs/01_a.png", "thumbs/02_b.png"] and all((out / src).stat().st_size > 500 for src in images)
+    text = soup.get_text(" ")
+    assert "Run with BUDGET='full' (a)" in text and "Run with BUDGET='full' (b, old run)" in text  # each run stamp
+    assert "No headline rows yet from 02_b" in text and "predates provenance stamps" in text
+    if state["commit"]:
+        assert str(state["commit"])[:7] in text  # the commit the page was rendered from
+
+
+def test_the_report_of_the_committed_notebooks_matches_their_summaries(tmp_path: Path) -> None:
+    from helpers.report import notebook_paths, render
+
+    index = render(notebook_paths(), tmp_path)
+    soup = BeautifulSoup(index.read_text(), "html.parser")
+    page_rows = [[td.get_text() for td in tr.find_all("td")] for tr in soup.find("table").find("tbody").find_all("tr")]
+    expected = [[p.stem[:2], *[str(r.get(k, "")) for k in ("data set", "model", "val acc %", "test acc %", "test interval",
+                                                            "spent", "note")]]
+                for p in notebook_paths() if (s := read_summary(p)) for r in s["headline"]]
+    assert page_rows == expected
+    assert len(soup.select("div.card")) == len(notebook_paths())
+
+
+def test_run_stamp_finish_writes_the_summary_and_checks_its_keys(tmp_path: Path, capsys) -> None:
+    stamp = RunStamp("quick", torch.device("cpu"))
+    data = load_simpsons_mnist("rgb").subset(n_train=50, n_val=20, n_test=20)
+    stamp.uses(data)
+    summary = stamp.finish("09_test", headline=HEADLINE[:1], outputs=Outputs(tmp_path))
+    written = json.loads((tmp_path / "summary" / "09_test.json").read_text())
+    assert written == summary and written["headline"] == HEADLINE[:1] and written["data"] == {data.name: data.fingerprint()}
+    assert written["code"] == provenance.git_state()
+    printed = capsys.readouterr().out
+    assert printed.startswith("Run with BUDGET='quick'") and "Code: " in printed and data.fingerprint() in printed
+    with pytest.raises(ValueError, match="headline keys"):
+        stamp.finish("09_test", headline=[{"accuracy": 1}], outputs=Outputs(tmp_path))
+    nb = _notebook(tmp_path / "09_test.ipynb", summary)
+    assert read_summary(nb) == summary
+    assert read_summary(_notebook(tmp_path / "10.ipynb", None)) is None
+
+
+def test_data_fingerprint_changes_with_one_pixel() -> None:
+    data = load_simpsons_mnist("rgb").subset(n_train=50, n_val=20, n_test=20)
+    again = load_simpsons_mnist("rgb").subset(n_train=50, n_val=20, n_test=20)
+    assert data.fingerprint() == again.fingerprint() and len(data.fingerprint()) == 16
+    again.test.x[3, 0, 5, 5] ^= 1
+    assert again.fingerprint() != data.fingerprint()
+
+
+def test_checkpoints_record_the_code_that_saved_them(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", build_model(in_channels=3, seed=0), ["a"] * 10, (0.5,) * 3, (0.2,) * 3)
+    assert load_checkpoint(path).provenance == provenance.git_state()
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=root,
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_a_notebook_is_flagged_when_code_it_imports_changed_since_its_run(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "helpers").mkdir(parents=True)
+    (root / "helpers" / "a.py").write_text("from helpers.b import f\n")
+    (root / "helpers" / "b.py").write_text("def f():\n    return 1\n")
+    (root / "helpers" / "c.py").write_text("X = 1\n")
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell("from helpers import a\nimport numpy as np"))
+    nbformat.write(nb, root / "01_x.ipynb")
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "first")
+    run = provenance.git_state(root)
+    assert run["dirty"] is False and provenance.code_files(root / "01_x.ipynb", root) == ["helpers/a.py", "helpers/b.py"]
+    assert provenance.stale(root / "01_x.ipynb", run, root) is None
+    (root / "helpers" / "c.py").write_text("X = 2\n")  # not imported by the notebook
+    _git(root, "commit", "-qam", "c")
+    assert provenance.stale(root / "01_x.ipynb", run, root) is None
+    (root / "helpers" / "b.py").write_text("def f():\n    return 2\n")  # imported through a
+    assert provenance.git_state(root)["dirty"] is True
+    assert "changed since its run" in provenance.stale(root / "01_x.ipynb", run, root) and "b" in provenance.stale(
+        root / "01_x.ipynb", run, root)
+    assert "predates provenance" in provenance.stale(root / "01_x.ipynb", None, root)
+    _git(root, "commit", "-qam", "b")
+    head = _git(root, "rev-parse", "HEAD")
+    assert provenance.stale(root / "01_x.ipynb", {"commit": head, "dirty": False}, root) is None
+    assert "uncommitted changes" in provenance.stale(root / "01_x.ipynb", {"commit": head, "dirty": True}, root)
+    assert "not in this repository" in provenance.stale(root / "01_x.ipynb", {"commit": "0" * 40, "dirty": False}, root)
