@@ -271,3 +271,18 @@ def headline(seeds_table: pd.DataFrame, ood: pd.DataFrame, device: str, spent: s
                              f"{t['held-out families %'].mean():.2f} %, 'not sure' on frames without a character "
                              f"{ood.loc[model, 'all not sure %'].mean():.1f} % ({device})"})
     return rows
+
+
+def recall_table(models: Mapping[str, Sequence[Predictor]], shift_set: ShiftSet, classes: Sequence[str]) -> pd.DataFrame:
+    """Per class: recall (%) of each model on the clean frames and on all shifted frames pooled, mean over seeds."""
+    cols = {}
+    labels = shift_set.labels
+    for name, predictors in models.items():
+        for kind, keys in (("clean", [("clean", 0)]), ("all shifts", [k for k in shift_set.pixels if k[0] != "clean"])):
+            per_seed = []
+            for p in predictors:
+                hits = np.concatenate([p.logits_pixels(shift_set.pixels[k]).argmax(1) == labels for k in keys])
+                y = np.tile(labels, len(keys))
+                per_seed.append([100 * hits[y == c].mean() for c in range(len(classes))])
+            cols[(name, kind)] = np.mean(per_seed, axis=0)
+    return pd.DataFrame(cols, index=pd.Index(list(classes), name="class")).round(1)

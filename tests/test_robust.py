@@ -176,3 +176,20 @@ def test_demo_choice_reads_the_recorded_model_and_falls_back(tmp_path: Path, mon
     (models / DEMO_CHOICE).write_text("{not json")
     with pytest.raises(CheckpointError, match="re-run notebook 06"):
         demo_choice()
+
+
+def test_recall_table_per_class_clean_and_shifted() -> None:
+    from helpers.robustness import ShiftSet
+
+    labels = np.array([0, 0, 1, 1])
+    pixels = {("clean", 0): np.zeros((4, 3, 28, 28), np.uint8), ("jpeg", 1): np.ones((4, 3, 28, 28), np.uint8)}
+    shift_set = ShiftSet("t", labels, pixels, 0)
+
+    class Stub:  # right on every clean frame; on shifted frames always says class 0
+        def logits_pixels(self, px: np.ndarray) -> np.ndarray:
+            pred = labels if px.max() == 0 else np.zeros(4, int)
+            return np.eye(2)[pred]
+
+    table = robust.recall_table({"m": [Stub(), Stub()]}, shift_set, ["a", "b"])
+    assert list(table[("m", "clean")]) == [100.0, 100.0]
+    assert list(table[("m", "all shifts")]) == [100.0, 0.0]
