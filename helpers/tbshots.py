@@ -95,8 +95,10 @@ def capture(runs: Path, out_dir: Path, browser: str) -> dict[str, Path]:
         if not logdir.is_dir() or not any(logdir.rglob("events.out.tfevents.*")):
             raise RuntimeError(f"no TensorBoard runs in {shown(logdir)}: run notebook 03 first (`make report`)")
         port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                                   "--host", "127.0.0.1", "--port", str(port)],
+        # run from the project so the page shows a relative log folder, not this machine's path
+        shown_dir = logdir.resolve().relative_to(project_root()) if logdir.resolve().is_relative_to(project_root()) else logdir
+        server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(shown_dir),
+                                   "--host", "127.0.0.1", "--port", str(port)], cwd=project_root(),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             base = f"http://127.0.0.1:{port}/"
