@@ -92,6 +92,8 @@ def write_index(notebooks: Sequence[Path], out_dir: Path, titles: dict[str, str]
         f"<style>{STYLE}</style></head><body><h1>LeNet-5 hyperparameter tuning portfolio</h1>"
         f"<p>Numbered notebooks that load three real image data sets, train and tune LeNet-5 with Hyperopt, test "
         f"common hunches, and end with a webcam demo. Rendered from {html.escape(describe_state(git_state(root)))}. "
-        f"Every number below is read from the notebooks' own summaries.</p><h2>Headline results</h2>{table}{note}"
+        f"Every number below is read from the notebooks' own summaries. Beside the report: the "
+        f"<a href='../docs/MODEL_CARD.md'>model card</a> of the webcam model and the "
+        f"<a href='../docs/DATASHEET.md'>data sheet</a> of the three data sets.</p><h2>Headline results</h2>{table}{note}"
         f"<h2>The notebooks</h2><div class='cards'>{''.join(cards)}</div></body></html>", encoding="utf-8")
     return index
