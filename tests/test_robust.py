@@ -193,3 +193,23 @@ def test_recall_table_per_class_clean_and_shifted() -> None:
     table = robust.recall_table({"m": [Stub(), Stub()]}, shift_set, ["a", "b"])
     assert list(table[("m", "clean")]) == [100.0, 100.0]
     assert list(table[("m", "all shifts")]) == [100.0, 0.0]
+
+
+def test_the_recipe_is_chosen_on_validation_by_the_stated_rule(simpsons: DataSplits, views: torch.Tensor, tmp_path: Path) -> None:
+    from helpers.robustness import ShiftSet
+
+    outputs = Outputs(tmp_path)
+    model = build_model(in_channels=3, batchnorm=True, seed=0)
+    fit(model, simpsons, TrainConfig(optimizer="adam", lr=3e-3, epochs=2, seed=0), device="cpu")
+    path = save_checkpoint(outputs.models / "simpsons_tuned-seed0.pt", model, simpsons.classes, simpsons.mean, simpsons.std,
+                           train_config={**TrainConfig(optimizer="adam", lr=3e-3, seed=0).__dict__})
+    val_set = ShiftSet.build("val", simpsons.val.x.numpy(), simpsons.val.y.numpy(), 28, 3, families=["jpeg", "defocus", "motion"])
+    outliers = torch.from_numpy(np.stack([np.transpose(f[::4, ::4, ::-1], (2, 0, 1)) for f in ood.ood_frames("random shapes", 50)]).copy())
+    recipes = {"none": robust.Recipe(epochs=1, lr_factor=1e-9), "some": robust.Recipe(epochs=2, view_prob=0.9, lr_factor=0.3)}
+    chosen, table, run = robust.choose_recipe(robust.robust_data(simpsons, views, outliers), load_checkpoint(path), recipes,
+                                              val_set, outputs=outputs, device="cpu")
+    assert list(table.index) == ["none", "some"] and table["chosen"].sum() == 1 and table.loc[chosen, "chosen"]
+    eligible = table[table["clean within 1 point"]]
+    pool = eligible if len(eligible) else table
+    assert table.loc[chosen, "val gap closed %"] == pool["val gap closed %"].max()
+    assert run.checkpoint == outputs.models / f"simpsons_robust-{chosen}-seed0.pt"
