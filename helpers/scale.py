@@ -212,6 +212,21 @@ def run_ray_search(
     return tuner.fit()
 
 
+def search_minutes(grid) -> float:
+    """Wall time of the search from the trials' own reports (first start to last report), in minutes.
+
+    Timing the cell would be wrong after a resume: ``Tuner.restore`` re-runs no finished trial, so
+    the cell takes seconds while the search took its full time when it ran."""
+    starts, ends = [], []
+    for result in grid:
+        m = result.metrics_dataframe
+        if m is None or not len(m) or "timestamp" not in m:
+            continue
+        starts.append(float(m["timestamp"].iloc[0] - m["time_this_iter_s"].iloc[0]))
+        ends.append(float(m["timestamp"].iloc[-1]))
+    return (max(ends) - min(starts)) / 60 if starts else 0.0
+
+
 def results_frame(grid, rungs: Rungs, data: DataSplits, base_train: Mapping[str, Any],
                   algo: str = "tpe (ray)") -> pd.DataFrame:
     """The ``ResultGrid`` in :func:`helpers.trial_tables.trials_frame`'s columns, numbered in proposal order.

@@ -57,8 +57,14 @@ def test_local_search_binds_to_loopback_and_gives_a_trials_frame(ray_local, tiny
     assert "local" in ray_local
     assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {"127.0.0.1"}
     out = Outputs(tmp_path)
+    started = time.time()
     grid = scale.run_ray_search(tiny, BASE, name="local", rungs=RUNGS, num_samples=4, outputs=out, n_startup_jobs=2)
+    elapsed = time.time() - started
     frame = scale.results_frame(grid, RUNGS, tiny, BASE)
+    # the search's wall time from its trials' own reports: within the call, and at least the longest trial
+    assert frame["seconds"].max() * 0.9 <= 60 * scale.search_minutes(grid) <= elapsed + 2
+    again = scale.run_ray_search(tiny, BASE, name="local", rungs=RUNGS, num_samples=4, outputs=out, n_startup_jobs=2)
+    assert scale.search_minutes(again) == pytest.approx(scale.search_minutes(grid))  # a resume does not shrink it
     assert list(frame["trial"]) == [1, 2, 3, 4]  # proposal order
     assert set(frame["state"]) <= {"finished", "stopped"} and (frame["state"] == "finished").any()
     assert (frame.loc[frame["state"] == "finished", "epochs"] == RUNGS.max_epochs).all()
