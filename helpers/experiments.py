@@ -99,6 +99,34 @@ def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: M
     return frame
 
 
+def tuned_settings(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The LeNet-5 options and training settings (seed left out) of a tuned model, read from the JSON a
+    tuning study writes beside its checkpoint (notebook 03's ``models/simpsons_tuned.json``); None when
+    that notebook has not run yet."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    model = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["model"].items()
+             if k not in ("in_channels", "image_size", "num_classes")}  # the data set gives these
+    train = {k: v for k, v in doc["train"].items() if k != "seed"}
+    return model, train
+
+
+def batch_size_configs(model: Mapping[str, Any], train: Mapping[str, Any], batch_sizes: Sequence[int], *,
+                       dataset: str, budget: str) -> list[Config]:
+    """One condition per batch size × learning-rate rule around a configuration trained at
+    ``train['batch_size']``: ``fixed lr`` keeps its learning rate, ``scaled lr`` multiplies it by
+    batch / its batch (the linear scaling rule). Factors: ``batch_size``, ``lr rule``, ``budget``."""
+    base_batch, lr = int(train["batch_size"]), float(train["lr"])
+    configs = []
+    for bs in batch_sizes:
+        for rule, value in (("fixed lr", lr), ("scaled lr", lr * bs / base_batch)):
+            configs.append(Config(f"regime-bs{bs}-{rule[:5]}", {"batch_size": bs, "lr rule": rule, "budget": budget},
+                                  dict(model), {**train, "batch_size": bs, "lr": value}, dataset=dataset))
+    return configs
+
+
 def aggregate(frame: pd.DataFrame, by: Sequence[str] | str, metric: str = "final_val_acc") -> pd.DataFrame:
     """Mean, standard deviation (ddof=1) and count of ``metric`` per group, in % for accuracies."""
     by = [by] if isinstance(by, str) else list(by)

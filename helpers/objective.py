@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,11 @@ def validate_space(space: Mapping[str, Any], data: DataSplits, base_train: Mappi
             raise ValueError(f"invalid search space: the point {point} is not usable: {exc}") from exc
 
 
+def trial_weights(outputs: Outputs, experiment: str, algo: str, trial_index: int) -> Path:
+    """The checkpoint of finished trial ``trial_index`` (0-based, as the TensorBoard run's name) of a search."""
+    return outputs.models / "trials" / f"{experiment}-{algo}-trial-{trial_index:03d}.pt"
+
+
 class Objective:
     """Trains one configuration (through :func:`helpers.runs.train_tracked`) and reports its
     validation result to Hyperopt.
@@ -131,20 +137,27 @@ class Objective:
     (``recorded``, set by the search before each trial); a stopped trial is ``STATUS_OK`` with
     ``loss = 1 − val_acc`` at that rung and ``outcome = 'stopped'``. A diverging trial returns
     ``STATUS_FAIL`` with the reason. ``sized(image_size)`` gives the data for a space with an
-    ``image_size`` axis. The result records what the model and optimizer actually received
+    ``image_size`` axis. With ``keep_weights`` a finished trial's best weights and history are saved
+    (:func:`trial_weights`), so that the study can reuse it as its first seed's run. The result records what the model and optimizer actually received
     (parameter count, the optimizer's learning rate), so it can be shown that the search changes the
     trained model.
     """
 
     def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
                  outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,
-                 rungs: Rungs | None = None, sized: Callable[[int], DataSplits] | None = None) -> None:
+                 rungs: Rungs | None = None, sized: Callable[[int], DataSplits] | None = None,
+                 keep_weights: bool = False) -> None:
         self.data, self.base_train, self.experiment, self.algo = data, dict(base_train), experiment, algo
+        self.keep_weights = keep_weights
         self.outputs, self.device, self.train_fn, self.rungs, self.sized = outputs, device, train_fn, rungs, sized
         if rungs is not None:
             self.base_train["epochs"] = rungs.max_epochs
         self.trial_index = 0
         self.recorded: dict[int, list[float]] = {}
+
+    def weights_path(self, trial_index: int) -> Path:
+        """Where a finished trial's weights are kept (with ``keep_weights``): ``models/trials/``."""
+        return trial_weights(self.outputs, self.experiment, self.algo, trial_index)
 
     def data_for(self, params: Mapping[str, Any]) -> DataSplits:
         """The data a point trains on (resized when the space has an ``image_size`` axis)."""
@@ -187,6 +200,10 @@ class Objective:
             last = h.epochs[-1]
             return {"status": STATUS_OK, "outcome": "stopped", "loss": 1.0 - last["val_acc"], "val_acc": last["val_acc"],
                     "val_loss": last["val_loss"], "best_epoch": last["epoch"], "rung_scores": rung_scores, **common}
+        if self.keep_weights:  # a finished trial may be reused as a retraining run (helpers.study)
+            from helpers.runs import save_run
+
+            save_run(result, data, self.weights_path(self.trial_index), extra={"history": h.to_dict()})
         best = h.best
         return {"status": STATUS_OK, "outcome": "finished", "loss": 1.0 - best["val_acc"], "val_acc": best["val_acc"],
                 "val_loss": best["val_loss"], "best_epoch": h.best_epoch, "rung_scores": rung_scores, **common}

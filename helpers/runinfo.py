@@ -70,10 +70,11 @@ class RunStamp:
             f"Code: {describe_state(self.code)}." + (f" Data fingerprints: {data}." if data else "")
         )
 
-    def finish(self, notebook: str, headline: Sequence[Mapping[str, Any]] = (), outputs: Outputs | None = None) -> dict:
+    def finish(self, notebook: str, headline: Sequence[Mapping[str, Any]] = (), outputs: Outputs | None = None) -> None:
         """Print the stamp and write the summary of ``notebook`` (its file stem): the stamp's fields and
         ``headline`` rows (keys from :data:`HEADLINE_KEYS`) to ``<outputs>/summary/<notebook>.json`` and,
-        as a display output, into the notebook itself. Returns the summary."""
+        as a display output, into the notebook itself. Returns None, so that a notebook's last cell
+        shows the summary once (a returned dict would be displayed a second time)."""
         unknown = {k for row in headline for k in row} - set(HEADLINE_KEYS)
         if unknown:
             raise ValueError(f"headline keys must be among {HEADLINE_KEYS}, got {sorted(unknown)}")
@@ -91,7 +92,6 @@ class RunStamp:
             display({"text/plain": f"summary written to outputs/summary/{notebook}.json", SUMMARY_MIME: summary}, raw=True)
         except ImportError:
             pass
-        return summary
 
 
 def read_summary(notebook: Path) -> dict | None:

@@ -133,17 +133,52 @@ def train_and_evaluate(
     return result
 
 
-def save_run(result: RunResult, data: DataSplits, checkpoint: Path) -> Path:
-    """Save one run's weights with its settings and validation (and, if evaluated, test) metrics."""
+def save_run(result: RunResult, data: DataSplits, checkpoint: Path, extra: Mapping[str, Any] | None = None) -> Path:
+    """Save one run's weights with its settings and validation (and, if evaluated, test) metrics
+    (``extra``: more metadata, plain values)."""
     metrics = {"val_acc": result.val.accuracy, "val_loss": result.val.loss, "best_epoch": result.history.best_epoch,
                "seed": result.train_config.seed}
     if result.test is not None:
         metrics["test_acc"] = result.test.accuracy
     save_checkpoint(checkpoint, result.model, data.classes, data.mean, data.std,
                     train_config=asdict(result.train_config), metrics=metrics,
-                    extra={"dataset": data.name, "note": data.note, "data_fingerprint": data.fingerprint()})
+                    extra={"dataset": data.name, "note": data.note, "data_fingerprint": data.fingerprint(),
+                           **(extra or {})})
     result.checkpoint = checkpoint
     return checkpoint
+
+
+def reload_run(checkpoint: Path, data: DataSplits, train: TrainConfig, *, name: str,
+               model_config: dict[str, Any] | None = None, arch: str = "lenet5",
+               device: str | torch.device = "auto") -> RunResult | None:
+    """The run saved at ``checkpoint`` (with its history, see :func:`save_run`'s ``extra``), if it was
+    trained with exactly ``train`` and ``model_config`` on data with ``data``'s fingerprint; else None.
+
+    Used to reuse a search trial that already trained a configuration for its full epochs with the
+    same seed, instead of training the identical run again. A missing, damaged or different
+    checkpoint gives None (then the caller trains), never an error.
+    """
+    import json
+
+    from helpers.checkpoints import CheckpointError, load_checkpoint
+
+    try:
+        ck = load_checkpoint(checkpoint)
+    except CheckpointError:
+        return None
+    config = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
+              **(model_config or {})}
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    history = ck.extra.get("history")
+    if (ck.arch != arch or not isinstance(history, dict) or ck.extra.get("data_fingerprint") != data.fingerprint()
+            or not same(ck.train_config, asdict(train)) or not same({k: ck.model_config.get(k) for k in config}, config)):
+        return None
+    val = evaluate(ck.model, data, "val", device=device)
+    return RunResult(name, data.name, arch, ck.model, History(**history), val, None, count_parameters(ck.model),
+                     checkpoint, train, config)
 
 
 def results_table(results: Sequence[RunResult]) -> pd.DataFrame:

@@ -6,7 +6,8 @@
    stratified slice of the training data, scored on validation accuracy.
 3. The best finished configuration is retrained on the full training split for the search's
    maximum epochs, once per seed (the baseline's seeds); each run is evaluated once on the test
-   split. The run with the best validation accuracy is saved as a checkpoint, its settings beside it.
+   split. When the search itself trained on the full split with the first seed, its finished trial
+   *is* that run (same data, settings and seed): its kept weights are reused, not retrained. The run with the best validation accuracy is saved as a checkpoint, its settings beside it.
    **Retrain check:** a configuration found on a slice may not survive more data (more steps per
    epoch): before the other seeds, its first-seed retraining must pass :func:`retrain_verdict` on
    *validation* (not collapsed to one class, and at least the baseline's mean validation accuracy);
@@ -29,11 +30,11 @@ import torch
 from hyperopt import Trials
 
 from helpers.devices import describe, pick_device
-from helpers.objective import Objective, RunConfig, to_run_config
+from helpers.objective import Objective, RunConfig, to_run_config, trial_weights
 from helpers.paths import Outputs
 from helpers.rungs import Rungs
 from helpers.evaluation import evaluate
-from helpers.runs import RunResult, save_best, save_run, seed_summary, train_and_evaluate, train_over_seeds
+from helpers.runs import RunResult, reload_run, save_best, save_run, seed_summary, train_and_evaluate, train_over_seeds
 from helpers.splits import DataSplits
 from helpers.stats import (
     PairedDifference,
@@ -71,14 +72,17 @@ def search(
     outputs: Outputs, seed: int = 0, n_startup_jobs: int = 8, space_options: Mapping[str, Any] | None = None,
     sized: Callable[[int], DataSplits] | None = None, device: str | torch.device = "auto", progress: bool = True,
     grid: Mapping[str, Sequence[Any]] | None = None, grid_fixed: Mapping[str, Any] | None = None,
+    keep_weights: bool = False,
 ) -> SearchOutcome:
     """One budget-aware search over ``lenet_space(**space_options)`` (or, for ``algo='grid'``, over
     ``grid`` with ``grid_fixed``); resumes from ``<outputs.results>/<name>-<algo>.json``; TensorBoard
-    runs under ``runs/<name>/``."""
+    runs under ``runs/<name>/``. ``keep_weights`` keeps every finished trial's weights
+    (:func:`helpers.objective.trial_weights`)."""
     space = grid_space(grid or {}, grid_fixed or {}) if algo == "grid" else lenet_space(**(space_options or {}))
     settings = {"base_train": dict(base_train), "data": data.sizes(),
                 "space_options": {k: list(v) for k, v in (space_options or {}).items()}}
-    objective = Objective(data, base_train, name, algo, outputs=outputs, device=device, rungs=rungs, sized=sized)
+    objective = Objective(data, base_train, name, algo, outputs=outputs, device=device, rungs=rungs, sized=sized,
+                          keep_weights=keep_weights)
     max_evals = len(grid_points(grid or {})) if algo == "grid" else 10_000  # else the epoch budget ends it
     spec = SearchSpec(name, algo, seed, max_evals, n_startup_jobs, extra=settings, rungs=rungs,
                       epoch_budget=epoch_budget)
@@ -103,6 +107,7 @@ class TuningStudy:
     device: str
     checks: list[dict[str, Any]] = field(default_factory=list)  #: one row per retrain check, in order
     rejected: list[RunResult] = field(default_factory=list)  #: first-seed runs of rejected candidates
+    reused: list[RunResult] = field(default_factory=list)  #: runs taken from the search's own finished trials
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -112,13 +117,15 @@ class TuningStudy:
     def spent(self) -> pd.DataFrame:
         """What the search and the retraining spent, beside what the search found."""
         s = spend(self.frame)
-        runs = self.tuned + self.baseline + self.rejected
+        runs = [r for r in self.tuned + self.baseline + self.rejected if not any(r is u for u in self.reused)]
         retrain_epochs = sum(len(r.history.epochs) for r in runs)
         retrain_min = sum(r.history.seconds for r in runs) / 60
         return pd.DataFrame([
             {"step": f"search ({self.outcome.algo}, ASHA)", **s,
              "best val acc %": round(100 * self.best_row["val_acc"], 2), "device": self.device},
-            {"step": "baseline + tuned retraining (with rejected retrain checks)", "trials": len(runs),
+            {"step": "baseline + tuned retraining (with rejected retrain checks)"
+                     + (f"; {len(self.reused)} seed run(s) reused from the search, not retrained" if self.reused else ""),
+             "trials": len(runs),
              "stopped early": 0, "finished": len(runs), "failed": 0, "epochs": retrain_epochs,
              "train min": round(retrain_min, 1), "best val acc %": None, "device": self.device},
         ]).set_index("step")
@@ -207,27 +214,37 @@ def run_study(
                                 experiment=f"{name}-final", outputs=outputs, device=device)
     outcome = search(search_data, search_train, name=name, algo=algo, rungs=rungs, epoch_budget=epoch_budget,
                      outputs=outputs, n_startup_jobs=n_startup_jobs, space_options=space_options, sized=search_sized,
-                     device=device)
+                     device=device, keep_weights=not search_slice)
     baseline_val = [r.val.accuracy for r in baseline]
     candidates = finished(outcome.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
     if candidates.empty:
         raise ValueError(f"{name}: no trial finished all its epochs; raise the epoch budget")
     tried: list[tuple[pd.Series, DataSplits, RunConfig, RunResult]] = []
+    reused: list[RunResult] = []
     checks: list[dict[str, Any]] = []
     for _, row in candidates.head(max_candidates).iterrows():
         size = row["point"].get("image_size")
         cand_data = data if size is None or int(size) == data.image_size else sized(int(size))
         config = to_run_config(row["point"], cand_data, {**search_train, "epochs": rungs.max_epochs})
         trial = int(row["trial"])
-        first = train_and_evaluate(cand_data, replace(config.train, seed=seeds[0]), name=f"tuned-t{trial}-seed{seeds[0]}",
-                                   experiment=f"{name}-final", model_config=config.model, outputs=outputs,
-                                   device=device, evaluate_test=False)
+        first_train = replace(config.train, seed=seeds[0])
+        first = None if search_slice else reload_run(  # the trial itself, when it is the identical run
+            trial_weights(outputs, name, algo, trial - 1), cand_data, first_train, name=f"tuned-t{trial}-seed{seeds[0]}",
+            model_config=config.model, device=device)
+        if first is not None:
+            reused.append(first)
+        else:
+            first = train_and_evaluate(cand_data, first_train, name=f"tuned-t{trial}-seed{seeds[0]}",
+                                       experiment=f"{name}-final", model_config=config.model, outputs=outputs,
+                                       device=device, evaluate_test=False)
         ok, why = retrain_verdict(first.val.accuracy, first.val.balanced_accuracy, baseline_val, data.num_classes)
         checks.append({"trial": trial, "search val acc %": round(100 * float(row["val_acc"]), 2),
                        f"retrained val acc % (seed {seeds[0]})": round(100 * first.val.accuracy, 2),
                        "retrained val bal acc %": round(100 * first.val.balanced_accuracy, 2),
                        "baseline val mean %": round(100 * sum(baseline_val) / len(baseline_val), 2),
-                       "verdict": "accepted" if ok else "rejected", "why": why})
+                       "verdict": "accepted" if ok else "rejected", "why": why,
+                       f"seed {seeds[0]} run": "the search's own trial (identical settings)"
+                       if any(first is u for u in reused) else "retrained"})
         tried.append((row, cand_data, config, first))
         if ok:
             break
@@ -251,7 +268,7 @@ def run_study(
     rejected = [t[3] for t in tried if t[3] is not first]
     return TuningStudy(name, data, search_data, baseline, outcome, best_row, final, tuned, checkpoint,
                        describe(pick_device(device) if not isinstance(device, torch.device) else device),
-                       checks, rejected)
+                       checks, rejected, [r for r in reused if any(r is t for t in tuned + rejected)])
 
 
 def retrain_verdict(val_acc: float, val_bal_acc: float, baseline_val_accs: Sequence[float],

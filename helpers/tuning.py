@@ -59,15 +59,32 @@ ALGORITHMS = ("tpe", "random", "grid")
 AUGMENTS = ("none", "flip", "shift", "flip+shift", "flip+shift+rotate")
 
 
+#: Simpsons-MNIST's space (notebooks 03 and 07): :func:`lenet_space` narrowed where earlier runs point
+#: (notebook 03 says why): BatchNorm on, batches of at most 128, conv layers of at least 12 / 32
+#: channels, dense layers of at least 128 / 64 units, flips always in the augmentation.
+SIMPSONS_SPACE: dict[str, tuple] = {
+    "batchnorm": (True,), "batch_sizes": (32, 64, 128), "conv1": (12, 24, 32), "conv2": (32, 48, 64),
+    "dense1": (128, 384), "dense2": (64, 192), "augments": ("flip", "flip+shift", "flip+shift+rotate"),
+}
+
+
 def lenet_space(conv1: Sequence[int] = (6, 12, 24, 32), conv2: Sequence[int] = (16, 32, 48, 64),
-                augments: Sequence[str] = AUGMENTS, image_sizes: Sequence[int] | None = None) -> dict[str, Any]:
+                augments: Sequence[str] = AUGMENTS, image_sizes: Sequence[int] | None = None,
+                batch_sizes: Sequence[int] = (32, 64, 128, 256), batchnorm: Sequence[bool] = (False, True),
+                dense1: Sequence[int] = (32, 384), dense2: Sequence[int] = (16, 192)) -> dict[str, Any]:
     """The search space over LeNet-5 and its training (conditional optimizer parameters).
 
     ``conv1`` / ``conv2`` are the channel counts the two conv layers may take, ``augments`` the
     augmentation choices (see :func:`helpers.objective.parse_augment`), ``image_sizes`` (optional) the
-    input sizes in pixels. The model stays LeNet-5: two conv + pool stages and three dense layers.
+    input sizes in pixels, ``batch_sizes`` and ``batchnorm`` the values those may take, ``dense1`` /
+    ``dense2`` the (low, high) range of the dense layers' units (steps of 16). The defaults are the
+    wide space; a notebook may narrow it where earlier runs point (and says so). The model stays
+    LeNet-5: two conv + pool stages and three dense layers.
     """
     log = math.log
+    for name, (low, high) in (("dense1", dense1), ("dense2", dense2)):
+        if not 16 <= low <= high:
+            raise ValueError(f"{name} needs 16 <= low <= high, got {(low, high)}")
     space = {
         "optimizer": hp.choice("optimizer", [
             {"name": "sgd", "lr": hp.loguniform("sgd_lr", log(3e-3), log(0.3)),
@@ -79,19 +96,27 @@ def lenet_space(conv1: Sequence[int] = (6, 12, 24, 32), conv2: Sequence[int] = (
         ]),
         "schedule": hp.choice("schedule", ["onecycle", "cosine"]),
         "weight_decay": hp.loguniform("weight_decay", log(1e-6), log(1e-2)),
-        "batch_size": hp.choice("batch_size", [32, 64, 128, 256]),
+        "batch_size": hp.choice("batch_size", [int(b) for b in batch_sizes]),
         "conv1": hp.choice("conv1", list(conv1)),
         "conv2": hp.choice("conv2", list(conv2)),
-        "dense1": scope.int(hp.quniform("dense1", 32, 384, 16)),
-        "dense2": scope.int(hp.quniform("dense2", 16, 192, 16)),
+        "dense1": scope.int(hp.quniform("dense1", dense1[0], dense1[1], 16)),
+        "dense2": scope.int(hp.quniform("dense2", dense2[0], dense2[1], 16)),
         "dropout": hp.uniform("dropout", 0.0, 0.5),
-        "batchnorm": hp.choice("batchnorm", [False, True]),
+        "batchnorm": hp.choice("batchnorm", [bool(b) for b in batchnorm]),
         "label_smoothing": hp.choice("label_smoothing", [0.0, 0.05, 0.1]),
         "augment": hp.choice("augment", list(augments)),
     }
     if image_sizes:
         space["image_size"] = hp.choice("image_size", [int(v) for v in image_sizes])
     return space
+
+
+def stored_space(trials: Trials) -> dict[str, Any]:
+    """The space a saved search sampled from: :func:`lenet_space` with the ``space_options`` its spec
+    recorded (a narrowed space decodes its ``hp.choice`` indices differently from the default one)."""
+    spec = json.loads(trials.attachments.get("search_spec") or "{}")
+    options = (spec.get("extra") or {}).get("space_options") or {}
+    return lenet_space(**options)
 
 
 def grid_space(grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]) -> dict[str, Any]:

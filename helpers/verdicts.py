@@ -158,3 +158,24 @@ def table(verdicts: Sequence[Verdict]) -> pd.DataFrame:
     """One row per hypothesis: verdict, rule and evidence."""
     return pd.DataFrame([{"hypothesis": v.claim, "verdict": v.outcome, "rule": v.rule, "evidence": v.evidence}
                          for v in verdicts])
+
+
+HELD_RULE = ("each claim re-tested in the new regime: held when every claim keeps its outcome; reversed when any "
+             "claim turns from supported to refuted or back; else not confirmed (an outcome became or stopped being "
+             "inconclusive)")
+
+
+def held(claim: str, before: Sequence[Verdict], after: Sequence[Verdict]) -> Verdict:
+    """Did each claim of ``before`` keep its outcome when re-tested in another regime (``after``, same
+    order)? The outcome is ``held`` / ``reversed`` / ``not confirmed`` by :data:`HELD_RULE`."""
+    if len(before) != len(after) or not before:
+        raise ValueError(f"need the same claims before and after, got {len(before)} and {len(after)}")
+    pairs = list(zip((v.outcome for v in before), (v.outcome for v in after)))
+    if all(a == b for a, b in pairs):
+        outcome = "held"
+    elif any({a, b} == {"supported", "refuted"} for a, b in pairs):
+        outcome = "reversed"
+    else:
+        outcome = "not confirmed"
+    evidence = "; ".join(f"{a.claim}: {a.outcome}, was {b.outcome}" for b, a in zip(before, after))
+    return Verdict(claim, outcome, HELD_RULE, evidence, list(after))

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +19,7 @@ import pytest
 import torch
 from hyperopt import STATUS_OK
 
-from helpers import comparison, study, trial_tables, tuning, tuning_plots
+from helpers import comparison, objective, runs, study, trial_tables, tuning, tuning_plots
 from helpers.data import load_simpsons_mnist
 from helpers.objective import Objective, parse_augment, to_run_config
 from helpers.paths import Outputs
@@ -288,8 +289,45 @@ def test_a_rejected_candidate_falls_back_to_the_next_finished_trial_and_never_se
     assert s.rejected[0].name == f"tuned-t{first}-seed0"
     assert [r.name for r in s.tuned] == [f"tuned-t{second}-seed0", f"tuned-t{second}-seed1"]
     assert all(r.test is not None for r in s.tuned)
-    epochs = s.spent().iloc[1]["epochs"]
-    assert epochs == sum(len(r.history.epochs) for r in s.tuned + s.baseline + s.rejected)
+    epochs = s.spent().iloc[1]["epochs"]  # each candidate's seed-0 run is its search trial, not trained again
+    assert len(s.reused) == 2 and s.reused[0] is s.rejected[0] and s.reused[1] is s.tuned[0]
+    assert epochs == sum(len(r.history.epochs) for r in s.tuned[1:] + s.baseline)
     saved = json.loads((outputs.models / "guard.json").read_text())
     assert saved["trial"] == second and [c["verdict"] for c in saved["retrain_checks"]] == ["rejected", "accepted"]
     assert "rejected 1 configuration" in study.conclusions(s)
+
+
+def test_the_searchs_finished_winner_is_reused_as_the_first_seed_and_is_the_identical_run(
+        tiny: DataSplits, tmp_path: Path) -> None:
+    outputs = Outputs(tmp_path)
+    s = study.run_study("reuse", tiny, search_train={"monitor": "val_acc", "seed": 0}, rungs=Rungs(1, 3, 3),
+                        epoch_budget=9, baseline_epochs=1, seeds=(0, 1), n_startup_jobs=2, outputs=outputs, device="cpu")
+    first = s.tuned[0]
+    assert s.reused == [first] and s.checks[0]["seed 0 run"].startswith("the search's own trial")
+    assert first.test is not None and s.tuned[1].name.endswith("seed1")
+    again = runs.train_and_evaluate(tiny, first.train_config, name="again", experiment="again",
+                                    model_config=s.final_config.model, outputs=outputs, device="cpu")
+    assert [e["val_acc"] for e in again.history.epochs] == [e["val_acc"] for e in first.history.epochs]
+    assert (again.val.accuracy, again.test.accuracy) == (first.val.accuracy, first.test.accuracy)
+    assert s.spent().iloc[1]["epochs"] == sum(len(r.history.epochs) for r in s.tuned[1:] + s.baseline)
+    path = objective.trial_weights(outputs, "reuse", "tpe", int(s.best_row["trial"]) - 1)
+    args = dict(name="x", model_config=s.final_config.model, device="cpu")
+    assert runs.reload_run(path, tiny, first.train_config, **args) is not None
+    assert runs.reload_run(path, tiny, replace(first.train_config, seed=1), **args) is None  # another seed
+    assert runs.reload_run(path, tiny.subset(n_train=200), first.train_config, **args) is None  # other data
+    path.write_bytes(path.read_bytes()[:-8])  # damaged: trained again, never loaded
+    assert runs.reload_run(path, tiny, first.train_config, **args) is None
+
+
+def test_stored_space_decodes_a_narrowed_search(tiny: DataSplits, tmp_path: Path) -> None:
+    outputs = Outputs(tmp_path)
+    options = {"batchnorm": (True,), "batch_sizes": (128,), "conv1": (12,), "conv2": (32,)}
+    out = study.search(tiny, {"monitor": "val_acc", "seed": 0}, name="narrow", algo="random", rungs=Rungs(1, 3, 1),
+                       epoch_budget=2, outputs=outputs, space_options=options, device="cpu", progress=False)
+    trials = tuning.load_trials(tuning.trials_file(outputs.results, "narrow", "random"))
+    points = list(trial_tables.trials_frame(trials, tuning.stored_space(trials))["point"])
+    assert [p["batchnorm"] for p in points] == [p["batchnorm"] for p in out.frame["point"]] == [True, True]
+    assert {(p["batch_size"], p["conv1"], p["conv2"]) for p in points} == {(128, 12, 32)}
+    assert list(out.frame["batchnorm"]) == [True, True]  # what was trained
+    wrong = trial_tables.trials_frame(trials, tuning.lenet_space())["point"]  # the default space misreads indices
+    assert [p["batchnorm"] for p in wrong] == [False, False] and {p["batch_size"] for p in wrong} == {32}

@@ -38,6 +38,7 @@ def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
     code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     # the notebook states how it was run, and it was the quick budget
     assert "Run with BUDGET='quick'" in "".join(o.get("text", "") for o in code[-1].outputs)
+    assert not [o for o in code[-1].outputs if o.output_type == "execute_result"], "the summary is shown twice"
     assert not stderr_outputs(nb), (notebook.name, stderr_outputs(nb))  # red blocks in the report
     tables = html_tables(nb)
     for table in tables:  # every percentage shown is a number in range

@@ -82,3 +82,13 @@ def test_combine_keeps_partly_supported_only_without_counter_examples(outcomes: 
 def test_given_rejects_unknown_outcomes() -> None:
     with pytest.raises(ValueError, match="unknown outcome"):
         verdicts.given("c", "partly supported", "r", "e")
+
+
+def test_held_has_three_outcomes() -> None:
+    sup, ref, inc = (verdicts.given(f"c{k}", o, "r", "e") for k, o in enumerate(("supported", "refuted", "inconclusive")))
+    assert verdicts.held("h", [sup, ref], [sup, ref]).outcome == "held"
+    assert verdicts.held("h", [sup, ref], [ref, ref]).outcome == "reversed"
+    assert verdicts.held("h", [sup, inc], [inc, inc]).outcome == "not confirmed"
+    assert verdicts.held("h", [inc], [sup]).outcome == "not confirmed"
+    with pytest.raises(ValueError):
+        verdicts.held("h", [sup], [sup, sup])
