@@ -65,9 +65,14 @@ def typical_epoch(device: torch.device, batch_size: int, max_batches: int | None
     return time.perf_counter() - start, images
 
 
+#: The widest LeNet-5 of the tuning notebooks' narrowed space (``tuning.SIMPSONS_SPACE``).
+WIDE_LENET = {"conv_channels": (32, 64), "dense_units": (384, 192), "batchnorm": True}
+
+
 def engine_epoch(device: torch.device, batch_size: int, max_batches: int | None = None,
-                 channels_last: bool = False) -> tuple[float, int]:
-    """Seconds and images for one epoch of :func:`helpers.training.fit` (validation pass included)."""
+                 channels_last: bool = False, model_options: dict | None = None) -> tuple[float, int]:
+    """Seconds and images for one epoch of :func:`helpers.training.fit` (validation pass included) of
+    LeNet-5 (textbook, or with ``model_options`` such as :data:`WIDE_LENET`)."""
     data = load_fashion_mnist()
     full_train = Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]),
                        data.train.ids + data.val.ids)
@@ -77,7 +82,7 @@ def engine_epoch(device: torch.device, batch_size: int, max_batches: int | None 
                       channels_last=channels_last)
     _sync(device)
     start = time.perf_counter()
-    fit(build_model(seed=0), data, cfg, device=device)
+    fit(build_model(seed=0, **(model_options or {})), data, cfg, device=device)
     _sync(device)
     return time.perf_counter() - start, n
 
@@ -93,13 +98,14 @@ def measure(device: torch.device, batch_size: int = 64, max_batches: int | None 
 
 
 def channels_last_rows(device: torch.device, batch_sizes: tuple[int, ...] = (32, 64, 256),
-                       max_batches: int | None = None, adopt_at: float = 1.1) -> list[dict[str, float]]:
+                       max_batches: int | None = None, adopt_at: float = 1.1,
+                       model_options: dict | None = None) -> list[dict[str, float]]:
     """Engine epoch time with the default (NCHW) and the channels_last (NHWC) layout per batch size."""
     rows = []
     for bs in batch_sizes:
-        engine_epoch(device, bs, max_batches=10, channels_last=True)  # warm-up for this layout and size
-        t_nchw, n = engine_epoch(device, bs, max_batches)
-        t_nhwc, _ = engine_epoch(device, bs, max_batches, channels_last=True)
+        engine_epoch(device, bs, max_batches=10, channels_last=True, model_options=model_options)  # warm-up
+        t_nchw, n = engine_epoch(device, bs, max_batches, model_options=model_options)
+        t_nhwc, _ = engine_epoch(device, bs, max_batches, channels_last=True, model_options=model_options)
         rows.append({"batch": bs, "images": n, "nchw_s": t_nchw, "nhwc_s": t_nhwc, "ratio": t_nchw / t_nhwc,
                      "adopt": t_nchw / t_nhwc >= adopt_at})
     return rows
@@ -122,11 +128,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['engine_images'] / r['engine_s']:>11,.0f}")
     verdict = "" if target is None else f" (target >= {target:g}x: {'met' if r['speedup'] >= target else 'NOT met'})"
     print(f"speed-up per image: {r['speedup']:.2f}x{verdict}")
-    print("\nmemory layout, this engine (one epoch each; 'adopt' where channels_last is >= 1.1x faster):")
-    print(f"{'batch':>6}{'images':>8}{'NCHW s':>9}{'NHWC s':>9}{'ratio':>8}  adopt")
-    for row in channels_last_rows(device, max_batches=args.max_batches):
-        print(f"{row['batch']:>6}{row['images']:>8,}{row['nchw_s']:>9.2f}{row['nhwc_s']:>9.2f}{row['ratio']:>7.2f}x  "
-              f"{'yes' if row['adopt'] else 'no'}")
+    for label, options, sizes in (("textbook LeNet-5", None, (32, 64, 256)),
+                                  ("wide LeNet-5 (conv 32/64, dense 384/192, BatchNorm)", WIDE_LENET, (32, 64))):
+        print(f"\nmemory layout, this engine, {label} (one epoch each; 'adopt' where channels_last is >= 1.1x faster):")
+        print(f"{'batch':>6}{'images':>8}{'NCHW s':>9}{'NHWC s':>9}{'ratio':>8}  adopt")
+        for row in channels_last_rows(device, sizes, max_batches=args.max_batches, model_options=options):
+            print(f"{row['batch']:>6}{row['images']:>8,}{row['nchw_s']:>9.2f}{row['nhwc_s']:>9.2f}{row['ratio']:>7.2f}x  "
+                  f"{'yes' if row['adopt'] else 'no'}")
     return 0
 
 
