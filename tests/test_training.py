@@ -142,8 +142,11 @@ def test_benchmark_command_prints_both_pipelines_and_the_ratio(capsys) -> None:
     assert "typical (torchvision + DataLoader, per-item)" in out and "this engine" in out
     ratio = float(out.split("speed-up per image: ")[1].split("x")[0])
     assert ratio > 0
-    rows = [line.split() for line in out.split("adopt\n")[1].strip().splitlines()]
+    tables = [[line.split() for line in block.split("\n\n")[0].strip().splitlines()]
+              for block in out.split("adopt\n")[1:]]  # textbook LeNet-5, then the wide one
+    rows = tables[0]
     assert [int(r[0]) for r in rows] == [32, 64, 256] and all(r[-1] in ("yes", "no") for r in rows)
+    assert "wide LeNet-5" in out and [int(r[0]) for r in tables[1]] == [32, 64]
 
 
 def test_channels_last_trains_the_same_model_as_the_default_layout(fashion_slice) -> None:
