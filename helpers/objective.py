@@ -155,10 +155,6 @@ class Objective:
         self.trial_index = 0
         self.recorded: dict[int, list[float]] = {}
 
-    def weights_path(self, trial_index: int) -> Path:
-        """Where a finished trial's weights are kept (with ``keep_weights``): ``models/trials/``."""
-        return trial_weights(self.outputs, self.experiment, self.algo, trial_index)
-
     def data_for(self, params: Mapping[str, Any]) -> DataSplits:
         """The data a point trains on (resized when the space has an ``image_size`` axis)."""
         size = params.get("image_size")
@@ -203,7 +199,7 @@ class Objective:
         if self.keep_weights:  # a finished trial may be reused as a retraining run (helpers.study)
             from helpers.runs import save_run
 
-            save_run(result, data, self.weights_path(self.trial_index), extra={"history": h.to_dict()})
+            save_run(result, data, trial_weights(self.outputs, self.experiment, self.algo, self.trial_index), extra={"history": h.to_dict()})
         best = h.best
         return {"status": STATUS_OK, "outcome": "finished", "loss": 1.0 - best["val_acc"], "val_acc": best["val_acc"],
                 "val_loss": best["val_loss"], "best_epoch": h.best_epoch, "rung_scores": rung_scores, **common}

@@ -9,6 +9,7 @@ go through it. The test split is evaluated only when asked, after training, and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from helpers.checkpoints import save_checkpoint
+from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.evaluation import Evaluation, evaluate
 from helpers.models import build_model, count_parameters
 from helpers.paths import Outputs
@@ -158,10 +159,6 @@ def reload_run(checkpoint: Path, data: DataSplits, train: TrainConfig, *, name: 
     same seed, instead of training the identical run again. A missing, damaged or different
     checkpoint gives None (then the caller trains), never an error.
     """
-    import json
-
-    from helpers.checkpoints import CheckpointError, load_checkpoint
-
     try:
         ck = load_checkpoint(checkpoint)
     except CheckpointError:

@@ -199,18 +199,22 @@ def run_study(
     search_slice: Mapping[str, int] | None = None, space_options: Mapping[str, Any] | None = None,
     sized: Callable[[int], DataSplits] | None = None, n_startup_jobs: int = 8, outputs: Outputs,
     device: str | torch.device = "auto", checkpoint_name: str | None = None, max_candidates: int = 3,
+    protocol: Mapping[str, Any] | None = None,
 ) -> TuningStudy:
     """Run the steps above; TensorBoard runs go to ``runs/<name>`` and ``runs/<name>-final``.
 
     ``sized(image_size)`` returns the *full* data at another input size (for a space with an
     ``image_size`` axis); the search slices it like ``data``. At most ``max_candidates`` finished
-    trials go through the retrain check (best search score first).
+    trials go through the retrain check (best search score first). ``protocol`` holds training
+    settings that the baseline, every trial and the retrained winner share (e.g. ``class_weights``),
+    so that the paired comparison differs only in what was tuned.
     """
+    search_train = {**search_train, **(protocol or {})}
     search_data = data.subset(**search_slice) if search_slice else data
     search_sized = None
     if sized is not None:
         search_sized = cache(lambda size: sized(size).subset(**search_slice) if search_slice else sized(size))
-    baseline = train_over_seeds(data, TrainConfig(**TEXTBOOK, epochs=baseline_epochs), seeds, name="baseline",
+    baseline = train_over_seeds(data, TrainConfig(**{**TEXTBOOK, **(protocol or {})}, epochs=baseline_epochs), seeds, name="baseline",
                                 experiment=f"{name}-final", outputs=outputs, device=device)
     outcome = search(search_data, search_train, name=name, algo=algo, rungs=rungs, epoch_budget=epoch_budget,
                      outputs=outputs, n_startup_jobs=n_startup_jobs, space_options=space_options, sized=search_sized,
@@ -268,7 +272,7 @@ def run_study(
     rejected = [t[3] for t in tried if t[3] is not first]
     return TuningStudy(name, data, search_data, baseline, outcome, best_row, final, tuned, checkpoint,
                        describe(pick_device(device) if not isinstance(device, torch.device) else device),
-                       checks, rejected, [r for r in reused if any(r is t for t in tuned + rejected)])
+                       checks, rejected, reused)
 
 
 def retrain_verdict(val_acc: float, val_bal_acc: float, baseline_val_accs: Sequence[float],

@@ -49,6 +49,7 @@ class TrainConfig:
     shift: int = 0  # random translations of up to this many pixels
     rotate: float = 0.0  # random rotations of up to this many degrees (drawn per image)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    class_weights: bool = False  # weight the loss by inverse class frequency in the training split (balanced_class_weights)
     seed: int = 0
     max_updates: int | None = None  # stop after this many optimizer steps (fixed-update budgets)
     amp: bool = True  # bfloat16 autocast on CUDA (ignored elsewhere)
@@ -270,7 +271,8 @@ def fit(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     outliers = data.outliers.to(device) if config.outlier_weight > 0 else None  # uint8, normalised per step
-    loop = _Loop(model, config, device, gen, n_train=len(train), outliers=outliers)
+    weights = balanced_class_weights(data.train.y, data.num_classes).to(device) if config.class_weights else None
+    loop = _Loop(model, config, device, gen, n_train=len(train), outliers=outliers, class_weights=weights)
     history = History(optimizer=loop.optimizer_settings())
     best_state = copy.deepcopy(model.state_dict())
     wait = 0
@@ -318,9 +320,9 @@ class _Loop:
     """The optimizer, schedule and batching of one run: one call of :meth:`train_epoch` per epoch."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, gen: torch.Generator,
-                 n_train: int, outliers: torch.Tensor | None = None) -> None:
+                 n_train: int, outliers: torch.Tensor | None = None, class_weights: torch.Tensor | None = None) -> None:
         self.model, self.config, self.device, self.gen = model, config, device, gen
-        self.outliers = outliers
+        self.outliers, self.class_weights = outliers, class_weights
         self.opt = make_optimizer(model, config, device)
         self.n, self.bs = n_train, config.batch_size
         self.steps_per_epoch = max(1, self.n // self.bs) if self.n > self.bs else 1
@@ -360,7 +362,7 @@ class _Loop:
             with _autocast(device, config.amp):
                 out = self.model(xb).float()  # one pass over images and outliers: BatchNorm sees both, as in OE
                 logits = out[:n_in]
-                loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(logits, yb, weight=self.class_weights, label_smoothing=config.label_smoothing)
                 if self.outliers is not None:
                     loss = loss + config.outlier_weight * uniform_cross_entropy(out[n_in:])
             self.opt.zero_grad(set_to_none=True)
@@ -379,6 +381,16 @@ class _Loop:
         if self.sched_unit == "epoch":
             self.scheduler.step()
         return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1)
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Loss weight per class, ``n / (num_classes * n_c)``: every class then carries the same total
+    weight in an epoch, as if the training split were balanced (1.0 each when it is)."""
+    counts = torch.bincount(torch.as_tensor(labels).long().cpu(), minlength=num_classes).float()
+    if (counts == 0).any():
+        missing = [c for c in range(num_classes) if counts[c] == 0]
+        raise ValueError(f"class_weights needs every class in the training split; classes {missing} have no image")
+    return counts.sum() / (num_classes * counts)
 
 
 def _divergence(train_loss: float, epoch: int, config: TrainConfig, chance_loss: float) -> str | None:

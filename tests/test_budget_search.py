@@ -301,8 +301,13 @@ def test_the_searchs_finished_winner_is_reused_as_the_first_seed_and_is_the_iden
         tiny: DataSplits, tmp_path: Path) -> None:
     outputs = Outputs(tmp_path)
     s = study.run_study("reuse", tiny, search_train={"monitor": "val_acc", "seed": 0}, rungs=Rungs(1, 3, 3),
-                        epoch_budget=9, baseline_epochs=1, seeds=(0, 1), n_startup_jobs=2, outputs=outputs, device="cpu")
+                        epoch_budget=9, baseline_epochs=1, seeds=(0, 1), n_startup_jobs=2, outputs=outputs, device="cpu",
+                        protocol={"class_weights": True})
     first = s.tuned[0]
+    # the protocol reaches the baseline, the search's trials (seed 0 below is a trial, reused only when its
+    # settings are identical) and every retrained seed; the textbook recipe stays as it is
+    assert all(r.train_config.class_weights for r in s.baseline + s.tuned)
+    assert s.baseline[0].train_config.optimizer == "sgd" and s.baseline[0].train_config.lr == 0.01
     assert s.reused == [first] and s.checks[0]["seed 0 run"].startswith("the search's own trial")
     assert first.test is not None and s.tuned[1].name.endswith("seed1")
     again = runs.train_and_evaluate(tiny, first.train_config, name="again", experiment="again",

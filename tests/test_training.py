@@ -14,7 +14,7 @@ from helpers.data import load_fashion_mnist
 from helpers.evaluation import evaluate
 from helpers.models import build_model
 from helpers.splits import DataSplits
-from helpers.training import TrainConfig, augment, fit
+from helpers.training import TrainConfig, augment, balanced_class_weights, fit
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +155,22 @@ def test_channels_last_trains_the_same_model_as_the_default_layout(fashion_slice
     b = fit(build_model(seed=0), fashion_slice, replace(cfg, channels_last=True), device="cpu")
     assert b.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert a.history.epochs[0]["val_acc"] == pytest.approx(b.history.epochs[0]["val_acc"], abs=0.02)
+
+
+def test_class_weights_balance_the_loss_and_raise_a_rare_class_recall(fashion_slice: DataSplits) -> None:
+    # a real training split where class 0 (T-shirt/top) is rare: 20 of its 200 images kept
+    y = fashion_slice.train.y.numpy()
+    keep = np.concatenate([np.flatnonzero(y == 0)[:20], np.flatnonzero(y != 0)])
+    skewed = replace(fashion_slice, train=fashion_slice.train.take(np.sort(keep)))
+    counts = torch.bincount(skewed.train.y, minlength=10).float()
+    w = balanced_class_weights(skewed.train.y, 10)
+    assert torch.allclose(w * counts, torch.full((10,), counts.sum() / 10))  # every class the same total weight
+    assert w[0] > 5 * w[1]
+    cfg = TrainConfig(optimizer="adam", lr=2e-3, epochs=2, seed=0)
+    recall = {}
+    for weighted in (False, True):
+        model = fit(build_model(seed=0), skewed, replace(cfg, class_weights=weighted), device="cpu").model
+        recall[weighted] = evaluate(model, skewed, "val", device="cpu").per_class.iloc[0]
+    assert recall[True] > recall[False] + 0.1, recall
+    with pytest.raises(ValueError, match=r"classes \[0\] have no image"):
+        balanced_class_weights(torch.tensor([1, 2, 2]), 3)
