@@ -63,7 +63,8 @@ def with_stretch_views(data: DataSplits, factors: Sequence[float] = STRETCHES) -
 def source_aspects(data: DataSplits, folder: Path, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
     """Width / height of the source files of ``splits`` (ids relative to ``folder``) per class.
 
-    Files stored as exact squares (re-encoded copies) carry no aspect ratio and are counted apart."""
+    Files stored as exact squares (in the X-ray mirror: the re-encoded 224 x 224 copies, and one test
+    original) carry no aspect ratio of their own and are counted apart ("square files")."""
     rows = []
     for name in splits:
         split = data.split(name)
@@ -73,7 +74,7 @@ def source_aspects(data: DataSplits, folder: Path, splits: Sequence[str] = ("tra
             rows.append({"class": data.classes[label], "aspect": w / h if w != h else np.nan})
     df = pd.DataFrame(rows)
     table = df.groupby("class", sort=False)["aspect"].agg(
-        images="size", **{"square copies": lambda a: int(a.isna().sum())}, **{"with aspect": "count"},
+        images="size", **{"square files": lambda a: int(a.isna().sum())}, **{"with aspect": "count"},
         **{"median width/height": "median"}, **{"IQR low": lambda a: a.quantile(0.25)},
         **{"IQR high": lambda a: a.quantile(0.75)})
     return table.reindex([c for c in data.classes if c in table.index]).round(2)

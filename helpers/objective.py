@@ -199,7 +199,8 @@ class Objective:
         if self.keep_weights:  # a finished trial may be reused as a retraining run (helpers.study)
             from helpers.runs import save_run
 
-            save_run(result, data, trial_weights(self.outputs, self.experiment, self.algo, self.trial_index), extra={"history": h.to_dict()})
+            weights = trial_weights(self.outputs, self.experiment, self.algo, self.trial_index)
+            save_run(result, data, weights, extra={"history": h.to_dict()})
         best = h.best
         return {"status": STATUS_OK, "outcome": "finished", "loss": 1.0 - best["val_acc"], "val_acc": best["val_acc"],
                 "val_loss": best["val_loss"], "best_epoch": h.best_epoch, "rung_scores": rung_scores, **common}

@@ -209,12 +209,13 @@ def run_study(
     settings that the baseline, every trial and the retrained winner share (e.g. ``class_weights``),
     so that the paired comparison differs only in what was tuned.
     """
-    search_train = {**search_train, **(protocol or {})}
+    protocol = dict(protocol or {})
+    search_train = {**search_train, **protocol}
     search_data = data.subset(**search_slice) if search_slice else data
     search_sized = None
     if sized is not None:
         search_sized = cache(lambda size: sized(size).subset(**search_slice) if search_slice else sized(size))
-    baseline = train_over_seeds(data, TrainConfig(**{**TEXTBOOK, **(protocol or {})}, epochs=baseline_epochs), seeds, name="baseline",
+    baseline = train_over_seeds(data, TrainConfig(**{**TEXTBOOK, **protocol}, epochs=baseline_epochs), seeds, name="baseline",
                                 experiment=f"{name}-final", outputs=outputs, device=device)
     outcome = search(search_data, search_train, name=name, algo=algo, rungs=rungs, epoch_budget=epoch_budget,
                      outputs=outputs, n_startup_jobs=n_startup_jobs, space_options=space_options, sized=search_sized,

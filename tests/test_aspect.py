@@ -67,7 +67,7 @@ def test_source_aspects_counts_square_copies_apart_on_real_xrays(tmp_path: Path,
     assert table["images"].sum() == len(rows) == len(xr.train) + len(xr.val)
     squares = rows[rows["source_kind"] == "reencoded-224"].groupby("label3").size()
     for cls in table.index:
-        assert table.loc[cls, "square copies"] == squares.get(cls, 0)
+        assert table.loc[cls, "square files"] == squares.get(cls, 0)
         assert table.loc[cls, "with aspect"] == table.loc[cls, "images"] - squares.get(cls, 0)
     one = rows[rows["source_kind"] == "original"].iloc[0]
     with Image.open(folder / one["split"] / one["folder"] / one["file"]) as im:
