@@ -14,6 +14,8 @@ from helpers import aspect, data
 from helpers.data import load_simpsons_mnist
 from helpers.evaluation import evaluate
 from helpers.models import build_model
+from helpers.paths import Outputs
+from helpers.runs import train_and_evaluate
 from helpers.splits import DataSplits
 from helpers.training import TrainConfig, fit
 
@@ -58,7 +60,7 @@ def test_stretch_views_follow_their_images_through_a_slice(tiny) -> None:
     assert torch.equal(sliced.train.views[0], views[0][pos])
 
 
-def test_source_aspects_counts_square_copies_apart_on_real_xrays(tmp_path: Path, mirror: Path) -> None:
+def test_source_aspects_counts_square_files_apart_on_real_xrays(tmp_path: Path, mirror: Path) -> None:
     folder = small_xray_tree(mirror, tmp_path, per_label=25)
     xr = data.load_chest_xray(data_root=tmp_path, mirror=mirror, size=32)
     table = aspect.source_aspects(xr, folder)
@@ -86,9 +88,6 @@ def test_stretch_recall_row_at_factor_one_is_plain_evaluation(tiny) -> None:
 
 
 def test_without_views_retrains_the_same_run_with_views_off(tiny, tmp_path: Path) -> None:
-    from helpers.paths import Outputs
-    from helpers.runs import train_and_evaluate
-
     data_v = aspect.with_stretch_views(tiny, factors=(0.8, 1.25))
     outputs = Outputs(tmp_path)
     run = train_and_evaluate(data_v, TrainConfig(optimizer="adam", lr=3e-3, epochs=1, view_prob=0.5, seed=3),
