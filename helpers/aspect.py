@@ -36,6 +36,8 @@ from helpers.splits import DataSplits
 #: Width factors of the stored views: log-spaced in [1 / 1.25, 1.25], the identity left out. The
 #: range covers the 1.25x gap between the classes' median aspect ratios in the X-ray training split.
 STRETCHES = (0.8, 0.86, 0.93, 1.07, 1.16, 1.25)
+#: Width factors of the stretch check (:func:`stretch_recall`): the views' range, with the identity.
+CHECK_FACTORS = (0.8, 0.9, 1.0, 1.12, 1.25)
 
 
 def stretch(images: torch.Tensor, factor: float) -> torch.Tensor:
@@ -80,7 +82,7 @@ def source_aspects(data: DataSplits, folder: Path, splits: Sequence[str] = ("tra
     return table.reindex([c for c in data.classes if c in table.index]).round(2)
 
 
-def stretch_recall(model: torch.nn.Module, data: DataSplits, factors: Sequence[float] = (0.8, 0.9, 1.0, 1.12, 1.25),
+def stretch_recall(model: torch.nn.Module, data: DataSplits, factors: Sequence[float] = CHECK_FACTORS,
                    split: str = "val", device: str | torch.device = "auto") -> pd.DataFrame:
     """Accuracy, balanced accuracy and per-class recall (%) of ``model`` on ``split`` with every
     image's width times each factor (1.0: the images as they are), one row per factor."""
@@ -96,7 +98,7 @@ def stretch_recall(model: torch.nn.Module, data: DataSplits, factors: Sequence[f
 
 
 def compare_stretch(models: Mapping[str, torch.nn.Module], data: DataSplits,
-                    factors: Sequence[float] = (0.8, 0.9, 1.0, 1.12, 1.25), split: str = "val",
+                    factors: Sequence[float] = CHECK_FACTORS, split: str = "val",
                     device: str | torch.device = "auto") -> pd.DataFrame:
     """:func:`stretch_recall` of several models, one block of rows per model (index: model, width factor)."""
     return pd.concat({name: stretch_recall(m, data, factors, split, device) for name, m in models.items()},
