@@ -18,7 +18,7 @@ share one).
   interrupted one with ``Tuner.restore`` (finished trials are not re-run). Ray keeps its state as
   pickles, so a run folder that another user could have written is refused (:func:`check_restorable`).
   Ray snapshots which trials are done at most every 10 s by default, so after a hard kill (SIGKILL,
-  power loss) a trial that ended in those seconds ran again; :func:`run_ray_search` snapshots every
+  power loss) a trial that ended in those seconds would run again; :func:`run_ray_search` snapshots every
   ``snapshot_s`` (1 s) instead. A first Ctrl-C saves the state before Ray stops.
 
 Ray reports to Hyperopt the validation accuracy of a trial's last epoch (at its rung, if ASHA
