@@ -62,6 +62,15 @@ def with_stretch_views(data: DataSplits, factors: Sequence[float] = STRETCHES) -
     return replace(data, train=replace(data.train, views=views))
 
 
+def source_sizes(folder: Path, ids: Sequence[str]) -> list[tuple[int, int]]:
+    """(width, height) of each source file ``ids`` (relative to ``folder``), read from the file headers."""
+    sizes = []
+    for image_id in ids:
+        with Image.open(Path(folder) / image_id) as im:
+            sizes.append(im.size)
+    return sizes
+
+
 def source_aspects(data: DataSplits, folder: Path, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
     """Width / height of the source files of ``splits`` (ids relative to ``folder``) per class.
 
@@ -70,9 +79,7 @@ def source_aspects(data: DataSplits, folder: Path, splits: Sequence[str] = ("tra
     rows = []
     for name in splits:
         split = data.split(name)
-        for image_id, label in zip(split.ids, split.y.tolist()):
-            with Image.open(Path(folder) / image_id) as im:
-                w, h = im.size
+        for (w, h), label in zip(source_sizes(folder, split.ids), split.y.tolist()):
             rows.append({"class": data.classes[label], "aspect": w / h if w != h else np.nan})
     df = pd.DataFrame(rows)
     table = df.groupby("class", sort=False)["aspect"].agg(

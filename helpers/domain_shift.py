@@ -1,0 +1,120 @@
+"""Is the test split the same population as the training pool? A LeNet-5 that tries to tell them apart.
+
+Validation carved from the training pool cannot show a shift between that pool and the test split.
+A *domain classifier* can: for one class at a time, a small LeNet-5 learns to tell training-pool
+images from test images of that class, and its out-of-fold ROC AUC says how far apart they are
+(0.5: indistinguishable; 1: always told apart). The images are balanced per side, folds are split
+by patient (no child's images on both sides of a fold), and a control runs the same probe on two
+patient-disjoint halves of the training pool, where the AUC must stay near 0.5.
+
+Only the test images' pixels and class are used, after the test evaluation: the probe explains a
+test result, it selects nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats as sps
+import torch
+import torch.nn.functional as F
+
+from helpers.aspect import source_sizes
+from helpers.data import patient_of
+from helpers.models import build_model
+from helpers.splits import DataSplits
+
+#: the probe's LeNet-5: two conv + pool stages and three dense layers, two outputs (pool / test)
+PROBE_MODEL = {"conv_channels": (16, 32), "dense_units": (64, 32), "batchnorm": True, "dropout": 0.2}
+
+
+def separability(a: torch.Tensor, b: torch.Tensor, groups_a: Sequence[str], groups_b: Sequence[str], *,
+                 folds: int = 5, epochs: int = 15, seed: int = 0) -> tuple[float, float, int]:
+    """Out-of-fold ROC AUC of a LeNet-5 telling uint8 images ``a`` (N, 1, H, W) from ``b``, the one-sided
+    Mann-Whitney p-value that ``b`` scores higher, and the images per side (both subsampled to the smaller)."""
+    if len(a) < folds or len(b) < folds:
+        raise ValueError(f"need at least {folds} images per side, got {len(a)} and {len(b)}")
+    rng = np.random.default_rng(seed)
+    n = min(len(a), len(b))
+    ia, ib = rng.choice(len(a), n, replace=False), rng.choice(len(b), n, replace=False)
+    x = torch.cat([a[ia], b[ib]]).float() / 255 - 0.5
+    y = torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64)])
+    groups = [("a", groups_a[i]) for i in ia] + [("b", groups_b[i]) for i in ib]
+    unique = sorted(set(groups))
+    fold_of = {g: k % folds for k, g in enumerate(unique[i] for i in rng.permutation(len(unique)))}
+    fold = np.array([fold_of[g] for g in groups])
+    scores = np.zeros(len(y))
+    for k in range(folds):
+        train, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        model = build_model("lenet5", seed=seed + k, in_channels=a.shape[1], image_size=a.shape[-1], num_classes=2,
+                            **PROBE_MODEL)
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        for _ in range(epochs):
+            model.train()
+            order = train[rng.permutation(len(train))]
+            for start in range(0, len(order), 64):
+                batch = order[start:start + 64]
+                xb = x[batch].flip(-1) if rng.random() < 0.5 else x[batch]
+                loss = F.cross_entropy(model(xb), y[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(x[held])
+        scores[held] = (logits[:, 1] - logits[:, 0]).numpy()
+    test = sps.mannwhitneyu(scores[n:], scores[:n], alternative="greater")
+    return float(test.statistic) / (n * n), float(test.pvalue), n
+
+
+def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1), folds: int = 5,
+                epochs: int = 15) -> pd.DataFrame:
+    """Per class: how well a LeNet-5 tells the training pool (train + validation) from the test split, and
+    the control (two patient-disjoint halves of the pool), mean over ``seeds``.
+
+    Only images whose source file is not an exact square take part (``folder`` holds the files): the
+    X-ray mirror's re-encoded 224 x 224 training copies would otherwise be a difference of their own."""
+    pool_x = torch.cat([data.train.x, data.val.x])
+    pool_y = torch.cat([data.train.y, data.val.y]).tolist()
+    pool_ids = list(data.train.ids) + list(data.val.ids)
+    rect_pool = [w != h for w, h in source_sizes(folder, pool_ids)]
+    rect_test = [w != h for w, h in source_sizes(folder, data.test.ids)]
+    rows = []
+    for label, name in enumerate(data.classes):
+        ia = [i for i, (c, r) in enumerate(zip(pool_y, rect_pool)) if c == label and r]
+        ib = [i for i, (c, r) in enumerate(zip(data.test.y.tolist(), rect_test)) if c == label and r]
+        ga, gb = [patient_of(pool_ids[i]) for i in ia], [patient_of(data.test.ids[i]) for i in ib]
+        patients = sorted(set(ga))
+        half = set(patients[i] for i in np.random.default_rng(0).permutation(len(patients))[: len(patients) // 2])
+        h1 = [k for k, g in enumerate(ga) if g in half]
+        h2 = [k for k, g in enumerate(ga) if g not in half]
+        shift = [separability(pool_x[ia], data.test.x[ib], ga, gb, folds=folds, epochs=epochs, seed=s) for s in seeds]
+        control = [separability(pool_x[ia][h1], pool_x[ia][h2], [ga[k] for k in h1], [ga[k] for k in h2],
+                                folds=folds, epochs=epochs, seed=s) for s in seeds]
+        rows.append({"class": name, "images per side": shift[0][2],
+                     "AUC pool vs test": np.mean([r[0] for r in shift]),
+                     "AUC per seed": " / ".join(f"{r[0]:.2f}" for r in shift),
+                     "largest p": max(r[1] for r in shift),
+                     "control AUC (pool halves)": np.mean([r[0] for r in control]),
+                     "control per seed": " / ".join(f"{r[0]:.2f}" for r in control)})
+    return pd.DataFrame(rows).set_index("class")
+
+
+def shift_summary(table: pd.DataFrame, alpha: float = 0.05, margin: float = 0.1) -> str:
+    """One line per class by a stated rule: *shifted* when every seed's p < ``alpha`` and the mean AUC
+    exceeds the control's by more than ``margin``; otherwise *no shift shown*."""
+    lines = [f"Rule: a class's test images are **shifted** from the training pool when every seed's one-sided "
+             f"Mann-Whitney p < {alpha} and the mean AUC exceeds the control's by more than {margin}."]
+    for name, r in table.iterrows():
+        shifted = r["largest p"] < alpha and r["AUC pool vs test"] - r["control AUC (pool halves)"] > margin
+        lines.append(f"- {name}: AUC {r['AUC pool vs test']:.2f} (seeds {r['AUC per seed']}; control "
+                     f"{r['control AUC (pool halves)']:.2f}), largest p {r['largest p']:.2g}: "
+                     f"{'**shifted**' if shifted else 'no shift shown'} ({r['images per side']} images per side).")
+    order = table["AUC pool vs test"].sort_values(ascending=False)
+    if len(order) > 1:
+        lines.append(f"- Furthest from the training pool: {order.index[0]} (AUC {order.iloc[0]:.2f}); "
+                     f"next {order.index[1]} ({order.iloc[1]:.2f}).")
+    return "\n".join(lines)

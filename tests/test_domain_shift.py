@@ -1,0 +1,69 @@
+"""The domain-shift probe on real chest X-rays: told apart when they differ, not when they do not, per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import small_xray_tree
+
+from helpers import data, domain_shift
+from helpers.aspect import source_sizes
+from helpers.splits import DataSplits
+
+
+@pytest.fixture(scope="module")
+def xr(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> tuple[DataSplits, Path]:
+    """40 real X-rays per class from each of train / val / test (val has no viral image), 32 px."""
+    root = tmp_path_factory.mktemp("xray-shift")
+    folder = small_xray_tree(mirror, root, per_label=40)
+    return data.load_chest_xray(data_root=root, mirror=mirror, size=32), folder
+
+
+def _pool(splits: DataSplits) -> tuple[torch.Tensor, list[str]]:
+    x = torch.cat([splits.train.x, splits.val.x])
+    return x, [data.patient_of(i) for i in list(splits.train.ids) + list(splits.val.ids)]
+
+
+def test_upside_down_xrays_are_told_apart_and_two_halves_of_one_pool_are_not(xr) -> None:
+    x, groups = _pool(xr[0])
+    auc, p, n = domain_shift.separability(x, x.flip(-2), groups, groups, folds=3, epochs=3, seed=0)
+    assert auc > 0.9 and p < 1e-6 and n == len(x)
+    patients = sorted(set(groups))
+    half = set(patients[::2])
+    a = [i for i, g in enumerate(groups) if g in half]
+    b = [i for i, g in enumerate(groups) if g not in half]
+    auc_same, p_same, n_same = domain_shift.separability(x[a], x[b], [groups[i] for i in a], [groups[i] for i in b],
+                                                         folds=3, epochs=3, seed=0)
+    assert auc_same < 0.7 and p_same > 0.01 and n_same == min(len(a), len(b))
+
+
+def test_class_shift_compares_only_files_with_their_own_aspect_ratio(xr) -> None:
+    splits, folder = xr
+    table = domain_shift.class_shift(splits, folder, seeds=(0,), folds=3, epochs=1)
+    assert list(table.index) == splits.classes
+    ids = list(splits.train.ids) + list(splits.val.ids)
+    labels = torch.cat([splits.train.y, splits.val.y]).tolist()
+    for label, name in enumerate(splits.classes):  # square files (the re-encoded 224 x 224 copies) left out
+        pool = sum(w != h and y == label for (w, h), y in zip(source_sizes(folder, ids), labels))
+        test = sum(w != h and y == label for (w, h), y in zip(source_sizes(folder, splits.test.ids),
+                                                               splits.test.y.tolist()))
+        assert 0 < pool < labels.count(label)
+        assert table.loc[name, "images per side"] == min(pool, test)
+    for column in ("AUC pool vs test", "control AUC (pool halves)", "largest p"):
+        assert table[column].between(0, 1).all()
+
+
+def test_shift_summary_follows_its_stated_rule() -> None:
+    table = pd.DataFrame({"images per side": [200, 200, 200], "AUC pool vs test": [0.91, 0.62, 0.55],
+                          "AUC per seed": ["0.93 / 0.89", "0.60 / 0.64", "0.55 / 0.55"], "largest p": [1e-40, 0.2, 1e-4],
+                          "control AUC (pool halves)": [0.46, 0.45, 0.50], "control per seed": ["", "", ""]},
+                         index=pd.Index(["normal", "bacterial", "viral"], name="class"))
+    lines = domain_shift.shift_summary(table).splitlines()
+    assert lines[0].startswith("Rule:")
+    assert "**shifted**" in lines[1]  # p small, AUC 0.45 above the control
+    assert "no shift shown" in lines[2]  # AUC well above the control, but p = 0.2 on one seed
+    assert "no shift shown" in lines[3]  # p small, but only 0.05 above the control
+    assert lines[4] == "- Furthest from the training pool: normal (AUC 0.91); next bacterial (0.62)."
