@@ -4,7 +4,8 @@ Validation carved from the training pool cannot show a shift between that pool a
 A *domain classifier* can: for one class at a time, a small LeNet-5 learns to tell training-pool
 images from test images of that class, and its out-of-fold ROC AUC says how far apart they are
 (0.5: indistinguishable; 1: always told apart). The images are balanced per side, folds are split
-by patient (no child's images on both sides of a fold), and a control runs the same probe on two
+by patient (no child's images on both sides of a fold), each fold's probe is trained by the project's
+one training path (:func:`helpers.training.fit`, with another fold as its validation split), and a control runs the same probe on two
 patient-disjoint halves of the training pool, where the AUC must stay near 0.5.
 
 Only the test images' pixels and class are used, after the test evaluation: the probe explains a
@@ -20,58 +21,61 @@ import numpy as np
 import pandas as pd
 import scipy.stats as sps
 import torch
-import torch.nn.functional as F
 
 from helpers.aspect import source_sizes
 from helpers.data import patient_of
 from helpers.models import build_model
-from helpers.splits import DataSplits
+from helpers.splits import DataSplits, Split
+from helpers.training import DeviceSplit, TrainConfig, fit, predict_logits
 
 #: the probe's LeNet-5: two conv + pool stages and three dense layers, two outputs (pool / test)
 PROBE_MODEL = {"conv_channels": (16, 32), "dense_units": (64, 32), "batchnorm": True, "dropout": 0.2}
+#: how each probe trains (:class:`helpers.training.TrainConfig`; epochs and seed are arguments)
+PROBE_TRAINING = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "hflip": True, "monitor": "val_loss"}
 
 
 def separability(a: torch.Tensor, b: torch.Tensor, groups_a: Sequence[str], groups_b: Sequence[str], *,
-                 folds: int = 5, epochs: int = 15, seed: int = 0) -> tuple[float, float, int]:
-    """Out-of-fold ROC AUC of a LeNet-5 telling uint8 images ``a`` (N, 1, H, W) from ``b``, the one-sided
-    Mann-Whitney p-value that ``b`` scores higher, and the images per side (both subsampled to the smaller)."""
+                 folds: int = 5, epochs: int = 15, seed: int = 0,
+                 device: str | torch.device | None = "auto") -> tuple[float, float, int]:
+    """Out-of-fold ROC AUC of a LeNet-5 telling uint8 images ``a`` (N, C, H, W) from ``b``, the one-sided
+    Mann-Whitney p-value that ``b`` scores higher, and the images per side (both subsampled to the smaller).
+
+    Each fold's probe is trained by :func:`helpers.training.fit` on the other folds but one, which is its
+    validation split (it picks the probe's best epoch); the held-out fold is scored once, afterwards."""
+    if folds < 3:
+        raise ValueError(f"need at least 3 folds (train, validation, held out), got {folds}")
     if len(a) < folds or len(b) < folds:
         raise ValueError(f"need at least {folds} images per side, got {len(a)} and {len(b)}")
     rng = np.random.default_rng(seed)
     n = min(len(a), len(b))
     ia, ib = rng.choice(len(a), n, replace=False), rng.choice(len(b), n, replace=False)
-    x = torch.cat([a[ia], b[ib]]).float() / 255 - 0.5
+    x = torch.cat([a[ia], b[ib]])
     y = torch.cat([torch.zeros(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64)])
     groups = [("a", groups_a[i]) for i in ia] + [("b", groups_b[i]) for i in ib]
     unique = sorted(set(groups))
     fold_of = {g: k % folds for k, g in enumerate(unique[i] for i in rng.permutation(len(unique)))}
     fold = np.array([fold_of[g] for g in groups])
+    pooled = Split(x, y, [f"{side}/{g}" for side, g in groups])
     scores = np.zeros(len(y))
     for k in range(folds):
-        train, held = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        held, val = np.flatnonzero(fold == k), np.flatnonzero(fold == (k + 1) % folds)
+        train = np.flatnonzero((fold != k) & (fold != (k + 1) % folds))
+        pixels = x[train].to(torch.float64) / 255
+        splits = DataSplits("domain probe", ["a", "b"], pooled.take(train), pooled.take(val), pooled.take(held),
+                            tuple(pixels.mean(dim=(0, 2, 3)).tolist()), tuple(pixels.std(dim=(0, 2, 3)).tolist()),
+                            source="")
         model = build_model("lenet5", seed=seed + k, in_channels=a.shape[1], image_size=a.shape[-1], num_classes=2,
                             **PROBE_MODEL)
-        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-        for _ in range(epochs):
-            model.train()
-            order = train[rng.permutation(len(train))]
-            for start in range(0, len(order), 64):
-                batch = order[start:start + 64]
-                xb = x[batch].flip(-1) if rng.random() < 0.5 else x[batch]
-                loss = F.cross_entropy(model(xb), y[batch])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        model.eval()
-        with torch.no_grad():
-            logits = model(x[held])
+        fitted = fit(model, splits, TrainConfig(**PROBE_TRAINING, epochs=epochs, seed=seed + k), device=device)
+        held_x = DeviceSplit(splits.test, splits.mean, splits.std, torch.device(fitted.device)).x
+        logits = predict_logits(fitted.model, held_x).cpu()
         scores[held] = (logits[:, 1] - logits[:, 0]).numpy()
     test = sps.mannwhitneyu(scores[n:], scores[:n], alternative="greater")
     return float(test.statistic) / (n * n), float(test.pvalue), n
 
 
 def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1), folds: int = 5,
-                epochs: int = 15) -> pd.DataFrame:
+                epochs: int = 15, device: str | torch.device | None = "auto") -> pd.DataFrame:
     """Per class: how well a LeNet-5 tells the training pool (train + validation) from the test split, and
     the control (two patient-disjoint halves of the pool), mean over ``seeds``.
 
@@ -91,9 +95,10 @@ def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1)
         half = set(patients[i] for i in np.random.default_rng(0).permutation(len(patients))[: len(patients) // 2])
         h1 = [k for k, g in enumerate(ga) if g in half]
         h2 = [k for k, g in enumerate(ga) if g not in half]
-        shift = [separability(pool_x[ia], data.test.x[ib], ga, gb, folds=folds, epochs=epochs, seed=s) for s in seeds]
+        shift = [separability(pool_x[ia], data.test.x[ib], ga, gb, folds=folds, epochs=epochs, seed=s,
+                              device=device) for s in seeds]
         control = [separability(pool_x[ia][h1], pool_x[ia][h2], [ga[k] for k in h1], [ga[k] for k in h2],
-                                folds=folds, epochs=epochs, seed=s) for s in seeds]
+                                folds=folds, epochs=epochs, seed=s, device=device) for s in seeds]
         rows.append({"class": name, "images per side": shift[0][2],
                      "AUC pool vs test": np.mean([r[0] for r in shift]),
                      "AUC per seed": " / ".join(f"{r[0]:.2f}" for r in shift),

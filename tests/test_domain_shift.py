@@ -40,6 +40,31 @@ def test_upside_down_xrays_are_told_apart_and_two_halves_of_one_pool_are_not(xr)
     assert auc_same < 0.7 and p_same > 0.01 and n_same == min(len(a), len(b))
 
 
+def test_each_fold_trains_through_fit_and_scores_only_images_no_choice_saw(xr, monkeypatch) -> None:
+    """Per fold, ``fit`` gets training and validation folds; the held-out fold is neither, no patient is on
+    two of the three, and every image is held out (scored) exactly once."""
+    x, groups = _pool(xr[0])
+    calls = []
+    real_fit = domain_shift.fit
+
+    def recording_fit(model, splits, config, **kwargs):
+        calls.append(splits)
+        return real_fit(model, splits, config, **kwargs)
+
+    monkeypatch.setattr(domain_shift, "fit", recording_fit)
+    domain_shift.separability(x, x.flip(-2), groups, groups, folds=4, epochs=1, seed=0)
+    assert len(calls) == 4
+    held_out = []
+    for splits in calls:
+        patients = [{i for i in split.ids} for split in (splits.train, splits.val, splits.test)]
+        assert all(p and not p & q for k, p in enumerate(patients) for q in patients[k + 1:])
+        held_out += splits.test.ids
+    assert sorted(set(held_out)) == sorted({i for s in calls for i in s.train.ids})
+    assert sum(len(s.test) for s in calls) == 2 * len(x)
+    with pytest.raises(ValueError, match="at least 3 folds"):
+        domain_shift.separability(x, x, groups, groups, folds=2)
+
+
 def test_class_shift_compares_only_files_with_their_own_aspect_ratio(xr) -> None:
     splits, folder = xr
     table = domain_shift.class_shift(splits, folder, seeds=(0,), folds=3, epochs=1)
