@@ -4,12 +4,15 @@ Validation carved from the training pool cannot show a shift between that pool a
 A *domain classifier* can: for one class at a time, a small LeNet-5 learns to tell training-pool
 images from test images of that class, and its out-of-fold ROC AUC says how far apart they are
 (0.5: indistinguishable; 1: always told apart). The images are balanced per side, folds are split
-by patient (no child's images on both sides of a fold), each fold's probe is trained by the project's
-one training path (:func:`helpers.training.fit`, with another fold as its validation split), and a control runs the same probe on two
-patient-disjoint halves of the training pool, where the AUC must stay near 0.5.
+by patient (no child's images on both sides of a fold), each fold's probe is trained by the
+project's one training path (:func:`helpers.training.fit`, another fold as its validation split),
+and a control runs the same probe on two patient-disjoint halves of the training pool, where the
+AUC must stay near 0.5. The source files' aspect ratio is one known difference (a square input
+squashes a wide image more), so the probe runs again on pool and test images matched on it, to see
+whether the shift outlasts it.
 
-Only the test images' pixels and class are used, after the test evaluation: the probe explains a
-test result, it selects nothing.
+Only the test images' pixels, classes and file sizes are used, after the test evaluation: the probe
+explains a test result, it selects nothing.
 """
 
 from __future__ import annotations
@@ -74,50 +77,107 @@ def separability(a: torch.Tensor, b: torch.Tensor, groups_a: Sequence[str], grou
     return float(test.statistic) / (n * n), float(test.pvalue), n
 
 
+def aspect_matched(aspect_a: Sequence[float], aspect_b: Sequence[float], *, tolerance: float = 0.02,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (into ``aspect_a``, into ``aspect_b``) with aspect ratios at most ``tolerance`` apart:
+    each ``b`` in a seeded random order takes the closest ``a`` not yet taken; ``b`` without one is left out."""
+    a = np.asarray(aspect_a, dtype=float)
+    b = np.asarray(aspect_b, dtype=float)
+    free = np.ones(len(a), dtype=bool)
+    pairs = []
+    for j in np.random.default_rng(seed).permutation(len(b)):
+        gap = np.where(free, np.abs(a - b[j]), np.inf)
+        if len(a) and gap.min() <= tolerance:
+            k = int(gap.argmin())
+            free[k] = False
+            pairs.append((k, int(j)))
+    pairs.sort()
+    return np.array([k for k, _ in pairs], dtype=int), np.array([j for _, j in pairs], dtype=int)
+
+
+def score_auc(score_a: Sequence[float], score_b: Sequence[float]) -> float:
+    """P(a ``b`` score > an ``a`` score) + half the ties: the ROC AUC of one number as the domain classifier."""
+    a, b = np.asarray(score_a, dtype=float), np.asarray(score_b, dtype=float)
+    return float(sps.mannwhitneyu(b, a).statistic) / (len(a) * len(b))
+
+
 def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1), folds: int = 5,
-                epochs: int = 15, device: str | torch.device | None = "auto") -> pd.DataFrame:
-    """Per class: how well a LeNet-5 tells the training pool (train + validation) from the test split, and
-    the control (two patient-disjoint halves of the pool), mean over ``seeds``.
+                epochs: int = 15, tolerance: float = 0.02,
+                device: str | torch.device | None = "auto") -> pd.DataFrame:
+    """Per class: how well a LeNet-5 tells the training pool (train + validation) from the test split, the
+    control (two patient-disjoint halves of the pool), mean over ``seeds``, and how much of it the source
+    files' aspect ratio explains: that ratio alone as the score, and the probe again on pool and test images
+    matched on it (:func:`aspect_matched`, within ``tolerance``).
 
     Only images whose source file is not an exact square take part (``folder`` holds the files): the
     X-ray mirror's re-encoded 224 x 224 training copies would otherwise be a difference of their own."""
     pool_x = torch.cat([data.train.x, data.val.x])
     pool_y = torch.cat([data.train.y, data.val.y]).tolist()
     pool_ids = list(data.train.ids) + list(data.val.ids)
-    rect_pool = [w != h for w, h in source_sizes(folder, pool_ids)]
-    rect_test = [w != h for w, h in source_sizes(folder, data.test.ids)]
-    rows = []
-    for label, name in enumerate(data.classes):
-        ia = [i for i, (c, r) in enumerate(zip(pool_y, rect_pool)) if c == label and r]
-        ib = [i for i, (c, r) in enumerate(zip(data.test.y.tolist(), rect_test)) if c == label and r]
+    pool_aspect = [w / h if w != h else None for w, h in source_sizes(folder, pool_ids)]
+    test_aspect = [w / h if w != h else None for w, h in source_sizes(folder, data.test.ids)]
+
+    def probe(ia: Sequence[int], ib: Sequence[int], halves: bool = False) -> list[tuple[float, float, int]]:
         ga, gb = [patient_of(pool_ids[i]) for i in ia], [patient_of(data.test.ids[i]) for i in ib]
+        if not halves:
+            return [separability(pool_x[ia], data.test.x[ib], ga, gb, folds=folds, epochs=epochs, seed=s,
+                                 device=device) for s in seeds]
         patients = sorted(set(ga))
         half = set(patients[i] for i in np.random.default_rng(0).permutation(len(patients))[: len(patients) // 2])
-        h1 = [k for k, g in enumerate(ga) if g in half]
-        h2 = [k for k, g in enumerate(ga) if g not in half]
-        shift = [separability(pool_x[ia], data.test.x[ib], ga, gb, folds=folds, epochs=epochs, seed=s,
-                              device=device) for s in seeds]
-        control = [separability(pool_x[ia][h1], pool_x[ia][h2], [ga[k] for k in h1], [ga[k] for k in h2],
-                                folds=folds, epochs=epochs, seed=s, device=device) for s in seeds]
+        h1 = [i for i, g in zip(ia, ga) if g in half]
+        h2 = [i for i, g in zip(ia, ga) if g not in half]
+        return [separability(pool_x[h1], pool_x[h2], [patient_of(pool_ids[i]) for i in h1],
+                             [patient_of(pool_ids[i]) for i in h2], folds=folds, epochs=epochs, seed=s,
+                             device=device) for s in seeds]
+
+    rows = []
+    for label, name in enumerate(data.classes):
+        ia = [i for i, (c, r) in enumerate(zip(pool_y, pool_aspect)) if c == label and r is not None]
+        ib = [i for i, (c, r) in enumerate(zip(data.test.y.tolist(), test_aspect)) if c == label and r is not None]
+        aa, ab = [pool_aspect[i] for i in ia], [test_aspect[i] for i in ib]
+        ma, mb = aspect_matched(aa, ab, tolerance=tolerance)
+        shift, control = probe(ia, ib), probe(ia, ib, halves=True)
+        matched = probe([ia[k] for k in ma], [ib[j] for j in mb]) if len(ma) >= folds else [(np.nan, np.nan, 0)]
         rows.append({"class": name, "images per side": shift[0][2],
                      "AUC pool vs test": np.mean([r[0] for r in shift]),
                      "AUC per seed": " / ".join(f"{r[0]:.2f}" for r in shift),
                      "largest p": max(r[1] for r in shift),
                      "control AUC (pool halves)": np.mean([r[0] for r in control]),
-                     "control per seed": " / ".join(f"{r[0]:.2f}" for r in control)})
+                     "control per seed": " / ".join(f"{r[0]:.2f}" for r in control),
+                     "aspect-only AUC": score_auc(aa, ab),
+                     "matched per side": len(ma),
+                     "matched aspect-only AUC": score_auc([aa[k] for k in ma], [ab[j] for j in mb]),
+                     "AUC aspect-matched": np.mean([r[0] for r in matched]),
+                     "matched largest p": max(r[1] for r in matched)})
     return pd.DataFrame(rows).set_index("class")
 
 
 def shift_summary(table: pd.DataFrame, alpha: float = 0.05, margin: float = 0.1) -> str:
     """One line per class by a stated rule: *shifted* when every seed's p < ``alpha`` and the mean AUC
-    exceeds the control's by more than ``margin``; otherwise *no shift shown*."""
+    exceeds the control's by more than ``margin``; otherwise *no shift shown*. A shifted class is shifted
+    *beyond its aspect ratio* when the aspect-matched probe meets the same rule."""
     lines = [f"Rule: a class's test images are **shifted** from the training pool when every seed's one-sided "
-             f"Mann-Whitney p < {alpha} and the mean AUC exceeds the control's by more than {margin}."]
+             f"Mann-Whitney p < {alpha} and the mean AUC exceeds the control's by more than {margin}; "
+             f"**beyond the aspect ratio** when the probe on aspect-matched images meets the same rule."]
+
+    def meets(auc: float, p: float, control: float) -> bool:
+        return p < alpha and auc - control > margin
+
     for name, r in table.iterrows():
-        shifted = r["largest p"] < alpha and r["AUC pool vs test"] - r["control AUC (pool halves)"] > margin
-        lines.append(f"- {name}: AUC {r['AUC pool vs test']:.2f} (seeds {r['AUC per seed']}; control "
-                     f"{r['control AUC (pool halves)']:.2f}), largest p {r['largest p']:.2g}: "
-                     f"{'**shifted**' if shifted else 'no shift shown'} ({r['images per side']} images per side).")
+        control = r["control AUC (pool halves)"]
+        shifted = meets(r["AUC pool vs test"], r["largest p"], control)
+        line = (f"- {name}: AUC {r['AUC pool vs test']:.2f} (seeds {r['AUC per seed']}; control {control:.2f}), "
+                f"largest p {r['largest p']:.2g}: {'**shifted**' if shifted else 'no shift shown'} "
+                f"({r['images per side']} images per side).")
+        if shifted and not np.isfinite(r["AUC aspect-matched"]):
+            line += f" Too few images match on aspect ratio ({r['matched per side']} per side) to probe beyond it."
+        elif shifted:
+            beyond = meets(r["AUC aspect-matched"], r["matched largest p"], control)
+            line += (f" The aspect ratio alone scores AUC {r['aspect-only AUC']:.2f}; matched on it "
+                     f"({r['matched per side']} images per side, aspect-only AUC {r['matched aspect-only AUC']:.2f}) "
+                     f"the probe scores {r['AUC aspect-matched']:.2f}, largest p {r['matched largest p']:.2g}: "
+                     + ("**beyond the aspect ratio**." if beyond else "not shown beyond the aspect ratio."))
+        lines.append(line)
     order = table["AUC pool vs test"].sort_values(ascending=False)
     if len(order) > 1:
         lines.append(f"- Furthest from the training pool: {order.index[0]} (AUC {order.iloc[0]:.2f}); "

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import small_xray_tree
+from conftest import manifest_rows, small_xray_tree
 
 from helpers import data, domain_shift
 from helpers.aspect import source_sizes
@@ -77,18 +78,46 @@ def test_class_shift_compares_only_files_with_their_own_aspect_ratio(xr) -> None
                                                                splits.test.y.tolist()))
         assert 0 < pool < labels.count(label)
         assert table.loc[name, "images per side"] == min(pool, test)
-    for column in ("AUC pool vs test", "control AUC (pool halves)", "largest p"):
+    for column in ("AUC pool vs test", "control AUC (pool halves)", "largest p", "aspect-only AUC",
+                   "matched aspect-only AUC", "AUC aspect-matched", "matched largest p"):
         assert table[column].between(0, 1).all()
+    assert (table["matched per side"] <= table["images per side"]).all()
+
+
+def test_aspect_matching_removes_the_aspect_difference_of_the_real_test_normals(mirror: Path) -> None:
+    """The mirror's test normals are wider files than the training pool's (by their headers); matched
+    pairs are within the tolerance, use no image twice, and no longer differ in aspect ratio."""
+    folder = mirror / "chest_xray"
+    rows = manifest_rows(folder)
+    rows = rows[(rows["label3"] == "normal") & (rows["source_kind"] == "original")]
+    ids = (rows["split"] + "/" + rows["folder"] + "/" + rows["file"]).tolist()
+    aspect = np.array([w / h for w, h in source_sizes(folder, ids)])
+    is_test = (rows["split"] == "test").to_numpy()
+    pool, test = aspect[~is_test], aspect[is_test]
+    assert domain_shift.score_auc(pool, test) > 0.65
+    ia, ib = domain_shift.aspect_matched(pool, test, tolerance=0.02)
+    assert len(set(ia)) == len(ia) == len(set(ib)) == len(ib) >= 100
+    assert np.abs(pool[ia] - test[ib]).max() <= 0.02
+    assert 0.45 < domain_shift.score_auc(pool[ia], test[ib]) < 0.55
+    a, b = domain_shift.aspect_matched([1.0, 1.5, 1.02], [1.01, 2.0, 1.49], tolerance=0.02)
+    assert (a.tolist(), b.tolist()) == ([0, 1], [0, 2])  # 2.0 has no partner; of two equally close, the first
 
 
 def test_shift_summary_follows_its_stated_rule() -> None:
     table = pd.DataFrame({"images per side": [200, 200, 200], "AUC pool vs test": [0.91, 0.62, 0.55],
                           "AUC per seed": ["0.93 / 0.89", "0.60 / 0.64", "0.55 / 0.55"], "largest p": [1e-40, 0.2, 1e-4],
-                          "control AUC (pool halves)": [0.46, 0.45, 0.50], "control per seed": ["", "", ""]},
+                          "control AUC (pool halves)": [0.46, 0.45, 0.50], "control per seed": ["", "", ""],
+                          "aspect-only AUC": [0.71, 0.5, 0.5], "matched per side": [170, 200, 200],
+                          "matched aspect-only AUC": [0.5, 0.5, 0.5], "AUC aspect-matched": [0.88, 0.6, 0.55],
+                          "matched largest p": [1e-30, 0.3, 1e-3]},
                          index=pd.Index(["normal", "bacterial", "viral"], name="class"))
     lines = domain_shift.shift_summary(table).splitlines()
     assert lines[0].startswith("Rule:")
-    assert "**shifted**" in lines[1]  # p small, AUC 0.45 above the control
+    assert "**shifted**" in lines[1] and "**beyond the aspect ratio**" in lines[1]  # p small, AUC 0.45 above the control
     assert "no shift shown" in lines[2]  # AUC well above the control, but p = 0.2 on one seed
     assert "no shift shown" in lines[3]  # p small, but only 0.05 above the control
     assert lines[4] == "- Furthest from the training pool: normal (AUC 0.91); next bacterial (0.62)."
+    table.loc["normal", "AUC aspect-matched"] = 0.52  # the shift gone once matched on aspect
+    assert "not shown beyond the aspect ratio" in domain_shift.shift_summary(table).splitlines()[1]
+    table.loc["normal", ["matched per side", "AUC aspect-matched", "matched largest p"]] = [3, np.nan, np.nan]
+    assert "Too few images match on aspect ratio (3 per side)" in domain_shift.shift_summary(table).splitlines()[1]
