@@ -96,8 +96,11 @@ def aspect_matched(aspect_a: Sequence[float], aspect_b: Sequence[float], *, tole
 
 
 def score_auc(score_a: Sequence[float], score_b: Sequence[float]) -> float:
-    """P(a ``b`` score > an ``a`` score) + half the ties: the ROC AUC of one number as the domain classifier."""
+    """P(a ``b`` score > an ``a`` score) + half the ties: the ROC AUC of one number as the domain classifier
+    (NaN when a side is empty)."""
     a, b = np.asarray(score_a, dtype=float), np.asarray(score_b, dtype=float)
+    if not len(a) or not len(b):
+        return float("nan")
     return float(sps.mannwhitneyu(b, a).statistic) / (len(a) * len(b))
 
 

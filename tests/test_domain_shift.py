@@ -101,6 +101,8 @@ def test_aspect_matching_removes_the_aspect_difference_of_the_real_test_normals(
     assert 0.45 < domain_shift.score_auc(pool[ia], test[ib]) < 0.55
     a, b = domain_shift.aspect_matched([1.0, 1.5, 1.02], [1.01, 2.0, 1.49], tolerance=0.02)
     assert (a.tolist(), b.tolist()) == ([0, 1], [0, 2])  # 2.0 has no partner; of two equally close, the first
+    a, b = domain_shift.aspect_matched([1.0, 1.1], [1.5], tolerance=0.02)
+    assert len(a) == len(b) == 0 and np.isnan(domain_shift.score_auc(pool[a], test[b]))  # nothing matched: no AUC
 
 
 def test_shift_summary_follows_its_stated_rule() -> None:
