@@ -71,16 +71,21 @@ def source_sizes(folder: Path, ids: Sequence[str]) -> list[tuple[int, int]]:
     return sizes
 
 
-def source_aspects(data: DataSplits, folder: Path, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
-    """Width / height of the source files of ``splits`` (ids relative to ``folder``) per class.
+def source_aspect_ratios(folder: Path, ids: Sequence[str]) -> list[float | None]:
+    """Width / height of each source file ``ids`` (relative to ``folder``); None for a file stored as an
+    exact square (in the X-ray mirror: the re-encoded 224 x 224 copies, and one test original), which
+    carries no aspect ratio of its own."""
+    return [w / h if w != h else None for w, h in source_sizes(folder, ids)]
 
-    Files stored as exact squares (in the X-ray mirror: the re-encoded 224 x 224 copies, and one test
-    original) carry no aspect ratio of their own and are counted apart ("square files")."""
+
+def source_aspects(data: DataSplits, folder: Path, splits: Sequence[str] = ("train", "val")) -> pd.DataFrame:
+    """Width / height of the source files of ``splits`` (ids relative to ``folder``) per class; square
+    files (:func:`source_aspect_ratios`) are counted apart ("square files")."""
     rows = []
     for name in splits:
         split = data.split(name)
-        for (w, h), label in zip(source_sizes(folder, split.ids), split.y.tolist()):
-            rows.append({"class": data.classes[label], "aspect": w / h if w != h else np.nan})
+        for ratio, label in zip(source_aspect_ratios(folder, split.ids), split.y.tolist()):
+            rows.append({"class": data.classes[label], "aspect": np.nan if ratio is None else ratio})
     df = pd.DataFrame(rows)
     table = df.groupby("class", sort=False)["aspect"].agg(
         images="size", **{"square files": lambda a: int(a.isna().sum())}, **{"with aspect": "count"},

@@ -9,7 +9,9 @@ project's one training path (:func:`helpers.training.fit`, another fold as its v
 and a control runs the same probe on two patient-disjoint halves of the training pool, where the
 AUC must stay near 0.5. The source files' aspect ratio is one known difference (a square input
 squashes a wide image more), so the probe runs again on pool and test images matched on it, to see
-whether the shift outlasts it.
+whether the shift outlasts it; two more single numbers, each image's brightness and contrast, are
+scored the same way as the aspect ratio, to see whether the shift is one that a per-image intensity
+normalisation would remove.
 
 Only the test images' pixels, classes and file sizes are used, after the test evaluation: the probe
 explains a test result, it selects nothing.
@@ -25,7 +27,7 @@ import pandas as pd
 import scipy.stats as sps
 import torch
 
-from helpers.aspect import source_sizes
+from helpers.aspect import source_aspect_ratios
 from helpers.data import patient_of
 from helpers.models import build_model
 from helpers.splits import DataSplits, Split
@@ -73,8 +75,8 @@ def separability(a: torch.Tensor, b: torch.Tensor, groups_a: Sequence[str], grou
         held_x = DeviceSplit(splits.test, splits.mean, splits.std, torch.device(fitted.device)).x
         logits = predict_logits(fitted.model, held_x).cpu()
         scores[held] = (logits[:, 1] - logits[:, 0]).numpy()
-    test = sps.mannwhitneyu(scores[n:], scores[:n], alternative="greater")
-    return float(test.statistic) / (n * n), float(test.pvalue), n
+    p = sps.mannwhitneyu(scores[n:], scores[:n], alternative="greater").pvalue
+    return score_auc(scores[:n], scores[n:]), float(p), n
 
 
 def aspect_matched(aspect_a: Sequence[float], aspect_b: Sequence[float], *, tolerance: float = 0.02,
@@ -104,21 +106,30 @@ def score_auc(score_a: Sequence[float], score_b: Sequence[float]) -> float:
     return float(sps.mannwhitneyu(b, a).statistic) / (len(a) * len(b))
 
 
+def pixel_scores(x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Two single numbers per uint8 image (N, C, H, W), in [0, 1]: its mean pixel ("brightness") and the
+    standard deviation of its pixels ("contrast"), as the model sees the image (after the loader's resize)."""
+    flat = x.flatten(1).to(torch.float64) / 255
+    return {"brightness": flat.mean(1).numpy(), "contrast": flat.std(1).numpy()}
+
+
 def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1), folds: int = 5,
                 epochs: int = 15, tolerance: float = 0.02,
                 device: str | torch.device | None = "auto") -> pd.DataFrame:
     """Per class: how well a LeNet-5 tells the training pool (train + validation) from the test split, the
-    control (two patient-disjoint halves of the pool), mean over ``seeds``, and how much of it the source
-    files' aspect ratio explains: that ratio alone as the score, and the probe again on pool and test images
-    matched on it (:func:`aspect_matched`, within ``tolerance``).
+    control (two patient-disjoint halves of the pool), mean over ``seeds``, and how much of it single numbers
+    explain: the source files' aspect ratio, each image's brightness and contrast (:func:`pixel_scores`),
+    each alone as the score (:func:`score_auc`), and the probe again on pool and test images matched on the
+    aspect ratio (:func:`aspect_matched`, within ``tolerance``).
 
     Only images whose source file is not an exact square take part (``folder`` holds the files): the
     X-ray mirror's re-encoded 224 x 224 training copies would otherwise be a difference of their own."""
     pool_x = torch.cat([data.train.x, data.val.x])
     pool_y = torch.cat([data.train.y, data.val.y]).tolist()
     pool_ids = list(data.train.ids) + list(data.val.ids)
-    pool_aspect = [w / h if w != h else None for w, h in source_sizes(folder, pool_ids)]
-    test_aspect = [w / h if w != h else None for w, h in source_sizes(folder, data.test.ids)]
+    pool_aspect = source_aspect_ratios(folder, pool_ids)
+    test_aspect = source_aspect_ratios(folder, data.test.ids)
+    pool_pixels, test_pixels = pixel_scores(pool_x), pixel_scores(data.test.x)
 
     def probe(ia: Sequence[int], ib: Sequence[int], halves: bool = False) -> list[tuple[float, float, int]]:
         ga, gb = [patient_of(pool_ids[i]) for i in ia], [patient_of(data.test.ids[i]) for i in ib]
@@ -148,6 +159,7 @@ def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1)
                      "control AUC (pool halves)": np.mean([r[0] for r in control]),
                      "control per seed": " / ".join(f"{r[0]:.2f}" for r in control),
                      "aspect-only AUC": score_auc(aa, ab),
+                     **{f"{k}-only AUC": score_auc(pool_pixels[k][ia], test_pixels[k][ib]) for k in pool_pixels},
                      "matched per side": len(ma),
                      "matched aspect-only AUC": score_auc([aa[k] for k in ma], [ab[j] for j in mb]),
                      "AUC aspect-matched": np.mean([r[0] for r in matched]),
@@ -176,7 +188,8 @@ def shift_summary(table: pd.DataFrame, alpha: float = 0.05, margin: float = 0.1)
             line += f" Too few images match on aspect ratio ({r['matched per side']} per side) to probe beyond it."
         elif shifted:
             beyond = meets(r["AUC aspect-matched"], r["matched largest p"], control)
-            line += (f" The aspect ratio alone scores AUC {r['aspect-only AUC']:.2f}; matched on it "
+            line += (f" Alone, the aspect ratio scores AUC {r['aspect-only AUC']:.2f}, brightness "
+                     f"{r['brightness-only AUC']:.2f}, contrast {r['contrast-only AUC']:.2f}; matched on aspect "
                      f"({r['matched per side']} images per side, aspect-only AUC {r['matched aspect-only AUC']:.2f}) "
                      f"the probe scores {r['AUC aspect-matched']:.2f}, largest p {r['matched largest p']:.2g}: "
                      + ("**beyond the aspect ratio**." if beyond else "not shown beyond the aspect ratio."))

@@ -79,9 +79,22 @@ def test_class_shift_compares_only_files_with_their_own_aspect_ratio(xr) -> None
         assert 0 < pool < labels.count(label)
         assert table.loc[name, "images per side"] == min(pool, test)
     for column in ("AUC pool vs test", "control AUC (pool halves)", "largest p", "aspect-only AUC",
-                   "matched aspect-only AUC", "AUC aspect-matched", "matched largest p"):
+                   "brightness-only AUC", "contrast-only AUC", "matched aspect-only AUC", "AUC aspect-matched", "matched largest p"):
         assert table[column].between(0, 1).all()
     assert (table["matched per side"] <= table["images per side"]).all()
+
+
+def test_brightness_and_contrast_scores_of_real_xrays(xr) -> None:
+    """Per image, as the model sees it: unchanged by a mirror image (so the two sets score AUC 0.5),
+    both lower for every image once its pixels are halved (AUC near 0)."""
+    x, _ = _pool(xr[0])
+    scores = domain_shift.pixel_scores(x)
+    assert np.allclose(scores["brightness"], x.flatten(1).double().mean(1).numpy() / 255)
+    assert 0.1 < scores["contrast"].min() and scores["contrast"].max() < 0.5  # real X-rays: neither flat nor binary
+    mirrored, halved = domain_shift.pixel_scores(x.flip(-1)), domain_shift.pixel_scores(x // 2)
+    for k in ("brightness", "contrast"):
+        assert domain_shift.score_auc(scores[k], mirrored[k]) == pytest.approx(0.5, abs=1e-3)  # float sums differ in order
+        assert (halved[k] < scores[k]).all() and domain_shift.score_auc(scores[k], halved[k]) < 0.01
 
 
 def test_aspect_matching_removes_the_aspect_difference_of_the_real_test_normals(mirror: Path) -> None:
@@ -109,13 +122,15 @@ def test_shift_summary_follows_its_stated_rule() -> None:
     table = pd.DataFrame({"images per side": [200, 200, 200], "AUC pool vs test": [0.91, 0.62, 0.55],
                           "AUC per seed": ["0.93 / 0.89", "0.60 / 0.64", "0.55 / 0.55"], "largest p": [1e-40, 0.2, 1e-4],
                           "control AUC (pool halves)": [0.46, 0.45, 0.50], "control per seed": ["", "", ""],
-                          "aspect-only AUC": [0.71, 0.5, 0.5], "matched per side": [170, 200, 200],
+                          "aspect-only AUC": [0.71, 0.5, 0.5], "brightness-only AUC": [0.53, 0.4, 0.5],
+                          "contrast-only AUC": [0.45, 0.5, 0.6], "matched per side": [170, 200, 200],
                           "matched aspect-only AUC": [0.5, 0.5, 0.5], "AUC aspect-matched": [0.88, 0.6, 0.55],
                           "matched largest p": [1e-30, 0.3, 1e-3]},
                          index=pd.Index(["normal", "bacterial", "viral"], name="class"))
     lines = domain_shift.shift_summary(table).splitlines()
     assert lines[0].startswith("Rule:")
     assert "**shifted**" in lines[1] and "**beyond the aspect ratio**" in lines[1]  # p small, AUC 0.45 above the control
+    assert "aspect ratio scores AUC 0.71, brightness 0.53, contrast 0.45" in lines[1]
     assert "no shift shown" in lines[2]  # AUC well above the control, but p = 0.2 on one seed
     assert "no shift shown" in lines[3]  # p small, but only 0.05 above the control
     assert lines[4] == "- Furthest from the training pool: normal (AUC 0.91); next bacterial (0.62)."
