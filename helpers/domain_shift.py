@@ -11,7 +11,8 @@ AUC must stay near 0.5. The source files' aspect ratio is one known difference (
 squashes a wide image more), so the probe runs again on pool and test images matched on it, to see
 whether the shift outlasts it; two more single numbers, each image's brightness and contrast, are
 scored the same way as the aspect ratio, to see whether the shift is one that a per-image intensity
-normalisation would remove.
+normalisation would remove; and a map shows *where* in the frame the aspect-matched test images differ
+from the pool's on average (:func:`plot_matched_difference`).
 
 Only the test images' pixels, classes and file sizes are used, after the test evaluation: the probe
 explains a test result, it selects nothing.
@@ -20,8 +21,10 @@ explains a test result, it selects nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import scipy.stats as sps
@@ -113,6 +116,74 @@ def pixel_scores(x: torch.Tensor) -> dict[str, np.ndarray]:
     return {"brightness": flat.mean(1).numpy(), "contrast": flat.std(1).numpy()}
 
 
+@dataclass(frozen=True)
+class ClassSides:
+    """One class's two sides of the probe: indices into the training pool (train + validation, in that order)
+    and into the test split of the images whose source file is not an exact square, their aspect ratios,
+    and the pairs matched on it (positions in ``pool`` / ``test``, :func:`aspect_matched`)."""
+
+    pool: list[int]
+    test: list[int]
+    pool_aspect: list[float]
+    test_aspect: list[float]
+    matched_pool: np.ndarray
+    matched_test: np.ndarray
+
+
+def class_sides(data: DataSplits, folder: Path, *, tolerance: float = 0.02) -> dict[str, ClassSides]:
+    """:class:`ClassSides` of every class (``folder`` holds the source files). Square files are left out: the
+    X-ray mirror's re-encoded 224 x 224 training copies would otherwise be a difference of their own."""
+    pool_y = torch.cat([data.train.y, data.val.y]).tolist()
+    pool_aspect = source_aspect_ratios(folder, list(data.train.ids) + list(data.val.ids))
+    test_aspect = source_aspect_ratios(folder, data.test.ids)
+    sides = {}
+    for label, name in enumerate(data.classes):
+        ia = [i for i, (c, r) in enumerate(zip(pool_y, pool_aspect)) if c == label and r is not None]
+        ib = [i for i, (c, r) in enumerate(zip(data.test.y.tolist(), test_aspect)) if c == label and r is not None]
+        aa, ab = [pool_aspect[i] for i in ia], [test_aspect[i] for i in ib]
+        sides[name] = ClassSides(ia, ib, aa, ab, *aspect_matched(aa, ab, tolerance=tolerance))
+    return sides
+
+
+def mean_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean image of uint8 images ``a`` and of ``b`` (N, C, H, W; channels averaged, in [0, 1]) and, per
+    pixel, their difference b - a in standard errors (Welch's z; it treats images as independent)."""
+    fa, fb = (x.to(torch.float64).mean(1) / 255 for x in (a, b))
+    se = torch.sqrt(fa.var(0) / len(fa) + fb.var(0) / len(fb)).clamp_min(1e-9)
+    return fa.mean(0).numpy(), fb.mean(0).numpy(), ((fb.mean(0) - fa.mean(0)) / se).numpy()
+
+
+def plot_matched_difference(data: DataSplits, folder: Path, *, tolerance: float = 0.02, z_limit: float = 8.0,
+                            title: str = "Training pool vs test, matched on aspect ratio") -> plt.Figure:
+    """Per class (rows): the mean aspect-matched pool image, the mean matched test image and the per-pixel z of
+    test - pool (:func:`mean_difference`; red: test brighter), with the images per side and the share of
+    pixels beyond |z| = 4 in the row's titles."""
+    sides = class_sides(data, folder, tolerance=tolerance)
+    pool_x = torch.cat([data.train.x, data.val.x])
+    fig, axes = plt.subplots(len(sides), 3, figsize=(9.5, 3 * len(sides)), squeeze=False)
+    for row, (name, sd) in zip(axes, sides.items()):
+        pa = pool_x[[sd.pool[k] for k in sd.matched_pool]]
+        tb = data.test.x[[sd.test[j] for j in sd.matched_test]]
+        if len(pa) < 2:
+            for ax in row:
+                ax.axis("off")
+            row[0].set_title(f"{name}: {len(pa)} images matched, too few for a mean", fontsize=9)
+            continue
+        mean_a, mean_b, z = mean_difference(pa, tb)
+        row[0].imshow(mean_a, cmap="gray", vmin=0, vmax=1)
+        row[1].imshow(mean_b, cmap="gray", vmin=0, vmax=1)
+        im = row[2].imshow(z, cmap="RdBu_r", vmin=-z_limit, vmax=z_limit)
+        fig.colorbar(im, ax=row[2], label="test − pool (standard errors)")
+        row[0].set_title(f"{name}: pool mean ({len(pa)} images)", fontsize=9)
+        row[1].set_title(f"{name}: test mean ({len(tb)} images)", fontsize=9)
+        row[2].set_title(f"z per pixel; |z| > 4 on {100 * np.mean(np.abs(z) > 4):.0f} % of pixels", fontsize=9)
+        for ax in row:
+            ax.set(xlabel="x (px of the model input)", ylabel="y (px)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1), folds: int = 5,
                 epochs: int = 15, tolerance: float = 0.02,
                 device: str | torch.device | None = "auto") -> pd.DataFrame:
@@ -122,13 +193,9 @@ def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1)
     each alone as the score (:func:`score_auc`), and the probe again on pool and test images matched on the
     aspect ratio (:func:`aspect_matched`, within ``tolerance``).
 
-    Only images whose source file is not an exact square take part (``folder`` holds the files): the
-    X-ray mirror's re-encoded 224 x 224 training copies would otherwise be a difference of their own."""
+    Only images whose source file is not an exact square take part (:func:`class_sides`)."""
     pool_x = torch.cat([data.train.x, data.val.x])
-    pool_y = torch.cat([data.train.y, data.val.y]).tolist()
     pool_ids = list(data.train.ids) + list(data.val.ids)
-    pool_aspect = source_aspect_ratios(folder, pool_ids)
-    test_aspect = source_aspect_ratios(folder, data.test.ids)
     pool_pixels, test_pixels = pixel_scores(pool_x), pixel_scores(data.test.x)
 
     def probe(ia: Sequence[int], ib: Sequence[int], halves: bool = False) -> list[tuple[float, float, int]]:
@@ -145,11 +212,8 @@ def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1)
                              device=device) for s in seeds]
 
     rows = []
-    for label, name in enumerate(data.classes):
-        ia = [i for i, (c, r) in enumerate(zip(pool_y, pool_aspect)) if c == label and r is not None]
-        ib = [i for i, (c, r) in enumerate(zip(data.test.y.tolist(), test_aspect)) if c == label and r is not None]
-        aa, ab = [pool_aspect[i] for i in ia], [test_aspect[i] for i in ib]
-        ma, mb = aspect_matched(aa, ab, tolerance=tolerance)
+    for name, sd in class_sides(data, folder, tolerance=tolerance).items():
+        ia, ib, aa, ab, ma, mb = sd.pool, sd.test, sd.pool_aspect, sd.test_aspect, sd.matched_pool, sd.matched_test
         shift, control = probe(ia, ib), probe(ia, ib, halves=True)
         matched = probe([ia[k] for k in ma], [ib[j] for j in mb]) if len(ma) >= folds else [(np.nan, np.nan, 0)]
         rows.append({"class": name, "images per side": shift[0][2],

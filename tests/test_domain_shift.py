@@ -97,6 +97,31 @@ def test_brightness_and_contrast_scores_of_real_xrays(xr) -> None:
         assert (halved[k] < scores[k]).all() and domain_shift.score_auc(scores[k], halved[k]) < 0.01
 
 
+def test_mean_difference_marks_only_where_the_test_side_differs(xr) -> None:
+    x, _ = _pool(xr[0])
+    marked = x.clone()
+    marked[..., 10:20, 5:15] = 255  # a bright label burnt into every "test" image
+    mean_a, mean_b, z = domain_shift.mean_difference(x, marked)
+    assert mean_a.shape == z.shape == x.shape[-2:]
+    assert np.allclose(mean_a, x.double().mean(1).mean(0).numpy() / 255)
+    assert (z[10:20, 5:15] > 4).all() and np.allclose(mean_b[10:20, 5:15], 1.0)
+    outside = np.ones_like(z, dtype=bool)
+    outside[10:20, 5:15] = False
+    assert (z[outside] == 0).all()
+
+
+def test_matched_difference_plot_shows_the_matched_images_of_every_class(xr) -> None:
+    splits, folder = xr
+    sides = domain_shift.class_sides(splits, folder)
+    fig = domain_shift.plot_matched_difference(splits, folder)
+    titles = [ax.get_title() for ax in fig.axes]
+    for name, sd in sides.items():
+        assert len(sd.matched_pool) == len(sd.matched_test) >= 2
+        assert f"{name}: pool mean ({len(sd.matched_pool)} images)" in titles
+        assert np.abs(np.array(sd.pool_aspect)[sd.matched_pool] - np.array(sd.test_aspect)[sd.matched_test]).max() <= 0.02
+    assert sum(t.startswith("z per pixel") for t in titles) == len(splits.classes)
+
+
 def test_aspect_matching_removes_the_aspect_difference_of_the_real_test_normals(mirror: Path) -> None:
     """The mirror's test normals are wider files than the training pool's (by their headers); matched
     pairs are within the tolerance, use no image twice, and no longer differ in aspect ratio."""
