@@ -110,7 +110,7 @@ def test_mean_difference_marks_only_where_the_test_side_differs(xr) -> None:
     assert (z[outside] == 0).all()
 
 
-def test_matched_difference_plot_shows_the_matched_images_of_every_class(xr) -> None:
+def test_matched_difference_plot_shows_the_matched_images_of_every_class(xr, monkeypatch) -> None:
     splits, folder = xr
     sides = domain_shift.class_sides(splits, folder)
     fig = domain_shift.plot_matched_difference(splits, folder)
@@ -120,6 +120,10 @@ def test_matched_difference_plot_shows_the_matched_images_of_every_class(xr) -> 
         assert f"{name}: pool mean ({len(sd.matched_pool)} images)" in titles
         assert np.abs(np.array(sd.pool_aspect)[sd.matched_pool] - np.array(sd.test_aspect)[sd.matched_test]).max() <= 0.02
     assert sum(t.startswith("z per pixel") for t in titles) == len(splits.classes)
+    none = (np.array([], dtype=int), np.array([], dtype=int))  # classes where no test image finds a partner
+    monkeypatch.setattr(domain_shift, "aspect_matched", lambda a, b, **kwargs: none)
+    titles = [ax.get_title() for ax in domain_shift.plot_matched_difference(splits, folder).axes]
+    assert [t for t in titles if t] == [f"{name}: 0 images matched, too few for a mean" for name in splits.classes]
 
 
 def test_aspect_matching_removes_the_aspect_difference_of_the_real_test_normals(mirror: Path) -> None:
