@@ -8,7 +8,8 @@ might. This module checks that claim directly, at the price of part of the test 
   split and builds two training splits of equal size and class counts: **pool only** is the training split
   as it is, **swapped** has the moved test images in place of as many random training images of that class;
 * :func:`train_arms` trains one configuration on both, over the same seeds (validation is the pool's in
-  both, so each run picks its epoch exactly as the reported models do);
+  both, so each run picks its epoch exactly as the reported models do; the pool-only arm can reuse the
+  reported models themselves, which were trained on exactly that training split);
 * :func:`swap_table` and :func:`swap_verdict` compare them on the test images left, paired by seed.
 
 Both arms are scored on the same remaining test images, which no run trained on. The experiment spends
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 
 from helpers.data import patient_of
+from helpers.evaluation import evaluate
 from helpers.paths import Outputs
 from helpers.runs import RunResult, recall_table, train_and_evaluate
 from helpers.splits import DataSplits, Split, grouped_stratified_split
@@ -72,13 +74,25 @@ def swap_in(data: DataSplits, class_name: str, *, share: float = 0.5, seed: int 
 
 
 def train_arms(arms: Sequence[DataSplits], run: RunResult, seeds: Sequence[int], *, experiment: str,
-               outputs: Outputs, device: str | torch.device = "auto") -> dict[str, list[RunResult]]:
+               outputs: Outputs, device: str | torch.device = "auto",
+               pool_runs: Sequence[RunResult] | None = None) -> dict[str, list[RunResult]]:
     """``run``'s model and training settings trained on each arm of :func:`swap_in` once per seed, scored on
-    the arm's test split (the images left); ``{arm name: runs in seed order}``."""
-    return {name: [train_and_evaluate(d, replace(run.train_config, seed=s), name=f"swap-{name.replace(' ', '-')}-seed{s}",
-                                      experiment=experiment, model_config=run.model_config, outputs=outputs,
-                                      device=device) for s in seeds]
-            for name, d in zip(ARMS, arms)}
+    the arm's test split (the images left); ``{arm name: runs in seed order}``.
+
+    ``pool_runs``: runs already trained with those settings on the pool-only arm's training split, one per
+    seed in order (the reported tuned models): they are scored on the images left instead of trained again."""
+    trained = {}
+    for name, d in zip(ARMS, arms):
+        if name == ARMS[0] and pool_runs is not None:
+            for r, s in zip(pool_runs, seeds, strict=True):
+                if r.train_config != replace(run.train_config, seed=s) or r.model_config != run.model_config:
+                    raise ValueError(f"run {r.name!r} was not trained with the given settings and seed {s}")
+            trained[name] = [replace(r, test=evaluate(r.model, d, "test", device=device)) for r in pool_runs]
+            continue
+        trained[name] = [train_and_evaluate(d, replace(run.train_config, seed=s), name=f"swap-{name.replace(' ', '-')}-seed{s}",
+                                            experiment=experiment, model_config=run.model_config, outputs=outputs,
+                                            device=device) for s in seeds]
+    return trained
 
 
 def swap_table(runs: dict[str, list[RunResult]]) -> pd.DataFrame:

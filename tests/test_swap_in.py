@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ from conftest import small_xray_tree
 
 from helpers import aspect, data, swap_in
 from helpers.paths import Outputs
+from helpers.runs import train_and_evaluate
 from helpers.splits import DataSplits
 from helpers.training import TrainConfig
 
@@ -64,6 +66,17 @@ def test_train_arms_trains_one_configuration_on_both_arms_over_the_same_seeds(xr
     assert (table["images"] == [len(arms[0].test)] * 4).all()
     recall = table["recall normal %"]
     verdict = swap_in.swap_verdict(runs, "normal")
+    # the reported models were trained on the pool-only arm's very training split: re-scored, they are its runs
+    reported = [train_and_evaluate(xr, replace(run.train_config, seed=s), name=f"tuned-seed{s}", experiment="e",
+                                   model_config=runs["pool only"][0].model_config, outputs=Outputs(tmp_path),
+                                   device="cpu") for s in (0, 1)]
+    run.model_config = reported[0].model_config
+    reused = swap_in.train_arms(arms, run, (0, 1), experiment="swap", outputs=Outputs(tmp_path), device="cpu",
+                                pool_runs=reported)
+    assert swap_in.swap_table(reused).loc["pool only"].to_numpy().tolist() == table.loc["pool only"].to_numpy().tolist()
+    with pytest.raises(ValueError, match="not trained with the given settings"):
+        swap_in.train_arms(arms, run, (1, 0), experiment="swap", outputs=Outputs(tmp_path), device="cpu",
+                           pool_runs=reported)
     assert f"Normal recall {recall.loc['pool only'].mean():.1f} % pool only, {recall.loc['swapped'].mean():.1f} % swapped" in verdict
 
 
