@@ -145,6 +145,18 @@ def class_sides(data: DataSplits, folder: Path, *, tolerance: float = 0.02) -> d
     return sides
 
 
+def _check_sides(data: DataSplits, sides: dict[str, ClassSides]) -> None:
+    """Refuse ``sides`` that were not made by :func:`class_sides` from ``data`` (their indices would pick
+    other images)."""
+    pool_y, test_y = torch.cat([data.train.y, data.val.y]), data.test.y
+    for label, name in enumerate(data.classes):
+        sd = sides.get(name)
+        if sd is None or any(i >= len(pool_y) or pool_y[i] != label for i in sd.pool) or any(
+                i >= len(test_y) or test_y[i] != label for i in sd.test):
+            raise ValueError(f"the sides of class {name!r} do not belong to these data: make them with "
+                             f"class_sides(data, folder) from the same data")
+
+
 def mean_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The mean image of uint8 images ``a`` and of ``b`` (N, C, H, W; channels averaged, in [0, 1]) and, per
     pixel, their difference b - a in standard errors (Welch's z; it treats images as independent)."""
@@ -153,12 +165,12 @@ def mean_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.nd
     return fa.mean(0).numpy(), fb.mean(0).numpy(), ((fb.mean(0) - fa.mean(0)) / se).numpy()
 
 
-def plot_matched_difference(data: DataSplits, folder: Path, *, tolerance: float = 0.02, z_limit: float = 8.0,
+def plot_matched_difference(data: DataSplits, sides: dict[str, ClassSides], *, z_limit: float = 8.0,
                             title: str = "Training pool vs test, matched on aspect ratio") -> plt.Figure:
-    """Per class (rows): the mean aspect-matched pool image, the mean matched test image and the per-pixel z of
-    test - pool (:func:`mean_difference`; red: test brighter), with the images per side and the share of
-    pixels beyond |z| = 4 in the row's titles."""
-    sides = class_sides(data, folder, tolerance=tolerance)
+    """Per class of ``sides`` (:func:`class_sides` of ``data``; rows): the mean aspect-matched pool image, the
+    mean matched test image and the per-pixel z of test - pool (:func:`mean_difference`; red: test brighter),
+    with the images per side and the share of pixels beyond |z| = 4 in the row's titles."""
+    _check_sides(data, sides)
     pool_x = torch.cat([data.train.x, data.val.x])
     fig, axes = plt.subplots(len(sides), 3, figsize=(9.5, 3 * len(sides)), squeeze=False)
     for row, (name, sd) in zip(axes, sides.items()):
@@ -184,16 +196,16 @@ def plot_matched_difference(data: DataSplits, folder: Path, *, tolerance: float 
     return fig
 
 
-def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1), folds: int = 5,
-                epochs: int = 15, tolerance: float = 0.02,
-                device: str | torch.device | None = "auto") -> pd.DataFrame:
+def class_shift(data: DataSplits, sides: dict[str, ClassSides], *, seeds: Sequence[int] = (0, 1), folds: int = 5,
+                epochs: int = 15, device: str | torch.device | None = "auto") -> pd.DataFrame:
     """Per class: how well a LeNet-5 tells the training pool (train + validation) from the test split, the
     control (two patient-disjoint halves of the pool), mean over ``seeds``, and how much of it single numbers
     explain: the source files' aspect ratio, each image's brightness and contrast (:func:`pixel_scores`),
     each alone as the score (:func:`score_auc`), and the probe again on pool and test images matched on the
-    aspect ratio (:func:`aspect_matched`, within ``tolerance``).
+    aspect ratio (the pairs in ``sides``, :func:`class_sides` of ``data``).
 
-    Only images whose source file is not an exact square take part (:func:`class_sides`)."""
+    Only images whose source file is not an exact square take part."""
+    _check_sides(data, sides)
     pool_x = torch.cat([data.train.x, data.val.x])
     pool_ids = list(data.train.ids) + list(data.val.ids)
     pool_pixels, test_pixels = pixel_scores(pool_x), pixel_scores(data.test.x)
@@ -212,7 +224,7 @@ def class_shift(data: DataSplits, folder: Path, *, seeds: Sequence[int] = (0, 1)
                              device=device) for s in seeds]
 
     rows = []
-    for name, sd in class_sides(data, folder, tolerance=tolerance).items():
+    for name, sd in sides.items():
         ia, ib, aa, ab, ma, mb = sd.pool, sd.test, sd.pool_aspect, sd.test_aspect, sd.matched_pool, sd.matched_test
         shift, control = probe(ia, ib), probe(ia, ib, halves=True)
         matched = probe([ia[k] for k in ma], [ib[j] for j in mb]) if len(ma) >= folds else [(np.nan, np.nan, 0)]

@@ -101,9 +101,9 @@ def swap_table(runs: dict[str, list[RunResult]]) -> pd.DataFrame:
     return pd.concat({name: recall_table(results) for name, results in runs.items()}, names=["arm", "run"])
 
 
-def swap_verdict(runs: dict[str, list[RunResult]], class_name: str) -> str:
-    """Markdown: the claim "training on test-like images of ``class_name`` raises its recall on the other test
-    patients' images", decided by the paired difference (swapped − pool only) of that recall over the seeds,
+def swap_verdict(runs: dict[str, list[RunResult]], class_name: str, *, noun: str = "images") -> str:
+    """Markdown: the claim "training on test-like ``class_name`` ``noun`` raises its recall on the other test
+    patients' images" (``noun``: what the data set's images are, e.g. "X-rays"), decided by the paired difference (swapped − pool only) of that recall over the seeds,
     and the same paired difference of balanced accuracy beside it."""
     pool, swapped = runs[ARMS[0]], runs[ARMS[1]]
     if [r.train_config.seed for r in pool] != [r.train_config.seed for r in swapped]:
@@ -112,7 +112,7 @@ def swap_verdict(runs: dict[str, list[RunResult]], class_name: str) -> str:
     balanced = [[100 * r.test.balanced_accuracy for r in arm] for arm in (pool, swapped)]
     d, b = paired_difference(*recall), paired_difference(*balanced)
     outcome = {"b better": "supported", "a better": "refuted"}.get(d.verdict, "inconclusive")
-    return (f"**Claim:** training on test-like {class_name} X-rays raises the {class_name} recall on the other "
+    return (f"**Claim:** training on test-like {class_name} {noun} raises the {class_name} recall on the other "
             f"test patients' images. **Verdict: {outcome}.** {class_name.capitalize()} recall {np.mean(recall[0]):.1f} % pool only, "
             f"{np.mean(recall[1]):.1f} % swapped; paired difference {d.mean:+.1f} ± {d.se:.1f} (s.e., {d.n} seeds). "
             f"Balanced accuracy on the same images: {np.mean(balanced[0]):.1f} % and {np.mean(balanced[1]):.1f} %, "

@@ -68,7 +68,7 @@ def test_each_fold_trains_through_fit_and_scores_only_images_no_choice_saw(xr, m
 
 def test_class_shift_compares_only_files_with_their_own_aspect_ratio(xr) -> None:
     splits, folder = xr
-    table = domain_shift.class_shift(splits, folder, seeds=(0,), folds=3, epochs=1)
+    table = domain_shift.class_shift(splits, domain_shift.class_sides(splits, folder), seeds=(0,), folds=3, epochs=1)
     assert list(table.index) == splits.classes
     ids = list(splits.train.ids) + list(splits.val.ids)
     labels = torch.cat([splits.train.y, splits.val.y]).tolist()
@@ -113,7 +113,7 @@ def test_mean_difference_marks_only_where_the_test_side_differs(xr) -> None:
 def test_matched_difference_plot_shows_the_matched_images_of_every_class(xr, monkeypatch) -> None:
     splits, folder = xr
     sides = domain_shift.class_sides(splits, folder)
-    fig = domain_shift.plot_matched_difference(splits, folder)
+    fig = domain_shift.plot_matched_difference(splits, sides)
     titles = [ax.get_title() for ax in fig.axes]
     for name, sd in sides.items():
         assert len(sd.matched_pool) == len(sd.matched_test) >= 2
@@ -122,8 +122,22 @@ def test_matched_difference_plot_shows_the_matched_images_of_every_class(xr, mon
     assert sum(t.startswith("z per pixel") for t in titles) == len(splits.classes)
     none = (np.array([], dtype=int), np.array([], dtype=int))  # classes where no test image finds a partner
     monkeypatch.setattr(domain_shift, "aspect_matched", lambda a, b, **kwargs: none)
-    titles = [ax.get_title() for ax in domain_shift.plot_matched_difference(splits, folder).axes]
+    titles = [ax.get_title() for ax in domain_shift.plot_matched_difference(splits, domain_shift.class_sides(splits, folder)).axes]
     assert [t for t in titles if t] == [f"{name}: 0 images matched, too few for a mean" for name in splits.classes]
+
+
+def test_sides_of_other_data_are_refused(xr) -> None:
+    """Sides index the pool and test images of the data they were made from; with other data they would
+    pick other images (here: the same X-rays with their test split cut short)."""
+    splits, folder = xr
+    sides = domain_shift.class_sides(splits, folder)
+    shorter = splits.subset(n_test=len(splits.test) // 3)
+    with pytest.raises(ValueError, match="do not belong to these data"):
+        domain_shift.plot_matched_difference(shorter, sides)
+    with pytest.raises(ValueError, match="do not belong to these data"):
+        domain_shift.class_shift(shorter, sides, seeds=(0,), folds=3, epochs=1)
+    with pytest.raises(ValueError, match="'normal'"):
+        domain_shift.plot_matched_difference(splits, {k: v for k, v in sides.items() if k != "normal"})
 
 
 def test_aspect_matching_removes_the_aspect_difference_of_the_real_test_normals(mirror: Path) -> None:

@@ -91,6 +91,9 @@ def _runs(pool: list[float], swapped: list[float]) -> dict[str, list[SimpleNames
 def test_swap_verdict_follows_its_stated_rule() -> None:
     text = swap_in.swap_verdict(_runs([30, 35, 32], [60, 66, 70]), "normal")
     assert "**Verdict: supported.**" in text and "paired difference +33.0" in text
+    assert text.startswith("**Claim:** training on test-like normal images raises the normal recall")
+    assert "test-like normal X-rays raises" in swap_in.swap_verdict(_runs([30, 35, 32], [60, 66, 70]), "normal",
+                                                                    noun="X-rays")
     assert "Balanced accuracy on the same images: 61.2 % and 77.7 %" in text  # (recall + 90) / 2, averaged
     assert "**Verdict: refuted.**" in swap_in.swap_verdict(_runs([60, 66, 70], [30, 35, 32]), "normal")
     text = swap_in.swap_verdict(_runs([30, 50, 40], [45, 35, 42]), "normal")  # +15, −15, +2: no clear sign
