@@ -30,7 +30,7 @@ from helpers.evaluation import evaluate
 from helpers.paths import Outputs
 from helpers.runs import RunResult, recall_table, train_and_evaluate
 from helpers.splits import DataSplits, Split, grouped_stratified_split
-from helpers.stats import paired_difference
+from helpers.verdicts import Verdict, paired
 
 #: names of the two arms, in the order :func:`swap_in` returns them
 ARMS = ("pool only", "swapped")
@@ -89,9 +89,10 @@ def train_arms(arms: Sequence[DataSplits], run: RunResult, seeds: Sequence[int],
                     raise ValueError(f"run {r.name!r} was not trained with the given settings and seed {s}")
             trained[name] = [replace(r, test=evaluate(r.model, d, "test", device=device)) for r in pool_runs]
             continue
-        trained[name] = [train_and_evaluate(d, replace(run.train_config, seed=s), name=f"swap-{name.replace(' ', '-')}-seed{s}",
-                                            experiment=experiment, model_config=run.model_config, outputs=outputs,
-                                            device=device) for s in seeds]
+        trained[name] = [train_and_evaluate(d, replace(run.train_config, seed=s),
+                                            name=f"swap-{name.replace(' ', '-')}-seed{s}", experiment=experiment,
+                                            model_config=run.model_config, outputs=outputs, device=device)
+                         for s in seeds]
     return trained
 
 
@@ -103,18 +104,19 @@ def swap_table(runs: dict[str, list[RunResult]]) -> pd.DataFrame:
 
 def swap_verdict(runs: dict[str, list[RunResult]], class_name: str, *, noun: str = "images") -> str:
     """Markdown: the claim "training on test-like ``class_name`` ``noun`` raises its recall on the other test
-    patients' images" (``noun``: what the data set's images are, e.g. "X-rays"), decided by the paired difference (swapped − pool only) of that recall over the seeds,
-    and the same paired difference of balanced accuracy beside it."""
-    pool, swapped = runs[ARMS[0]], runs[ARMS[1]]
-    if [r.train_config.seed for r in pool] != [r.train_config.seed for r in swapped]:
+    patients' images" (``noun``: what the data set's images are, e.g. "X-rays"), decided by the project's
+    paired rule (:func:`helpers.verdicts.paired`: swapped − pool only by seed, 95 % t interval), with the
+    same paired difference of balanced accuracy beside it."""
+    if [r.train_config.seed for r in runs[ARMS[0]]] != [r.train_config.seed for r in runs[ARMS[1]]]:
         raise ValueError("the two arms must be trained on the same seeds, in the same order")
-    recall = [[100 * float(r.test.per_class[class_name]) for r in arm] for arm in (pool, swapped)]
-    balanced = [[100 * r.test.balanced_accuracy for r in arm] for arm in (pool, swapped)]
-    d, b = paired_difference(*recall), paired_difference(*balanced)
-    outcome = {"b better": "supported", "a better": "refuted"}.get(d.verdict, "inconclusive")
-    return (f"**Claim:** training on test-like {class_name} {noun} raises the {class_name} recall on the other "
-            f"test patients' images. **Verdict: {outcome}.** {class_name.capitalize()} recall {np.mean(recall[0]):.1f} % pool only, "
-            f"{np.mean(recall[1]):.1f} % swapped; paired difference {d.mean:+.1f} ± {d.se:.1f} (s.e., {d.n} seeds). "
-            f"Balanced accuracy on the same images: {np.mean(balanced[0]):.1f} % and {np.mean(balanced[1]):.1f} %, "
-            f"paired {b.mean:+.1f} ± {b.se:.1f}.\n\n*Rule: {d.rule} (supported above +2 s.e., refuted below −2 s.e., "
-            f"else inconclusive).*")
+    frame = pd.DataFrame([{"arm": arm, "seed": r.train_config.seed, "balanced": 100 * r.test.balanced_accuracy,
+                           "recall": 100 * float(r.test.per_class[class_name])} for arm in ARMS for r in runs[arm]])
+    mean = frame.groupby("arm").mean()
+    claim = (f"training on test-like {class_name} {noun} raises the {class_name} recall on the other test "
+             f"patients' images")
+    v = paired(frame, "arm", *ARMS, metric="recall", claim=claim)
+    b = paired(frame, "arm", *ARMS, metric="balanced")
+    evidence = (f"{class_name.capitalize()} recall {mean.loc[ARMS[0], 'recall']:.1f} % pool only, "
+                f"{mean.loc[ARMS[1], 'recall']:.1f} % swapped; {v.evidence}. Balanced accuracy on the same images: "
+                f"{mean.loc[ARMS[0], 'balanced']:.1f} % and {mean.loc[ARMS[1], 'balanced']:.1f} %; {b.evidence}")
+    return f"**Claim:** {claim}. " + Verdict(claim, v.outcome, v.rule, evidence).markdown()

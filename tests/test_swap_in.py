@@ -90,14 +90,14 @@ def _runs(pool: list[float], swapped: list[float]) -> dict[str, list[SimpleNames
 
 def test_swap_verdict_follows_its_stated_rule() -> None:
     text = swap_in.swap_verdict(_runs([30, 35, 32], [60, 66, 70]), "normal")
-    assert "**Verdict: supported.**" in text and "paired difference +33.0" in text
+    assert "**Verdict: supported.**" in text and "swapped − pool only: +33.00 points" in text
     assert text.startswith("**Claim:** training on test-like normal images raises the normal recall")
     assert "test-like normal X-rays raises" in swap_in.swap_verdict(_runs([30, 35, 32], [60, 66, 70]), "normal",
                                                                     noun="X-rays")
     assert "Balanced accuracy on the same images: 61.2 % and 77.7 %" in text  # (recall + 90) / 2, averaged
     assert "**Verdict: refuted.**" in swap_in.swap_verdict(_runs([60, 66, 70], [30, 35, 32]), "normal")
     text = swap_in.swap_verdict(_runs([30, 50, 40], [45, 35, 42]), "normal")  # +15, −15, +2: no clear sign
-    assert "**Verdict: inconclusive.**" in text and "paired difference +0.7" in text
+    assert "**Verdict: inconclusive.**" in text and "swapped − pool only: +0.67 points" in text
     runs = _runs([30, 35], [60, 66])
     runs["swapped"].reverse()
     with pytest.raises(ValueError, match="same seeds"):
