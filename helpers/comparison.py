@@ -47,11 +47,14 @@ class AlgorithmComparison:
     def summary(self) -> pd.DataFrame:
         """Per algorithm: searches, mean ± sd of the final best validation accuracy, epochs and trials."""
         f = self.finals()
-        return f.groupby("algorithm", sort=False).agg(
+        out = f.groupby("algorithm", sort=False).agg(
             searches=("search seed", "size"), **{"best val acc mean %": ("best val acc %", "mean"),
                                                  "best val acc sd %": ("best val acc %", "std"),
                                                  "trials mean": ("trials", "mean"), "epochs mean": ("epochs", "mean")},
         ).round(2)
+        # the sd of one search (the deterministic grid) is undefined: shown as a dash, not NaN
+        out["best val acc sd %"] = out["best val acc sd %"].astype(object).where(out["searches"] > 1, "–")
+        return out
 
     def curves(self) -> pd.DataFrame:
         """Best-so-far validation accuracy (%) after every epoch spent, one column per search."""
@@ -63,7 +66,8 @@ class AlgorithmComparison:
         """One sentence: the rule, its numbers and what follows."""
         t = self.test
         s = self.summary()
-        means = ", ".join(f"{a} {r['best val acc mean %']:.2f} ± {r['best val acc sd %']:.2f} %" for a, r in s.iterrows())
+        means = ", ".join(f"{a} {r['best val acc mean %']:.2f} ± {r['best val acc sd %']:.2f} %" if r["searches"] > 1
+                          else f"{a} {r['best val acc mean %']:.2f} % (one search)" for a, r in s.iterrows())
         outcome = "inconclusive" if t.verdict == "inconclusive" else f"{t.verdict} is better"
         return (f"Rule: {t.rule}. Final best validation accuracy at {self.epoch_budget} epochs: {means}; "
                 f"U = {t.u:g}, p = {t.p:.3f}: **{outcome}**, so the full search uses **{self.chosen}**.")

@@ -127,7 +127,7 @@ class TuningStudy:
                      + (f"; {len(self.reused)} seed run(s) reused from the search, not retrained" if self.reused else ""),
              "trials": len(runs),
              "stopped early": 0, "finished": len(runs), "failed": 0, "epochs": retrain_epochs,
-             "train min": round(retrain_min, 1), "best val acc %": None, "device": self.device},
+             "train min": round(retrain_min, 1), "best val acc %": "–", "device": self.device},  # no search here
         ]).set_index("step")
 
     def summary(self) -> pd.DataFrame:

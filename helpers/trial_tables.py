@@ -147,4 +147,5 @@ def importance_readout(frame: pd.DataFrame, imp: pd.Series) -> str:
                 f"too few to rank hyperparameters by η², so no ranking is claimed here.")
     return (f"**Read-out.** Over {n} finished trials the hyperparameter that explains most of the spread is "
             f"**{imp.index[0]}** (η² = {imp.iloc[0]:.2f}), then **{imp.index[1]}** ({imp.iloc[1]:.2f}) and "
-            f"**{imp.index[2]}** ({imp.iloc[2]:.2f}). TPE samples where it expects good results, so these are hints.")
+            f"**{imp.index[2]}** ({imp.iloc[2]:.2f}). TPE samples where it expects good results, so these are hints. "
+            "η² of each: " + ", ".join(f"{name} {value:.2f}" for name, value in imp.items()) + ".")

@@ -182,6 +182,9 @@ def test_comparison_at_equal_epochs_returns_one_curve_per_search_seed(tiny: Data
     finals = cmp.finals()
     assert (finals["epochs"] <= 8).all() and len(finals) == 4
     assert cmp.chosen in ("tpe", "random") and "Mann-Whitney" in cmp.verdict()
+    one = comparison.AlgorithmComparison(**{**vars(cmp), "frames": {k: v for k, v in cmp.frames.items() if k[1] == 0}})
+    assert (one.summary()["best val acc sd %"] == "–").all()  # one search per algorithm: no sd, and no NaN shown
+    assert "(one search)" in one.verdict() and "nan" not in one.verdict().lower()
     with pytest.raises(ValueError, match="below one full trial"):
         comparison.compare_at_equal_epochs(tiny, {}, name="x", epoch_budget=2, rungs=Rungs(1, 3, 3), search_seeds=(0,),
                                            outputs=Outputs(tmp_path))

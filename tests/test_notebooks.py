@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -45,6 +46,7 @@ def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
         for col in [c for c in table.columns if "%" in c and "gap" not in c]:
             values = pd.to_numeric(table[col], errors="coerce").dropna()
             assert values.between(0, 100).all() and np.isfinite(values).all(), (notebook.name, col, list(values))
+    assert not nan_shown(nb, tables), (notebook.name, nan_shown(nb, tables))  # a reader sees "–" or a reason
     shapes = [(len(t), tuple(t.columns)) for t in tables]
     for rows, must_have in EXPECTED_TABLES[notebook.name[:2]]:
         assert any(n == rows and set(must_have) <= set(cols) for n, cols in shapes), (notebook.name, must_have, shapes)
@@ -82,6 +84,15 @@ def stderr_outputs(nb: nbformat.NotebookNode) -> list[str]:
     return texts
 
 
+def nan_shown(nb: nbformat.NotebookNode, tables: list[pd.DataFrame]) -> list[str]:
+    """Table cells and markdown outputs that show a bare NaN to the reader."""
+    cells = [f"{table.columns[j]}: {v}" for table in tables for row in table.itertuples(index=False)
+             for j, v in enumerate(row) if str(v).lower() == "nan"]
+    prose = [text[:200] for cell in nb.cells for output in cell.get("outputs", [])
+             for text in [output.get("data", {}).get("text/markdown", "")] if re.search(r"\bnan\b", text, re.I)]
+    return cells + prose
+
+
 def html_tables(nb: nbformat.NotebookNode) -> list[pd.DataFrame]:
     """The pandas tables a notebook displayed, read back from their HTML (index as the first column)."""
     tables = []
@@ -109,6 +120,7 @@ def test_committed_notebooks_carry_a_full_run() -> None:
         stamp = "".join(o.get("text", "") for o in code[-1].outputs)
         assert "Run with BUDGET='full'" in stamp, f"{path.name} lacks its full-budget run stamp"
         assert not stderr_outputs(nb), f"{path.name} shows stderr or warnings: {stderr_outputs(nb)}"
+        assert not nan_shown(nb, html_tables(nb)), f"{path.name} shows NaN: {nan_shown(nb, html_tables(nb))}"
 
 
 def test_report_renders_an_index_linking_every_notebook(tmp_path: Path) -> None:

@@ -156,6 +156,11 @@ def test_targets_follow_their_rules_on_constructed_cases() -> None:
     weak = [_table(84, 66, 70.5), _table(83.5, 67, 70), _table(84.5, 65, 71.5)]  # 23 % closed, noisy held-out, -1.7 clean
     t = robust.compare(robust.per_seed({"tuned": tuned, "robust": weak}, (0, 1, 2)))
     assert list(t["met"]) == [False, False, False]
+    one = robust.compare(robust.per_seed({"tuned": tuned[:1], "robust": good[:1]}, (0,)))  # the quick budget's one seed
+    assert one.loc["held-out families: accuracy gain", "value"].endswith("points (one seed: no standard error)")
+    assert not one["met"].iloc[1] and "nan" not in " ".join(one["value"]).lower()
+    flat = robust.compare(robust.per_seed({"tuned": [_table(80, 80, 70)], "robust": [_table(80, 81, 70)]}, (0,)))
+    assert flat.iloc[0]["value"].startswith("no gap") and not flat.iloc[0]["met"]
 
 
 def test_demo_choice_reads_the_recorded_model_and_falls_back(tmp_path: Path, monkeypatch) -> None:

@@ -139,6 +139,8 @@ def test_importance_finds_the_one_parameter_that_matters() -> None:
     frame.loc[3, ["status", "state", "val_acc"]] = STATUS_FAIL, "failed", np.nan  # a failed trial is skipped
     imp = trial_tables.importance(frame, ["lr", "dropout", "augment"])
     assert imp.index[0] == "lr" and imp["lr"] > 0.8 and imp["dropout"] < 0.2 and imp["augment"] < 0.2
+    readout = trial_tables.importance_readout(frame, imp)
+    assert "**lr** (η² = " in readout and f"augment {imp['augment']:.2f}" in readout  # every value, no table of NaN
 
 
 def _analytic(params: dict) -> dict:
