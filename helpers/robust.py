@@ -34,7 +34,7 @@ from helpers.robustness import ShiftSet
 from helpers.runs import RunResult, train_and_evaluate
 from helpers.shifts import FAMILIES, SEVERITIES, frame_rng, to_frame
 from helpers.splits import DataSplits
-from helpers.stats import PairedDifference, paired_difference
+from helpers.stats import paired_difference
 from helpers.training import TrainConfig
 
 SEEN = ("placement", "defocus", "lighting", "sensor_noise", "jpeg", "resample")  #: trained on
@@ -152,18 +152,12 @@ def compare(seeds_table: pd.DataFrame, base: str = "tuned", variant: str = "robu
         {"target": "seen families: share of the clean-to-shifted gap closed",
          "value": f"{closed:.1f} %" if gap > 0 else "no gap (the base is no worse on the seen families)",
          "rule": "≥ 50 % (means over seeds)", "met": bool(closed >= 50)},
-        {"target": "held-out families: accuracy gain", "value": _paired_text(held),
+        {"target": "held-out families: accuracy gain", "value": held.text(),
          "rule": "mean > 2 s.e. of the paired differences", "met": held.verdict == "b better"},
-        {"target": "clean test accuracy: variant − base", "value": _paired_text(clean),
+        {"target": "clean test accuracy: variant − base", "value": clean.text(),
          "rule": "mean ≥ −1 point", "met": bool(clean.mean >= -1)},
     ]
     return pd.DataFrame(rows).set_index("target")
-
-
-def _paired_text(d: PairedDifference) -> str:
-    """``+1.23 ± 0.45 points (n=3)``, or the mean alone when one seed gives no standard error."""
-    return (f"{d.mean:+.2f} ± {d.se:.2f} points (n={d.n})" if d.n > 1
-            else f"{d.mean:+.2f} points (one seed: no standard error)")
 
 
 def tuned_checkpoints(models: Path, seeds: Sequence[int], stem: str = "simpsons_tuned") -> list[Path]:

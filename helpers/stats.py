@@ -45,6 +45,12 @@ class PairedDifference:
     def rule(self) -> str:
         return "a difference counts when its mean is more than 2 standard errors of the paired differences from 0"
 
+    def text(self) -> str:
+        """``+1.23 ± 0.45 points (s.e., n = 3)``, or the mean alone when one pair gives no standard error."""
+        if self.n > 1:
+            return f"{self.mean:+.2f} ± {self.se:.2f} points (s.e., n = {self.n})"
+        return f"{self.mean:+.2f} points (one seed: no standard error)"
+
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:
     """Paired comparison of two runs per seed (same seeds, same order): is ``b − a`` beyond 2 s.e.?"""

@@ -182,7 +182,7 @@ class TuningStudy:
                          "spent": (f"search: {search['trials']} trials ({search['stopped early']} stopped early, "
                                    f"{search['finished']} finished), {search['epochs']} epochs, {search['train min']} min, "
                                    f"{self.device}" if label.startswith("tuned") else f"{int(r['seeds'])} runs"),
-                         "note": (f"tuned − baseline {paired.mean:+.2f} ± {paired.se:.2f} points, paired by seed: "
+                         "note": (f"tuned − baseline {paired.text()}, paired by seed: "
                                   f"{paired.verdict.replace('b better', 'tuned better').replace('a better', 'baseline better')}"
                                   if label.startswith("tuned") else "")})
         return rows
@@ -303,7 +303,7 @@ def conclusions(study: TuningStudy, target: float | None = None) -> str:
     lines = [
         (f"- Tuning moved LeNet-5 from {base['test mean %']:.2f} ± {base['test std %']:.2f} % to "
         f"{tuned['test mean %']:.2f} ± {tuned['test std %']:.2f} % test accuracy (mean ± sd over {tuned['seeds']} "
-        f"seed(s)). Paired by seed, the difference is {paired.mean:+.2f}" + (f" ± {paired.se:.2f} (s.e.) points: " if paired.n > 1 else " points; with one seed there is no error bar, so no claim")
+        f"seed(s)). Paired by seed, the difference is {paired.text()}" + (", so no claim" if paired.n == 1 else ": ")
         + ("" if paired.n == 1 else {"b better": "**the tuned model is better** (more than 2 s.e.)",
            "a better": "**the baseline is better** (more than 2 s.e.)",
            "no clear difference": "**no difference beyond 2 s.e.**"}[paired.verdict]) + "."),

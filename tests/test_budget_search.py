@@ -200,6 +200,8 @@ def test_paired_difference_has_three_outcomes() -> None:
     assert paired_difference([85, 86, 84.5], [80, 81, 79]).verdict == "a better"
     assert paired_difference([80, 81, 79], [81, 79, 80.5]).verdict == "no clear difference"
     assert paired_difference([80], [90]).verdict == "no clear difference"  # one pair: no error bar
+    assert paired_difference([80, 81, 79], [85, 86, 84.5]).text() == "+5.17 ± 0.17 points (s.e., n = 3)"
+    assert paired_difference([80], [90]).text() == "+10.00 points (one seed: no standard error)"  # not "± nan"
     with pytest.raises(ValueError):
         paired_difference([1, 2], [1])
 
