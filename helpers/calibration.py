@@ -87,6 +87,31 @@ class Calibration:
     keep: float  #: share of correct validation predictions kept confident at the threshold
     fitted_on: str  #: e.g. "Simpsons-MNIST (rgb) validation, 800 images"
 
+    def __post_init__(self) -> None:
+        for name, low, high in (("temperature", 0.0, None), ("threshold", 0.0, 1.0), ("keep", 0.0, 1.0)):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and (
+                value > low if name == "temperature" else low <= value <= high)
+            if not ok:
+                bounds = "a finite number above 0" if high is None else f"a number from {low:g} to {high:g}"
+                raise ValueError(f"calibration {name} must be {bounds}, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, raw: object, where: str) -> Calibration:
+        """A calibration from its JSON object; ValueError naming ``where`` and the problem otherwise."""
+        fields = ("temperature", "threshold", "keep", "fitted_on")
+        try:
+            if not isinstance(raw, dict):
+                raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+            unknown = sorted(set(raw) - set(fields))
+            if unknown:
+                raise KeyError(f"unknown key(s) {', '.join(unknown)}")
+            return cls(float(raw["temperature"]), float(raw["threshold"]), float(raw["keep"]),
+                       str(raw["fitted_on"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{where} is not a calibration of this project ({type(exc).__name__}: {exc}); "
+                             f"re-run notebook 06 to write it again") from None
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits, self.temperature)
 
@@ -109,10 +134,10 @@ class Calibration:
     def load(cls, path: Path) -> Calibration:
         try:
             raw = json.loads(Path(path).read_text())
-            return cls(float(raw["temperature"]), float(raw["threshold"]), float(raw["keep"]), str(raw["fitted_on"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ValueError(f"{path} is not a calibration file of this project ({type(exc).__name__}: {exc}); "
                              f"re-run notebook 06 to write it again") from None
+        return cls.from_dict(raw, str(path))
 
 
 def calibration_path(model_path: Path) -> Path:

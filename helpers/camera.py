@@ -9,7 +9,9 @@ of hanging; given a fallback, the demo says what happened and continues from the
 
 from __future__ import annotations
 
+import io
 import queue
+import re
 import threading
 import time
 import warnings
@@ -20,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from helpers.integrity import WriteError
 from helpers.paths import shown
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -33,6 +36,96 @@ JETSON_HINT = ("On a Jetson Nano use --source csi for the ribbon-cable camera (n
 
 class CameraError(RuntimeError):
     """A camera or stream that cannot be opened or stopped delivering frames."""
+
+
+#: The largest image decoded at full size (about 8,000 x 6,000); a larger JPEG is decoded reduced, any other refused.
+MAX_PIXELS = 50_000_000
+_REDUCED = ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4), (8, cv2.IMREAD_REDUCED_COLOR_8))
+
+
+def one_line(text: object) -> str:
+    """An OpenCV error text (often several lines, with source locations) as one line."""
+    return " ".join(str(text).split())
+
+
+def opencv_path(path: Path | str) -> str:
+    """``path`` as a string OpenCV can take; ValueError for a name that is not valid UTF-8.
+
+    OpenCV receives such a name as surrogate escapes and crashes the process (a segfault, no message):
+    file I/O here goes through bytes instead, and what cannot (a video file) is refused with this.
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{shown(path)}: the file name is not valid UTF-8, and OpenCV cannot open such a file; "
+                         f"rename it") from None
+    return text
+
+
+def image_size_of(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image file's header without decoding it, or ``None`` if Pillow does not know it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # the size is judged here (MAX_PIXELS), not by Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError as exc:  # Pillow refuses to even open very large images
+        found = re.search(r"(\d+) pixels", str(exc))
+        return (int(found.group(1)), 1) if found else (MAX_PIXELS + 1, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """A BGR frame from an image file, read as bytes (any file name); ValueError with the reason if there is none.
+
+    Images over :data:`MAX_PIXELS` are decoded reduced (JPEG) or refused, never decoded into gigabytes.
+    """
+    path = Path(path)
+    name = shown(path)
+    if not path.exists():
+        raise ValueError(f"{name}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{name}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    flag = cv2.IMREAD_COLOR
+    size = image_size_of(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        pixels = size[0] * size[1]
+        factor = next(((f, fl) for f, fl in _REDUCED if pixels / f**2 <= MAX_PIXELS), None)
+        if not data.startswith(b"\xff\xd8") or factor is None:  # only JPEG decodes reduced without the full image
+            raise ValueError(f"{name}: the image has {pixels / 1e6:,.0f} million pixels, over the "
+                             f"{MAX_PIXELS / 1e6:.0f} million this reads; make a smaller copy of it first")
+        flag = factor[1]
+    try:
+        frame = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error as exc:
+        raise ValueError(f"{name}: OpenCV refused to decode it ({one_line(exc.err)})") from None
+    if frame is None or frame.size == 0:
+        raise ValueError(f"{name}: not a readable image (OpenCV could not decode its {len(data):,} bytes)")
+    return frame
+
+
+def write_image(path: Path | str, image: np.ndarray) -> Path:
+    """Encode ``image`` by the file's suffix and write it (through bytes: any file name); OSError naming the file."""
+    path = Path(path)
+    try:
+        ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    except cv2.error as exc:
+        raise ValueError(f"{shown(path)}: OpenCV cannot encode an image as {path.suffix!r} ({one_line(exc.err)})") from None
+    if not ok:
+        raise ValueError(f"{shown(path)}: OpenCV could not encode the image as {path.suffix!r}")
+    try:
+        path.write_bytes(encoded.tobytes())
+    except OSError as exc:
+        raise WriteError(exc.errno, f"could not write {shown(path)} ({exc.strerror or exc})") from None
+    return path
 
 
 class FrameSource:
@@ -109,16 +202,19 @@ class ImageFolderSource(FrameSource):
         self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise CameraError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
-        self._next = 0
+        self._next, self.skipped = 0, 0
 
     def read(self) -> np.ndarray | None:
         while self._next < len(self.files):
             path = self.files[self._next]
             self._next += 1
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if frame is not None:
-                return frame
-            warnings.warn(f"skipping unreadable image {path}", stacklevel=2)
+            try:
+                frame = read_image(path)
+            except ValueError as exc:
+                self.skipped += 1
+                warnings.warn(f"skipping {exc}", stacklevel=2)
+                continue
+            return frame
         return None
 
 
@@ -235,7 +331,11 @@ def open_source(spec: str | int, *, fallback: str | None = None, width: int = 64
         if path.is_dir():
             return ImageFolderSource(path)
         if path.is_file():
-            return CaptureSource(str(path), live=False, open_timeout=open_timeout)
+            try:
+                target = opencv_path(path)
+            except ValueError as exc:
+                raise CameraError(str(exc)) from None
+            return CaptureSource(target, live=False, open_timeout=open_timeout)
         raise CameraError(f"{text!r} is neither a camera index, 'csi', a video file nor an image folder")
 
     if fallback is None:
@@ -255,14 +355,14 @@ def snapshot_series(source: FrameSource, n: int, interval: float = 1.0, out_dir:
         shots.append(frame)
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(Path(out_dir) / f"snapshot_{i:03d}.png"), frame)
+            write_image(Path(out_dir) / f"snapshot_{i:03d}.png", frame)
     return shots
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: float = 5.0) -> Path:
     """Write BGR frames to a lossless FFV1 ``.avi`` (so pixels survive a round trip exactly)."""
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+    writer = cv2.VideoWriter(opencv_path(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
     if not writer.isOpened():
         raise CameraError(f"cannot write video {path} (OpenCV lacks the FFV1 encoder)")
     for frame in frames:

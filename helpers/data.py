@@ -203,12 +203,14 @@ def load_chest_xray(
     pools = {"train": ["train", "val"], "test": ["test"]}
     listing: dict[str, list[tuple[Path, int, str]]] = {"train": [], "test": []}
     skipped: list[str] = []
+    image_files: list[str] = []  # every image file, named in the pattern or not: checked against manifest.csv
     for split, subdirs in pools.items():
         for sub in subdirs:
             if not (folder / sub).is_dir():
                 continue
             for cls_dir in ("NORMAL", "PNEUMONIA"):
                 for f in list_images(folder / sub / cls_dir, "chest X-ray", folder):
+                    image_files.append(f.relative_to(folder).as_posix())
                     parsed = xray_label_and_patient(cls_dir, f.name)
                     if parsed is None:
                         skipped.append(f.relative_to(folder).as_posix())
@@ -226,7 +228,7 @@ def load_chest_xray(
             if label not in present:
                 raise DataNotFoundError(f"chest X-ray: no '{cls}' images in the {split} split under {folder}")
     digests = {f.relative_to(folder).as_posix(): file_digest(f) for items in listing.values() for f, _, _ in items}
-    verify_manifest(folder, XRAY, digests)  # every load, cache or not
+    verify_manifest(folder, XRAY, digests, image_files)  # every load, cache or not
 
     def build() -> dict:
         out = {}

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import pickle
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from helpers import paths
+from helpers.paths import printable
 from helpers.datasources import (
     CorruptDataError,
     DataNotFoundError,
@@ -33,30 +35,45 @@ from helpers.datasources import (
 from helpers.integrity import read_checked, remove_checked, write_checked
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+#: What every loader's decoded cache holds: images, labels and file ids of the training pool and the test split.
+CACHE_KEYS = tuple(f"{split}_{what}" for split in ("train", "test") for what in ("x", "y", "ids"))
 
 
-def cached_tensors(key: str, content: str, cache_dir: Path, build: Callable[[], dict]) -> dict:
+def cached_tensors(key: str, content: str, cache_dir: Path, build: Callable[[], dict],
+                   required: Sequence[str] = CACHE_KEYS) -> dict:
     """Return ``build()``'s tensors, from ``cache_dir/<key>-<content>.pt`` when present and intact.
 
     ``content`` is a hash of the source files' contents (:func:`content_key`), so a file altered in
     place, even to the same size, is never served from an old cache. Each cache file has a sha256
-    beside it (:mod:`helpers.integrity`); one that does not match is reported and rebuilt.
+    beside it (:mod:`helpers.integrity`); one that does not match, or lacks one of the ``required``
+    entries, is reported and rebuilt. The cache is optional: when it cannot be written (a full disk,
+    a read-only folder) the data are used all the same, with a warning.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{key}-{content}.pt"
     if path.exists():
         try:
-            return torch.load(io.BytesIO(read_checked(path)), weights_only=True)
+            cached = torch.load(io.BytesIO(read_checked(path)), weights_only=True)
+            lacking = [k for k in required if not isinstance(cached, dict) or k not in cached]
+            if lacking:
+                raise ValueError(f"{path.name} lacks {', '.join(lacking)}")
+            return cached
         except Exception as exc:  # a damaged cache is rebuilt, never trusted
-            warnings.warn(f"decoded-data cache not used, rebuilding it: {exc}", stacklevel=3)
+            reason = ("it holds objects other than tensors, which are not loaded" if isinstance(exc, pickle.UnpicklingError)
+                      else str(exc))
+            warnings.warn(f"decoded-data cache not used, rebuilding it: {reason}", stacklevel=3)
             remove_checked(path)
-    for stale in cache_dir.glob(f"{key}-*.pt"):  # caches of files that have changed since
-        if stale != path:
-            remove_checked(stale)
     raw = build()
-    buffer = io.BytesIO()
-    torch.save(raw, buffer)
-    write_checked(path, buffer.getvalue())
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for stale in cache_dir.glob(f"{key}-*.pt"):  # caches of files that have changed since
+            if stale != path:
+                remove_checked(stale)
+        buffer = io.BytesIO()
+        torch.save(raw, buffer)
+        write_checked(path, buffer.getvalue())
+    except OSError as exc:
+        remove_checked(path)  # never half a cache with a checksum beside it
+        warnings.warn(f"decoded-data cache not written, the data are used without it: {exc}", stacklevel=3)
     return raw
 
 
@@ -167,21 +184,28 @@ def _simpsons_mismatch(folder: Path, source: DataSource, rel: str, per_file: dic
             changed = sorted(n for n in per_file if n in ref_per_file and per_file[n] != ref_per_file[n])
             missing = sorted(set(ref_per_file) - set(per_file))
             extra = sorted(set(per_file) - set(ref_per_file))
+            if extra and not changed and not missing:
+                return extra_files_message(f"Simpsons-MNIST: {where}", extra, "the published checksum list", where)
             for what, names in (("altered", changed), ("missing", missing), ("not in the data set", extra)):
                 if names:
                     msg += f"; {what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
-            return msg + f". {damaged_file_advice(where / (changed or missing or extra)[0], folder, source)}"
+            return msg + f". {damaged_file_advice(where / (changed or missing)[0], folder, source)}"
     return msg + f". Replace the folder with a good copy from {source.homepage}, or move '{folder}' away and load again."
 
 
-def verify_manifest(folder: Path, source: DataSource, digests: dict[str, str]) -> None:
-    """Check the files listed in ``manifest.csv`` (the offline mirror ships one) against their sha256."""
+def verify_manifest(folder: Path, source: DataSource, digests: dict[str, str], present: Sequence[str] = ()) -> None:
+    """Check the files listed in ``manifest.csv`` (the offline mirror ships one) against their sha256, and
+    that none of the image files ``present`` (relative paths) is missing from it: an extra file is named and
+    the load stops, because a file that is not in the published set (say, a test image copied into train)
+    would change what the model is trained or scored on."""
     manifest = folder / "manifest.csv"
     if not manifest.exists():
         return
+    listed = set()
     with open(manifest, newline="") as f:
         for row in csv.DictReader(f):
             rel = f"{row['split']}/{row['folder']}/{row['file']}"
+            listed.add(rel)
             path = folder / rel
             if not path.exists():
                 raise DataNotFoundError(
@@ -190,3 +214,14 @@ def verify_manifest(folder: Path, source: DataSource, digests: dict[str, str]) -
             if digests.get(rel, file_digest(path)) != row["sha256"]:
                 raise damaged(path, f"does not match its sha256 in {manifest.name} (truncated or altered)",
                                (folder, source))
+    extra = sorted(set(present) - listed)
+    if extra:
+        raise CorruptDataError(extra_files_message(f"chest X-ray: {folder}", extra, f"its {manifest.name}", folder))
+
+
+def extra_files_message(what: str, extra: Sequence[str], reference: str, move_from: Path) -> str:
+    """Why a load stops on files that are not part of the published data set, and how to fix it."""
+    names = ", ".join(printable(n) for n in extra[:5]) + (f" and {len(extra) - 5:,} more" if len(extra) > 5 else "")
+    return (f"{what} holds {len(extra):,} file(s) that are not in {reference}, so not part of the published data "
+            f"set: {names}. Nothing was loaded: an extra file (say, a test image copied into train) would change "
+            f"what the models are trained or scored on. Move the file(s) out of {move_from}, then load again.")

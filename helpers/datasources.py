@@ -143,8 +143,19 @@ def _copy_atomically(src: Path, dst: Path, source: DataSource) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
     try:
         # copyfile, not copy2: mirrors are often read-only and the copy must stay writable.
-        shutil.copytree(src, tmp / "x", copy_function=shutil.copyfile)
-        _write_provenance(tmp / "x", "mirror", str(src))
+        try:
+            shutil.copytree(src, tmp / "x", copy_function=shutil.copyfile)
+            _write_provenance(tmp / "x", "mirror", str(src))
+        except shutil.Error as exc:  # one (source, destination, reason) per file that failed: name the first
+            failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+            first = failures[0] if failures else ("?", "?", str(exc))
+            more = f" (and {len(failures) - 1:,} more file(s))" if len(failures) > 1 else ""
+            raise DataError(f"{source.name}: copying from the mirror {src} failed at {first[0]}: {first[2]}{more}. "
+                            f"Nothing was left behind in {dst.parent}; free some space (or fix the permission) and "
+                            f"load again") from None
+        except OSError as exc:
+            raise DataError(f"{source.name}: copying from the mirror {src} failed: {exc}. Nothing was left behind "
+                            f"in {dst.parent}; free some space (or fix the permission) and load again") from None
         _move_into_place(tmp / "x", dst, source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, never the user's
@@ -250,21 +261,38 @@ def download_file(url: str, dest: Path, md5: str | None = None) -> Path:
 
 
 def download_zip_folder(url: str, inner: str, dest: Path) -> None:
-    """Download a zip archive and extract its folder ``inner`` (any top-level prefix) to ``dest``."""
+    """Download a zip archive and extract its folder ``inner`` (any top-level prefix) to ``dest``.
+
+    A member whose path would land outside ``dest`` (``..``, an absolute path: a "zip slip") stops the
+    extraction before anything is written.
+    """
+    dest = Path(dest)
     with tempfile.TemporaryDirectory() as tmp:
         archive = download_file(url, Path(tmp) / "archive.zip")
-        with zipfile.ZipFile(archive) as zf:
-            members = [m for m in zf.namelist() if f"/{inner}/" in f"/{m}"]
-            if not members:
-                raise CorruptDataError(f"{url}: archive has no folder '{inner}/'")
-            for member in tqdm(members, desc=f"extracting {inner}", leave=False):
-                rel = member[member.index(inner) :]
-                if member.endswith("/"):
-                    continue
-                out = dest / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(member) as fin, open(out, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
+        extract_zip_folder(archive, inner, dest, url)
+
+
+def extract_zip_folder(archive: Path, inner: str, dest: Path, origin: str) -> None:
+    """Extract the folder ``inner`` of the zip ``archive`` (from ``origin``) to ``dest``, refusing any member
+    that would be written outside ``dest``."""
+    root = Path(dest).resolve()
+    with zipfile.ZipFile(archive) as zf:
+        members = [m for m in zf.namelist() if f"/{inner}/" in f"/{m}"]
+        if not members:
+            raise CorruptDataError(f"{origin}: archive has no folder '{inner}/'")
+        targets = {}
+        for member in members:
+            rel = member[member.index(inner):]
+            out = (root / rel).resolve()
+            if member.startswith("/") or not out.is_relative_to(root):
+                raise CorruptDataError(f"{origin}: the archive member {member!r} would be written outside {dest}; "
+                                       f"nothing was extracted (the archive is not the published one)")
+            if not member.endswith("/"):
+                targets[member] = out
+        for member, out in tqdm(targets.items(), desc=f"extracting {inner}", leave=False):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as fin, open(out, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -301,7 +329,9 @@ FASHION = DataSource(
     download=lambda dest: _download_fashion(dest),
 )
 
-SIMPSONS_URL = "https://github.com/alvarobartt/simpsons-mnist/archive/HEAD.zip"
+#: The commit the checksum list (helpers/checksums/simpsons-mnist.json) was made from, not the moving branch head.
+SIMPSONS_COMMIT = "f70f4e60d21a5fac0e6bd99f7879f5751ccef673"
+SIMPSONS_URL = f"https://github.com/alvarobartt/simpsons-mnist/archive/{SIMPSONS_COMMIT}.zip"
 SIMPSONS = DataSource(
     name="Simpsons-MNIST",
     folder="simpsons-mnist",

@@ -9,6 +9,7 @@ letting OpenCV's window abort the process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -18,8 +19,8 @@ from typing import Any
 import cv2
 
 from helpers import cli
-from helpers.camera import FrameSource, open_source
-from helpers.paths import output_dir
+from helpers.camera import FrameSource, one_line, open_source, write_image
+from helpers.paths import output_dir, shown
 
 
 def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Path | None, max_frames: int | None,
@@ -39,10 +40,15 @@ def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Pa
             shown = annotate(frame, prediction, fps, inset=predictor.model_view(frame))
             if headless:
                 out_dir.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(out_dir / f"frame_{count:05d}.png"), shown)
+                write_image(out_dir / f"frame_{count:05d}.png", shown)
             else:
-                cv2.imshow(window, shown)
-                if cv2.waitKey(1) & 0xFF == ord("q"):
+                try:
+                    cv2.imshow(window, shown)
+                    key = cv2.waitKey(1)
+                except cv2.error as exc:
+                    raise WindowError(f"OpenCV could not open a window ({one_line(getattr(exc, 'err', None) or exc)}); use --headless --out DIR on a "
+                                      f"machine without a display") from None
+                if key & 0xFF == ord("q"):
                     break
             count += 1
             if count % 30 == 0:
@@ -53,8 +59,13 @@ def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Pa
     finally:
         source.close()
         if not headless:
-            cv2.destroyAllWindows()
+            with contextlib.suppress(cv2.error):  # no window was ever opened
+                cv2.destroyAllWindows()
     return count
+
+
+class WindowError(RuntimeError):
+    """OpenCV cannot open a window here (no display, or a build without GUI support)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         source = open_source(args.source, fallback=args.fallback, width=args.width, height=args.height, fps=args.fps,
                              flip=args.flip)
         n = run_demo(source, predictor, headless=args.headless, out_dir=args.out, max_frames=args.max_frames)
-    except cv2.error as exc:
-        print(f"error: OpenCV could not open a window ({exc.err}); use --headless --out DIR on a machine without "
-              f"a display", file=sys.stderr)
-        return 2
-    print(f"done: {n} frames")
+    except cv2.error as exc:  # anything else OpenCV refuses (a model or frame it cannot handle): its own words
+        raise RuntimeError(f"OpenCV failed: {one_line(getattr(exc, 'err', None) or exc)}") from None
+    if n == 0:
+        cli.complain(f"no frame could be read from {args.source!r}: nothing was classified")
+        return 1
+    print(f"done: {n} frames" + (f", annotated frames in {shown(args.out)}" if args.headless else ""))
     return 0
 
 

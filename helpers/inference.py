@@ -25,8 +25,10 @@ import numpy as np
 import torch
 
 from helpers import paths
+from helpers.camera import one_line
 from helpers.calibration import Calibration, calibration_path, softmax
-from helpers.checkpoints import Checkpoint, CheckpointError, load_checkpoint
+from helpers.checkpoints import Checkpoint, CheckpointError, check_metadata, load_checkpoint
+from helpers.paths import shown
 
 NOT_SURE = "not sure"
 
@@ -190,19 +192,32 @@ class OnnxPredictor(_Base):
         onnx_path = Path(onnx_path)
         meta_path = onnx_path.with_suffix(".json")
         if not onnx_path.is_file() or not meta_path.is_file():
-            raise CheckpointError(f"{onnx_path}: an ONNX model needs the file and its .json beside it; "
+            raise CheckpointError(f"{shown(onnx_path)}: an ONNX model needs the file and its .json beside it; "
                                   f"make both with `python -m helpers.export`")
+        where = shown(onnx_path)
         try:
-            meta = json.loads(meta_path.read_text())
-            self.net = cv2.dnn.readNetFromONNX(str(onnx_path))
+            meta = json.loads(meta_path.read_bytes())
+            # read as bytes: OpenCV crashes on a file name that is not valid UTF-8
+            self.net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_path.read_bytes(), np.uint8))
         except (ValueError, cv2.error) as exc:
-            raise CheckpointError(f"{onnx_path} is not a usable ONNX model of this project: {exc}") from None
+            raise CheckpointError(f"{where} is not a usable ONNX model of this project: "
+                                  f"{one_line(exc.err if isinstance(exc, cv2.error) else exc)}") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{shown(meta_path)} holds a JSON {type(meta).__name__}, not the model's metadata "
+                                  f"object; export the model again")
         self.meta = meta
-        self.classes = list(meta["classes"])
-        self.image_size, self.in_channels = int(meta["image_size"]), int(meta["in_channels"])
-        self.mean, self.std = meta["mean"], meta["std"]
+        self.classes, self.image_size, self.in_channels, self.mean, self.std = check_metadata(
+            where, meta.get("classes"), meta.get("image_size"), meta.get("in_channels"), meta.get("mean"),
+            meta.get("std"))
         cal = meta.get("calibration")
-        self.calibration = Calibration(**cal) if cal else None
+        self.calibration = Calibration.from_dict(cal, f"the calibration in {shown(meta_path)}") if cal else None
+        try:  # one blank input: does the network take the metadata's input and give one score per class?
+            self.net.setInput(np.zeros((1, self.in_channels, self.image_size, self.image_size), np.float32))
+            outputs = int(np.asarray(self.net.forward()).size)
+        except cv2.error as exc:
+            raise CheckpointError(f"{where}: the network does not take the {self.in_channels}x{self.image_size}x"
+                                  f"{self.image_size} input its metadata names ({one_line(exc.err)}); export it again") from None
+        check_metadata(where, self.classes, self.image_size, self.in_channels, self.mean, self.std, outputs=outputs)
 
     def logits_pixels(self, pixels: np.ndarray) -> np.ndarray:
         out = []
@@ -283,8 +298,11 @@ def demo_choice(budget: str = "full") -> tuple[Path, str]:
             raise CheckpointError(f"{choice} names {name!r}, not a file beside it; delete it or re-run notebook 06")
         if (models / name).is_file():
             return models / name, why
-    for name, why in (("simpsons_tuned.pt", "the tuned model of notebook 03 (notebook 06 has not chosen one)"),
-                      ("baseline_simpsons.pt", "the baseline of notebook 02 (run notebook 03 for the tuned one)")):
+        lost = f"notebook 06 chose {name}, which is missing from {shown(models)} (re-run notebook 06)"
+    else:
+        lost = "notebook 06 has not chosen one"
+    for name, why in (("simpsons_tuned.pt", f"the tuned model of notebook 03 ({lost})"),
+                      ("baseline_simpsons.pt", f"the baseline of notebook 02 ({lost}; run notebook 03 for the tuned one)")):
         if (models / name).exists():
             return models / name, why
     raise CheckpointError(

@@ -13,6 +13,13 @@ import os
 from pathlib import Path
 
 
+class WriteError(OSError):
+    """A file that could not be written: its text names the file and the reason, without ``[Errno N]``."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class ChecksumError(RuntimeError):
     """A file does not match the checksum written beside it (or has none)."""
 
@@ -26,12 +33,18 @@ def checksum_path(path: Path) -> Path:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a synced temporary file and a rename: a kill at any moment
     leaves either the previous file or the new one, never half of one."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # e.g. a full disk: leave no temporary file behind, and name the file
+        tmp.unlink(missing_ok=True)
+        raise WriteError(exc.errno, f"could not write {path} ({exc.strerror or exc}); the previous file, if any, is "
+                                 f"unchanged") from exc
 
 
 def write_checked(path: Path, data: bytes) -> Path:

@@ -21,18 +21,24 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name (surrogate escapes) shown as ``\\xff``: safe to print."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def shown(path: Path | str) -> str:
-    """``path`` as shown to a reader: relative to the project when inside it (no machine paths in reports)."""
+    """``path`` as shown to a reader: relative to the project when inside it (no machine paths in reports),
+    printable even when its name is not valid UTF-8."""
     resolved = Path(path).expanduser().resolve()
     try:
-        return resolved.relative_to(project_root()).as_posix()
+        return printable(resolved.relative_to(project_root()).as_posix())
     except ValueError:
         pass
     for budget in BUDGETS:  # outputs moved elsewhere ($PORTFOLIO_OUTPUT_DIR) still read as outputs/...
         out = output_dir(budget)
         if resolved.is_relative_to(out):
-            return (Path(out.name) / resolved.relative_to(out)).as_posix()
-    return str(path)
+            return printable((Path(out.name) / resolved.relative_to(out)).as_posix())
+    return printable(str(path))
 
 
 def data_dir() -> Path:

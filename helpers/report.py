@@ -86,10 +86,15 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
     ``report_dir``.
     """
     notebooks = notebook_paths()
-    if only:
-        notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in only)]
-    if not notebooks:
-        raise SystemExit("no notebooks matched")
+    if only is not None:
+        prefixes = [o.strip() for o in only if o.strip()]
+        if not prefixes:  # `--only` alone would otherwise run every notebook at full budget
+            raise ValueError("--only needs at least one notebook number, e.g. --only 03 (without --only, every "
+                             "notebook runs)")
+        notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in prefixes)]
+        if not notebooks:
+            raise ValueError(f"no notebooks matched --only {' '.join(prefixes)}; the notebooks are "
+                             f"{', '.join(p.name for p in notebook_paths())}")
     executed_dir = output_dir(budget) / "notebooks"
     if execute_notebooks:
         for nb_path in notebooks:
@@ -156,9 +161,11 @@ def compact_png(png: bytes, colors: int = 256) -> bytes:
 def tidy(path: Path) -> None:
     """Merge consecutive stream outputs, keeping what a terminal shows after carriage returns
     (the final state of each progress bar), store figures as compact PNGs (``compact_png``) and
-    drop papermill's per-cell timing metadata."""
+    drop papermill's per-cell timing metadata and the machine paths it records (``input_path``, ``output_path``)."""
     nb = nbformat.read(path, as_version=4)
     coalesce = CoalesceStreamsPreprocessor()
+    for key in ("input_path", "output_path"):  # this machine's absolute paths: not for a committed notebook
+        nb.metadata.get("papermill", {}).pop(key, None)
     for index, cell in enumerate(nb.cells):
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)

@@ -58,23 +58,45 @@ SNAPSHOT_ENV = "TUNE_GLOBAL_CHECKPOINT_S"  #: Ray Tune's experiment-state snapsh
 TRIAL_DIR = re.compile(r"_([0-9a-f]{8})_(\d+)_")  #: Tune's trial folder: <trainable>_<trial id>_<proposal no.>_<config>
 
 
+class RayStateError(RuntimeError):
+    """An interrupted Ray run whose saved state is damaged: it cannot be resumed."""
+
+
 class UnsafeRestoreError(RuntimeError):
     """An interrupted Ray run whose state files others could have written: not restored."""
 
 
-def check_restorable(path: Path) -> None:
-    """Refuse to restore ``path`` unless every file in it belongs to this user and nobody else can write it.
+def check_restorable(path: Path, levels_up: int = 2) -> None:
+    """Refuse to restore ``path`` unless this user owns it and nobody else can write it or where it points.
 
     ``Tuner.restore`` unpickles Ray's own state files (``tuner.pkl``, the searcher state), and
-    unpickling can run code: only a run this user's own processes wrote is resumed.
+    unpickling can run code: only a run this user's own processes wrote is resumed. Checked: every file
+    and folder in ``path``, the target of every link in it and that target's folder, and the ``levels_up``
+    folders above ``path`` (``outputs/ray`` and ``outputs``), where another user could swap the run folder.
     """
     uid = os.getuid() if hasattr(os, "getuid") else None
-    for f in [path, *path.rglob("*")]:
-        st = f.stat()
+    path = Path(path)
+
+    def refuse(f: Path, why: str) -> UnsafeRestoreError:
+        return UnsafeRestoreError(f"{f} {why}, and resuming the Ray run in {path} would unpickle its state: not "
+                                  f"resumed. Delete or move {path} to start the search afresh.")
+
+    def check(f: Path, st: os.stat_result) -> None:
         if (uid is not None and st.st_uid != uid) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise UnsafeRestoreError(
-                f"{f} is writable by other users or belongs to another user, and resuming the Ray run in {path} "
-                f"would unpickle its state: not resumed. Delete or move {path} to start the search afresh.")
+            raise refuse(f, "is writable by other users or belongs to another user")
+
+    for folder in list(path.parents)[:levels_up]:
+        check(folder, folder.stat())
+    for f in [path, *path.rglob("*")]:
+        st = f.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            target = f.resolve()
+            if not target.exists():
+                raise refuse(f, f"is a link to {target}, which does not exist")
+            check(target, target.stat())
+            check(target.parent, target.parent.stat())
+        else:
+            check(f, st)
 
 
 @dataclass(frozen=True)
@@ -215,9 +237,14 @@ def run_ray_search(
                              threads=threads),
         resources.request())
     path = storage / name
-    if tune.Tuner.can_restore(str(path)):
+    if path.exists():  # before Ray looks inside: links, owners and write bits
         check_restorable(path)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, restart_errored=True)
+    if tune.Tuner.can_restore(str(path)):
+        try:
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, restart_errored=True)
+        except Exception as exc:  # a damaged or dangling state file: whatever Ray raises, the remedy is the same
+            raise RayStateError(f"the saved state of the interrupted Ray run in {path} cannot be read "
+                                f"({type(exc).__name__}); delete or move {path} to start the search afresh") from None
     else:
         search = ConcurrencyLimiter(
             HyperOptSearch(space=lenet_space(**(space_options or {})), metric="val_acc", mode="max",

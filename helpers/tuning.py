@@ -296,8 +296,17 @@ def _open_trials(trials_path: Path, spec: SearchSpec) -> Trials:
         trials = Trials()
         trials.attachments["search_spec"] = key
         return trials
+    if "search_spec" not in trials.attachments:
+        raise SearchMismatchError(f"{trials_path} does not record which search made its trials (no 'search_spec'), "
+                                  f"so they cannot be resumed: move it away to start the search afresh")
     if trials.attachments.get("search_spec") != key:
-        stored = json.loads(trials.attachments.get("search_spec") or "{}")
+        try:
+            stored = json.loads(trials.attachments["search_spec"])
+        except ValueError:
+            stored = None
+        if not isinstance(stored, dict):
+            raise SearchMismatchError(f"{trials_path}: its 'search_spec' is not a search description; move the file "
+                                      f"away to start the search afresh")
         if {k: v for k, v in stored.items() if k != "cache_version"} == {
                 k: v for k, v in spec.key().items() if k != "cache_version"}:
             raise SearchMismatchError(

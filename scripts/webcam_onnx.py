@@ -38,20 +38,98 @@ def gstreamer_pipeline(sensor_id=0, capture_width=1280, capture_height=720, disp
     ).format(sensor_id, capture_width, capture_height, framerate, flip_method, display_width, display_height)
 
 
+def utf8_name(path):
+    """``path`` if OpenCV can take it; SystemExit for a name that is not valid UTF-8 (OpenCV would crash on it)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SystemExit("error: {}: the file name is not valid UTF-8, and OpenCV cannot open such a file; "
+                         "rename it".format(path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")))
+    return path
+
+
+def read_net(onnx_path):
+    """The network, read from bytes where this OpenCV can (any file name), else from the (UTF-8) path."""
+    with open(onnx_path, "rb") as f:
+        data = np.frombuffer(f.read(), np.uint8)
+    try:
+        return cv2.dnn.readNetFromONNX(data)
+    except (TypeError, cv2.error):  # an OpenCV without the buffer overload (or a damaged file: read again below)
+        return cv2.dnn.readNetFromONNX(utf8_name(onnx_path))
+
+
+def check_meta(meta, net, where):
+    """Refuse (SystemExit, one line) metadata that does not describe the network: its input, classes, statistics."""
+    def fail(what):
+        return SystemExit("error: {}: {}; the model does not match its metadata, so it is not used (export it "
+                          "again)".format(where, what))
+    if not isinstance(meta, dict):
+        raise fail("the .json holds a {}, not the metadata object".format(type(meta).__name__))
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        raise fail("'classes' must be a list of at least 2 names")
+    try:
+        size, channels = int(meta.get("image_size")), int(meta.get("in_channels"))
+    except (TypeError, ValueError):
+        raise fail("'image_size' and 'in_channels' must be whole numbers")
+    if not 8 <= size <= 1024 or channels not in (1, 3):
+        raise fail("'image_size' must be 8..1024 and 'in_channels' 1 or 3")
+    for name in ("mean", "std"):
+        value = meta.get(name)
+        if not isinstance(value, list) or len(value) != channels or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value) or (
+                name == "std" and min(value) <= 0):
+            raise fail("'{}' must be {} finite number(s)".format(name, channels))
+    cal = meta.get("calibration") or {}
+    if not isinstance(cal, dict) or set(cal) - {"temperature", "threshold", "keep", "fitted_on"}:
+        raise fail("'calibration' must be an object with temperature, threshold, keep and fitted_on")
+    if cal:
+        try:
+            t, th = float(cal["temperature"]), float(cal["threshold"])
+        except (KeyError, TypeError, ValueError):
+            raise fail("the calibration needs a numeric temperature and threshold")
+        if not (np.isfinite(t) and t > 0 and np.isfinite(th) and 0 <= th <= 1):
+            raise fail("the calibration temperature must be above 0 and its threshold from 0 to 1")
+    try:
+        net.setInput(np.zeros((1, channels, size, size), np.float32))
+        outputs = int(np.asarray(net.forward()).size)
+    except cv2.error as exc:
+        raise fail("the network does not take the {}x{}x{} input the metadata names ({})".format(
+            channels, size, size, " ".join(str(exc.err).split())))
+    if outputs != len(classes):
+        raise fail("the network gives {} scores but the metadata names {} classes".format(outputs, len(classes)))
+
+
 def load_model(onnx_path):
-    """(cv2.dnn network, metadata dict) from MODEL.onnx and MODEL.json beside it."""
+    """(cv2.dnn network, metadata dict) from MODEL.onnx and MODEL.json beside it, checked against each other."""
     meta_path = os.path.splitext(onnx_path)[0] + ".json"
     if not os.path.isfile(onnx_path):
         raise SystemExit("error: no model at {}".format(onnx_path))
     if not os.path.isfile(meta_path):
         raise SystemExit("error: {} is missing; export the model again to get it".format(meta_path))
-    with open(meta_path) as f:
-        meta = json.load(f)
     try:
-        net = cv2.dnn.readNetFromONNX(onnx_path)
+        with open(meta_path, "rb") as f:
+            meta = json.loads(f.read().decode("utf-8"))
+    except ValueError as exc:
+        raise SystemExit("error: {} is not valid JSON ({})".format(meta_path, exc))
+    try:
+        net = read_net(onnx_path)
     except cv2.error as exc:
-        raise SystemExit("error: OpenCV cannot read {} ({})".format(onnx_path, exc))
+        raise SystemExit("error: OpenCV cannot read {} ({})".format(onnx_path, " ".join(str(exc.err).split())))
+    check_meta(meta, net, onnx_path)
     return net, meta
+
+
+def write_frame(path, image):
+    """Encode and write one PNG through bytes (any file name); SystemExit naming the file when it fails."""
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise SystemExit("error: OpenCV could not encode a frame for {}".format(path))
+    try:
+        with open(path, "wb") as f:
+            f.write(encoded.tobytes())
+    except (IOError, OSError) as exc:
+        raise SystemExit("error: could not write {} ({})".format(path, exc.strerror or exc))
 
 
 def guide_box(h, w):
@@ -148,7 +226,7 @@ def open_capture(source, width, height, fps, flip):
     elif source.isdigit():
         cap = cv2.VideoCapture(int(source))
     else:
-        cap = cv2.VideoCapture(source)
+        cap = cv2.VideoCapture(utf8_name(source))
     if not cap.isOpened():
         hint = (" JetPack's own OpenCV (python3 from /usr/bin, not a pip wheel) is needed for the CSI camera."
                 if source == "csi" else "")
@@ -189,7 +267,7 @@ def main(argv=None):
             last = now
             shown = annotate(frame, probs, meta["classes"], fps, bool(sure(meta, probs[None])[0]), model_view(frame, meta))
             if args.headless:
-                cv2.imwrite(os.path.join(args.out, "frame_{:05d}.png".format(count)), shown)
+                write_frame(os.path.join(args.out, "frame_{:05d}.png".format(count)), shown)
             else:
                 cv2.imshow("Simpsons-MNIST (q quits)", shown)
                 if cv2.waitKey(1) & 0xFF == ord("q"):
@@ -201,6 +279,9 @@ def main(argv=None):
         cap.release()
         if not args.headless:
             cv2.destroyAllWindows()
+    if count == 0:
+        print("error: no frame could be read from {!r}".format(args.source), file=sys.stderr)
+        return 1
     print("done: {} frames".format(count))
     return 0
 
