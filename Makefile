@@ -25,7 +25,7 @@ test: setup  ## the test suite (notebooks run in the quick budget)
 	$(BIN)/python -m pytest
 
 benchmark: setup  ## epoch time of the training engine vs a typical DataLoader pipeline
-	$(BIN)/python -m helpers.bench
+	$(BIN)/python -m helpers.reporting.bench
 
 lab: setup  ## JupyterLab on the project
 	$(BIN)/jupyter lab --notebook-dir=.
@@ -34,7 +34,7 @@ tensorboard: setup  ## TensorBoard over every run the notebooks logged
 	$(BIN)/tensorboard --logdir outputs/runs
 
 tensorboard-shots: setup  ## screenshots of TensorBoard's Scalars and HParams dashboards (headless Chromium) into docs/tensorboard/
-	$(BIN)/python -m helpers.tbshots
+	$(BIN)/python -m helpers.reporting.tbshots
 
 clean:  ## remove what runs produce (not the data, not the venv)
 	rm -rf outputs outputs-quick report

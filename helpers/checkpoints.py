@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers.integrity import ChecksumError, checksum_path, read_checked, write_checked
 from helpers.models import ARCHITECTURES, build_model, spec_of
+from helpers.plumbing import ChecksumError, checksum_path, read_checked, write_checked
 from helpers.provenance import git_state
 
 FORMAT = "lenet5-portfolio-checkpoint/1"

@@ -6,7 +6,7 @@ only (pixel scale 0..1). The validation split is carved from the official traini
 seed, stratified; grouped by patient for the X-rays); the official test split is left untouched.
 
 Every load checks every file (published md5s, the Simpsons-MNIST checksum list, the X-ray
-manifest: :mod:`helpers.datafiles`); decoded images are cached under ``data/cache/``, keyed on the
+manifest: :mod:`helpers.decoding`); decoded images are cached under ``data/cache/``, keyed on the
 files' contents, so a second load takes about a second.
 """
 
@@ -25,7 +25,7 @@ import torch
 from torchvision.datasets import FashionMNIST
 
 from helpers import paths
-from helpers.datafiles import (
+from helpers.decoding import (
     cached_tensors,
     check_md5,
     decode_image,
@@ -34,7 +34,7 @@ from helpers.datafiles import (
     verify_manifest,
     verify_simpsons,
 )
-from helpers.datasources import (
+from helpers.sources import (
     FASHION,
     SIMPSONS,
     XRAY,
@@ -324,6 +324,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from helpers import cli
+    from helpers import plumbing
 
-    sys.exit(cli.run(main))
+    sys.exit(plumbing.run(main))

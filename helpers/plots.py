@@ -11,9 +11,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from helpers.evaluation import Evaluation
 from helpers.splits import DataSplits
-from helpers.training import History
+from helpers.training import Evaluation, History
 
 
 def to_display(img: torch.Tensor | np.ndarray) -> np.ndarray:

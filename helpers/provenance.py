@@ -1,23 +1,38 @@
 """Where a result came from: the git commit and whether the tree was dirty, a fingerprint of the data,
 and which committed notebooks ran older code than the one they import now.
 
-Run stamps (:mod:`helpers.runinfo`), checkpoints (:mod:`helpers.checkpoints`) and every Hyperopt
-trial (:mod:`helpers.objective`) record :func:`git_state`; the stamps also record the fingerprint of
+Run stamps (:mod:`helpers.provenance`), checkpoints (:mod:`helpers.checkpoints`) and every Hyperopt
+trial (:mod:`helpers.tuning.search`) record :func:`git_state`; the stamps also record the fingerprint of
 each data set a notebook used (:meth:`helpers.splits.DataSplits.fingerprint`). :func:`stale`
 compares a notebook's recorded commit with the current tree, for the ``helpers`` modules the
 notebook imports (directly or through other helpers), and says why its outputs may be out of date.
+
+Budgets and the 'how this notebook was run' stamp every notebook ends with.
+
+:meth:`RunStamp.finish` prints the stamp (budget, device, versions, wall time, git commit, data
+fingerprints) and writes the notebook's machine-readable summary: ``outputs/summary/<notebook>.json``
+and, for the committed copy, the same JSON as an output of the last cell (under
+:data:`SUMMARY_MIME`), which the report's landing page reads (:mod:`helpers.reporting.landing`).
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import platform
 import subprocess
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 import nbformat
+import torch
 
-from helpers.paths import project_root
+from helpers.paths import BUDGETS, Outputs, project_root
+from helpers.plumbing import describe, write_atomic
+from helpers.splits import DataSplits
 
 
 def _git(args: list[str], root: Path) -> str | None:
@@ -49,37 +64,47 @@ def describe_state(state: dict[str, object]) -> str:
 
 
 def _helpers_imported(source: str) -> set[str]:
-    """Names of the ``helpers`` modules that Python source imports."""
+    """Dotted names (below ``helpers``) of the modules and packages that Python source imports from
+    ``helpers``: ``from helpers.tuning import study`` gives ``tuning`` and ``tuning.study``."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return set()
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "helpers":
-                found |= {a.name for a in node.names}
-            elif node.module.startswith("helpers."):
-                found.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module and (node.module + ".").startswith("helpers."):
+            base = node.module.removeprefix("helpers").lstrip(".")
+            if base:
+                found.add(base)
+            found |= {f"{base}.{a.name}".lstrip(".") for a in node.names}  # a submodule, or a name in base
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("helpers.")}
+            found |= {a.name.removeprefix("helpers.") for a in node.names if a.name.startswith("helpers.")}
     return found
 
 
+def _module_file(name: str, root: Path) -> Path | None:
+    """``helpers/<a>/<b>.py`` or ``helpers/<a>/<b>/__init__.py`` for the dotted name ``a.b``, if it exists."""
+    base = root / "helpers" / Path(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
 def code_files(notebook: Path, root: Path | None = None) -> list[str]:
-    """The ``helpers/*.py`` files (relative to ``root``) that a notebook's code cells import, transitively."""
+    """The ``helpers`` source files (relative to ``root``) that a notebook's code cells import, transitively."""
     root = Path(root or project_root())
     nb = nbformat.read(notebook, as_version=4)
     todo = set().union(*(_helpers_imported(c.source) for c in nb.cells if c.cell_type == "code"))
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}
     while todo:
         name = todo.pop()
-        path = root / "helpers" / f"{name}.py"
-        if name in seen or not path.is_file():
+        path = _module_file(name, root)
+        if name in seen or path is None:
             continue
-        seen.add(name)
-        todo |= _helpers_imported(path.read_text(encoding="utf-8")) - seen
-    return sorted(f"helpers/{n}.py" for n in seen)
+        seen[name] = path
+        todo |= _helpers_imported(path.read_text(encoding="utf-8")) - set(seen)
+    return sorted({p.relative_to(root).as_posix() for p in seen.values()})
 
 
 def stale(notebook: Path, recorded: dict[str, object] | None, root: Path | None = None) -> str | None:
@@ -111,3 +136,87 @@ def fingerprint_bytes(chunks: Iterable[bytes]) -> str:
     for chunk in chunks:
         h.update(chunk)
     return h.hexdigest()[:16]
+
+
+SUMMARY_MIME = "application/vnd.lenet5-portfolio.summary+json"
+#: the columns of a headline row (any may be absent)
+HEADLINE_KEYS = ("data set", "model", "val acc %", "test acc %", "test interval", "spent", "note")
+
+T = TypeVar("T")
+
+
+def choose(budget: str, quick: T, full: T) -> T:
+    """The settings for ``budget`` (``"quick"`` for tests, ``"full"`` for the report)."""
+    if budget not in BUDGETS:
+        raise ValueError(f"BUDGET must be one of {BUDGETS}, got {budget!r}")
+    return quick if budget == "quick" else full
+
+
+class RunStamp:
+    """Started at the top of a notebook; :meth:`summary` says budget, device and wall time."""
+
+    def __init__(self, budget: str, device: torch.device) -> None:
+        choose(budget, None, None)  # validates the budget name
+        self.budget = budget
+        self.device = device
+        self.started = time.perf_counter()
+        self.started_at = datetime.now(timezone.utc)
+        self.code = git_state()  # the code this run executes: read at the start
+        self.data: dict[str, str] = {}
+
+    def uses(self, *datasets: DataSplits) -> None:
+        """Record the fingerprint of each data set the notebook reads (as loaded, slices included)."""
+        for d in datasets:
+            self.data[d.name] = d.fingerprint()
+
+    def elapsed(self) -> float:
+        """Seconds since the stamp was made."""
+        return time.perf_counter() - self.started
+
+    def summary(self) -> str:
+        """One paragraph: budget, device, software versions, start time and wall time."""
+        minutes, seconds = divmod(round(self.elapsed()), 60)
+        data = "; ".join(f"{name} {fp}" for name, fp in self.data.items())
+        return (
+            f"Run with BUDGET={self.budget!r} on {describe(self.device)}, {platform.processor() or platform.machine()}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}. "
+            f"Started {self.started_at:%Y-%m-%d %H:%M} UTC; wall time {minutes} min {seconds:02d} s. "
+            f"Code: {describe_state(self.code)}." + (f" Data fingerprints: {data}." if data else "")
+        )
+
+    def finish(self, notebook: str, headline: Sequence[Mapping[str, Any]] = (), outputs: Outputs | None = None) -> None:
+        """Print the stamp and write the summary of ``notebook`` (its file stem): the stamp's fields and
+        ``headline`` rows (keys from :data:`HEADLINE_KEYS`) to ``<outputs>/summary/<notebook>.json`` and,
+        as a display output, into the notebook itself. Returns None, so that a notebook's last cell
+        shows the summary once (a returned dict would be displayed a second time)."""
+        unknown = {k for row in headline for k in row} - set(HEADLINE_KEYS)
+        if unknown:
+            raise ValueError(f"headline keys must be among {HEADLINE_KEYS}, got {sorted(unknown)}")
+        text = self.summary()
+        summary = {"notebook": notebook, "budget": self.budget, "device": describe(self.device),
+                   "started": f"{self.started_at:%Y-%m-%d %H:%M} UTC", "wall_minutes": round(self.elapsed() / 60, 1),
+                   "code": self.code, "data": dict(self.data), "stamp": text,
+                   "headline": [{k: row[k] for k in HEADLINE_KEYS if k in row} for row in headline]}
+        folder = (outputs or Outputs.for_budget(self.budget)).root / "summary"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{notebook}.json", json.dumps(summary, indent=2).encode())
+        print(text)
+        try:
+            from IPython.display import display
+            display({"text/plain": f"summary written to outputs/summary/{notebook}.json", SUMMARY_MIME: summary}, raw=True)
+        except ImportError:
+            pass
+
+
+def read_summary(notebook: Path) -> dict | None:
+    """The summary a notebook's run wrote into it (:meth:`RunStamp.finish`), or None."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in reversed(nb.cells):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if SUMMARY_MIME in data:
+                value = data[SUMMARY_MIME]
+                return json.loads(value) if isinstance(value, str) else dict(value)
+    return None

@@ -91,7 +91,7 @@ class Split:
     y: torch.Tensor  #: int64, (N,)
     ids: list[str]
     #: optional uint8 (K, N, C, H, W): K other versions of every image (e.g. camera-shifted ones,
-    #: :func:`helpers.robust.with_camera_views`), drawn from during training by ``TrainConfig.view_prob``
+    #: :func:`helpers.webcam.robust.with_camera_views`), drawn from during training by ``TrainConfig.view_prob``
     views: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -118,7 +118,7 @@ class DataSplits:
     source: str  #: folder the files were read from
     note: str = ""  #: e.g. which part of the data set this is
     #: optional uint8 (M, C, H, W) images with no class in them, for the outlier-exposure loss
-    #: (``TrainConfig.outlier_weight``, :func:`helpers.robust.with_outliers`)
+    #: (``TrainConfig.outlier_weight``, :func:`helpers.webcam.robust.with_outliers`)
     outliers: torch.Tensor | None = None
 
     @property

@@ -6,6 +6,8 @@ permutation. There is no per-item PIL transform, no DataLoader and no host-devic
 the training loop; loss and accuracy are accumulated on the device and read once per epoch (plus
 a cheap divergence check every few dozen steps). On CUDA the forward pass runs in bfloat16
 autocast and the optimizers use their fused kernels.
+
+A trained model on one split: accuracy, loss, per-class recall, balanced accuracy, confusion matrix.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.devices import pick_device
+from helpers.plumbing import pick_device
 from helpers.splits import DataSplits, Split
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+#: The textbook LeNet-5 recipe (SGD with momentum, lr 0.01, batches of 64): every baseline trains with it.
+TEXTBOOK: dict[str, Any] = dict(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64)
 SCHEDULES = ("none", "step", "onecycle", "cosine")
 
 
@@ -251,15 +256,15 @@ def fit(
     validation accuracy with ``monitor="val_acc"``) and the history. Early stopping
     (``config.patience``) stops after that many epochs without improvement of the monitored value.
     A run whose loss becomes NaN/inf or exceeds ``diverge_factor`` × chance level is stopped and
-    reported in ``history.diverged``. ``tracker`` (a :class:`helpers.tracking.RunTracker`) receives
+    reported in ``history.diverged``. ``tracker`` (a :class:`helpers.runs.RunTracker`) receives
     each epoch's metrics, and so does ``on_epoch``: if it returns True the run stops after that
     epoch (``history.stopped_early``), the hook a search uses to end unpromising trials.
     """
     device = device if isinstance(device, torch.device) else pick_device(device)
     if config.view_prob > 0 and data.train.views is None:
-        raise ValueError("view_prob > 0 needs views of the training images (helpers.robust.with_camera_views)")
+        raise ValueError("view_prob > 0 needs views of the training images (helpers.webcam.robust.with_camera_views)")
     if config.outlier_weight > 0 and (data.outliers is None or not len(data.outliers)):
-        raise ValueError("outlier_weight > 0 needs outlier images (helpers.robust.with_outliers)")
+        raise ValueError("outlier_weight > 0 needs outlier images (helpers.webcam.robust.with_outliers)")
     torch.manual_seed(config.seed)  # dropout masks
     gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
     train = DeviceSplit(data.train, data.mean, data.std, device, with_views=config.view_prob > 0)
@@ -399,3 +404,43 @@ def _divergence(train_loss: float, epoch: int, config: TrainConfig, chance_loss:
         return None
     why = "not finite" if not math.isfinite(train_loss) else f"> {config.diverge_factor:g} x chance level {chance_loss:.3g}"
     return f"training loss {train_loss:.4g} in epoch {epoch} ({why})"
+
+
+@dataclass
+class Evaluation:
+    """Accuracy, loss, per-class accuracy and confusion matrix on one split."""
+
+    accuracy: float
+    loss: float
+    per_class: pd.Series  #: accuracy (recall) per class
+    confusion: np.ndarray  #: rows = true class, columns = predicted class
+    predictions: np.ndarray
+    probabilities: np.ndarray
+    classes: list[str]
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """Mean of the per-class recalls: what accuracy means when the classes are unbalanced."""
+        return float(np.nanmean(self.per_class.to_numpy(dtype=float)))
+
+
+def evaluate(
+    model: nn.Module, data: DataSplits, split: str = "test", device: str | torch.device | None = "auto",
+) -> Evaluation:
+    """Accuracy, loss, per-class accuracy and confusion matrix of ``model`` on one split."""
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    model.to(device)
+    ds = DeviceSplit(data.split(split), data.mean, data.std, device)
+    logits = predict_logits(model, ds.x)
+    loss, acc = loss_and_accuracy(logits, ds.y)
+    pred = logits.argmax(1).cpu().numpy()
+    true = ds.y.cpu().numpy()
+    k = data.num_classes
+    confusion = np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = np.diag(confusion) / confusion.sum(axis=1)
+    return Evaluation(
+        accuracy=acc, loss=loss, per_class=pd.Series(per_class, index=data.classes, name="accuracy"),
+        confusion=confusion, predictions=pred, probabilities=torch.softmax(logits, 1).cpu().numpy(),
+        classes=list(data.classes),
+    )

@@ -4,15 +4,15 @@
 Needs only numpy and OpenCV, and runs on Python 3.6 (JetPack 4.6) with JetPack's system OpenCV
 4.1.1, which is built with GStreamer and can therefore open the CSI camera (the pip wheel of
 opencv-python cannot). Copy this file plus MODEL.onnx and MODEL.json (made by
-``python -m helpers.export`` or notebook 06) to the Jetson and run:
+``python -m helpers.webcam.export`` or notebook 06) to the Jetson and run:
 
     python3 webcam_onnx.py --model simpsons_tuned.onnx --source csi            # ribbon-cable camera
     python3 webcam_onnx.py --model simpsons_tuned.onnx --source 0              # USB webcam
     python3 webcam_onnx.py --model simpsons_tuned.onnx --source clip.avi --headless --out frames/
 
-Keep this file standalone: it mirrors helpers.inference's preprocessing (guide box = centred square,
+Keep this file standalone: it mirrors helpers.webcam.inference's preprocessing (guide box = centred square,
 area resize, BGR to RGB, training mean/std), its calibration (temperature and "not sure" threshold
-from MODEL.json), its overlay (guide box, model's-eye inset) and helpers.camera's GStreamer
+from MODEL.json), its overlay (guide box, model's-eye inset) and helpers.webcam.camera's GStreamer
 pipeline, because the Jetson has neither PyTorch nor this project's package. Tests check both give
 the same top-1 and the same "not sure" decisions.
 """
@@ -287,7 +287,7 @@ def main(argv=None):
 
 
 def run(argv=None):
-    """main() with bad input as one 'error:' line and exit code 2 (as helpers.cli.run; this script stands alone)."""
+    """main() with bad input as one 'error:' line and exit code 2 (as helpers.plumbing.run; this script stands alone)."""
     try:
         return main(argv)
     except KeyboardInterrupt:

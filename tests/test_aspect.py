@@ -10,14 +10,14 @@ import torch
 from conftest import manifest_rows, small_xray_tree
 from PIL import Image
 
-from helpers import aspect, data
+from helpers import data
 from helpers.data import load_simpsons_mnist
-from helpers.evaluation import evaluate
 from helpers.models import build_model
 from helpers.paths import Outputs
 from helpers.runs import train_and_evaluate
 from helpers.splits import DataSplits
-from helpers.training import TrainConfig, fit
+from helpers.training import TrainConfig, evaluate, fit
+from helpers.xray import aspect
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,15 @@ import pytest
 import torch
 from hyperopt import STATUS_OK
 
-from helpers import comparison, objective, runs, study, trial_tables, tuning, tuning_plots
+from helpers import runs
 from helpers.data import load_simpsons_mnist
-from helpers.objective import Objective, parse_augment, to_run_config
 from helpers.paths import Outputs
-from helpers.rungs import Rungs, recorded_from
 from helpers.splits import DataSplits
-from helpers.stats import (
-    binomial_interval,
-    mann_whitney,
-    paired_difference,
-    seed_interval,
-)
 from helpers.training import augment
+from helpers.tuning import charts, comparison, search, spaces, study, tables, trialstore
+from helpers.tuning.rungs import Rungs, recorded_from
+from helpers.tuning.search import Objective
+from helpers.tuning.spaces import parse_augment, to_run_config
 
 matplotlib.use("Agg")
 
@@ -71,10 +67,10 @@ def asha_search(tiny: DataSplits, tmp_path_factory):
     rungs = Rungs(grace=1, eta=3, max_epochs=9)
     objective = Objective(tiny, {"monitor": "val_acc", "seed": 0}, "asha", "tpe", outputs=Outputs(root),
                           device="cpu", rungs=rungs)
-    spec = tuning.SearchSpec("asha", "tpe", 0, 100, n_startup_jobs=3, rungs=rungs, epoch_budget=30)
-    space = tuning.lenet_space()
-    trials = tuning.run_search(objective, space, spec, root / "t.json", progress=False)
-    return trials, trial_tables.trials_frame(trials, space, "tpe"), rungs, root
+    spec = search.SearchSpec("asha", "tpe", 0, 100, n_startup_jobs=3, rungs=rungs, epoch_budget=30)
+    space = spaces.lenet_space()
+    trials = search.run_search(objective, space, spec, root / "t.json", progress=False)
+    return trials, tables.trials_frame(trials, space, "tpe"), rungs, root
 
 
 def test_a_stopped_trial_has_exactly_its_rung_epochs_and_goes_to_tpe_as_ok(asha_search) -> None:
@@ -97,21 +93,21 @@ def test_a_stopped_trial_has_exactly_its_rung_epochs_and_goes_to_tpe_as_ok(asha_
 def test_the_epoch_budget_ends_the_search_and_stopped_trials_are_never_best(asha_search) -> None:
     trials, frame, rungs, _ = asha_search
     assert frame["epochs_spent"].iloc[-2] < 30 <= frame["epochs_spent"].iloc[-1] + rungs.max_epochs
-    assert tuning.epochs_spent(trials) == frame["epochs"].sum()
-    best = trial_tables.best_trial(frame)
+    assert search.epochs_spent(trials) == frame["epochs"].sum()
+    best = tables.best_trial(frame)
     assert best["state"] == "finished"
-    spent = trial_tables.spend(frame)
+    spent = tables.spend(frame)
     assert spent["trials"] == spent["stopped early"] + spent["finished"] + spent["failed"] == len(frame)
-    imp = trial_tables.importance(frame.assign(val_acc=np.where(frame["state"] == "stopped", 0.0, frame["val_acc"])),
+    imp = tables.importance(frame.assign(val_acc=np.where(frame["state"] == "stopped", 0.0, frame["val_acc"])),
                                   ["batch_size"])
-    imp_finished_only = trial_tables.importance(frame, ["batch_size"])
+    imp_finished_only = tables.importance(frame, ["batch_size"])
     assert imp.equals(imp_finished_only)  # stopped trials' low-fidelity scores never enter importance
 
 
 def test_history_plot_draws_stopped_trials_hollow(asha_search) -> None:
     _, frame, _, _ = asha_search
     assert not (frame["state"] == "failed").any()
-    fig = tuning_plots.plot_optimization_history({"tpe": frame}, x="epochs_spent")
+    fig = charts.plot_optimization_history({"tpe": frame}, x="epochs_spent")
     hollow = [c for c in fig.axes[0].collections if len(c.get_facecolors()) == 0]
     assert sum(len(c.get_offsets()) for c in hollow) == int((frame["state"] == "stopped").sum())
     assert fig.axes[0].get_xlabel() == "epochs spent by the search"
@@ -121,23 +117,23 @@ KILL_SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
     from pathlib import Path
-    from helpers import tuning
-    from helpers.objective import Objective
+    from helpers.tuning import search, spaces
+    from helpers.tuning.search import Objective
     from helpers.data import load_simpsons_mnist
     from helpers.paths import Outputs
-    from helpers.rungs import Rungs
+    from helpers.tuning.rungs import Rungs
     data = load_simpsons_mnist("rgb").subset(n_train=300, n_val=100, n_test=100)
     rungs = Rungs(grace=1, eta=3, max_epochs=9)
     obj = Objective(data, {"monitor": "val_acc", "seed": 0}, "kill", "tpe", outputs=Outputs(Path(sys.argv[1])),
                     device="cpu", rungs=rungs)
-    spec = tuning.SearchSpec("kill", "tpe", 3, 100, n_startup_jobs=3, rungs=rungs, epoch_budget=40)
-    tuning.run_search(obj, tuning.lenet_space(), spec, Path(sys.argv[2]), progress=False)
+    spec = search.SearchSpec("kill", "tpe", 3, 100, n_startup_jobs=3, rungs=rungs, epoch_budget=40)
+    search.run_search(obj, spaces.lenet_space(), spec, Path(sys.argv[2]), progress=False)
 """)
 
 
 def _table(path: Path) -> list[tuple]:
-    trials = tuning.load_trials(path)
-    frame = trial_tables.trials_frame(trials, tuning.lenet_space(), "tpe")
+    trials = trialstore.load_trials(path)
+    frame = tables.trials_frame(trials, spaces.lenet_space(), "tpe")
     return [(r.trial, r.state, r.epochs, r.val_acc, str(r.point)) for r in frame.itertuples()]
 
 
@@ -153,7 +149,7 @@ def test_a_search_killed_mid_trial_resumes_to_the_same_table(tmp_path: Path) -> 
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "k"), str(killed)], env=env)
     deadline, saved = time.time() + 240, 0
     while time.time() < deadline and proc.poll() is None:
-        saved = len(tuning.load_trials(killed).trials) if killed.exists() else 0
+        saved = len(trialstore.load_trials(killed).trials) if killed.exists() else 0
         if saved >= 3 and (tmp_path / "k" / "runs" / "kill" / f"tpe-trial-{saved:03d}").exists():
             break  # trial `saved` has started and is not saved: kill it mid-trial
         time.sleep(0.01)
@@ -188,40 +184,8 @@ def test_comparison_at_equal_epochs_returns_one_curve_per_search_seed(tiny: Data
     with pytest.raises(ValueError, match="below one full trial"):
         comparison.compare_at_equal_epochs(tiny, {}, name="x", epoch_budget=2, rungs=Rungs(1, 3, 3), search_seeds=(0,),
                                            outputs=Outputs(tmp_path))
-    fig = tuning_plots.plot_comparison_curves(curves)
+    fig = charts.plot_comparison_curves(curves)
     assert len(fig.axes[0].get_lines()) == 2  # one mean line per algorithm
-
-
-# ----------------------------------------------------------------------------------- statistics
-
-
-def test_paired_difference_has_three_outcomes() -> None:
-    assert paired_difference([80, 81, 79], [85, 86, 84.5]).verdict == "b better"
-    assert paired_difference([85, 86, 84.5], [80, 81, 79]).verdict == "a better"
-    assert paired_difference([80, 81, 79], [81, 79, 80.5]).verdict == "no clear difference"
-    assert paired_difference([80], [90]).verdict == "no clear difference"  # one pair: no error bar
-    assert paired_difference([80, 81, 79], [85, 86, 84.5]).text() == "+5.17 ± 0.17 points (s.e., n = 3)"
-    assert paired_difference([80], [90]).text() == "+10.00 points (one seed: no standard error)"  # not "± nan"
-    with pytest.raises(ValueError):
-        paired_difference([1, 2], [1])
-
-
-def test_mann_whitney_verdicts() -> None:
-    low, high = [0.70, 0.71, 0.72, 0.73, 0.74], [0.80, 0.81, 0.82, 0.83, 0.84]
-    assert mann_whitney(high, low, names=("tpe", "random")).verdict == "tpe"
-    assert mann_whitney(low, high, names=("tpe", "random")).verdict == "random"
-    mixed = mann_whitney([0.7, 0.8, 0.75, 0.72, 0.79], [0.71, 0.78, 0.76, 0.74, 0.8], names=("tpe", "random"))
-    assert mixed.verdict == "inconclusive" and mixed.p > 0.05
-
-
-def test_intervals() -> None:
-    lo, hi = binomial_interval(90, 100)
-    assert lo < 0.9 < hi and hi - lo == pytest.approx(0.118, abs=0.01)
-    lo2, hi2 = binomial_interval(900, 1000)
-    assert hi2 - lo2 < hi - lo  # more test images, narrower interval
-    slo, shi = seed_interval([88.0, 88.5, 89.0])
-    assert slo < 88.5 < shi
-    assert all(np.isnan(seed_interval([88.0])))
 
 
 # ----------------------------------------------------------------------------------- richer space
@@ -255,8 +219,8 @@ def test_image_size_axis_trains_on_data_of_that_size(tiny: DataSplits, tmp_path:
     assert seen == [64]
     with pytest.raises(ValueError, match="no `sized`"):
         Objective(tiny, {}, "sz", "tpe", outputs=Outputs(tmp_path)).data_for({"image_size": 64})
-    space = tuning.lenet_space(image_sizes=(64, 96))
-    assert "image_size" in space and "image_size" not in tuning.lenet_space()
+    space = spaces.lenet_space(image_sizes=(64, 96))
+    assert "image_size" in space and "image_size" not in spaces.lenet_space()
 
 
 # ----------------------------------------------------------------------------------- retrain check
@@ -284,7 +248,7 @@ def test_a_rejected_candidate_falls_back_to_the_next_finished_trial_and_never_se
     s = study.run_study("guard", tiny, search_train={"monitor": "val_acc", "seed": 0}, rungs=Rungs(1, 3, 3),
                         epoch_budget=12, baseline_epochs=1, seeds=(0, 1), n_startup_jobs=2, outputs=outputs,
                         device="cpu", checkpoint_name="guard")
-    ranked = trial_tables.finished(s.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
+    ranked = tables.finished(s.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
     assert len(ranked) >= 2, "the tiny search must finish two trials for this test"
     first, second = (int(t) for t in ranked["trial"][:2])
     assert [c["trial"] for c in s.checks] == [first, second]
@@ -320,7 +284,7 @@ def test_the_searchs_finished_winner_is_reused_as_the_first_seed_and_is_the_iden
     assert [e["val_acc"] for e in again.history.epochs] == [e["val_acc"] for e in first.history.epochs]
     assert (again.val.accuracy, again.test.accuracy) == (first.val.accuracy, first.test.accuracy)
     assert s.spent().iloc[1]["epochs"] == sum(len(r.history.epochs) for r in s.tuned[1:] + s.baseline)
-    path = objective.trial_weights(outputs, "reuse", "tpe", int(s.best_row["trial"]) - 1)
+    path = search.trial_weights(outputs, "reuse", "tpe", int(s.best_row["trial"]) - 1)
     args = dict(name="x", model_config=s.final_config.model, device="cpu")
     assert runs.reload_run(path, tiny, first.train_config, **args) is not None
     assert runs.reload_run(path, tiny, replace(first.train_config, seed=1), **args) is None  # another seed
@@ -334,10 +298,10 @@ def test_stored_space_decodes_a_narrowed_search(tiny: DataSplits, tmp_path: Path
     options = {"batchnorm": (True,), "batch_sizes": (128,), "conv1": (12,), "conv2": (32,)}
     out = study.search(tiny, {"monitor": "val_acc", "seed": 0}, name="narrow", algo="random", rungs=Rungs(1, 3, 1),
                        epoch_budget=2, outputs=outputs, space_options=options, device="cpu", progress=False)
-    trials = tuning.load_trials(tuning.trials_file(outputs.results, "narrow", "random"))
-    points = list(trial_tables.trials_frame(trials, tuning.stored_space(trials))["point"])
+    trials = trialstore.load_trials(search.trials_file(outputs.results, "narrow", "random"))
+    points = list(tables.trials_frame(trials, spaces.stored_space(trials))["point"])
     assert [p["batchnorm"] for p in points] == [p["batchnorm"] for p in out.frame["point"]] == [True, True]
     assert {(p["batch_size"], p["conv1"], p["conv2"]) for p in points} == {(128, 12, 32)}
     assert list(out.frame["batchnorm"]) == [True, True]  # what was trained
-    wrong = trial_tables.trials_frame(trials, tuning.lenet_space())["point"]  # the default space misreads indices
+    wrong = tables.trials_frame(trials, spaces.lenet_space())["point"]  # the default space misreads indices
     assert [p["batchnorm"] for p in wrong] == [False, False] and {p["batch_size"] for p in wrong} == {32}

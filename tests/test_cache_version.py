@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from helpers import cache_version, experiments, tuning
-from helpers.cache_version import _code_only
+from helpers.tuning import cache_version, reflections, search, spaces
+from helpers.tuning.cache_version import _code_only
 
 
 def test_training_code_unchanged_since_the_cache_version_was_set() -> None:
     now = cache_version.sources_hash()
     assert now == cache_version.SOURCES_HASH, (
-        f"helpers/{{{','.join(cache_version.CACHED_MODULES)}}}.py changed: cached trials and reflections results "
+        f"helpers/{{{','.join(cache_version.CACHED_MODULES)}}} changed: cached trials and reflections results "
         f"were computed by the old code. Bump CACHE_VERSION (now {cache_version.CACHE_VERSION}) in "
         f"helpers/cache_version.py and set SOURCES_HASH = {now!r}."
     )
@@ -22,8 +22,8 @@ def test_comments_and_docstrings_do_not_count_but_code_does() -> None:
 
 
 def test_the_version_is_part_of_every_cache_key(monkeypatch) -> None:
-    spec = tuning.SearchSpec("s", "tpe", 0, 5)
-    config = experiments.Config("a", {}, {}, {"epochs": 1})
+    spec = search.SearchSpec("s", "tpe", 0, 5)
+    config = reflections.Config("a", {}, {}, {"epochs": 1})
 
     class Data:
         name, mean = "d", (0.5,)
@@ -31,9 +31,9 @@ def test_the_version_is_part_of_every_cache_key(monkeypatch) -> None:
         def sizes(self) -> str:
             return "1 train"
 
-    before = (spec.key(), experiments._key(config, 0, Data()))
+    before = (spec.key(), reflections._key(config, 0, Data()))
     monkeypatch.setattr(cache_version, "CACHE_VERSION", cache_version.CACHE_VERSION + 1)
-    after = (spec.key(), experiments._key(config, 0, Data()))
+    after = (spec.key(), reflections._key(config, 0, Data()))
     assert before[0] != after[0] and before[1] != after[1]
 
 
@@ -45,7 +45,7 @@ def test_trials_of_older_training_code_are_not_extended(tmp_path, monkeypatch) -
         return {"status": STATUS_OK, "loss": params["dropout"], "val_acc": 1 - params["dropout"]}
 
     path = tmp_path / "t.json"
-    tuning.run_search(objective, tuning.lenet_space(), tuning.SearchSpec("s", "random", 0, 2), path, progress=False)
+    search.run_search(objective, spaces.lenet_space(), search.SearchSpec("s", "random", 0, 2), path, progress=False)
     monkeypatch.setattr(cache_version, "CACHE_VERSION", cache_version.CACHE_VERSION + 1)
-    with pytest.raises(tuning.SearchMismatchError, match="older training code.*delete it"):
-        tuning.run_search(objective, tuning.lenet_space(), tuning.SearchSpec("s", "random", 0, 4), path, progress=False)
+    with pytest.raises(search.SearchMismatchError, match="older training code.*delete it"):
+        search.run_search(objective, spaces.lenet_space(), search.SearchSpec("s", "random", 0, 4), path, progress=False)

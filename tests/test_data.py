@@ -13,8 +13,8 @@ import torch
 from conftest import copy_dataset, manifest_counts, manifest_rows, small_xray_tree
 from torchvision.datasets import FashionMNIST
 
-from helpers import data, datasources
-from helpers.datasources import CorruptDataError, DataNotFoundError, ensure_dataset
+from helpers import data, sources
+from helpers.sources import CorruptDataError, DataNotFoundError, ensure_dataset
 from helpers.splits import DataSplits
 
 
@@ -98,7 +98,7 @@ def test_split_is_stable_under_a_fixed_seed(mirror_data_root: Path, mirror: Path
 
 
 def test_a_second_load_reads_the_cache_and_decodes_nothing(tmp_path: Path, mirror: Path, monkeypatch) -> None:
-    ensure_dataset(datasources.SIMPSONS, tmp_path, mirror)
+    ensure_dataset(sources.SIMPSONS, tmp_path, mirror)
     first = data.load_simpsons_mnist("grayscale", data_root=tmp_path, mirror=mirror)
     assert len(list((tmp_path / "cache").glob("simpsons-grayscale-*.pt"))) == 1
 
@@ -152,7 +152,7 @@ def test_simpsons_download_extracts_the_dataset_folder(tmp_path: Path, mirror: P
         for f in (mirror / "simpsons-mnist" / "dataset").rglob("*.jpg"):  # all of them: each load checks them
             zf.write(f, "simpsons-mnist-HEAD/" + f.relative_to(mirror / "simpsons-mnist").as_posix())
         zf.writestr("simpsons-mnist-HEAD/README.md", "not part of dataset/")
-    monkeypatch.setattr(datasources, "SIMPSONS_URL", archive.as_uri())
+    monkeypatch.setattr(sources, "SIMPSONS_URL", archive.as_uri())
     s = data.load_simpsons_mnist("rgb", data_root=tmp_path / "data", mirror=tmp_path / "no-mirror")
     assert len(s.test) == 2000 and s.num_classes == 10
 

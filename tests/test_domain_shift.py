@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import manifest_rows, small_xray_tree
 
-from helpers import data, domain_shift
-from helpers.aspect import source_sizes
+from helpers import data
 from helpers.splits import DataSplits
+from helpers.xray import domain_shift
+from helpers.xray.aspect import source_sizes
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +171,10 @@ def test_shift_summary_follows_its_stated_rule() -> None:
                           "matched aspect-only AUC": [0.5, 0.5, 0.5], "AUC aspect-matched": [0.88, 0.6, 0.55],
                           "matched largest p": [1e-30, 0.3, 1e-3]},
                          index=pd.Index(["normal", "bacterial", "viral"], name="class"))
+    decided = domain_shift.shift_decisions(table)
+    assert [d[0].outcome for d in decided.values()] == ["shifted", "no shift shown", "no shift shown"]
+    assert [d[1].outcome for d in decided.values()] == ["beyond the aspect ratio", "not tested", "not tested"]
+    assert decided["normal"][0].value == 0.91 and decided["normal"][0].reference == 0.46 and "p < 0.05" in decided["normal"][0].rule
     lines = domain_shift.shift_summary(table).splitlines()
     assert lines[0].startswith("Rule:")
     assert "**shifted**" in lines[1] and "**beyond the aspect ratio**" in lines[1]  # p small, AUC 0.45 above the control
@@ -178,6 +183,8 @@ def test_shift_summary_follows_its_stated_rule() -> None:
     assert "no shift shown" in lines[3]  # p small, but only 0.05 above the control
     assert lines[4] == "- Furthest from the training pool: normal (AUC 0.91); next bacterial (0.62)."
     table.loc["normal", "AUC aspect-matched"] = 0.52  # the shift gone once matched on aspect
+    assert domain_shift.shift_decisions(table)["normal"][1].outcome == "not shown beyond the aspect ratio"
     assert "not shown beyond the aspect ratio" in domain_shift.shift_summary(table).splitlines()[1]
     table.loc["normal", ["matched per side", "AUC aspect-matched", "matched largest p"]] = [3, np.nan, np.nan]
+    assert domain_shift.shift_decisions(table)["normal"][1].outcome == "too few matched"
     assert "Too few images match on aspect ratio (3 per side)" in domain_shift.shift_summary(table).splitlines()[1]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from helpers.data import load_simpsons_mnist
-from helpers.experiments import Config, aggregate, compare, run_experiments
 from helpers.paths import Outputs
+from helpers.tuning.reflections import Config, aggregate, run_experiments
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +44,6 @@ def test_aggregate_computes_mean_and_sample_std_in_percent() -> None:
     s = aggregate(frame, "g")
     assert s.loc["A", "mean"] == pytest.approx(60.0) and s.loc["A", "std"] == pytest.approx(10.0)
     assert s.loc["A", "n"] == 3 and s.loc["B", "mean"] == pytest.approx(80.0) and s.loc["B", "std"] == 0.0
-
-
-def test_compare_uses_two_standard_errors_and_needs_two_seeds() -> None:
-    s = pd.DataFrame({"mean": [60.0, 80.0, 63.0, 90.0], "std": [10.0, 0.0, 10.0, 0.0], "n": [3, 2, 3, 1]},
-                     index=["A", "B", "C", "D"])
-    ab = compare(s, "A", "B")
-    assert ab.diff == pytest.approx(20.0) and ab.se == pytest.approx(math.sqrt(100 / 3))
-    assert ab.significant and "better" in str(ab)
-    ac = compare(s, "A", "C")  # 3 points apart, s.e. 8.2: noise
-    assert not ac.significant and "within noise" in str(ac)
-    ad = compare(s, "A", "D")  # one seed: no noise estimate, never significant
-    assert not ad.significant and "one seed" in str(ad)
 
 
 def test_a_damaged_cached_result_is_reported_and_trained_again(tiny, tmp_path: Path, capsys) -> None:

@@ -27,13 +27,20 @@ import pytest
 import torch
 from conftest import small_xray_tree
 
-from helpers import camera, cli, data, datafiles, datasources, demo, integrity, report, scale, trialstore
-from helpers.calibration import Calibration, calibration_path
-from helpers.checkpoints import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from helpers.export import export_onnx
-from helpers.inference import DEMO_CHOICE, OnnxPredictor, Predictor, demo_choice
+from helpers import data, decoding, plumbing, sources
+from helpers.checkpoints import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from helpers.models import build_model
 from helpers.paths import Outputs
+from helpers.reporting import report
+from helpers.tuning import ray_tune, search, trialstore
+from helpers.webcam import camera, demo
+from helpers.webcam.calibration import Calibration, calibration_path
+from helpers.webcam.export import export_onnx
+from helpers.webcam.inference import DEMO_CHOICE, OnnxPredictor, Predictor, demo_choice
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "webcam_onnx.py"
@@ -67,7 +74,7 @@ def real_image(mirror: Path) -> Path:
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     """An untrained LeNet-5 with the ten Simpsons-MNIST classes and a valid calibration: for the plumbing only."""
-    classes = sorted(json.loads(datafiles.SIMPSONS_CHECKSUMS.read_text())["folders"])
+    classes = sorted(json.loads(decoding.SIMPSONS_CHECKSUMS.read_text())["folders"])
     classes = sorted({c.split("/")[-1] for c in classes})
     path = save_checkpoint(tmp_path_factory.mktemp("model") / "m.pt", build_model(in_channels=3, seed=0), classes,
                            (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -151,16 +158,16 @@ def test_an_archive_member_outside_the_target_is_refused_before_anything_is_writ
         zf.writestr("x/dataset/../../../zs/ESCAPED.txt", "outside")
     dest = tmp_path / "a" / "b" / "target"
     dest.mkdir(parents=True)
-    with pytest.raises(datasources.CorruptDataError, match="would be written outside"):
-        datasources.extract_zip_folder(archive, "dataset", dest, "a test archive")
+    with pytest.raises(sources.CorruptDataError, match="would be written outside"):
+        sources.extract_zip_folder(archive, "dataset", dest, "a test archive")
     assert not list(tmp_path.rglob("ESCAPED.txt")) and not list(dest.rglob("*"))
 
 
 def test_the_simpsons_download_is_the_commit_the_checksums_were_made_from() -> None:
-    about = json.loads(datafiles.SIMPSONS_CHECKSUMS.read_text())["about"]
+    about = json.loads(decoding.SIMPSONS_CHECKSUMS.read_text())["about"]
     commit = about.split("commit ")[1][:8]
-    assert datasources.SIMPSONS_COMMIT.startswith(commit) and len(datasources.SIMPSONS_COMMIT) == 40
-    assert datasources.SIMPSONS_URL.endswith(f"/archive/{datasources.SIMPSONS_COMMIT}.zip")
+    assert sources.SIMPSONS_COMMIT.startswith(commit) and len(sources.SIMPSONS_COMMIT) == 40
+    assert sources.SIMPSONS_URL.endswith(f"/archive/{sources.SIMPSONS_COMMIT}.zip")
 
 
 # ----------------------------------------------------------------------------------- 3, 13. extra data files
@@ -171,7 +178,7 @@ def test_an_extra_xray_file_is_named_and_nothing_is_loaded(tmp_path: Path, mirro
     test_image = sorted((folder / "test" / "PNEUMONIA").iterdir())[0]
     extra = folder / "train" / "PNEUMONIA" / "person9999_bacteria_1.jpeg"
     shutil.copyfile(test_image, extra)  # a test image slipped into training
-    with pytest.raises(datasources.CorruptDataError) as err:
+    with pytest.raises(sources.CorruptDataError) as err:
         data.load_chest_xray(data_root=tmp_path, mirror=mirror)
     msg = str(err.value)
     assert "1 file(s) that are not in its manifest.csv" in msg and "train/PNEUMONIA/person9999_bacteria_1.jpeg" in msg
@@ -181,10 +188,10 @@ def test_an_extra_xray_file_is_named_and_nothing_is_loaded(tmp_path: Path, mirro
 
 
 def test_an_extra_simpsons_file_is_called_extra_not_a_differing_copy(tmp_path: Path, mirror: Path) -> None:
-    datasources.ensure_dataset(datasources.SIMPSONS, tmp_path, mirror)
+    sources.ensure_dataset(sources.SIMPSONS, tmp_path, mirror)
     folder = tmp_path / "simpsons-mnist" / "dataset" / "grayscale" / "test" / "bart_simpson"
     shutil.copyfile(folder / sorted(p.name for p in folder.iterdir())[0], folder / "pic_9999.jpg")
-    with pytest.raises(datasources.CorruptDataError) as err:
+    with pytest.raises(sources.CorruptDataError) as err:
         data.load_simpsons_mnist("grayscale", data_root=tmp_path, mirror=mirror)
     msg = str(err.value)
     assert "not in the published checksum list" in msg and "pic_9999.jpg" in msg and "whose copy differs" not in msg
@@ -264,7 +271,7 @@ def test_an_onnx_json_that_is_a_list_is_refused(tmp_path: Path, onnx_file: Path)
 def _write_payload(path: Path, payload: dict) -> Path:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    return integrity.write_checked(path, buffer.getvalue())
+    return plumbing.write_checked(path, buffer.getvalue())
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -320,14 +327,14 @@ def test_a_failed_atomic_write_leaves_no_temporary_file_and_names_the_file(tmp_p
     target.write_text("previous")
     monkeypatch.setattr(os, "fsync", _disk_full)
     with pytest.raises(OSError, match=r"could not write .*t.json \(No space left on device\)"):
-        integrity.write_atomic(target, b"x" * 1000)
+        plumbing.write_atomic(target, b"x" * 1000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"] and target.read_text() == "previous"
 
 
 def test_a_data_cache_that_cannot_be_written_is_skipped_with_a_warning(tmp_path: Path, mirror: Path,
                                                                        monkeypatch) -> None:
     small_xray_tree(mirror, tmp_path, per_label=4)
-    monkeypatch.setattr(datafiles, "write_checked", _disk_full)
+    monkeypatch.setattr(decoding, "write_checked", _disk_full)
     with pytest.warns(UserWarning, match="cache not written, the data are used without it.*No space left"):
         splits = data.load_chest_xray(size=32, data_root=tmp_path, mirror=mirror)
     assert len(splits.test) == 12 and not list((tmp_path / "cache").glob("*.pt"))
@@ -344,8 +351,8 @@ def test_a_mirror_copy_onto_a_full_disk_fails_in_one_short_line_and_leaves_nothi
         return real_copy(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(shutil, "copyfile", copy_until_full)
-    with pytest.raises(datasources.DataError) as err:
-        datasources.ensure_dataset(datasources.SIMPSONS, tmp_path, mirror)
+    with pytest.raises(sources.DataError) as err:
+        sources.ensure_dataset(sources.SIMPSONS, tmp_path, mirror)
     msg = str(err.value)
     assert "No space left on device" in msg and "more file(s)" in msg and len(msg) < 600 and "\n" not in msg
     assert list(tmp_path.iterdir()) == []  # no half copy, no temporary folder
@@ -385,7 +392,7 @@ def test_an_opencv_error_is_not_reported_as_a_missing_window(tmp_path: Path, rea
         raise cv2.error("a shape mismatch")
 
     monkeypatch.setattr(Predictor, "predict", lambda self, frame, k=3: broken(frame))
-    code = cli.run(demo.main, ["--source", str(frames), "--checkpoint", str(model_file), "--headless", "--out",
+    code = plumbing.run(demo.main, ["--source", str(frames), "--checkpoint", str(model_file), "--headless", "--out",
                                str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: OpenCV failed") and "window" not in err
@@ -401,7 +408,7 @@ def test_report_refuses_an_empty_or_unmatched_selection(argv: list[str], monkeyp
 
     monkeypatch.setattr(report, "execute", never)
     monkeypatch.setattr(report, "render", never)
-    assert cli.run(report.main, [*argv, "--report-dir", str(tmp_path)]) == 2
+    assert plumbing.run(report.main, [*argv, "--report-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and ("at least one notebook" in err or "no notebooks matched --only 99" in err)
 
@@ -437,15 +444,14 @@ def test_a_malformed_trials_file_is_named_as_damaged(tmp_path: Path, damage, exp
 
 
 def test_trials_without_a_record_of_their_search_are_not_called_another_search(tmp_path: Path) -> None:
-    from helpers import tuning
 
     path = _good_trials(tmp_path)
     trials = trialstore.load_trials(path)
     trials.attachments.pop("search_spec")
     trialstore.save_trials(trials, path)
-    spec = tuning.SearchSpec(name="x", algo="tpe", seed=0, max_evals=2)
-    with pytest.raises(tuning.SearchMismatchError, match="does not record which search made its trials"):
-        tuning._open_trials(path, spec)
+    spec = search.SearchSpec(name="x", algo="tpe", seed=0, max_evals=2)
+    with pytest.raises(search.SearchMismatchError, match="does not record which search made its trials"):
+        search._open_trials(path, spec)
 
 
 def test_a_cache_with_a_valid_checksum_but_a_missing_key_is_rebuilt(tmp_path: Path, mirror: Path) -> None:
@@ -456,7 +462,7 @@ def test_a_cache_with_a_valid_checksum_but_a_missing_key_is_rebuilt(tmp_path: Pa
     del payload["train_y"]
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    integrity.write_checked(cache, buffer.getvalue())  # a valid checksum over an incomplete cache
+    plumbing.write_checked(cache, buffer.getvalue())  # a valid checksum over an incomplete cache
     with pytest.warns(UserWarning, match="rebuilding it: .* lacks train_y"):
         again = data.load_chest_xray(size=32, data_root=tmp_path, mirror=mirror)
     assert torch.equal(first.train.y, again.train.y) and torch.equal(first.test.x, again.test.x)
@@ -466,8 +472,8 @@ def test_a_dangling_or_damaged_ray_state_names_the_folder_to_delete(tmp_path: Pa
     run = tmp_path / "outputs" / "ray" / "search"
     run.mkdir(parents=True)
     (run / "tuner.pkl").symlink_to(tmp_path / "gone.pkl")
-    with pytest.raises(scale.UnsafeRestoreError, match="which does not exist.*Delete or move"):
-        scale.check_restorable(run)
+    with pytest.raises(ray_tune.UnsafeRestoreError, match="which does not exist.*Delete or move"):
+        ray_tune.check_restorable(run)
     (run / "tuner.pkl").unlink()
     (run / "tuner.pkl").write_bytes(b"\x80\x04 damaged")
     from ray import tune
@@ -481,10 +487,10 @@ def test_a_dangling_or_damaged_ray_state_names_the_folder_to_delete(tmp_path: Pa
     monkeypatch.setattr(tune, "with_resources", lambda trainable, resources: trainable)
     monkeypatch.setattr(tune.Tuner, "can_restore", classmethod(lambda cls, p: True))
     monkeypatch.setattr(tune.Tuner, "restore", classmethod(restore))
-    from helpers.rungs import Rungs
+    from helpers.tuning.rungs import Rungs
 
-    with pytest.raises(scale.RayStateError, match=re.escape(f"cannot be read (UnpicklingError); delete or move {run}")):
-        scale.run_ray_search(None, {}, name="search", rungs=Rungs(1, 2, 3), num_samples=1,
+    with pytest.raises(ray_tune.RayStateError, match=re.escape(f"cannot be read (UnpicklingError); delete or move {run}")):
+        ray_tune.run_ray_search(None, {}, name="search", rungs=Rungs(1, 2, 3), num_samples=1,
                              outputs=Outputs(tmp_path / "outputs"))
 
 
@@ -493,7 +499,7 @@ def test_a_calibration_with_a_zero_or_nan_temperature_is_refused(tmp_path: Path,
                                                                   real_image: Path, temperature: float) -> None:
     model = tmp_path / "m.pt"
     shutil.copyfile(model_file, model)
-    shutil.copyfile(integrity.checksum_path(model_file), integrity.checksum_path(model))
+    shutil.copyfile(plumbing.checksum_path(model_file), plumbing.checksum_path(model))
     calibration_path(model).write_text(json.dumps({"temperature": temperature, "threshold": 0.5, "keep": 0.9,
                                                     "fitted_on": "x"}))
     result = _cli("-m", "helpers.predict", str(real_image), "--model", str(model))
@@ -528,13 +534,13 @@ def test_a_demo_choice_naming_a_missing_file_says_so(tmp_path: Path, monkeypatch
 
 def test_a_hand_edited_trials_file_is_refused_and_an_old_one_accepted_once(tmp_path: Path) -> None:
     path = _good_trials(tmp_path)
-    assert integrity.checksum_path(path).exists()
+    assert plumbing.checksum_path(path).exists()
     doc = json.loads(path.read_text())
     doc["trials"][0]["result"]["loss"] = -0.99  # a result made better by hand
     path.write_text(json.dumps(doc))
     with pytest.raises(trialstore.TrialsFileError, match="does not match its checksum"):
         trialstore.load_trials(path)
-    integrity.checksum_path(path).unlink()  # as written by an earlier version: no checksum yet
+    plumbing.checksum_path(path).unlink()  # as written by an earlier version: no checksum yet
     with pytest.warns(UserWarning, match="no checksum beside it.*written now"):
         assert len(trialstore.load_trials(path).trials) == 2
     assert len(trialstore.load_trials(path).trials) == 2  # from now on it is checked
@@ -555,14 +561,14 @@ def test_a_ray_state_linking_into_a_world_writable_folder_is_not_restored(tmp_pa
     os.chmod(shared / "tuner.pkl", 0o644)
     os.chmod(shared, 0o777)
     (run / "tuner.pkl").symlink_to(shared / "tuner.pkl")
-    with pytest.raises(scale.UnsafeRestoreError, match="shared is writable by other users"):
-        scale.check_restorable(run)
+    with pytest.raises(ray_tune.UnsafeRestoreError, match="shared is writable by other users"):
+        ray_tune.check_restorable(run)
     (run / "tuner.pkl").unlink()
     (run / "tuner.pkl").write_bytes(b"not loaded")
-    scale.check_restorable(run)
+    ray_tune.check_restorable(run)
     os.chmod(run.parent, 0o777)  # a world-writable outputs/ray: another user could swap the run folder
-    with pytest.raises(scale.UnsafeRestoreError, match="ray is writable by other users"):
-        scale.check_restorable(run)
+    with pytest.raises(ray_tune.UnsafeRestoreError, match="ray is writable by other users"):
+        ray_tune.check_restorable(run)
 
 
 # ----------------------------------------------------------------------------------- 14. machine paths in notebooks

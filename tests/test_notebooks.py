@@ -15,7 +15,7 @@ from bs4 import BeautifulSoup
 from PIL import Image
 
 from helpers import data, paths, plots
-from helpers.report import compact_png, execute, notebook_paths, render, tidy
+from helpers.reporting.report import compact_png, execute, notebook_paths, render, tidy
 
 NOTEBOOKS = notebook_paths()
 

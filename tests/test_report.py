@@ -17,10 +17,10 @@ from bs4 import BeautifulSoup
 from helpers import provenance
 from helpers.checkpoints import load_checkpoint, save_checkpoint
 from helpers.data import load_simpsons_mnist
-from helpers.landing import write_index
 from helpers.models import build_model
 from helpers.paths import Outputs
-from helpers.runinfo import SUMMARY_MIME, RunStamp, read_summary
+from helpers.provenance import SUMMARY_MIME, RunStamp, read_summary
+from helpers.reporting.landing import write_index
 
 HEADLINE = [{"data set": "Simpsons-MNIST (rgb)", "model": "tuned LeNet-5", "val acc %": "85.62 ± 0.25",
              "test acc %": "85.18 ± 0.85", "test interval": "83.1–87.3 over 3 seeds", "spent": "14 trials, 200 epochs",
@@ -76,7 +76,7 @@ def test_the_landing_page_shows_every_summary_row_and_a_thumbnail_per_notebook(t
 
 
 def test_the_report_of_the_committed_notebooks_matches_their_summaries(tmp_path: Path) -> None:
-    from helpers.report import notebook_paths, render
+    from helpers.reporting.report import notebook_paths, render
 
     index = render(notebook_paths(), tmp_path)
     soup = BeautifulSoup(index.read_text(), "html.parser")

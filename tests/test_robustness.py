@@ -12,15 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import calibration, ood, robustness, shifts
-from helpers.calibration import Calibration, calibration_path
 from helpers.checkpoints import save_checkpoint
 from helpers.data import load_simpsons_mnist
-from helpers.export import export_onnx
-from helpers.inference import NOT_SURE, OnnxPredictor, Predictor
 from helpers.models import build_model
 from helpers.splits import DataSplits
 from helpers.training import TrainConfig, fit
+from helpers.webcam import calibration, robust, shifts
+from helpers.webcam.calibration import Calibration, calibration_path
+from helpers.webcam.export import export_onnx
+from helpers.webcam.inference import NOT_SURE, OnnxPredictor, Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,14 +104,14 @@ def test_each_shift_changes_pixels_as_documented(simpsons: DataSplits) -> None:
 
 
 def test_out_of_distribution_frames_are_deterministic(simpsons: DataSplits) -> None:
-    for kind in ood.KINDS[:-1]:
-        a = ood.ood_frames(kind, 5, seed=0)
-        assert shifts.frames_hash(a) == shifts.frames_hash(ood.ood_frames(kind, 5, seed=0)) and len(a) == 5
-    assert np.all(ood.ood_frames("flat colour", 1)[0] == ood.ood_frames("flat colour", 1)[0][0, 0])
+    for kind in shifts.KINDS[:-1]:
+        a = shifts.ood_frames(kind, 5, seed=0)
+        assert shifts.frames_hash(a) == shifts.frames_hash(shifts.ood_frames(kind, 5, seed=0)) and len(a) == 5
+    assert np.all(shifts.ood_frames("flat colour", 1)[0] == shifts.ood_frames("flat colour", 1)[0][0, 0])
     fashion = load_simpsons_mnist("grayscale").test.x[:3].numpy()  # any 1-channel real images work here
-    assert ood.ood_frames("Fashion-MNIST", 3, images=fashion)[0].shape == (shifts.FRAME, shifts.FRAME, 3)
+    assert shifts.ood_frames("Fashion-MNIST", 3, images=fashion)[0].shape == (shifts.FRAME, shifts.FRAME, 3)
     with pytest.raises(ValueError, match="need at least 4"):
-        ood.ood_frames("Fashion-MNIST", 4, images=fashion)
+        shifts.ood_frames("Fashion-MNIST", 4, images=fashion)
 
 
 # ----------------------------------------------------------------------------------- calibration
@@ -166,7 +166,7 @@ def test_calibration_file_round_trip_and_bad_file(tmp_path: Path) -> None:
 def test_below_the_threshold_the_answer_is_not_sure(model_file: Path, simpsons: DataSplits) -> None:
     predictor = Predictor.from_checkpoint(model_file)
     assert predictor.calibration is not None
-    frames = [shifts.to_frame(x) for x in simpsons.test.x] + ood.ood_frames("uniform noise", 50)
+    frames = [shifts.to_frame(x) for x in simpsons.test.x] + shifts.ood_frames("uniform noise", 50)
     preds = predictor.predict_many(frames)
     unsure = [p for p in preds if not p.sure]
     assert unsure and all(p.shown == NOT_SURE and p.confidence < predictor.calibration.threshold for p in unsure)
@@ -198,7 +198,7 @@ def test_onnx_and_torch_agree_on_top1_and_not_sure_on_the_test_shift_set(model_f
     assert list(script.sure(meta, probs)) == [p.sure for p in torch_preds]
     answers = lambda preds: (np.array([simpsons.classes.index(p.label) for p in preds]), np.array([p.sure for p in preds]))  # noqa: E731
     flipped = (answers(torch_preds)[0], ~answers(torch_preds)[1])
-    table = robustness.agreement({"PyTorch": answers(torch_preds), "ONNX": answers(onnx_preds), "flipped": flipped})
+    table = robust.agreement({"PyTorch": answers(torch_preds), "ONNX": answers(onnx_preds), "flipped": flipped})
     assert list(table["same top-1 as PyTorch"]) == [len(frames)] * 3
     assert list(table["same 'not sure' as PyTorch"]) == [len(frames), len(frames), 0]
 
@@ -206,21 +206,21 @@ def test_onnx_and_torch_agree_on_top1_and_not_sure_on_the_test_shift_set(model_f
 def test_shift_report_has_a_row_per_family_and_severity(model_file: Path, simpsons: DataSplits) -> None:
     predictor = Predictor.from_checkpoint(model_file)
     images, labels = simpsons.val.x[:60].numpy(), simpsons.val.y[:60].numpy()
-    shift_set = robustness.ShiftSet.build("val", images, labels, 28, 3, families=["jpeg", "defocus", "resample"])
+    shift_set = robust.ShiftSet.build("val", images, labels, 28, 3, families=["jpeg", "defocus", "resample"])
     assert shift_set.families == ["jpeg", "defocus", "resample"] and len(shift_set) == 60
     frames = shifts.shifted_frames(images, "jpeg", 2)
     assert np.array_equal(shift_set.pixels[("jpeg", 2)], predictor.pixels(frames))  # the demo's own crop and resize
     assert np.allclose(predictor.logits_pixels(shift_set.pixels[("jpeg", 2)]), predictor.logits_many(frames), atol=1e-5)
-    table, curves = robustness.shift_report(predictor, shift_set)
+    table, curves = robust.shift_report(predictor, shift_set)
     table = table.drop(index="resample", level="family")
     assert len(table) == 1 + 2 * 3 and table.loc[("clean", 0), "images"] == 60
     assert table["accuracy %"].between(0, 100).all() and table["ECE %"].between(0, 100).all()
     assert set(curves) == {"clean", "all shifts"} and curves["all shifts"]["predictions"].sum() == 60 * 9
-    fam = robustness.by_family(table, {"seen": ["jpeg"], "held out": ["defocus"]})
+    fam = robust.by_family(table, {"seen": ["jpeg"], "held out": ["defocus"]})
     assert list(fam["group"]) == ["", "seen", "held out"]
-    flips = robustness.resample_flips(predictor, shift_set)
+    flips = robust.resample_flips(predictor, shift_set)
     assert 0 <= flips <= 100
-    oods = robustness.ood_report(predictor, {"flat colour": ood.ood_frames("flat colour", 20)})
+    oods = robust.ood_report(predictor, {"flat colour": shifts.ood_frames("flat colour", 20)})
     assert oods.loc["all", "frames"] == 20
 
 

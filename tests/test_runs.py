@@ -9,12 +9,13 @@ import pytest
 from hyperopt import STATUS_OK
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import evaluation, experiments, runs
+from helpers import runs, training
 from helpers.data import load_fashion_mnist
-from helpers.objective import Objective
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
 from helpers.training import TrainConfig, fit
+from helpers.tuning import reflections
+from helpers.tuning.search import Objective
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_the_epoch_hook_sees_every_epoch_and_can_stop_the_run(tiny: DataSplits, 
 
 def test_the_test_split_is_evaluated_only_when_asked(tiny: DataSplits, tmp_path: Path, monkeypatch) -> None:
     splits = []
-    real = evaluation.evaluate
+    real = training.evaluate
 
     def spy(model, data, split="test", device="auto"):
         splits.append(split)
@@ -60,13 +61,13 @@ def test_trials_and_reflections_train_through_the_one_path(tiny: DataSplits, tmp
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runs, "train_tracked", counting)
-    monkeypatch.setattr(experiments, "train_tracked", counting)
+    monkeypatch.setattr(reflections, "train_tracked", counting)
     objective = Objective(tiny, {"epochs": 1, "seed": 0}, "search", "random", outputs=Outputs(tmp_path), device="cpu")
     point = {"optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 64, "conv1": 6, "conv2": 16, "dense1": 64,
              "dense2": 32, "dropout": 0.1, "batchnorm": False, "augment": "none", "weight_decay": 0.0}
     assert objective(point)["status"] == STATUS_OK
-    config = experiments.Config("a", {}, {}, {"optimizer": "adam", "lr": 1e-3, "epochs": 1})
-    experiments.run_one(config, 0, tiny, "study", Outputs(tmp_path), device="cpu", cache_dir=tmp_path / "cache")
+    config = reflections.Config("a", {}, {}, {"optimizer": "adam", "lr": 1e-3, "epochs": 1})
+    reflections.run_one(config, 0, tiny, "study", Outputs(tmp_path), device="cpu", cache_dir=tmp_path / "cache")
     assert calls == ["random-trial-000", "a-seed0"]
 
 

@@ -11,8 +11,9 @@ import pytest
 from conftest import small_xray_tree
 from torchvision.datasets import FashionMNIST
 
-from helpers import data, datasources, report
-from helpers.datasources import (
+from helpers import data, sources
+from helpers.reporting import report
+from helpers.sources import (
     CorruptDataError,
     IncompleteDataError,
     ensure_dataset,
@@ -43,7 +44,7 @@ def test_an_incomplete_folder_in_data_is_never_changed_and_the_message_says_how_
 
 def test_an_empty_folder_in_data_is_filled_from_the_mirror(tmp_path: Path, mirror: Path) -> None:
     (tmp_path / "FashionMNIST").mkdir()
-    folder = ensure_dataset(datasources.FASHION, tmp_path, mirror)
+    folder = ensure_dataset(sources.FASHION, tmp_path, mirror)
     assert sorted(p.name for p in (folder / "raw").iterdir()) == sorted(f for f, _ in FashionMNIST.resources)
     assert (folder / ".provenance.json").exists()
 
@@ -51,7 +52,7 @@ def test_an_empty_folder_in_data_is_filled_from_the_mirror(tmp_path: Path, mirro
 @pytest.fixture(scope="module")
 def simpsons_copy(tmp_path_factory, mirror: Path) -> Path:
     root = tmp_path_factory.mktemp("simpsons-data")
-    ensure_dataset(datasources.SIMPSONS, root, mirror)
+    ensure_dataset(sources.SIMPSONS, root, mirror)
     return root
 
 
@@ -113,7 +114,7 @@ def test_data_cli_exits_non_zero_when_every_data_set_is_missing(tmp_path: Path, 
     monkeypatch.setenv("PORTFOLIO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DATA_MIRROR", str(tmp_path / "empty-mirror"))
     monkeypatch.setattr(FashionMNIST, "mirrors", [f"file://{tmp_path}/nowhere/"])
-    monkeypatch.setattr(datasources, "SIMPSONS_URL", f"file://{tmp_path}/nowhere.zip")
+    monkeypatch.setattr(sources, "SIMPSONS_URL", f"file://{tmp_path}/nowhere.zip")
     assert data.main([]) == 1
     err = capsys.readouterr().err
     assert "4 data set(s) missing" in err and "two ways" in err

@@ -18,14 +18,14 @@ import matplotlib
 import psutil
 import pytest
 
-from helpers import scale, tuning_plots
 from helpers.data import load_simpsons_mnist
 from helpers.paths import Outputs
-from helpers.rungs import Rungs
 from helpers.splits import DataSplits
+from helpers.tuning import charts, ray_tune
+from helpers.tuning.rungs import Rungs
 
 matplotlib.use("Agg")
-os.environ[scale.LOCAL_BIND_ENV] = "0"  # before ray is imported anywhere in this process: loopback only
+os.environ[ray_tune.LOCAL_BIND_ENV] = "0"  # before ray is imported anywhere in this process: loopback only
 pytestmark = pytest.mark.xdist_group("notebooks")  # with notebook 07: never two Ray instances at once
 
 BASE = {"monitor": "val_acc", "seed": 0}
@@ -41,15 +41,15 @@ def tiny() -> DataSplits:
 def ray_local():
     import ray
 
-    yield scale.connect(num_cpus=2)
+    yield ray_tune.connect(num_cpus=2)
     ray.shutdown()
 
 
 def test_trial_resources_ask_for_a_gpu_fraction_only_when_there_is_one() -> None:
-    assert scale.trial_resources(1, 4, gpu=True).request() == {"cpu": 1, "gpu": 0.25}
-    assert scale.trial_resources(2, 4, gpu=False).request() == {"cpu": 2, "gpu": 0.0}
+    assert ray_tune.trial_resources(1, 4, gpu=True).request() == {"cpu": 1, "gpu": 0.25}
+    assert ray_tune.trial_resources(2, 4, gpu=False).request() == {"cpu": 2, "gpu": 0.0}
     with pytest.raises(ValueError):
-        scale.trial_resources(0)
+        ray_tune.trial_resources(0)
 
 
 def test_local_search_binds_to_loopback_and_gives_a_trials_frame(ray_local, tiny: DataSplits, tmp_path: Path) -> None:
@@ -59,22 +59,22 @@ def test_local_search_binds_to_loopback_and_gives_a_trials_frame(ray_local, tiny
     assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {"127.0.0.1"}
     out = Outputs(tmp_path)
     started = time.time()
-    grid = scale.run_ray_search(tiny, BASE, name="local", rungs=RUNGS, num_samples=4, outputs=out, n_startup_jobs=2)
+    grid = ray_tune.run_ray_search(tiny, BASE, name="local", rungs=RUNGS, num_samples=4, outputs=out, n_startup_jobs=2)
     elapsed = time.time() - started
-    frame = scale.results_frame(grid, RUNGS, tiny, BASE)
+    frame = ray_tune.results_frame(grid, RUNGS, tiny, BASE)
     # the search's wall time from its trials' own reports: within the call, and at least the longest trial
-    assert frame["seconds"].max() * 0.9 <= 60 * scale.search_minutes(grid) <= elapsed + 2
-    again = scale.run_ray_search(tiny, BASE, name="local", rungs=RUNGS, num_samples=4, outputs=out, n_startup_jobs=2)
-    assert scale.search_minutes(again) == pytest.approx(scale.search_minutes(grid))  # a resume does not shrink it
+    assert frame["seconds"].max() * 0.9 <= 60 * ray_tune.search_minutes(grid) <= elapsed + 2
+    again = ray_tune.run_ray_search(tiny, BASE, name="local", rungs=RUNGS, num_samples=4, outputs=out, n_startup_jobs=2)
+    assert ray_tune.search_minutes(again) == pytest.approx(ray_tune.search_minutes(grid))  # a resume does not shrink it
     assert list(frame["trial"]) == [1, 2, 3, 4]  # proposal order
     assert set(frame["state"]) <= {"finished", "stopped"} and (frame["state"] == "finished").any()
     assert (frame.loc[frame["state"] == "finished", "epochs"] == RUNGS.max_epochs).all()
     assert (frame.loc[frame["state"] == "stopped", "epochs"] == 1).all()  # stopped at the only rung
     assert (out.root / "ray" / "local").is_dir() and len(list((out.runs / "local").iterdir())) == 4
-    best, test = scale.evaluate_best(frame, tiny, out, "local")
+    best, test = ray_tune.evaluate_best(frame, tiny, out, "local")
     assert best["state"] == "finished" and best["val_acc"] == frame.loc[frame["state"] == "finished", "val_acc"].max()
     assert test.confusion.sum() == len(tiny.test)
-    fig = tuning_plots.plot_optimization_history({"tpe (ray)": frame}, x="epochs_spent")
+    fig = charts.plot_optimization_history({"tpe (ray)": frame}, x="epochs_spent")
     assert fig.axes[0].get_xlabel() == "epochs spent by the search"
 
 
@@ -86,11 +86,11 @@ def test_a_two_node_cluster_is_reached_by_its_address(tiny: DataSplits, tmp_path
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        said = scale.connect(address=cluster.address)
+        said = ray_tune.connect(address=cluster.address)
         nodes = [n for n in ray.nodes() if n["Alive"]]
         assert len(nodes) == 2 and {n["NodeManagerAddress"] for n in nodes} == {"127.0.0.1"}
         assert cluster.address in said and "2 node(s)" in said
-        grid = scale.run_ray_search(tiny, BASE, name="cluster", rungs=RUNGS, num_samples=2, outputs=Outputs(tmp_path),
+        grid = ray_tune.run_ray_search(tiny, BASE, name="cluster", rungs=RUNGS, num_samples=2, outputs=Outputs(tmp_path),
                                     n_startup_jobs=2)
         assert len(grid) == 2 and not grid.errors
     finally:
@@ -101,13 +101,13 @@ def test_a_two_node_cluster_is_reached_by_its_address(tiny: DataSplits, tmp_path
 KILL_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from helpers import scale
+    from helpers.tuning import ray_tune
     from helpers.data import load_simpsons_mnist
     from helpers.paths import Outputs
-    from helpers.rungs import Rungs
+    from helpers.tuning.rungs import Rungs
     data = load_simpsons_mnist("rgb").subset(n_train=300, n_val=100, n_test=100)
-    scale.connect(num_cpus=1)
-    scale.run_ray_search(data, {"monitor": "val_acc", "seed": 0}, name="resume", rungs=Rungs(1, 3, 3), num_samples=6,
+    ray_tune.connect(num_cpus=1)
+    ray_tune.run_ray_search(data, {"monitor": "val_acc", "seed": 0}, name="resume", rungs=Rungs(1, 3, 3), num_samples=6,
                          outputs=Outputs(Path(sys.argv[1])), n_startup_jobs=2, max_concurrent=1)
 """)
 
@@ -146,7 +146,7 @@ def test_an_interrupted_search_resumes_with_restore_and_reruns_nothing_finished(
     script.write_text(KILL_SCRIPT)
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_TMPDIR": str(ray_tmp)}
-    env.pop(scale.SNAPSHOT_ENV, None)  # the search's own snapshot period, as a user gets it
+    env.pop(ray_tune.SNAPSHOT_ENV, None)  # the search's own snapshot period, as a user gets it
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, start_new_session=True)
     runs, experiment = tmp_path / "runs" / "resume", tmp_path / "ray" / "resume"
     try:
@@ -168,7 +168,7 @@ def test_an_interrupted_search_resumes_with_restore_and_reruns_nothing_finished(
     # with Ray's default (a snapshot at most every 10 s) trial 2 could end unsaved and run again (CI saw it)
     assert set(over) <= _ended(experiment), "trials that ended seconds before the kill must be saved as ended"
 
-    grid = scale.run_ray_search(tiny, BASE, name="resume", rungs=RUNGS, num_samples=6, outputs=Outputs(tmp_path),
+    grid = ray_tune.run_ray_search(tiny, BASE, name="resume", rungs=RUNGS, num_samples=6, outputs=Outputs(tmp_path),
                                 n_startup_jobs=2, max_concurrent=1)
     assert len(grid) == 6 and not grid.errors
     names = {d.name for d in runs.iterdir()}
@@ -182,14 +182,14 @@ def test_an_interrupted_search_resumes_with_restore_and_reruns_nothing_finished(
 
 
 def test_the_snapshot_period_applies_within_the_search_and_a_users_setting_wins(monkeypatch) -> None:
-    monkeypatch.delenv(scale.SNAPSHOT_ENV, raising=False)
-    with scale.snapshot_period(1.5):
-        assert os.environ[scale.SNAPSHOT_ENV] == "1.5"
-    assert scale.SNAPSHOT_ENV not in os.environ
-    monkeypatch.setenv(scale.SNAPSHOT_ENV, "30")
-    with scale.snapshot_period(1):
-        assert os.environ[scale.SNAPSHOT_ENV] == "30"
-    assert os.environ[scale.SNAPSHOT_ENV] == "30"
+    monkeypatch.delenv(ray_tune.SNAPSHOT_ENV, raising=False)
+    with ray_tune.snapshot_period(1.5):
+        assert os.environ[ray_tune.SNAPSHOT_ENV] == "1.5"
+    assert ray_tune.SNAPSHOT_ENV not in os.environ
+    monkeypatch.setenv(ray_tune.SNAPSHOT_ENV, "30")
+    with ray_tune.snapshot_period(1):
+        assert os.environ[ray_tune.SNAPSHOT_ENV] == "30"
+    assert os.environ[ray_tune.SNAPSHOT_ENV] == "30"
 
 
 def test_a_run_folder_others_can_write_is_not_restored(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_a_run_folder_others_can_write_is_not_restored(tmp_path: Path) -> None:
     (run / "tuner.pkl").write_bytes(b"not loaded")
     os.chmod(run, 0o755)
     os.chmod(run / "tuner.pkl", 0o644)
-    scale.check_restorable(run)  # this user's own run: fine
+    ray_tune.check_restorable(run)  # this user's own run: fine
     os.chmod(run / "tuner.pkl", 0o666)
-    with pytest.raises(scale.UnsafeRestoreError, match="unpickle"):
-        scale.check_restorable(run)
+    with pytest.raises(ray_tune.UnsafeRestoreError, match="unpickle"):
+        ray_tune.check_restorable(run)

@@ -11,11 +11,12 @@ import pytest
 import torch
 from conftest import small_xray_tree
 
-from helpers import aspect, data, swap_in
+from helpers import data
 from helpers.paths import Outputs
 from helpers.runs import train_and_evaluate
 from helpers.splits import DataSplits
 from helpers.training import TrainConfig
+from helpers.xray import aspect, swap_in
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,11 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.data import load_simpsons_mnist
-from helpers.evaluation import evaluate
-from helpers.integrity import write_checked
 from helpers.models import build_model
 from helpers.plots import plot_confusion
-from helpers.tracking import RunTracker, scalar_hparams
-from helpers.training import TrainConfig, fit
+from helpers.plumbing import write_checked
+from helpers.runs import RunTracker, scalar_hparams
+from helpers.training import TrainConfig, evaluate, fit
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +121,9 @@ def test_numpy_metadata_is_stored_as_plain_values(trained, tmp_path: Path) -> No
 
 def test_a_tuning_run_logs_every_trial_with_its_hparams_and_metrics(tmp_path: Path) -> None:
     """The HParams dashboard of a search: one run per trial, each with the sampled settings and its score."""
-    from helpers import study
     from helpers.paths import Outputs
-    from helpers.rungs import Rungs
+    from helpers.tuning import study
+    from helpers.tuning.rungs import Rungs
 
     data = load_simpsons_mnist("rgb").subset(n_train=300, n_val=100, n_test=100)
     outcome = study.search(data, {"schedule": "onecycle", "monitor": "val_acc", "seed": 0}, name="tb-search",
@@ -152,7 +151,7 @@ def test_a_tuning_run_logs_every_trial_with_its_hparams_and_metrics(tmp_path: Pa
 def test_blank_screenshots_are_told_from_rendered_ones() -> None:
     from PIL import Image
 
-    from helpers.tbshots import is_blank
+    from helpers.reporting.tbshots import is_blank
 
     def png(array) -> bytes:
         buffer = io.BytesIO()

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import devices
+from helpers import plumbing
 from helpers.data import load_fashion_mnist
-from helpers.evaluation import evaluate
 from helpers.models import build_model
 from helpers.splits import DataSplits
-from helpers.training import TrainConfig, augment, balanced_class_weights, fit
+from helpers.training import TrainConfig, augment, balanced_class_weights, evaluate, fit
 
 
 @pytest.fixture(scope="module")
@@ -106,24 +105,24 @@ def test_augment_flips_and_shifts_each_image_by_at_most_shift() -> None:
 
 def test_device_falls_back_to_cpu_without_cuda_or_mps(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(devices, "_mps_available", lambda: False)
-    monkeypatch.delenv(devices.DEVICE_ENV, raising=False)
-    assert devices.pick_device() == torch.device("cpu")
+    monkeypatch.setattr(plumbing, "_mps_available", lambda: False)
+    monkeypatch.delenv(plumbing.DEVICE_ENV, raising=False)
+    assert plumbing.pick_device() == torch.device("cpu")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
-        devices.pick_device("cuda")
+        plumbing.pick_device("cuda")
     with pytest.raises(RuntimeError, match="MPS is not available"):
-        devices.pick_device("mps")
+        plumbing.pick_device("mps")
 
 
 def test_device_prefers_cuda_then_mps_and_honours_the_override(monkeypatch) -> None:
-    monkeypatch.delenv(devices.DEVICE_ENV, raising=False)
+    monkeypatch.delenv(plumbing.DEVICE_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(devices, "_mps_available", lambda: True)
-    assert devices.pick_device() == torch.device("mps")
+    monkeypatch.setattr(plumbing, "_mps_available", lambda: True)
+    assert plumbing.pick_device() == torch.device("mps")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert devices.pick_device() == torch.device("cuda")
-    monkeypatch.setenv(devices.DEVICE_ENV, "cpu")
-    assert devices.pick_device() == torch.device("cpu")
+    assert plumbing.pick_device() == torch.device("cuda")
+    monkeypatch.setenv(plumbing.DEVICE_ENV, "cpu")
+    assert plumbing.pick_device() == torch.device("cpu")
 
 
 def test_monitor_val_acc_keeps_the_most_accurate_epoch(fashion_slice: DataSplits) -> None:
@@ -135,9 +134,10 @@ def test_monitor_val_acc_keeps_the_most_accurate_epoch(fashion_slice: DataSplits
 
 
 def test_benchmark_command_prints_both_pipelines_and_the_ratio(capsys) -> None:
-    from helpers import bench, cli
+    from helpers import plumbing
+    from helpers.reporting import bench
 
-    assert cli.run(bench.main, ["--device", "cpu", "--max-batches", "5"]) == 0
+    assert plumbing.run(bench.main, ["--device", "cpu", "--max-batches", "5"]) == 0
     out = capsys.readouterr().out
     assert "typical (torchvision + DataLoader, per-item)" in out and "this engine" in out
     ratio = float(out.split("speed-up per image: ")[1].split("x")[0])

@@ -16,7 +16,7 @@ import pytest
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, tpe
 from hyperopt.base import Domain
 
-from helpers import trial_tables, trialstore, tuning
+from helpers.tuning import search, spaces, tables, trialstore
 
 
 def _analytic(params: dict) -> dict:
@@ -34,7 +34,7 @@ def _next_tpe_point(trials: Trials, space: dict, seed: int = 7) -> dict:
 
 
 def test_json_round_trip_makes_tpe_propose_the_same_next_point(tmp_path: Path) -> None:
-    space = tuning.lenet_space()
+    space = spaces.lenet_space()
     trials = Trials()
     fmin(_analytic, space, algo=partial(tpe.suggest, n_startup_jobs=3), max_evals=6, trials=trials,
          rstate=np.random.default_rng(0), show_progressbar=False)
@@ -74,7 +74,7 @@ def test_a_file_of_another_kind_is_refused_with_its_name(tmp_path: Path) -> None
         trialstore.load_trials(path)
 
 
-HOLD_LOCK = "import sys, time; from pathlib import Path; from helpers import trialstore\n" \
+HOLD_LOCK = "import sys, time; from pathlib import Path; from helpers.tuning import trialstore\n" \
             "with trialstore.locked(Path(sys.argv[1])):\n    print('ready', flush=True); time.sleep(120)\n"
 
 
@@ -84,13 +84,13 @@ def test_a_second_search_on_the_same_file_is_refused_naming_the_holder(tmp_path:
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(trialstore.SearchLockedError, match=f"in use by another search \\(pid {holder.pid} "):
-            tuning.run_search(_analytic, tuning.lenet_space(), tuning.SearchSpec("s", "tpe", 0, 2), path,
+            search.run_search(_analytic, spaces.lenet_space(), search.SearchSpec("s", "tpe", 0, 2), path,
                               progress=False)
         assert not path.exists()
     finally:
         holder.send_signal(signal.SIGKILL)  # a killed holder leaves no stale lock behind
         holder.wait(30)
-    trials = tuning.run_search(_analytic, tuning.lenet_space(), tuning.SearchSpec("s", "tpe", 0, 2), path,
+    trials = search.run_search(_analytic, spaces.lenet_space(), search.SearchSpec("s", "tpe", 0, 2), path,
                                progress=False)
     assert len(trials.trials) == 2
 
@@ -104,12 +104,12 @@ def test_a_failed_first_trial_does_not_stop_the_search(tmp_path: Path) -> None:
             return {"status": STATUS_FAIL, "failure": "loss diverged (nan) at epoch 1"}
         return _analytic(params)
 
-    spec = tuning.SearchSpec("f", "tpe", 0, 5, n_startup_jobs=2)
-    trials = tuning.run_search(objective, tuning.lenet_space(), spec, tmp_path / "t.json", progress=False)
+    spec = search.SearchSpec("f", "tpe", 0, 5, n_startup_jobs=2)
+    trials = search.run_search(objective, spaces.lenet_space(), spec, tmp_path / "t.json", progress=False)
     statuses = [t["result"]["status"] for t in trials.trials]
     assert statuses == [STATUS_FAIL, STATUS_FAIL, STATUS_OK, STATUS_OK, STATUS_OK]
-    frame = trial_tables.trials_frame(trials, tuning.lenet_space(), "tpe")
-    assert trial_tables.best_trial(frame)["trial"] in (3, 4, 5)
+    frame = tables.trials_frame(trials, spaces.lenet_space(), "tpe")
+    assert tables.best_trial(frame)["trial"] in (3, 4, 5)
 
 
 def test_a_whole_budget_of_failed_trials_is_an_error_listing_the_reasons(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_a_whole_budget_of_failed_trials_is_an_error_listing_the_reasons(tmp_pat
         return {"status": STATUS_FAIL, "failure": next(reasons)}
 
     path = tmp_path / "t.json"
-    with pytest.raises(tuning.SearchFailedError, match="all 3 trials failed.*diverged \\(inf\\).*no epoch finished"):
-        tuning.run_search(objective, tuning.lenet_space(), tuning.SearchSpec("f", "random", 0, 3), path,
+    with pytest.raises(search.SearchFailedError, match="all 3 trials failed.*diverged \\(inf\\).*no epoch finished"):
+        search.run_search(objective, spaces.lenet_space(), search.SearchSpec("f", "random", 0, 3), path,
                           progress=False)
     assert len(trialstore.load_trials(path).trials) == 3  # the failures are kept as results

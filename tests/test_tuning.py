@@ -20,12 +20,12 @@ from hyperopt import STATUS_FAIL, STATUS_OK, hp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from helpers import trial_tables, tuning, tuning_plots
 from helpers.data import load_simpsons_mnist
-from helpers.objective import Objective
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
 from helpers.training import fit
+from helpers.tuning import charts, search, spaces, tables, trialstore
+from helpers.tuning.search import Objective
 
 matplotlib.use("Agg")
 
@@ -51,16 +51,16 @@ def searched(small: DataSplits, tmp_path_factory):
 
     objective = Objective(small, BASE, "unit", "tpe", outputs=Outputs(root), device="cpu",
                                  train_fn=poisoning_fit)
-    space = tuning.lenet_space()
-    spec = tuning.SearchSpec("unit", "tpe", seed=0, max_evals=5, n_startup_jobs=3)
-    trials = tuning.run_search(objective, space, spec, root / "trials.json", progress=False)
-    return trials, trial_tables.trials_frame(trials, space, "tpe"), root
+    space = spaces.lenet_space()
+    spec = search.SearchSpec("unit", "tpe", seed=0, max_evals=5, n_startup_jobs=3)
+    trials = search.run_search(objective, space, spec, root / "trials.json", progress=False)
+    return trials, tables.trials_frame(trials, space, "tpe"), root
 
 
 def test_search_returns_a_best_config_inside_the_space(searched) -> None:
     trials, frame, _ = searched
     assert len(frame) == 5 and list(frame["trial"]) == [1, 2, 3, 4, 5]
-    best = trial_tables.best_trial(frame)
+    best = tables.best_trial(frame)
     assert 0.1 < best["val_acc"] <= 1.0
     assert best["batch_size"] in (32, 64, 128, 256)  # values, not hp.choice indices
     conv1, conv2 = map(int, best["conv"].split("/"))
@@ -89,7 +89,7 @@ def test_nan_trial_is_a_failure_and_the_search_goes_on(searched) -> None:
     assert list(frame["status"]) == [STATUS_OK, STATUS_FAIL, STATUS_OK, STATUS_OK, STATUS_OK]
     failed = frame.iloc[1]
     assert "not finite" in failed["failure"] and math.isnan(failed["val_acc"])
-    assert trial_tables.best_trial(frame)["trial"] != 2
+    assert tables.best_trial(frame)["trial"] != 2
     assert "history" in trials.trial_attachments(trials.trials[1])
 
 
@@ -116,16 +116,16 @@ def test_plots_and_table_work_on_a_real_trials_object_with_a_failure(searched) -
     _, frame, _ = searched
     params = ["lr", "batch_size", "dropout", "batchnorm", "conv"]
     for fig in (
-        tuning_plots.plot_optimization_history({"tpe": frame}, reference=0.3),
-        tuning_plots.plot_parallel_coordinates(frame, params),
-        tuning_plots.plot_param_scatter(frame, params),
+        charts.plot_optimization_history({"tpe": frame}, reference=0.3),
+        charts.plot_parallel_coordinates(frame, params),
+        charts.plot_param_scatter(frame, params),
     ):
         title = fig._suptitle.get_text() if fig._suptitle else fig.axes[0].get_title()
         assert "finished trials" in title or "Optimization history" in title
         assert fig.axes[0].get_ylabel() or fig.axes[0].get_xlabel()
-    table = tuning_plots.top_table(frame, k=10)
+    table = charts.top_table(frame, k=10)
     assert len(table) == 4 and table["val_acc_%"].is_monotonic_decreasing
-    imp = trial_tables.importance(frame, params, min_trials=4)
+    imp = tables.importance(frame, params, min_trials=4)
     assert set(imp.index) == set(params) and ((imp >= 0) & (imp <= 1 + 1e-9)).all()
     assert imp.is_monotonic_decreasing
 
@@ -137,9 +137,9 @@ def test_importance_finds_the_one_parameter_that_matters() -> None:
                           "augment": rng.choice(["none", "flip"], n), "status": STATUS_OK, "state": "finished"})
     frame["val_acc"] = 0.5 + 0.4 * (frame["lr"] > 0.5) + rng.normal(0, 0.01, n)
     frame.loc[3, ["status", "state", "val_acc"]] = STATUS_FAIL, "failed", np.nan  # a failed trial is skipped
-    imp = trial_tables.importance(frame, ["lr", "dropout", "augment"])
+    imp = tables.importance(frame, ["lr", "dropout", "augment"])
     assert imp.index[0] == "lr" and imp["lr"] > 0.8 and imp["dropout"] < 0.2 and imp["augment"] < 0.2
-    readout = trial_tables.importance_readout(frame, imp)
+    readout = tables.importance_readout(frame, imp)
     assert "**lr** (η² = " in readout and f"augment {imp['augment']:.2f}" in readout  # every value, no table of NaN
 
 
@@ -155,36 +155,36 @@ def _points(trials) -> list[dict]:
 
 
 def test_same_seed_gives_the_same_suggestions_and_resume_does_not_replay(tmp_path: Path) -> None:
-    space = tuning.lenet_space()
-    spec = lambda seed, n: tuning.SearchSpec("det", "tpe", seed=seed, max_evals=n, n_startup_jobs=3)  # noqa: E731
-    a = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "a.json", progress=False)
-    b = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "b.json", progress=False)
-    c = tuning.run_search(_analytic, space, spec(6, 8), tmp_path / "c.json", progress=False)
+    space = spaces.lenet_space()
+    spec = lambda seed, n: search.SearchSpec("det", "tpe", seed=seed, max_evals=n, n_startup_jobs=3)  # noqa: E731
+    a = search.run_search(_analytic, space, spec(5, 8), tmp_path / "a.json", progress=False)
+    b = search.run_search(_analytic, space, spec(5, 8), tmp_path / "b.json", progress=False)
+    c = search.run_search(_analytic, space, spec(6, 8), tmp_path / "c.json", progress=False)
     assert _points(a) == _points(b) and _points(a) != _points(c)
     # interrupted after 4 trials, then resumed: identical to the uninterrupted search, no replays
-    tuning.run_search(_analytic, space, spec(5, 4), tmp_path / "d.json", progress=False)
-    d = tuning.run_search(_analytic, space, spec(5, 8), tmp_path / "d.json", progress=False)
+    search.run_search(_analytic, space, spec(5, 4), tmp_path / "d.json", progress=False)
+    d = search.run_search(_analytic, space, spec(5, 8), tmp_path / "d.json", progress=False)
     assert _points(d) == _points(a)
     assert _points(d)[4] != _points(d)[0]
 
 
 def test_grid_enumerates_exactly_its_subspace(tmp_path: Path) -> None:
     grid = {"lr": [1e-3, 1e-2], "batch_size": [32, 64, 128]}
-    space = tuning.grid_space(grid, fixed={"optimizer": "adam", "dropout": 0.1})
+    space = spaces.grid_space(grid, fixed={"optimizer": "adam", "dropout": 0.1})
     calls = []
 
     def objective(params):
         calls.append((params["lr"], params["batch_size"]))
         return _analytic({"optimizer": {"lr": params["lr"]}, "dropout": 0.1, "batch_size": params["batch_size"]})
 
-    spec = tuning.SearchSpec("grid", "grid", seed=0, max_evals=6)
-    trials = tuning.run_search(objective, space, spec, tmp_path / "g.json", grid=grid, progress=False)
+    spec = search.SearchSpec("grid", "grid", seed=0, max_evals=6)
+    trials = search.run_search(objective, space, spec, tmp_path / "g.json", grid=grid, progress=False)
     assert sorted(calls) == sorted((lr, bs) for lr in grid["lr"] for bs in grid["batch_size"])
     assert len(set(calls)) == 6 == len(trials.trials)
-    frame = trial_tables.trials_frame(trials, space, "grid")
+    frame = tables.trials_frame(trials, space, "grid")
     assert [p["batch_size"] for p in frame["point"]] == [32, 64, 128, 32, 64, 128]
     with pytest.raises(ValueError, match="exceeds the grid's 6 points"):
-        tuning.run_search(objective, space, tuning.SearchSpec("grid", "grid", 0, 7), tmp_path / "h.json",
+        search.run_search(objective, space, search.SearchSpec("grid", "grid", 0, 7), tmp_path / "h.json",
                           grid=grid, progress=False)
 
 
@@ -192,31 +192,31 @@ def test_invalid_space_value_fails_before_any_training(small: DataSplits, tmp_pa
     calls = []
     objective = Objective(small, BASE, "bad", "random", outputs=Outputs(tmp_path), device="cpu",
                                  train_fn=lambda *a, **k: calls.append(1))
-    space = {**tuning.lenet_space(), "dropout": hp.uniform("dropout", 0.5, 1.5)}
+    space = {**spaces.lenet_space(), "dropout": hp.uniform("dropout", 0.5, 1.5)}
     with pytest.raises(ValueError, match="invalid search space.*dropout"):
-        tuning.run_search(objective, space, tuning.SearchSpec("bad", "random", 0, 3), tmp_path / "t.json", progress=False)
+        search.run_search(objective, space, search.SearchSpec("bad", "random", 0, 3), tmp_path / "t.json", progress=False)
     assert calls == [] and not (tmp_path / "t.json").exists()
 
 
 def test_resuming_with_another_search_is_refused(tmp_path: Path) -> None:
-    space = tuning.lenet_space()
-    tuning.run_search(_analytic, space, tuning.SearchSpec("s", "tpe", 0, 2), tmp_path / "t.json", progress=False)
-    with pytest.raises(tuning.SearchMismatchError):
-        tuning.run_search(_analytic, space, tuning.SearchSpec("s", "random", 0, 2), tmp_path / "t.json", progress=False)
+    space = spaces.lenet_space()
+    search.run_search(_analytic, space, search.SearchSpec("s", "tpe", 0, 2), tmp_path / "t.json", progress=False)
+    with pytest.raises(search.SearchMismatchError):
+        search.run_search(_analytic, space, search.SearchSpec("s", "random", 0, 2), tmp_path / "t.json", progress=False)
 
 
 SEARCH_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from helpers import tuning
-    from helpers.objective import Objective
+    from helpers.tuning import search, spaces
+    from helpers.tuning.search import Objective
     from helpers.data import load_simpsons_mnist
     from helpers.paths import Outputs
     data = load_simpsons_mnist("rgb").subset(n_train=600, n_val=200, n_test=100)
     obj = Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", outputs=Outputs(Path(sys.argv[1])),
                            device="cpu")
-    spec = tuning.SearchSpec("kill", "random", seed=1, max_evals=int(sys.argv[3]))
-    tuning.run_search(obj, tuning.lenet_space(), spec, Path(sys.argv[2]), progress=False)
+    spec = search.SearchSpec("kill", "random", seed=1, max_evals=int(sys.argv[3]))
+    search.run_search(obj, spaces.lenet_space(), spec, Path(sys.argv[2]), progress=False)
 """)
 
 
@@ -230,7 +230,7 @@ def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tm
     finished_before = 0
     while time.time() < deadline and proc.poll() is None:
         if trials_path.exists():
-            finished_before = len(tuning.load_trials(trials_path).trials)
+            finished_before = len(trialstore.load_trials(trials_path).trials)
             if finished_before >= 2:
                 break
         time.sleep(0.05)
@@ -238,7 +238,7 @@ def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tm
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the search must still have been running when killed"
 
-    before = tuning.load_trials(trials_path)  # still a valid file: saves are atomic
+    before = trialstore.load_trials(trials_path)  # still a valid file: saves are atomic
     k = len(before.trials)
     assert 2 <= k < 12
     kept = [(t["tid"], t["result"]["val_acc"], t["misc"]["vals"]) for t in before.trials]
@@ -247,7 +247,7 @@ def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tm
     data = small.subset(n_train=600, n_val=200)
     obj = Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", outputs=Outputs(tmp_path), device="cpu",
                            train_fn=lambda *a, **kw: calls.append(1) or fit(*a, **kw))
-    after = tuning.run_search(obj, tuning.lenet_space(), tuning.SearchSpec("kill", "random", 1, 12), trials_path,
+    after = search.run_search(obj, spaces.lenet_space(), search.SearchSpec("kill", "random", 1, 12), trials_path,
                               progress=False)
     assert len(after.trials) == 12 and len(calls) == 12 - k  # only the missing trials ran
     assert [(t["tid"], t["result"]["val_acc"], t["misc"]["vals"]) for t in after.trials[:k]] == kept
@@ -257,6 +257,15 @@ def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tm
 def test_importance_ranks_nothing_from_too_few_finished_trials() -> None:
     frame = pd.DataFrame({"lr": [0.1, 0.2, 0.3, 0.4], "dropout": [0.0, 0.1, 0.2, 0.3], "state": "finished",
                           "status": STATUS_OK, "val_acc": [0.5, 0.6, 0.7, 0.8]})
-    imp = trial_tables.importance(frame, ["lr", "dropout"])
-    assert imp.isna().all() and "too few" in trial_tables.importance_readout(frame, imp)
-    assert not trial_tables.importance(frame, ["lr", "dropout"], min_trials=4).isna().any()
+    imp = tables.importance(frame, ["lr", "dropout"])
+    assert imp.isna().all() and "too few" in tables.importance_readout(frame, imp)
+    assert not tables.importance(frame, ["lr", "dropout"], min_trials=4).isna().any()
+
+
+def test_the_ranking_claim_follows_its_rule_on_constructed_rankings() -> None:
+    imp = pd.Series({"lr": 0.4, "batch_size": 0.2, "dropout": 0.1, "conv1": 0.05})
+    assert tables.ranking_claim(imp, "lr").outcome == "supported"
+    assert tables.ranking_claim(imp, "dropout").outcome == "refuted"  # rank 3 of 4: bottom half
+    assert tables.ranking_claim(imp, "batch_size").outcome == "inconclusive"
+    v = tables.ranking_claim(None, "lr")
+    assert v.outcome == "inconclusive" and "too few finished" in v.evidence and v.rule == tables.RANKING_RULE

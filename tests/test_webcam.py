@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import camera, cli, demo
+from helpers import plumbing
 from helpers.checkpoints import CheckpointError, save_checkpoint
 from helpers.data import load_simpsons_mnist
-from helpers.evaluation import evaluate
-from helpers.export import OPENCV41_OPS, OPSET, export_onnx, graph_ops
-from helpers.inference import Predictor, annotate, preprocess, to_bgr_frame
 from helpers.models import build_model
 from helpers.splits import DataSplits
-from helpers.training import DeviceSplit, TrainConfig, fit
+from helpers.training import DeviceSplit, TrainConfig, evaluate, fit
+from helpers.webcam import camera, demo
+from helpers.webcam.export import OPENCV41_OPS, OPSET, export_onnx, graph_ops
+from helpers.webcam.inference import Predictor, annotate, preprocess, to_bgr_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "webcam_onnx.py"
@@ -205,7 +205,7 @@ def test_wrong_model_files_give_clear_errors(tmp_path: Path, checkpoint: Path, v
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         Predictor.from_checkpoint(junk)
     argv = ["--source", str(video), "--checkpoint", str(junk), "--headless", "--out", str(tmp_path)]
-    assert cli.run(demo.main, argv) == 2
+    assert plumbing.run(demo.main, argv) == 2
     assert "error:" in capsys.readouterr().err
     onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx")
     onnx_path.with_suffix(".json").unlink()
@@ -251,7 +251,7 @@ def test_without_a_display_the_demo_falls_back_to_headless(checkpoint: Path, vid
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
-    assert not cli.has_display()
+    assert not plumbing.has_display()
     out = tmp_path / "frames"
     if runner == "helpers":
         code = demo.main(["--source", str(video), "--checkpoint", str(checkpoint), "--out", str(out),
@@ -268,7 +268,7 @@ def test_entry_points_report_bad_input_in_one_line_without_a_traceback(tmp_path:
     env = {**os.environ, "PORTFOLIO_OUTPUT_DIR": str(tmp_path)}
     env.pop("HELPERS_DEBUG", None)
     commands = [
-        [sys.executable, "-m", "helpers.export", "--checkpoint", str(tmp_path / "missing.pt")],
+        [sys.executable, "-m", "helpers.webcam.export", "--checkpoint", str(tmp_path / "missing.pt")],
         [sys.executable, "-m", "helpers.demo", "--checkpoint", str(tmp_path / "missing.pt"), "--headless",
          "--out", str(tmp_path)],
         [sys.executable, str(SCRIPT), "--model", str(tmp_path / "missing.onnx"), "--headless"],

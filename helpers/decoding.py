@@ -1,0 +1,227 @@
+"""Reading and checking the files of a data set: listing, decoding, checksums and the decoded cache.
+
+Every check names the file that failed and, from where the file came from, how to fix it
+(:func:`helpers.sources.damaged_file_advice`). Hidden entries are skipped everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import pickle
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from helpers import paths
+from helpers.paths import printable
+from helpers.plumbing import read_checked, remove_checked, write_checked
+from helpers.sources import (
+    CorruptDataError,
+    DataNotFoundError,
+    DataSource,
+    content_key,
+    damaged_file_advice,
+    file_digest,
+    visible,
+)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+#: What every loader's decoded cache holds: images, labels and file ids of the training pool and the test split.
+CACHE_KEYS = tuple(f"{split}_{what}" for split in ("train", "test") for what in ("x", "y", "ids"))
+
+
+def cached_tensors(key: str, content: str, cache_dir: Path, build: Callable[[], dict],
+                   required: Sequence[str] = CACHE_KEYS) -> dict:
+    """Return ``build()``'s tensors, from ``cache_dir/<key>-<content>.pt`` when present and intact.
+
+    ``content`` is a hash of the source files' contents (:func:`content_key`), so a file altered in
+    place, even to the same size, is never served from an old cache. Each cache file has a sha256
+    beside it (:mod:`helpers.plumbing`); one that does not match, or lacks one of the ``required``
+    entries, is reported and rebuilt. The cache is optional: when it cannot be written (a full disk,
+    a read-only folder) the data are used all the same, with a warning.
+    """
+    path = cache_dir / f"{key}-{content}.pt"
+    if path.exists():
+        try:
+            cached = torch.load(io.BytesIO(read_checked(path)), weights_only=True)
+            lacking = [k for k in required if not isinstance(cached, dict) or k not in cached]
+            if lacking:
+                raise ValueError(f"{path.name} lacks {', '.join(lacking)}")
+            return cached
+        except Exception as exc:  # a damaged cache is rebuilt, never trusted
+            reason = ("it holds objects other than tensors, which are not loaded" if isinstance(exc, pickle.UnpicklingError)
+                      else str(exc))
+            warnings.warn(f"decoded-data cache not used, rebuilding it: {reason}", stacklevel=3)
+            remove_checked(path)
+    raw = build()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for stale in cache_dir.glob(f"{key}-*.pt"):  # caches of files that have changed since
+            if stale != path:
+                remove_checked(stale)
+        buffer = io.BytesIO()
+        torch.save(raw, buffer)
+        write_checked(path, buffer.getvalue())
+    except OSError as exc:
+        remove_checked(path)  # never half a cache with a checksum beside it
+        warnings.warn(f"decoded-data cache not written, the data are used without it: {exc}", stacklevel=3)
+    return raw
+
+
+def list_images(folder: Path, dataset: str, root: Path) -> list[Path]:
+    """The visible image files of one class folder (hidden ``._x.jpg`` / ``.DS_Store`` are skipped)."""
+    fix = f"Put its images back, or move '{root}' away and load again for a fresh copy."
+    if not folder.is_dir():
+        raise DataNotFoundError(f"{dataset}: class folder {folder} is missing. {fix}")
+    files = sorted(p for p in folder.iterdir() if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataNotFoundError(f"{dataset}: class folder {folder} holds no images. {fix}")
+    return files
+
+
+def damaged(path: Path, problem: str, origin: tuple[Path, DataSource]) -> CorruptDataError:
+    """The error for a damaged data file: what is wrong and how to fix it, by where the file came from."""
+    return CorruptDataError(f"{path}: {problem}. {damaged_file_advice(path, *origin)}")
+
+
+def decode_image(path: Path, mode: str, origin: tuple[Path, DataSource], size: int | None = None,
+                 expect: int | None = None) -> np.ndarray:
+    """Decode one image as ``mode`` ('L' or 'RGB'); resize to ``size`` or check it is ``expect``.
+
+    ``origin`` is (data set folder, its source), for the advice when the file is damaged."""
+    try:
+        with Image.open(path) as im:
+            if size is not None:
+                im.draft(mode, (size, size))  # JPEG: decode at reduced scale, much faster
+                im = im.convert(mode).resize((size, size), Image.Resampling.LANCZOS)
+            else:
+                im = im.convert(mode)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise damaged(path, f"cannot decode image ({exc})", origin) from exc
+    if expect is not None and arr.shape[:2] != (expect, expect):
+        raise damaged(path, f"image is {arr.shape[1]}x{arr.shape[0]}, expected {expect}x{expect}", origin)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def check_md5(path: Path, md5: str, origin: tuple[Path, DataSource]) -> str:
+    """``path``'s md5 if it is the published ``md5``; else a :class:`CorruptDataError` with the fix."""
+    got = file_digest(path, "md5")
+    if got != md5:
+        raise damaged(path, f"md5 {got} differs from the published {md5}, so the file is truncated or altered", origin)
+    return got
+
+
+def read_idx_gz(path: Path, origin: tuple[Path, DataSource]) -> np.ndarray:
+    """The array in a gzipped IDX file of unsigned bytes (Fashion-MNIST's format), checked for length."""
+    try:
+        data = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, zlib.error) as exc:
+        raise damaged(path, f"not a readable gzip file ({exc})", origin) from exc
+    magic = int.from_bytes(data[0:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08 or ndim not in (1, 3):
+        raise damaged(path, f"not an IDX file of unsigned bytes (magic {magic:#x})", origin)
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise damaged(path, f"holds {body.size} bytes of data, header says {shape}", origin)
+    return body.reshape(shape)
+
+
+#: Per class folder of the published Simpsons-MNIST: file count and a digest of its files' sha256s.
+SIMPSONS_CHECKSUMS = Path(__file__).with_name("checksums") / "simpsons-mnist.json"
+
+
+def _folder_digest(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
+    """(digest of a class folder, ``{file name: sha256}``), as in :data:`SIMPSONS_CHECKSUMS`."""
+    per_file = {f.name: file_digest(f) for f in sorted(files, key=lambda p: p.name)}
+    h = hashlib.sha256()
+    for name, digest in per_file.items():
+        h.update(f"{name} {digest}\n".encode())
+    return h.hexdigest(), per_file
+
+
+def verify_simpsons(folder: Path, source: DataSource, color: str, listing: dict[str, dict[str, list[Path]]], mirror: Path | None) -> str:
+    """Check every class folder against :data:`SIMPSONS_CHECKSUMS`; returns the content key for the cache.
+
+    A folder that does not match is named, and so are the files that differ from the mirror's copy
+    when a mirror that matches the list is at hand.
+    """
+    expected = json.loads(SIMPSONS_CHECKSUMS.read_text())["folders"]
+    digests = {}
+    for split, per_class in listing.items():
+        for cls, files in per_class.items():
+            rel = f"{color}/{split}/{cls}"
+            digest, per_file = _folder_digest(files)
+            digests[rel] = digest
+            if rel not in expected:
+                raise CorruptDataError(f"Simpsons-MNIST: {folder / 'dataset' / rel} is not a class folder of the "
+                                       f"published data set. Move it out of {folder / 'dataset' / color / split}.")
+            if digest != expected[rel]["sha256"]:
+                raise CorruptDataError(_simpsons_mismatch(folder, source, rel, per_file, expected[rel], mirror))
+    return content_key(digests)
+
+
+def _simpsons_mismatch(folder: Path, source: DataSource, rel: str, per_file: dict[str, str], expected: dict, mirror: Path | None) -> str:
+    where = folder / "dataset" / rel
+    msg = (f"Simpsons-MNIST: the files in {where} do not match the published data set's checksums "
+           f"({len(per_file)} files here, {expected['files']} published)")
+    reference = (Path(mirror) if mirror is not None else paths.mirror_dir() or Path("/nonexistent")) / source.folder
+    ref_files = [p for p in (reference / "dataset" / rel).glob("*") if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES]
+    if ref_files:
+        ref_digest, ref_per_file = _folder_digest(ref_files)
+        if ref_digest == expected["sha256"]:
+            changed = sorted(n for n in per_file if n in ref_per_file and per_file[n] != ref_per_file[n])
+            missing = sorted(set(ref_per_file) - set(per_file))
+            extra = sorted(set(per_file) - set(ref_per_file))
+            if extra and not changed and not missing:
+                return extra_files_message(f"Simpsons-MNIST: {where}", extra, "the published checksum list", where)
+            for what, names in (("altered", changed), ("missing", missing), ("not in the data set", extra)):
+                if names:
+                    msg += f"; {what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+            return msg + f". {damaged_file_advice(where / (changed or missing)[0], folder, source)}"
+    return msg + f". Replace the folder with a good copy from {source.homepage}, or move '{folder}' away and load again."
+
+
+def verify_manifest(folder: Path, source: DataSource, digests: dict[str, str], present: Sequence[str] = ()) -> None:
+    """Check the files listed in ``manifest.csv`` (the offline mirror ships one) against their sha256, and
+    that none of the image files ``present`` (relative paths) is missing from it: an extra file is named and
+    the load stops, because a file that is not in the published set (say, a test image copied into train)
+    would change what the model is trained or scored on."""
+    manifest = folder / "manifest.csv"
+    if not manifest.exists():
+        return
+    listed = set()
+    with open(manifest, newline="") as f:
+        for row in csv.DictReader(f):
+            rel = f"{row['split']}/{row['folder']}/{row['file']}"
+            listed.add(rel)
+            path = folder / rel
+            if not path.exists():
+                raise DataNotFoundError(
+                    f"chest X-ray: {path} is listed in {manifest} but missing. Put it back, or move '{folder}' away "
+                    f"and load again for a fresh copy.")
+            if digests.get(rel, file_digest(path)) != row["sha256"]:
+                raise damaged(path, f"does not match its sha256 in {manifest.name} (truncated or altered)",
+                               (folder, source))
+    extra = sorted(set(present) - listed)
+    if extra:
+        raise CorruptDataError(extra_files_message(f"chest X-ray: {folder}", extra, f"its {manifest.name}", folder))
+
+
+def extra_files_message(what: str, extra: Sequence[str], reference: str, move_from: Path) -> str:
+    """Why a load stops on files that are not part of the published data set, and how to fix it."""
+    names = ", ".join(printable(n) for n in extra[:5]) + (f" and {len(extra) - 5:,} more" if len(extra) > 5 else "")
+    return (f"{what} holds {len(extra):,} file(s) that are not in {reference}, so not part of the published data "
+            f"set: {names}. Nothing was loaded: an extra file (say, a test image copied into train) would change "
+            f"what the models are trained or scored on. Move the file(s) out of {move_from}, then load again.")

@@ -1,0 +1,169 @@
+"""Plumbing every entry point shares: one error path for command lines, the device, and files written atomically with a checksum.
+
+One way for every command-line entry point to fail: a clear line on stderr and a non-zero exit.
+
+Bad input (a missing or damaged file, a wrong model file, a bad argument value) is the user's to
+fix, and a traceback only hides the sentence that says how. :func:`run` prints ``error: <message>``
+and exits 2 for such errors, 130 for Ctrl-C; ``HELPERS_DEBUG=1`` shows the traceback instead.
+
+Pick the compute device: CUDA, then Apple MPS, then CPU; overridable.
+
+Files this project writes and later trusts: atomic writes with a sha256 checksum beside them.
+
+A data cache, a checkpoint or a cached experiment result with one flipped byte can still load,
+with wrong values. Every such file is written with :func:`write_checked` (temporary file, fsync,
+rename; then ``<name>.sha256`` beside it) and read back with :func:`read_checked`, which returns the
+bytes only when they match their checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+#: What bad input raises here: our own errors derive from these (DataError, CheckpointError, ...).
+USER_ERRORS = (OSError, ValueError, RuntimeError, KeyError)
+
+
+def has_display() -> bool:
+    """Whether a window can be opened: always on macOS and Windows; on Linux only with X11 or Wayland."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def complain(message: str) -> None:
+    """One ``error: <message>`` line on stderr: how every entry point reports bad input."""
+    print(f"error: {message}", file=sys.stderr)
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Call ``main(argv)`` and turn bad input into one ``error:`` line; returns the exit code."""
+    try:
+        return int(main(argv) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if os.environ.get("HELPERS_DEBUG"):
+            raise
+        complain(str(exc))
+        return 2
+
+
+#: Environment variable that overrides the automatic choice (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+DEVICE_ENV = "PORTFOLIO_DEVICE"
+
+
+def pick_device(preference: str | None = "auto") -> torch.device:
+    """The device to train on.
+
+    ``preference`` ``"auto"`` (or ``None``) tries ``$PORTFOLIO_DEVICE``, then CUDA, then MPS, then
+    the CPU. Naming a device that is not available raises a ``RuntimeError`` that says what is.
+    """
+    if preference in (None, "auto"):
+        preference = os.environ.get(DEVICE_ENV) or "auto"
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(preference)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {preference!r} requested but CUDA is not available; {available()}")
+    if device.type == "mps" and not _mps_available():
+        raise RuntimeError(f"device {preference!r} requested but Apple MPS is not available; {available()}")
+    return device
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def available() -> str:
+    """A one-line description of the devices this machine offers."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        found.append("mps")
+    return "available: " + ", ".join(found)
+
+
+def describe(device: torch.device) -> str:
+    """Human description, e.g. ``'cuda (NVIDIA H100 80GB HBM3)'`` or ``'cpu (2 threads)'``."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+class WriteError(OSError):
+    """A file that could not be written: its text names the file and the reason, without ``[Errno N]``."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class ChecksumError(RuntimeError):
+    """A file does not match the checksum written beside it (or has none)."""
+
+
+def checksum_path(path: Path) -> Path:
+    """Where the checksum of ``path`` is kept: ``<name>.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a synced temporary file and a rename: a kill at any moment
+    leaves either the previous file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # e.g. a full disk: leave no temporary file behind, and name the file
+        tmp.unlink(missing_ok=True)
+        raise WriteError(exc.errno, f"could not write {path} ({exc.strerror or exc}); the previous file, if any, is "
+                                 f"unchanged") from exc
+
+
+def write_checked(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, then its sha256 to ``<path>.sha256``; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, data)
+    write_atomic(checksum_path(path), (hashlib.sha256(data).hexdigest() + "\n").encode())
+    return path
+
+
+def read_checked(path: Path) -> bytes:
+    """The bytes of ``path`` if they match ``<path>.sha256``; else :class:`ChecksumError` saying why."""
+    path = Path(path)
+    data = path.read_bytes()
+    side = checksum_path(path)
+    if not side.exists():
+        raise ChecksumError(f"{path} has no checksum file beside it ({side.name}): written by an older version "
+                            f"or by an interrupted save")
+    expected = side.read_text().strip()
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise ChecksumError(f"{path} does not match its checksum ({side.name}): the file was altered or damaged")
+    return data
+
+
+def remove_checked(path: Path) -> None:
+    """Delete a file written by :func:`write_checked` and its checksum (missing ones are fine)."""
+    Path(path).unlink(missing_ok=True)
+    checksum_path(path).unlink(missing_ok=True)

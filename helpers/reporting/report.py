@@ -1,0 +1,196 @@
+"""Execute the numbered notebooks (papermill) and render them as an HTML report (nbconvert).
+
+``python -m helpers.report`` runs every ``notebooks/NN_*.ipynb`` top to bottom in place with
+the full budget and writes ``report/NN_*.html`` plus ``report/index.html``. Each notebook runs into
+a temporary file first and replaces the committed one only when a full-budget run finished without
+error, so neither a failed run nor a quick one ever replaces the last good outputs (a failed copy
+is kept beside the report; quick runs land in ``outputs-quick/notebooks/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+from PIL import Image
+
+from helpers.paths import BUDGETS, output_dir, project_root
+from helpers.reporting.landing import write_index
+
+
+def notebook_paths(folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks, in order."""
+    folder = folder or project_root() / "notebooks"
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute(notebook: Path, output: Path, budget: str = "full", parameters: dict | None = None,
+            timeout: int | None = None) -> Path:
+    """Run ``notebook`` top to bottom into ``output`` with ``BUDGET=budget``.
+
+    The full budget is each notebook's default, so it is run without injecting a parameters cell.
+    Raises papermill's ``PapermillExecutionError`` (naming the failing cell) on error.
+    """
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS}")
+    params = dict(parameters or {})
+    if budget != "full":
+        params["BUDGET"] = budget
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(notebook), str(output), parameters=params, cwd=str(notebook.parent),
+        kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+    )
+    return output
+
+
+def title_of(notebook: Path) -> str:
+    """The first markdown heading of a notebook (its title in the report index)."""
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return notebook.stem
+
+
+def render(notebooks: list[Path], out_dir: Path) -> Path:
+    """Write one HTML file per notebook and the landing page ``index.html`` (:mod:`helpers.reporting.landing`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab")
+    titles = {}
+    for nb_path in notebooks:
+        body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
+        (out_dir / f"{nb_path.stem}.html").write_text(body, encoding="utf-8")
+        titles[nb_path.stem] = title_of(nb_path)
+    return write_index(notebooks, out_dir, titles)
+
+
+def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execute_notebooks: bool = True) -> Path:
+    """Execute the notebooks and render the report; returns the index path.
+
+    Only a successful full-budget run on all the data replaces a committed notebook. A quick-budget
+    run writes its executed copies to ``outputs-quick/notebooks/`` and renders those; a failed run,
+    or one that skipped a missing data set, leaves the committed notebook untouched and its copy in
+    ``report_dir``.
+    """
+    notebooks = notebook_paths()
+    if only is not None:
+        prefixes = [o.strip() for o in only if o.strip()]
+        if not prefixes:  # `--only` alone would otherwise run every notebook at full budget
+            raise ValueError("--only needs at least one notebook number, e.g. --only 03 (without --only, every "
+                             "notebook runs)")
+        notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in prefixes)]
+        if not notebooks:
+            raise ValueError(f"no notebooks matched --only {' '.join(prefixes)}; the notebooks are "
+                             f"{', '.join(p.name for p in notebook_paths())}")
+    executed_dir = output_dir(budget) / "notebooks"
+    if execute_notebooks:
+        for nb_path in notebooks:
+            started = time.perf_counter()
+            print(f"[{time.strftime('%H:%M:%S')}] running {nb_path.name} (BUDGET={budget!r}) ...", flush=True)
+            tmp = nb_path.with_name(f".{nb_path.stem}.running.ipynb")
+            try:
+                execute(nb_path, tmp, budget)
+            except Exception:
+                failed = report_dir / f"{nb_path.stem}.failed.ipynb"
+                report_dir.mkdir(parents=True, exist_ok=True)
+                if tmp.exists():
+                    shutil.move(str(tmp), failed)
+                print(f"{nb_path.name} failed; its partial run is in {failed}; the committed notebook is untouched.",
+                      file=sys.stderr)
+                raise
+            tidy(tmp)
+            skipped = skipped_datasets(tmp)
+            if budget == "full" and skipped:  # finished, but without some data: not a full run
+                partial = report_dir / f"{nb_path.stem}.partial.ipynb"
+                report_dir.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(tmp), partial)
+                print(f"{nb_path.name} ran without the data set(s) {', '.join(skipped)}; its run is in {partial}; the "
+                      f"committed notebook is untouched (get the data with `make data`, then run it again).",
+                      file=sys.stderr)
+            elif budget == "full":
+                tmp.replace(nb_path)
+            else:
+                executed_dir.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(tmp), executed_dir / nb_path.name)
+            print(f"    done in {time.perf_counter() - started:.0f} s", flush=True)
+    if budget == "full":
+        rendered = notebook_paths()  # the whole report, including notebooks not re-run
+    else:  # this budget's executed copies where there are some, never mixed with the committed ones
+        rendered = [executed_dir / p.name for p in notebook_paths() if (executed_dir / p.name).exists()]
+    index = render(rendered, report_dir)
+    print(f"report: {index}")
+    return index
+
+
+def skipped_datasets(notebook: Path) -> list[str]:
+    """The data sets an executed notebook skipped because they were missing (``helpers.data.try_load``)."""
+    nb = nbformat.read(notebook, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    return sorted(set(re.findall(r"^SKIPPED (\S+?):", text, flags=re.MULTILINE)))
+
+
+def compact_png(png: bytes, colors: int = 256) -> bytes:
+    """``png`` as a palette PNG of at most ``colors`` colours when that is smaller, else unchanged.
+
+    Figures are flat colours plus anti-aliasing, so 256 well-chosen colours look the same and take
+    about a third of the bytes; this keeps committed notebooks small without lowering their
+    resolution. Images with transparency are left as they are.
+    """
+    with Image.open(io.BytesIO(png)) as image:
+        if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255:
+            return png
+        buffer = io.BytesIO()
+        palette = image.convert("RGB").quantize(colors, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
+        palette.save(buffer, "PNG", optimize=True)
+    return buffer.getvalue() if buffer.tell() < len(png) else png
+
+
+def tidy(path: Path) -> None:
+    """Merge consecutive stream outputs, keeping what a terminal shows after carriage returns
+    (the final state of each progress bar), store figures as compact PNGs (``compact_png``) and
+    drop papermill's per-cell timing metadata and the machine paths it records (``input_path``, ``output_path``)."""
+    nb = nbformat.read(path, as_version=4)
+    coalesce = CoalesceStreamsPreprocessor()
+    for key in ("input_path", "output_path"):  # this machine's absolute paths: not for a committed notebook
+        nb.metadata.get("papermill", {}).pop(key, None)
+    for index, cell in enumerate(nb.cells):
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            coalesce.preprocess_cell(cell, {}, index)
+            for output in cell.outputs:
+                data = output.get("data", {})
+                if "image/png" in data:
+                    png = base64.b64decode(data["image/png"])
+                    data["image/png"] = base64.b64encode(compact_png(png)).decode("ascii")
+    nbformat.write(nb, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", choices=BUDGETS, default="full")
+    parser.add_argument("--report-dir", type=Path, default=project_root() / "report")
+    parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03")
+    parser.add_argument("--render-only", action="store_true", help="render the committed notebooks, run nothing")
+    args = parser.parse_args(argv)
+    run_all(args.budget, args.report_dir, args.only, execute_notebooks=not args.render_only)
+    return 0
+
+
+if __name__ == "__main__":
+    from helpers import plumbing
+
+    sys.exit(plumbing.run(main))

@@ -1,0 +1,44 @@
+"""The version of everything cached from training: Hyperopt trials files and the reflections cache.
+
+Cached results are keyed on their configuration, so a change to the code that trains (models,
+the training loop, the tracked-training path, the objective) would otherwise be served stale
+results computed by the old code. Such a change must bump :data:`CACHE_VERSION`, which is part of
+every cache key; ``tests/test_cache_version.py`` fails when the code of :data:`CACHED_MODULES`
+changes (comments and docstrings aside) while :data:`SOURCES_HASH` still names the old code.
+A change that leaves every cached result as it was (a new option whose default is the old
+behaviour, a refactoring) updates :data:`SOURCES_HASH` alone, and its commit message says so.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+#: Part of every trials-file and reflections-cache key: bump it when training code changes.
+CACHE_VERSION = 1
+#: The modules whose code determines a cached result, as paths under ``helpers/`` (the search's point-to-run
+#: mapping in ``tuning/spaces.py`` included).
+CACHED_MODULES = ("models.py", "training.py", "runs.py", "tuning/spaces.py", "tuning/search.py")
+#: :func:`sources_hash` of those modules when CACHE_VERSION was last set.
+SOURCES_HASH = "b6838b49871672a6"
+
+
+def _code_only(source: str) -> str:
+    """The module's syntax tree without docstrings: comments and docstrings do not change results."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
+def sources_hash(modules: tuple[str, ...] = CACHED_MODULES) -> str:
+    """A hash of the code (not comments or docstrings) of each file ``helpers/<path>``."""
+    folder = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(name.encode() + b"\0" + _code_only((folder / name).read_text(encoding="utf-8")).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,346 @@
+"""Hyperopt search over LeNet-5 hyperparameters: TPE, random search and an exhaustive grid.
+
+Design choices, each answering a known Hyperopt trap:
+
+* **Persistence.** ``fmin(trials_save_file=...)`` rewrites a pickle in place, so a kill during
+  the write corrupts it, and loading a pickle can run code. :func:`run_search` calls ``fmin`` one
+  trial at a time and saves the trials as JSON, atomically, after every finished trial, under an
+  exclusive lock (:mod:`helpers.tuning.trialstore`). Re-running the same call resumes: finished trials are
+  kept, never re-run.
+* **Seeds.** ``fmin`` restarts its seed sequence on every call, so a resumed search would replay
+  the first suggestions. Here trial ``i`` always draws from ``default_rng([seed, i])``: the same
+  seed gives the same suggestions, and a resumed search continues exactly where it stopped.
+* **TPE start-up.** TPE's first ``n_startup_jobs`` suggestions (20 by default) are random, so with
+  ~20 trials TPE *is* random search. The start-up count is set explicitly (default 8).
+* **Labels vs values.** ``fmin``'s ``best`` holds indices for ``hp.choice`` and floats for
+  ``quniform``; every config used or shown here goes through :func:`hyperopt.space_eval` and
+  :func:`to_run_config`, so batch sizes, widths and flags are real values.
+* **Failures.** A diverging trial is recorded as ``STATUS_FAIL`` with its reason and has no loss;
+  the search goes on (also when the first trial fails, where ``fmin`` itself would raise
+  ``AllTrialsFailed``), and tables, plots and the best trial skip it. Only a whole budget of failed
+  trials is an error (:class:`SearchFailedError`, listing the reasons).
+* **Budget-aware.** With :class:`~helpers.tuning.rungs.Rungs` a trial trains for up to ``max_epochs`` and
+  is stopped at a rung where it falls behind earlier trials (ASHA); a stopped trial goes to TPE as
+  ``STATUS_OK`` with ``loss = 1 − val_acc`` at that rung. ``epoch_budget`` caps the epochs of a
+  whole search, so algorithms are compared at equal total epochs rather than equal trials.
+* **Validation only.** The objective reports validation metrics; the test split is untouched.
+
+One trial (:class:`Objective`) turns a sampled point into a LeNet-5 and its training
+(:func:`helpers.tuning.spaces.to_run_config`), trains it through :func:`helpers.runs.train_tracked` and
+reports its validation result to Hyperopt (the test split is never touched).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, rand, tpe
+from hyperopt.base import miscs_update_idxs_vals, trials_from_docs
+from hyperopt.exceptions import AllTrialsFailed
+from tqdm import tqdm
+
+from helpers.paths import Outputs
+from helpers.provenance import git_state
+from helpers.splits import DataSplits
+from helpers.training import fit
+from helpers.tuning import cache_version
+from helpers.tuning.rungs import Rungs, recorded_from
+from helpers.tuning.spaces import grid_points, to_run_config, validate_space
+from helpers.tuning.trialstore import load_trials, locked, save_trials
+
+ALGORITHMS = ("tpe", "random", "grid")
+
+
+
+
+def grid_algo(grid: Mapping[str, Sequence[Any]]) -> Callable:
+    """A Hyperopt ``algo`` that proposes the grid's points in order, then stops."""
+    points = grid_points(grid)
+
+    def suggest(new_ids, domain, trials, seed):  # noqa: ARG001 (seed: the grid is not random)
+        docs = []
+        for offset, new_id in enumerate(new_ids):
+            k = len(trials.trials) + offset
+            if k >= len(points):
+                break
+            idxs = {label: [new_id] for label in points[k]}
+            vals = {label: [index] for label, index in points[k].items()}
+            misc = dict(tid=new_id, cmd=domain.cmd, workdir=domain.workdir)
+            miscs_update_idxs_vals([misc], idxs, vals)
+            docs.extend(trials.new_trial_docs([new_id], [None], [domain.new_result()], [misc]))
+        return docs
+
+    suggest.size = len(points)  # type: ignore[attr-defined]
+    return suggest
+
+
+# ----------------------------------------------------------------------------------- search
+
+
+@dataclass
+class SearchSpec:
+    """What identifies a search (stored with its trials so a resume cannot mix searches)."""
+
+    name: str
+    algo: str
+    seed: int
+    max_evals: int
+    n_startup_jobs: int = 8
+    extra: dict[str, Any] = field(default_factory=dict)
+    rungs: Rungs | None = None  #: early stopping across trials (ASHA rungs); None: every trial runs all its epochs
+    epoch_budget: int | None = None  #: no new trial starts once the finished trials have used this many epochs
+
+    def key(self) -> dict[str, Any]:
+        """What a resumed search must match (with the cache version, so new code never extends old trials)."""
+        d = asdict(self)
+        d.pop("max_evals")  # a search may be extended to more trials or epochs
+        d.pop("epoch_budget")
+        d["cache_version"] = cache_version.CACHE_VERSION
+        return d
+
+
+class SearchMismatchError(RuntimeError):
+    """The trials file on disk belongs to a different search."""
+
+
+class SearchFailedError(RuntimeError):
+    """Every trial of a search's whole budget failed."""
+
+
+def trials_file(results_dir: Path, name: str, algo: str) -> Path:
+    """Where the trials of search ``name`` with ``algo`` are saved (JSON)."""
+    return Path(results_dir) / f"{name}-{algo}.json"
+
+
+def _finished(trials: Trials) -> int:
+    return sum(1 for t in trials.trials if t["result"].get("status") in (STATUS_OK, STATUS_FAIL))
+
+
+def epochs_spent(trials: Trials) -> int:
+    """Epochs trained by all finished trials together (stopped and failed ones included)."""
+    return sum(int(t["result"].get("epochs") or 0) for t in trials.trials
+               if t["result"].get("status") in (STATUS_OK, STATUS_FAIL))
+
+
+def _budget_left(trials: Trials, spec: SearchSpec) -> bool:
+    return spec.epoch_budget is None or epochs_spent(trials) < spec.epoch_budget
+
+
+def run_search(
+    objective: Objective | Callable[[dict], dict],
+    space: Mapping[str, Any],
+    spec: SearchSpec,
+    trials_path: Path,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    progress: bool = True,
+) -> Trials:
+    """Run (or resume) a search of up to ``spec.max_evals`` trials and ``spec.epoch_budget`` epochs; the
+    Trials are saved after each trial.
+
+    With ``spec.rungs`` each trial learns, before it starts, the rung values of the trials before it
+    (:mod:`helpers.tuning.rungs`), so early stopping is reproduced exactly on resume.
+
+    ``spec.algo`` is ``'tpe'``, ``'random'`` or ``'grid'`` (``grid`` then gives the axes and
+    ``space`` must be :func:`grid_space` of it). Returns the Trials.
+    """
+    algo = _suggest_function(spec, grid)
+    if isinstance(objective, Objective):  # fail fast on an unusable space, before any training
+        if objective.rungs != spec.rungs:
+            raise ValueError(f"the objective's rungs {objective.rungs} differ from the search's {spec.rungs}")
+        validate_space(space, objective.data, objective.base_train)
+    with locked(trials_path):
+        trials = _open_trials(trials_path, spec)
+        done = _finished(trials)
+        if done and progress:
+            print(f"{spec.name} [{spec.algo}]: resuming: {done} trials ({epochs_spent(trials)} epochs) were finished "
+                  f"earlier and are loaded from {trials_path.name}, not re-run")
+        by_epochs = spec.epoch_budget is not None
+        bar = tqdm(total=spec.epoch_budget if by_epochs else spec.max_evals,
+                   initial=min(epochs_spent(trials), spec.epoch_budget) if by_epochs else done,
+                   desc=f"{spec.name} [{spec.algo}]", unit="epoch" if by_epochs else "trial", disable=not progress,
+                   mininterval=0, dynamic_ncols=False, ncols=100, file=sys.stdout)
+        try:
+            for i in range(done, spec.max_evals):
+                if not _budget_left(trials, spec):
+                    break
+                if isinstance(objective, Objective):
+                    objective.recorded = recorded_from(t["result"] for t in trials.trials)
+                before = epochs_spent(trials)
+                if not _run_trial(objective, space, algo, trials, spec, i):  # the grid ran out of points
+                    break
+                save_trials(trials, trials_path)
+                bar.update(min(epochs_spent(trials), spec.epoch_budget) - min(before, spec.epoch_budget) if by_epochs else 1)
+                ok = [t["result"]["val_acc"] for t in trials.trials if t["result"].get("status") == STATUS_OK]
+                if ok:
+                    bar.set_postfix_str(f"trials {i + 1}, best val acc {max(ok):.3f}")
+        finally:
+            bar.close()
+    _raise_if_all_failed(trials, spec)
+    return trials
+
+
+def _suggest_function(spec: SearchSpec, grid: Mapping[str, Sequence[Any]] | None) -> Callable:
+    """Hyperopt's ``algo`` for ``spec.algo``: TPE with its start-up count, random search, or the grid."""
+    if spec.algo not in ALGORITHMS:
+        raise ValueError(f"algo must be one of {ALGORITHMS}, got {spec.algo!r}")
+    if spec.algo == "tpe":
+        return partial(tpe.suggest, n_startup_jobs=spec.n_startup_jobs)
+    if spec.algo == "random":
+        return rand.suggest
+    if grid is None:
+        raise ValueError("a grid search needs its grid axes")
+    algo = grid_algo(grid)
+    if spec.max_evals > algo.size:
+        raise ValueError(f"max_evals {spec.max_evals} exceeds the grid's {algo.size} points")
+    return algo
+
+
+def _run_trial(objective: Callable, space: Mapping[str, Any], algo: Callable, trials: Trials, spec: SearchSpec,
+               i: int) -> bool:
+    """Propose and run trial ``i`` (seeded by ``[spec.seed, i]``); False when no point was left to propose."""
+    if isinstance(objective, Objective):
+        objective.trial_index = i
+    try:
+        fmin(objective, space, algo=algo, max_evals=i + 1, trials=trials, rstate=np.random.default_rng([spec.seed, i]),
+             show_progressbar=False, return_argmin=False, allow_trials_fmin=False)
+    except AllTrialsFailed:  # fmin's own best-point look-up; the failed trial is recorded
+        pass
+    return _finished(trials) == i + 1
+
+
+def _open_trials(trials_path: Path, spec: SearchSpec) -> Trials:
+    """The saved trials of this search (finished ones only), or new empty trials."""
+    trials = load_trials(trials_path)
+    key = json.dumps(spec.key(), sort_keys=True)
+    if trials is None:
+        trials = Trials()
+        trials.attachments["search_spec"] = key
+        return trials
+    if "search_spec" not in trials.attachments:
+        raise SearchMismatchError(f"{trials_path} does not record which search made its trials (no 'search_spec'), "
+                                  f"so they cannot be resumed: move it away to start the search afresh")
+    if trials.attachments.get("search_spec") != key:
+        try:
+            stored = json.loads(trials.attachments["search_spec"])
+        except ValueError:
+            stored = None
+        if not isinstance(stored, dict):
+            raise SearchMismatchError(f"{trials_path}: its 'search_spec' is not a search description; move the file "
+                                      f"away to start the search afresh")
+        if {k: v for k, v in stored.items() if k != "cache_version"} == {
+                k: v for k, v in spec.key().items() if k != "cache_version"}:
+            raise SearchMismatchError(
+                f"{trials_path} holds trials computed by older training code (cache version "
+                f"{stored.get('cache_version', 0)}, now {cache_version.CACHE_VERSION}): delete it and run the search "
+                f"again, so that every trial is computed by the same code"
+            )
+        raise SearchMismatchError(
+            f"{trials_path} holds trials of another search ({trials.attachments.get('search_spec')}); "
+            f"use another file name or delete it to start afresh"
+        )
+    finished = [t for t in trials.trials if t["result"].get("status") in (STATUS_OK, STATUS_FAIL)]
+    if len(finished) < len(trials.trials):  # none are saved unfinished, but be safe: re-run them
+        rebuilt = trials_from_docs(finished)
+        rebuilt.attachments.update(trials.attachments)
+        trials = rebuilt
+    return trials
+
+
+def _raise_if_all_failed(trials: Trials, spec: SearchSpec) -> None:
+    results = [t["result"] for t in trials.trials]
+    if (len(results) >= spec.max_evals or not _budget_left(trials, spec)) and not any(r.get("status") == STATUS_OK for r in results):
+        reasons = sorted({str(r.get("failure", "no reason recorded")) for r in results})
+        raise SearchFailedError(
+            f"{spec.name} [{spec.algo}]: all {len(results)} trials failed. Reasons: " + "; ".join(reasons)
+            + ". Narrow the search space (e.g. lower learning rates) or check the data, then run it again."
+        )
+
+
+def trial_weights(outputs: Outputs, experiment: str, algo: str, trial_index: int) -> Path:
+    """The checkpoint of finished trial ``trial_index`` (0-based, as the TensorBoard run's name) of a search."""
+    return outputs.models / "trials" / f"{experiment}-{algo}-trial-{trial_index:03d}.pt"
+
+
+class Objective:
+    """Trains one configuration (through :func:`helpers.runs.train_tracked`) and reports its
+    validation result to Hyperopt.
+
+    Each trial is logged to TensorBoard as ``runs/<experiment>/<algo>-trial-NNN`` with its
+    hyperparameters (HParams dashboard). With ``rungs`` (:class:`helpers.tuning.rungs.Rungs`) a trial trains
+    for up to ``rungs.max_epochs`` and is stopped at a rung where it falls behind the trials before it
+    (``recorded``, set by the search before each trial); a stopped trial is ``STATUS_OK`` with
+    ``loss = 1 − val_acc`` at that rung and ``outcome = 'stopped'``. A diverging trial returns
+    ``STATUS_FAIL`` with the reason. ``sized(image_size)`` gives the data for a space with an
+    ``image_size`` axis. With ``keep_weights`` a finished trial's best weights and history are saved
+    (:func:`trial_weights`), so that the study can reuse it as its first seed's run. The result records what the model and optimizer actually received
+    (parameter count, the optimizer's learning rate), so it can be shown that the search changes the
+    trained model.
+    """
+
+    def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
+                 outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,
+                 rungs: Rungs | None = None, sized: Callable[[int], DataSplits] | None = None,
+                 keep_weights: bool = False) -> None:
+        self.data, self.base_train, self.experiment, self.algo = data, dict(base_train), experiment, algo
+        self.keep_weights = keep_weights
+        self.outputs, self.device, self.train_fn, self.rungs, self.sized = outputs, device, train_fn, rungs, sized
+        if rungs is not None:
+            self.base_train["epochs"] = rungs.max_epochs
+        self.trial_index = 0
+        self.recorded: dict[int, list[float]] = {}
+
+    def data_for(self, params: Mapping[str, Any]) -> DataSplits:
+        """The data a point trains on (resized when the space has an ``image_size`` axis)."""
+        size = params.get("image_size")
+        if size is None or int(size) == self.data.image_size:
+            return self.data
+        if self.sized is None:
+            raise ValueError(f"the space proposes image_size {size} but the objective has no `sized` data provider")
+        return self.sized(int(size))
+
+    def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
+        from helpers.runs import train_tracked
+
+        data = self.data_for(params)
+        run = to_run_config(params, data, self.base_train)
+        stopper = self.rungs.stopper(self.recorded) if self.rungs else None
+        stopped_at: list[int] = []
+
+        def on_epoch(record: dict[str, float]) -> bool:
+            if stopper is not None and stopper(record):
+                stopped_at.append(int(record["epoch"]))
+                return True
+            return False
+
+        result = train_tracked(data, run.train, experiment=self.experiment,
+                               name=f"{self.algo}-trial-{self.trial_index:03d}", outputs=self.outputs,
+                               model_config=run.model, hparams={"algo": self.algo, **run.describe()},
+                               device=self.device, figures=False, train_fn=self.train_fn, on_epoch=on_epoch)
+        h = result.history
+        applied = {"n_params": result.n_params, **h.optimizer}  # read off the objects trained
+        common = {"config": run.describe(), "applied": applied, "seconds": h.seconds, "epochs": len(h.epochs),
+                  "provenance": {**git_state(), "data": data.fingerprint()},
+                  "attachments": {"history": json.dumps(h.to_dict())}}
+        if h.diverged or not h.epochs:
+            return {"status": STATUS_FAIL, "failure": h.diverged or "no epoch finished", **common}
+        rung_scores = {str(k): v for k, v in self.rungs.scores(h.epochs).items()} if self.rungs else {}
+        if stopped_at:  # scored where it stopped: at its last rung
+            last = h.epochs[-1]
+            return {"status": STATUS_OK, "outcome": "stopped", "loss": 1.0 - last["val_acc"], "val_acc": last["val_acc"],
+                    "val_loss": last["val_loss"], "best_epoch": last["epoch"], "rung_scores": rung_scores, **common}
+        if self.keep_weights:  # a finished trial may be reused as a retraining run (helpers.tuning.study)
+            from helpers.runs import save_run
+
+            weights = trial_weights(self.outputs, self.experiment, self.algo, self.trial_index)
+            save_run(result, data, weights, extra={"history": h.to_dict()})
+        best = h.best
+        return {"status": STATUS_OK, "outcome": "finished", "loss": 1.0 - best["val_acc"], "val_acc": best["val_acc"],
+                "val_loss": best["val_loss"], "best_epoch": h.best_epoch, "rung_scores": rung_scores, **common}

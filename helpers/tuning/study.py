@@ -1,0 +1,362 @@
+"""A whole tuning study on one data set: baseline, a budget-aware search, retrained winner, test once.
+
+1. Textbook LeNet-5 is trained once per seed: the baseline and its noise level.
+2. One algorithm (TPE unless notebook 03's comparison, :mod:`helpers.tuning.comparison`, says otherwise)
+   searches with ASHA early stopping (:mod:`helpers.tuning.rungs`) under an epoch budget, optionally on a
+   stratified slice of the training data, scored on validation accuracy.
+3. The best finished configuration is retrained on the full training split for the search's
+   maximum epochs, once per seed (the baseline's seeds); each run is evaluated once on the test
+   split. When the search itself trained on the full split with the first seed, its finished trial
+   *is* that run (same data, settings and seed): its kept weights are reused, not retrained. The run with the best validation accuracy is saved as a checkpoint, its settings beside it.
+   **Retrain check:** a configuration found on a slice may not survive more data (more steps per
+   epoch): before the other seeds, its first-seed retraining must pass :func:`retrain_verdict` on
+   *validation* (not collapsed to one class, and at least the baseline's mean validation accuracy);
+   else the next finished trial is tried. Rejected candidates never see the test split.
+4. Tuned vs baseline is a paired comparison over the same seeds (:func:`helpers.stats.paired_difference`);
+   every test accuracy comes with its interval over seeds and its binomial interval for the test-set size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from hyperopt import Trials
+
+from helpers.paths import Outputs
+from helpers.plumbing import describe, pick_device
+from helpers.runs import (
+    RunResult,
+    reload_run,
+    save_best,
+    save_run,
+    seed_summary,
+    train_and_evaluate,
+    train_over_seeds,
+)
+from helpers.splits import DataSplits
+from helpers.stats import (
+    Decision,
+    PairedDifference,
+    binomial_interval,
+    paired_difference,
+    seed_interval,
+)
+from helpers.stats import target as stats_target
+from helpers.training import TEXTBOOK, TrainConfig, evaluate
+from helpers.tuning.rungs import Rungs
+from helpers.tuning.search import (
+    Objective,
+    SearchSpec,
+    run_search,
+    trial_weights,
+    trials_file,
+)
+from helpers.tuning.spaces import (
+    RunConfig,
+    grid_points,
+    grid_space,
+    lenet_space,
+    to_run_config,
+)
+from helpers.tuning.tables import finished, spend, trials_frame
+
+
+
+@dataclass
+class SearchOutcome:
+    """One algorithm's finished search."""
+
+    algo: str
+    trials: Trials
+    space: dict[str, Any]
+    frame: pd.DataFrame
+    epoch_budget: int
+
+
+def search(
+    data: DataSplits, base_train: Mapping[str, Any], *, name: str, algo: str, rungs: Rungs, epoch_budget: int,
+    outputs: Outputs, seed: int = 0, n_startup_jobs: int = 8, space_options: Mapping[str, Any] | None = None,
+    sized: Callable[[int], DataSplits] | None = None, device: str | torch.device = "auto", progress: bool = True,
+    grid: Mapping[str, Sequence[Any]] | None = None, grid_fixed: Mapping[str, Any] | None = None,
+    keep_weights: bool = False,
+) -> SearchOutcome:
+    """One budget-aware search over ``lenet_space(**space_options)`` (or, for ``algo='grid'``, over
+    ``grid`` with ``grid_fixed``); resumes from ``<outputs.results>/<name>-<algo>.json``; TensorBoard
+    runs under ``runs/<name>/``. ``keep_weights`` keeps every finished trial's weights
+    (:func:`helpers.tuning.search.trial_weights`)."""
+    space = grid_space(grid or {}, grid_fixed or {}) if algo == "grid" else lenet_space(**(space_options or {}))
+    settings = {"base_train": dict(base_train), "data": data.sizes(),
+                "space_options": {k: list(v) for k, v in (space_options or {}).items()}}
+    objective = Objective(data, base_train, name, algo, outputs=outputs, device=device, rungs=rungs, sized=sized,
+                          keep_weights=keep_weights)
+    max_evals = len(grid_points(grid or {})) if algo == "grid" else 10_000  # else the epoch budget ends it
+    spec = SearchSpec(name, algo, seed, max_evals, n_startup_jobs, extra=settings, rungs=rungs,
+                      epoch_budget=epoch_budget)
+    trials = run_search(objective, space, spec, trials_file(outputs.results, name, algo),
+                        grid=grid if algo == "grid" else None, progress=progress)
+    return SearchOutcome(algo, trials, space, trials_frame(trials, space, algo), epoch_budget)
+
+
+@dataclass
+class TuningStudy:
+    """Everything :func:`run_study` produced."""
+
+    name: str
+    data: DataSplits
+    search_data: DataSplits
+    baseline: list[RunResult]
+    outcome: SearchOutcome
+    best_row: pd.Series
+    final_config: RunConfig
+    tuned: list[RunResult]
+    checkpoint: Path | None
+    device: str
+    checks: list[dict[str, Any]] = field(default_factory=list)  #: one row per retrain check, in order
+    rejected: list[RunResult] = field(default_factory=list)  #: first-seed runs of rejected candidates
+    reused: list[RunResult] = field(default_factory=list)  #: runs taken from the search's own finished trials
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """One row per trial of the search (see :func:`helpers.tuning.tables.trials_frame`)."""
+        return self.outcome.frame
+
+    def spent(self) -> pd.DataFrame:
+        """What the search and the retraining spent, beside what the search found."""
+        s = spend(self.frame)
+        runs = [r for r in self.tuned + self.baseline + self.rejected if not any(r is u for u in self.reused)]
+        retrain_epochs = sum(len(r.history.epochs) for r in runs)
+        retrain_min = sum(r.history.seconds for r in runs) / 60
+        return pd.DataFrame([
+            {"step": f"search ({self.outcome.algo}, ASHA)", **s,
+             "best val acc %": round(100 * self.best_row["val_acc"], 2), "device": self.device},
+            {"step": "baseline + tuned retraining (with rejected retrain checks)"
+                     + (f"; {len(self.reused)} seed run(s) reused from the search, not retrained" if self.reused else ""),
+             "trials": len(runs),
+             "stopped early": 0, "finished": len(runs), "failed": 0, "epochs": retrain_epochs,
+             "train min": round(retrain_min, 1), "best val acc %": "–", "device": self.device},  # no search here
+        ]).set_index("step")
+
+    def summary(self) -> pd.DataFrame:
+        """Baseline vs tuned: validation and test accuracy mean ± sd (%) over seeds, with intervals."""
+        rows = {}
+        for label, runs in (("baseline (textbook LeNet-5)", self.baseline), ("tuned LeNet-5", self.tuned)):
+            s = seed_summary(runs)
+            n_test = len(self.data.test)
+            blo, bhi = binomial_interval(round(s["test mean %"] / 100 * n_test), n_test)
+            rows[label] = {**{k: round(v, 2) for k, v in s.items()}, "test 95 % CI over seeds": _ci_text([100 * r.test.accuracy for r in runs]),
+                           f"test 95 % binomial CI ({n_test} images)": f"{100 * blo:.1f}–{100 * bhi:.1f}",
+                           "test bal acc mean %": round(100 * sum(r.test.balanced_accuracy for r in runs) / len(runs), 2),
+                           "test bal acc 95 % CI over seeds": _ci_text([100 * r.test.balanced_accuracy for r in runs])}
+        return pd.DataFrame(rows).T
+
+    def paired(self) -> PairedDifference:
+        """Tuned minus baseline test accuracy (points), paired by seed."""
+        return paired_difference([100 * r.test.accuracy for r in self.baseline], [100 * r.test.accuracy for r in self.tuned])
+
+    def paired_table(self) -> pd.DataFrame:
+        """Per seed: baseline and tuned test accuracy and balanced accuracy, and their differences (%)."""
+        rows = []
+        for b, t in zip(self.baseline, self.tuned):
+            rows.append({"seed": t.train_config.seed, "baseline test %": 100 * b.test.accuracy,
+                         "tuned test %": 100 * t.test.accuracy, "difference": 100 * (t.test.accuracy - b.test.accuracy),
+                         "baseline bal acc %": 100 * b.test.balanced_accuracy,
+                         "tuned bal acc %": 100 * t.test.balanced_accuracy})
+        return pd.DataFrame(rows).set_index("seed").round(2)
+
+    def check_table(self) -> pd.DataFrame:
+        """The retrain checks: per candidate trial, its search score, its first-seed retraining on
+        validation, and the verdict of :func:`retrain_verdict`."""
+        return pd.DataFrame(self.checks).set_index("trial") if self.checks else pd.DataFrame()
+
+    def best_tuned(self) -> RunResult:
+        """The retrained run with the best validation accuracy (the saved one)."""
+        return max(self.tuned, key=lambda r: r.val.accuracy)
+
+    def headline(self) -> list[dict[str, str]]:
+        """Baseline and tuned rows for the report's landing page (:meth:`helpers.provenance.RunStamp.finish`)."""
+        table, spent, paired = self.summary(), self.spent(), self.paired()
+        search = spent.iloc[0]
+        n_test = len(self.data.test)
+        rows = []
+        for label in table.index:
+            r = table.loc[label]
+            rows.append({"data set": self.data.name, "model": label,
+                         "val acc %": f"{r['val mean %']:.2f} ± {r['val std %']:.2f}",
+                         "test acc %": f"{r['test mean %']:.2f} ± {r['test std %']:.2f} (balanced {r['test bal acc mean %']:.2f})",
+                         "test interval": f"{r['test 95 % CI over seeds']} over {int(r['seeds'])} seeds; "
+                                          f"{r[f'test 95 % binomial CI ({n_test} images)']} binomial",
+                         "spent": (f"search: {search['trials']} trials ({search['stopped early']} stopped early, "
+                                   f"{search['finished']} finished), {search['epochs']} epochs, {search['train min']} min, "
+                                   f"{self.device}" if label.startswith("tuned") else f"{int(r['seeds'])} runs"),
+                         "note": (f"tuned − baseline {paired.text()}, paired by seed: "
+                                  f"{paired.outcome.replace('b better', 'tuned better').replace('a better', 'baseline better')}"
+                                  if label.startswith("tuned") else "")})
+        return rows
+
+
+def _ci_text(values: Sequence[float]) -> str:
+    lo, hi = seed_interval(values)
+    return f"{lo:.1f}–{hi:.1f}" if len(values) > 1 else "one seed"
+
+
+def run_study(
+    name: str, data: DataSplits, *, search_train: Mapping[str, Any], rungs: Rungs, epoch_budget: int,
+    baseline_epochs: int, seeds: Sequence[int] = (0, 1, 2), algo: str = "tpe",
+    search_slice: Mapping[str, int] | None = None, space_options: Mapping[str, Any] | None = None,
+    sized: Callable[[int], DataSplits] | None = None, n_startup_jobs: int = 8, outputs: Outputs,
+    device: str | torch.device = "auto", checkpoint_name: str | None = None, max_candidates: int = 3,
+    protocol: Mapping[str, Any] | None = None,
+) -> TuningStudy:
+    """Run the steps above; TensorBoard runs go to ``runs/<name>`` and ``runs/<name>-final``.
+
+    ``sized(image_size)`` returns the *full* data at another input size (for a space with an
+    ``image_size`` axis); the search slices it like ``data``. At most ``max_candidates`` finished
+    trials go through the retrain check (best search score first). ``protocol`` holds training
+    settings that the baseline, every trial and the retrained winner share (e.g. ``class_weights``),
+    so that the paired comparison differs only in what was tuned.
+    """
+    protocol = dict(protocol or {})
+    search_train = {**search_train, **protocol}
+    search_data = data.subset(**search_slice) if search_slice else data
+    search_sized = None
+    if sized is not None:
+        search_sized = cache(lambda size: sized(size).subset(**search_slice) if search_slice else sized(size))
+    baseline = train_over_seeds(data, TrainConfig(**{**TEXTBOOK, **protocol}, epochs=baseline_epochs), seeds, name="baseline",
+                                experiment=f"{name}-final", outputs=outputs, device=device)
+    outcome = search(search_data, search_train, name=name, algo=algo, rungs=rungs, epoch_budget=epoch_budget,
+                     outputs=outputs, n_startup_jobs=n_startup_jobs, space_options=space_options, sized=search_sized,
+                     device=device, keep_weights=not search_slice)
+    baseline_val = [r.val.accuracy for r in baseline]
+    candidates = finished(outcome.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
+    if candidates.empty:
+        raise ValueError(f"{name}: no trial finished all its epochs; raise the epoch budget")
+    tried: list[tuple[pd.Series, DataSplits, RunConfig, RunResult]] = []
+    reused: list[RunResult] = []
+    checks: list[dict[str, Any]] = []
+    for _, row in candidates.head(max_candidates).iterrows():
+        size = row["point"].get("image_size")
+        cand_data = data if size is None or int(size) == data.image_size else sized(int(size))
+        config = to_run_config(row["point"], cand_data, {**search_train, "epochs": rungs.max_epochs})
+        trial = int(row["trial"])
+        first_train = replace(config.train, seed=seeds[0])
+        first = None if search_slice else reload_run(  # the trial itself, when it is the identical run
+            trial_weights(outputs, name, algo, trial - 1), cand_data, first_train, name=f"tuned-t{trial}-seed{seeds[0]}",
+            model_config=config.model, device=device)
+        if first is not None:
+            reused.append(first)
+        else:
+            first = train_and_evaluate(cand_data, first_train, name=f"tuned-t{trial}-seed{seeds[0]}",
+                                       experiment=f"{name}-final", model_config=config.model, outputs=outputs,
+                                       device=device, evaluate_test=False)
+        ok, why = retrain_verdict(first.val.accuracy, first.val.balanced_accuracy, baseline_val, data.num_classes)
+        checks.append({"trial": trial, "search val acc %": round(100 * float(row["val_acc"]), 2),
+                       f"retrained val acc % (seed {seeds[0]})": round(100 * first.val.accuracy, 2),
+                       "retrained val bal acc %": round(100 * first.val.balanced_accuracy, 2),
+                       "baseline val mean %": round(100 * sum(baseline_val) / len(baseline_val), 2),
+                       "verdict": "accepted" if ok else "rejected", "why": why,
+                       f"seed {seeds[0]} run": "the search's own trial (identical settings)"
+                       if any(first is u for u in reused) else "retrained"})
+        tried.append((row, cand_data, config, first))
+        if ok:
+            break
+    else:  # no candidate passed: keep the one that did best on validation, and say so
+        checks.append({"trial": None, "verdict": "none passed",
+                       "why": "kept the candidate with the best retrained validation accuracy"})
+    best_row, final_data, final, first = tried[-1] if checks[-1]["verdict"] == "accepted" else max(
+        tried, key=lambda t: t[3].val.accuracy)
+    first.test = evaluate(first.model, final_data, "test", device=device)  # the accepted run: test once, now
+    rest = train_over_seeds(final_data, final.train, seeds[1:], name=f"tuned-t{int(best_row['trial'])}",
+                            experiment=f"{name}-final", model_config=final.model, outputs=outputs, device=device)
+    tuned = [first, *rest]
+    checkpoint = outputs.models / f"{checkpoint_name}.pt" if checkpoint_name else None
+    if checkpoint is not None:
+        save_best(tuned, final_data, checkpoint)
+        for r in tuned:  # every seed too: notebook 06 compares the tuned model with its robust variant per seed
+            save_run(r, final_data, checkpoint.with_name(f"{checkpoint.stem}-seed{r.train_config.seed}.pt"))
+        checkpoint.with_suffix(".json").write_text(json.dumps(
+            {"algo": algo, "trial": int(best_row["trial"]), "search_val_acc": float(best_row["val_acc"]),
+             "model": final.model, "train": asdict(final.train), "retrain_checks": checks}, indent=2))
+    rejected = [t[3] for t in tried if t[3] is not first]
+    return TuningStudy(name, data, search_data, baseline, outcome, best_row, final, tuned, checkpoint,
+                       describe(pick_device(device) if not isinstance(device, torch.device) else device),
+                       checks, rejected, reused)
+
+
+def retrain_verdict(val_acc: float, val_bal_acc: float, baseline_val_accs: Sequence[float],
+                    num_classes: int, collapse_margin: float = 0.05) -> tuple[bool, str]:
+    """Does a configuration retrained on the full training split hold up on validation?
+
+    Rejected when it collapsed (balanced accuracy within ``collapse_margin`` of chance, 1 / classes:
+    it predicts one class for nearly everything) or when its validation accuracy is below the mean
+    validation accuracy of the baseline trained on the same data: a tuned model that does not beat
+    textbook LeNet-5 where the choice is made is not worth reporting as tuned. Returns (accepted, why).
+    """
+    chance = 1 / num_classes
+    base = sum(baseline_val_accs) / len(baseline_val_accs)
+    if val_bal_acc <= chance + collapse_margin:
+        return False, (f"collapsed: balanced accuracy {100 * val_bal_acc:.1f} % is within "
+                       f"{100 * collapse_margin:g} points of chance ({100 * chance:.1f} %)")
+    if val_acc < base:
+        return False, f"validation accuracy {100 * val_acc:.2f} % is below the baseline's {100 * base:.2f} %"
+    return True, f"validation accuracy {100 * val_acc:.2f} % ≥ the baseline's {100 * base:.2f} %"
+
+
+def conclusions(study: TuningStudy, target: float | None = None) -> str:
+    """Markdown bullet points computed from the study's numbers."""
+    base, tuned = seed_summary(study.baseline), seed_summary(study.tuned)
+    paired = study.paired()
+    s = spend(study.frame)
+    lines = [
+        (f"- Tuning moved LeNet-5 from {base['test mean %']:.2f} ± {base['test std %']:.2f} % to "
+        f"{tuned['test mean %']:.2f} ± {tuned['test std %']:.2f} % test accuracy (mean ± sd over {tuned['seeds']} "
+        f"seed(s)). Paired by seed, the difference is {paired.text()}" + (", so no claim" if paired.n == 1 else ": ")
+        + ("" if paired.n == 1 else {"b better": "**the tuned model is better**",
+           "a better": "**the baseline is better**",
+           "no clear difference": "**no clear difference**"}[paired.outcome]
+           + f" (rule: {paired.rule})") + "."),
+        (f"- The search ({study.outcome.algo} with ASHA early stopping) started {s['trials']} trials: "
+         f"{s['stopped early']} stopped early, {s['finished']} finished, {s['failed']} failed; {s['epochs']} epochs "
+         f"in {s['train min']:.1f} min of training. The configuration retrained is trial {int(study.best_row['trial'])}'s "
+         f"({100 * study.best_row['val_acc']:.2f} % validation accuracy in the search)."),
+    ]
+    rejected = [c for c in study.checks if c["verdict"] == "rejected"]
+    if rejected:
+        lines.append(
+            f"- The retrain check rejected {len(rejected)} configuration(s) before any test image was seen: "
+            + "; ".join(f"trial {c['trial']} ({c['why']})" for c in rejected)
+            + (". No candidate passed, so the one with the best retrained validation accuracy was kept."
+               if study.checks[-1]["verdict"] == "none passed" else "."))
+    bias = selection_bias(tuned["val mean %"] - base["val mean %"], tuned["test mean %"] - base["test mean %"])
+    if bias.outcome == "selection bias":
+        lines.append(
+            f"- The tuned model gained {bias.reference:+.1f} points on validation but {bias.value:+.1f} on test "
+            f"(rule: {bias.rule}): with {len(study.search_data.val)} validation images the search partly fitted the "
+            f"validation split itself, which is why the test split is kept for the final report.")
+    if target is not None:
+        hit = target_decision(study, target)
+        lines.append(f"- Target for the full budget: {hit.rule}: **{hit.outcome}** ({hit.value:.2f} %, "
+                     f"{hit.interval_text() or 'one seed'}).")
+    return "\n".join(lines)
+
+
+SELECTION_BIAS_RULE = "validation gain over the baseline > 0 and test gain below half of it"
+
+
+def selection_bias(val_gain: float, test_gain: float) -> Decision:
+    """Did a search fit its validation split? By :data:`SELECTION_BIAS_RULE`, from the tuned − baseline gains in
+    mean accuracy (points) on validation and on test; ``value`` is the test gain, ``reference`` the validation gain."""
+    biased = val_gain > 0 and test_gain < val_gain / 2
+    return Decision("selection bias", test_gain, "selection bias" if biased else "none shown", SELECTION_BIAS_RULE,
+                    reference=val_gain)
+
+
+def target_decision(study: TuningStudy, target: float) -> Decision:
+    """Is the tuned model's mean test accuracy over seeds at least ``target`` %? ("met" / "missed")."""
+    return stats_target(f"{study.data.name}: tuned test accuracy", [100 * r.test.accuracy for r in study.tuned], target)

@@ -1,0 +1,371 @@
+"""Frame sources over OpenCV's ``VideoCapture`` (the live demo itself is :mod:`helpers.webcam.demo`).
+
+Sources: a camera index (MacBook or USB webcam), a Jetson CSI camera through GStreamer's
+``nvarguscamerasrc ... ! appsink`` pipeline, a video file, or a folder of images. Opening a
+camera and reading from it happen in a helper thread with time limits, so a camera that cannot
+be opened, or stops delivering frames, raises :class:`CameraError` after a bounded time instead
+of hanging; given a fallback, the demo says what happened and continues from the fallback.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from helpers.paths import shown
+from helpers.plumbing import WriteError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+MAC_HINT = ("On macOS the app running Python (Terminal, iTerm, VS Code, JupyterLab's browser) needs Camera "
+            "permission: System Settings > Privacy & Security > Camera; the first attempt often fails until "
+            "permission is granted, then works.")
+JETSON_HINT = ("On a Jetson Nano use --source csi for the ribbon-cable camera (needs JetPack's system OpenCV, "
+               "built with GStreamer) or --source 0 for a USB webcam.")
+
+
+class CameraError(RuntimeError):
+    """A camera or stream that cannot be opened or stopped delivering frames."""
+
+
+#: The largest image decoded at full size (about 8,000 x 6,000); a larger JPEG is decoded reduced, any other refused.
+MAX_PIXELS = 50_000_000
+_REDUCED = ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4), (8, cv2.IMREAD_REDUCED_COLOR_8))
+
+
+def one_line(text: object) -> str:
+    """An OpenCV error text (often several lines, with source locations) as one line."""
+    return " ".join(str(text).split())
+
+
+def opencv_path(path: Path | str) -> str:
+    """``path`` as a string OpenCV can take; ValueError for a name that is not valid UTF-8.
+
+    OpenCV receives such a name as surrogate escapes and crashes the process (a segfault, no message):
+    file I/O here goes through bytes instead, and what cannot (a video file) is refused with this.
+    """
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{shown(path)}: the file name is not valid UTF-8, and OpenCV cannot open such a file; "
+                         f"rename it") from None
+    return text
+
+
+def image_size_of(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image file's header without decoding it, or ``None`` if Pillow does not know it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # the size is judged here (MAX_PIXELS), not by Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError as exc:  # Pillow refuses to even open very large images
+        found = re.search(r"(\d+) pixels", str(exc))
+        return (int(found.group(1)), 1) if found else (MAX_PIXELS + 1, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """A BGR frame from an image file, read as bytes (any file name); ValueError with the reason if there is none.
+
+    Images over :data:`MAX_PIXELS` are decoded reduced (JPEG) or refused, never decoded into gigabytes.
+    """
+    path = Path(path)
+    name = shown(path)
+    if not path.exists():
+        raise ValueError(f"{name}: no such file")
+    if not path.is_file():
+        raise ValueError(f"{name}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    flag = cv2.IMREAD_COLOR
+    size = image_size_of(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        pixels = size[0] * size[1]
+        factor = next(((f, fl) for f, fl in _REDUCED if pixels / f**2 <= MAX_PIXELS), None)
+        if not data.startswith(b"\xff\xd8") or factor is None:  # only JPEG decodes reduced without the full image
+            raise ValueError(f"{name}: the image has {pixels / 1e6:,.0f} million pixels, over the "
+                             f"{MAX_PIXELS / 1e6:.0f} million this reads; make a smaller copy of it first")
+        flag = factor[1]
+    try:
+        frame = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error as exc:
+        raise ValueError(f"{name}: OpenCV refused to decode it ({one_line(exc.err)})") from None
+    if frame is None or frame.size == 0:
+        raise ValueError(f"{name}: not a readable image (OpenCV could not decode its {len(data):,} bytes)")
+    return frame
+
+
+def write_image(path: Path | str, image: np.ndarray) -> Path:
+    """Encode ``image`` by the file's suffix and write it (through bytes: any file name); OSError naming the file."""
+    path = Path(path)
+    try:
+        ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    except cv2.error as exc:
+        raise ValueError(f"{shown(path)}: OpenCV cannot encode an image as {path.suffix!r} ({one_line(exc.err)})") from None
+    if not ok:
+        raise ValueError(f"{shown(path)}: OpenCV could not encode the image as {path.suffix!r}")
+    try:
+        path.write_bytes(encoded.tobytes())
+    except OSError as exc:
+        raise WriteError(exc.errno, f"could not write {shown(path)} ({exc.strerror or exc})") from None
+    return path
+
+
+class FrameSource:
+    """Yields BGR frames; :meth:`read` returns ``None`` when a finite source is exhausted."""
+
+    name = "source"
+
+    def read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while (frame := self.read()) is not None:
+            yield frame
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CaptureSource(FrameSource):
+    """A ``cv2.VideoCapture`` (camera index, GStreamer pipeline or video file) with time limits.
+
+    ``live`` sources (cameras) must deliver a frame within ``frame_timeout`` seconds; a file ends
+    with ``None``. ``capture_factory`` builds the capture (tests pass a stand-in for a camera).
+    """
+
+    def __init__(self, target: int | str, *, live: bool, api: int = cv2.CAP_ANY, open_timeout: float = 10.0,
+                 frame_timeout: float = 3.0, properties: dict[int, float] | None = None,
+                 capture_factory: Callable[..., Any] = cv2.VideoCapture, name: str | None = None) -> None:
+        self.name = name or (f"camera {target}" if live else shown(target))
+        self.live, self.frame_timeout, self.frames_read = live, frame_timeout, 0
+        cap = _with_timeout(lambda: _quietly(capture_factory, target, api), open_timeout)
+        if cap is _TIMEOUT:
+            raise CameraError(f"{self.name}: did not open within {open_timeout:g} s. {self._hints()}")
+        if cap is None or not cap.isOpened():
+            raise CameraError(f"{self.name}: could not be opened. {self._hints()}")
+        for prop, value in (properties or {}).items():
+            cap.set(prop, value)
+        self.cap = cap
+
+    def _hints(self) -> str:
+        return f"{MAC_HINT} {JETSON_HINT}" if self.live else "Check the path and that OpenCV can decode the file."
+
+    def read(self) -> np.ndarray | None:
+        if not self.live:
+            ok, frame = self.cap.read()
+            return frame if ok else None
+        result = _with_timeout(self.cap.read, self.frame_timeout)
+        if result is _TIMEOUT:
+            raise CameraError(f"{self.name} stopped delivering frames: none for {self.frame_timeout:g} s "
+                              f"after {self.frames_read} frame(s)")
+        ok, frame = result
+        if not ok or frame is None:
+            raise CameraError(f"{self.name} stopped delivering frames after {self.frames_read} frame(s)")
+        self.frames_read += 1
+        return frame
+
+    def close(self) -> None:
+        # release() can block on a dead camera too: never wait for it long
+        _with_timeout(self.cap.release, 1.0)
+
+
+class ImageFolderSource(FrameSource):
+    """The images of a folder, in name order; unreadable files are skipped with a warning."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.name = shown(folder)
+        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise CameraError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+        self._next, self.skipped = 0, 0
+
+    def read(self) -> np.ndarray | None:
+        while self._next < len(self.files):
+            path = self.files[self._next]
+            self._next += 1
+            try:
+                frame = read_image(path)
+            except ValueError as exc:
+                self.skipped += 1
+                warnings.warn(f"skipping {exc}", stacklevel=2)
+                continue
+            return frame
+        return None
+
+
+class FallbackSource(FrameSource):
+    """Reads from ``primary``; if it fails (now or later), says so and continues from the fallback."""
+
+    def __init__(self, primary: Callable[[], FrameSource], fallback: Callable[[], FrameSource],
+                 log: Callable[[str], None] = print) -> None:
+        self._fallback, self._log = fallback, log
+        self.used_fallback = False
+        try:
+            self.current = primary()
+        except CameraError as exc:
+            self._switch(exc)
+        self.name = self.current.name
+
+    def _switch(self, exc: CameraError) -> None:
+        self.current = self._fallback()
+        self.used_fallback = True
+        self._log(f"{exc}\n-> falling back to {self.current.name}")
+
+    def read(self) -> np.ndarray | None:
+        try:
+            return self.current.read()
+        except CameraError as exc:
+            if self.used_fallback:
+                raise
+            self.current.close()
+            self._switch(exc)
+            self.name = self.current.name
+            return self.current.read()
+
+    def close(self) -> None:
+        self.current.close()
+
+
+_TIMEOUT = object()
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn`` with OpenCV's own log silenced: a failed open is reported by CameraError instead."""
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        return fn(*args)
+    finally:
+        logging.setLogLevel(level)
+
+
+def _with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
+    """``fn()`` in a daemon thread; its result, or ``_TIMEOUT`` if it did not return in time."""
+    box: queue.Queue = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            box.put(("ok", fn()))
+        except Exception as exc:  # surfaced in the caller's thread
+            box.put(("error", exc))
+
+    threading.Thread(target=run, daemon=True).start()
+    try:
+        kind, value = box.get(timeout=timeout)
+    except queue.Empty:
+        return _TIMEOUT
+    if kind == "error":
+        raise CameraError(str(value)) from value
+    return value
+
+
+def gstreamer_pipeline(sensor_id: int = 0, capture_width: int = 1280, capture_height: int = 720,
+                       display_width: int = 640, display_height: int = 360, framerate: int = 30,
+                       flip_method: int = 0) -> str:
+    """The standard Jetson CSI-camera pipeline (``nvarguscamerasrc`` to BGR frames in ``appsink``).
+
+    ``flip_method`` 0..7 as ``nvvidconv`` defines it (2 = rotate 180°, for upside-down mounts).
+    """
+    if not 0 <= flip_method <= 7:
+        raise ValueError(f"flip_method must be 0..7, got {flip_method}")
+    for name, value in (("capture_width", capture_width), ("capture_height", capture_height),
+                        ("display_width", display_width), ("display_height", display_height), ("framerate", framerate)):
+        if int(value) <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM), width=(int){capture_width}, height=(int){capture_height}, "
+        f"framerate=(fraction){framerate}/1 ! "
+        f"nvvidconv flip-method={flip_method} ! "
+        f"video/x-raw, width=(int){display_width}, height=(int){display_height}, format=(string)BGRx ! "
+        f"videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=1"
+    )
+
+
+def open_source(spec: str | int, *, fallback: str | None = None, width: int = 640, height: int = 480, fps: int = 30,
+                flip: int = 0, open_timeout: float = 10.0, frame_timeout: float = 3.0,
+                log: Callable[[str], None] = print) -> FrameSource:
+    """Open ``spec``: a camera index (``0``), ``csi`` (Jetson), a video file or an image folder.
+
+    With ``fallback`` (a file or folder), a camera that fails to open or stops delivering frames
+    is replaced by the fallback, with a message saying why.
+    """
+    def primary() -> FrameSource:
+        text = str(spec)
+        if text == "csi":
+            pipeline = gstreamer_pipeline(capture_width=max(width, 1280), capture_height=max(height, 720),
+                                          display_width=width, display_height=height, framerate=fps, flip_method=flip)
+            return CaptureSource(pipeline, live=True, api=cv2.CAP_GSTREAMER, open_timeout=open_timeout,
+                                 frame_timeout=frame_timeout, name="CSI camera (GStreamer)")
+        if text.isdigit():
+            props = {cv2.CAP_PROP_FRAME_WIDTH: width, cv2.CAP_PROP_FRAME_HEIGHT: height, cv2.CAP_PROP_FPS: fps}
+            return CaptureSource(int(text), live=True, open_timeout=open_timeout, frame_timeout=frame_timeout,
+                                 properties=props)
+        path = Path(text)
+        if path.is_dir():
+            return ImageFolderSource(path)
+        if path.is_file():
+            try:
+                target = opencv_path(path)
+            except ValueError as exc:
+                raise CameraError(str(exc)) from None
+            return CaptureSource(target, live=False, open_timeout=open_timeout)
+        raise CameraError(f"{text!r} is neither a camera index, 'csi', a video file nor an image folder")
+
+    if fallback is None:
+        return primary()
+    return FallbackSource(primary, lambda: open_source(fallback, open_timeout=open_timeout), log=log)
+
+
+def snapshot_series(source: FrameSource, n: int, interval: float = 1.0, out_dir: Path | None = None) -> list[np.ndarray]:
+    """Capture ``n`` stills ``interval`` seconds apart (fewer if the source ends); save as PNG if asked."""
+    shots: list[np.ndarray] = []
+    for i in range(n):
+        if i and interval > 0:
+            time.sleep(interval)
+        frame = source.read()
+        if frame is None:
+            break
+        shots.append(frame)
+        if out_dir is not None:
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            write_image(Path(out_dir) / f"snapshot_{i:03d}.png", frame)
+    return shots
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: float = 5.0) -> Path:
+    """Write BGR frames to a lossless FFV1 ``.avi`` (so pixels survive a round trip exactly)."""
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(opencv_path(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+    if not writer.isOpened():
+        raise CameraError(f"cannot write video {path} (OpenCV lacks the FFV1 encoder)")
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return Path(path)

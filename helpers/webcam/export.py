@@ -1,0 +1,87 @@
+"""Export a checkpoint to ONNX for the Jetson script (``scripts/webcam_onnx.py``, no PyTorch).
+
+JetPack 4.6 ships OpenCV 4.1.1, whose ``cv2.dnn`` ONNX importer knows only the classic operators.
+The export therefore uses the TorchScript-based exporter at opset 9 with constant folding, which
+folds BatchNorm into the convolutions and drops dropout, and then checks that the graph holds only
+operators OpenCV 4.1's importer reads (Conv, Relu, Tanh, Elu, LeakyRelu, MaxPool, AveragePool,
+Flatten, Gemm). Softmax is left to the script (NumPy). Class names, normalisation, input size and,
+if the model was calibrated (notebook 06), its temperature and "not sure" threshold go to a JSON
+file beside the ``.onnx``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import onnx
+import torch
+
+from helpers.checkpoints import load_checkpoint
+from helpers.webcam.calibration import Calibration, calibration_path
+
+OPSET = 9
+OPENCV41_OPS = {"Conv", "Relu", "Tanh", "Elu", "LeakyRelu", "MaxPool", "AveragePool", "Flatten", "Gemm"}
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported in a form OpenCV 4.1's ``cv2.dnn`` reads."""
+
+
+def export_onnx(checkpoint_path: Path, onnx_path: Path | None = None) -> Path:
+    """Write ``<name>.onnx`` and ``<name>.json`` (classes, mean, std, input shape); returns the .onnx path."""
+    ckpt = load_checkpoint(checkpoint_path)
+    onnx_path = Path(onnx_path) if onnx_path else Path(checkpoint_path).with_suffix(".onnx")
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(1, ckpt.in_channels, ckpt.image_size, ckpt.image_size)
+    tmp = onnx_path.with_name(f".{onnx_path.name}.tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is the one OpenCV 4.1 can read
+        torch.onnx.export(ckpt.model.cpu().eval(), dummy, str(tmp), opset_version=OPSET, dynamo=False,
+                          do_constant_folding=True, input_names=["input"], output_names=["logits"])
+    ops = graph_ops(tmp)
+    unsupported = ops - OPENCV41_OPS
+    if unsupported:
+        tmp.unlink()
+        raise ExportError(f"{checkpoint_path}: the graph uses {sorted(unsupported)}, which OpenCV 4.1's cv2.dnn "
+                          f"cannot read; use relu/tanh/elu/leaky_relu activations")
+    tmp.replace(onnx_path)
+    meta = {"classes": ckpt.classes, "mean": list(ckpt.mean), "std": list(ckpt.std), "image_size": ckpt.image_size,
+            "in_channels": ckpt.in_channels, "opset": OPSET, "source_checkpoint": Path(checkpoint_path).name,
+            "metrics": {k: v for k, v in ckpt.metrics.items() if isinstance(v, (int, float, str))},
+            "crop": "guide box: the largest centred square of the frame", "calibration": None}
+    cal_file = calibration_path(checkpoint_path)
+    if cal_file.exists():  # temperature and "not sure" threshold, so the Jetson abstains like helpers.webcam.demo
+        meta["calibration"] = asdict(Calibration.load(cal_file))
+    onnx_path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return onnx_path
+
+
+def graph_ops(path: Path) -> set[str]:
+    """The operator types in an ONNX file."""
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m helpers.webcam.export [--checkpoint FILE] [--out FILE.onnx]``."""
+    import argparse
+
+    from helpers.webcam.inference import demo_choice
+
+    parser = argparse.ArgumentParser(description="Export a checkpoint to ONNX for scripts/webcam_onnx.py")
+    parser.add_argument("--checkpoint", type=Path, help="default: the tuned (else baseline) Simpsons-MNIST model")
+    parser.add_argument("--out", type=Path, help="default: beside the checkpoint, with .onnx")
+    args = parser.parse_args(argv)
+    path = export_onnx(args.checkpoint or demo_choice()[0], args.out)
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    from helpers import plumbing
+
+    sys.exit(plumbing.run(main))

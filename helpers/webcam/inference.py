@@ -1,0 +1,323 @@
+"""From a camera frame to a prediction: preprocessing identical to training, top-3, "not sure", annotation.
+
+Training images are 28×28 RGB (or gray) ``uint8`` arrays scaled to 0..1 and normalised with the
+training split's mean/std. A frame from OpenCV is BGR and of any size, so :func:`preprocess`
+crops the *guide box* (:func:`guide_box`: the centred square, drawn on the live view so the user
+knows where to hold the print), resizes it to the model's input size (area interpolation), converts
+BGR to RGB (or to gray), then applies exactly the training normalisation stored in the checkpoint.
+A 28×28 frame therefore yields exactly the tensor the training code would have built.
+
+If a calibration file lies beside the model (:mod:`helpers.webcam.calibration`, written by notebook 06),
+probabilities are temperature-scaled and a top-1 confidence below its threshold reads "not sure".
+:class:`Predictor` runs a PyTorch checkpoint, :class:`OnnxPredictor` the exported ONNX model through
+OpenCV's ``dnn`` module (as the Jetson script does); both give :class:`Prediction` objects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from helpers import paths
+from helpers.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    check_metadata,
+    load_checkpoint,
+)
+from helpers.paths import shown
+from helpers.webcam.calibration import Calibration, calibration_path, softmax
+from helpers.webcam.camera import one_line
+
+NOT_SURE = "not sure"
+
+
+def guide_box(height: int, width: int) -> tuple[int, int, int]:
+    """The region that is cropped and classified: (left, top, side) of the largest centred square."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side
+
+
+def center_crop_square(frame: np.ndarray) -> np.ndarray:
+    """The guide box of an (H, W[, C]) image: its largest centred square."""
+    left, top, side = guide_box(*frame.shape[:2])
+    return frame[top : top + side, left : left + side]
+
+
+def to_model_pixels(frame_bgr: np.ndarray, image_size: int, in_channels: int) -> np.ndarray:
+    """Crop, resize and colour-convert a BGR frame: ``uint8`` (C, size, size), RGB or gray."""
+    square = center_crop_square(frame_bgr)
+    if square.shape[0] != image_size:
+        square = cv2.resize(square, (image_size, image_size), interpolation=cv2.INTER_AREA)
+    if in_channels == 1:
+        gray = square if square.ndim == 2 else cv2.cvtColor(square, cv2.COLOR_BGR2GRAY)
+        return gray[None]
+    if square.ndim == 2:
+        square = cv2.cvtColor(square, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(square, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)
+
+
+def normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 model pixels, (C, H, W) or (N, C, H, W), as the normalised float32 the model was trained on."""
+    m = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    return (np.asarray(pixels).astype(np.float32) / 255.0 - m) / s
+
+
+def preprocess(frame_bgr: np.ndarray, image_size: int, in_channels: int, mean: Sequence[float],
+               std: Sequence[float]) -> np.ndarray:
+    """A BGR frame as the normalised float32 (C, H, W) array the model was trained on."""
+    return normalise(to_model_pixels(frame_bgr, image_size, in_channels), mean, std)
+
+
+def to_bgr_frame(image_chw: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
+    """A data set image (uint8 C×H×W, RGB or gray) as an OpenCV BGR frame, optionally enlarged
+    ``scale`` times with nearest-neighbour (so that area resizing recovers it exactly)."""
+    arr = image_chw.numpy() if isinstance(image_chw, torch.Tensor) else np.asarray(image_chw)
+    frame = cv2.cvtColor(arr[0], cv2.COLOR_GRAY2BGR) if arr.shape[0] == 1 else cv2.cvtColor(arr.transpose(1, 2, 0), cv2.COLOR_RGB2BGR)
+    if scale > 1:
+        frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    return np.ascontiguousarray(frame)
+
+
+@dataclass
+class Prediction:
+    """Class probabilities of one frame, its top three classes, and whether it is confident enough."""
+
+    probabilities: np.ndarray
+    top: list[tuple[str, float]]
+    sure: bool = True  #: False when the top-1 confidence is below the calibrated threshold
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.top[0][1]
+
+    @property
+    def shown(self) -> str:
+        """What the demo says: the top-1 class, or "not sure"."""
+        return self.label if self.sure else NOT_SURE
+
+
+class _Base:
+    """Shared by the PyTorch and ONNX predictors: preprocessing, calibration, top-k."""
+
+    classes: list[str]
+    image_size: int
+    in_channels: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    calibration: Calibration | None
+
+    def pixels(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Frames cropped, resized and colour-converted as the model sees them: uint8 (N, C, H, W)."""
+        if not len(frames):
+            return np.zeros((0, self.in_channels, self.image_size, self.image_size), np.uint8)
+        return np.stack([to_model_pixels(f, self.image_size, self.in_channels) for f in frames])
+
+    def batch(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Preprocessed frames as one float32 (N, C, H, W) array."""
+        return normalise(self.pixels(frames), self.mean, self.std)
+
+    def logits_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw logits, shape (N, classes), of model pixels (:meth:`pixels`), in chunks of 512."""
+        raise NotImplementedError
+
+    def logits_many(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw logits, shape (N, classes), of BGR frames (preprocessed as in training)."""
+        return self.logits_pixels(self.pixels(frames))
+
+    def predict_many(self, frames: Sequence[np.ndarray], k: int = 3) -> list[Prediction]:
+        """Predictions for several frames at once (temperature-scaled and thresholded if calibrated)."""
+        logits = self.logits_many(frames)
+        cal = self.calibration
+        probs = softmax(logits, cal.temperature if cal else 1.0)
+        sure = cal.sure(probs) if cal else np.ones(len(probs), bool)
+        return [self._prediction(p, k, bool(ok)) for p, ok in zip(probs, sure)]
+
+    def predict(self, frame: np.ndarray, k: int = 3) -> Prediction:
+        """Top-``k`` prediction for one BGR frame."""
+        return self.predict_many([frame], k)[0]
+
+    def model_view(self, frame: np.ndarray) -> np.ndarray:
+        """The guide box as the model sees it: ``image_size`` px, BGR, for the inset."""
+        pixels = to_model_pixels(frame, self.image_size, self.in_channels)
+        return to_bgr_frame(pixels)
+
+    def _prediction(self, probs: np.ndarray, k: int, sure: bool) -> Prediction:
+        order = np.argsort(-probs)[:k]
+        return Prediction(probs, [(self.classes[i], float(probs[i])) for i in order], sure)
+
+
+class Predictor(_Base):
+    """A trained checkpoint wrapped for frames: ``predict(frame_bgr) -> Prediction``."""
+
+    def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu",
+                 calibration: Calibration | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+        self.model = checkpoint.model.to(self.device).eval()
+        self.classes = checkpoint.classes
+        self.image_size, self.in_channels = checkpoint.image_size, checkpoint.in_channels
+        self.mean, self.std = checkpoint.mean, checkpoint.std
+        self.calibration = calibration
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: str | torch.device = "cpu", calibrated: bool = True) -> Predictor:
+        """Load ``path`` (raises :class:`CheckpointError` with the reason if it is not usable) and, with
+        ``calibrated``, the calibration file beside it if there is one."""
+        cal_file = calibration_path(path)
+        calibration = Calibration.load(cal_file) if calibrated and cal_file.exists() else None
+        return cls(load_checkpoint(path, device), device, calibration)
+
+    def tensor(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """Preprocessed frames as one (N, C, H, W) tensor."""
+        return torch.from_numpy(self.batch(frames)).to(self.device)
+
+    @torch.inference_mode()
+    def logits_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        out = [self.model(torch.from_numpy(normalise(pixels[i:i + 512], self.mean, self.std)).to(self.device))
+               .float().cpu().numpy() for i in range(0, len(pixels), 512)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+class OnnxPredictor(_Base):
+    """The exported ONNX model (``helpers.webcam.export``) run by OpenCV's ``dnn`` module, as on the Jetson."""
+
+    def __init__(self, onnx_path: Path) -> None:
+        onnx_path = Path(onnx_path)
+        meta_path = onnx_path.with_suffix(".json")
+        if not onnx_path.is_file() or not meta_path.is_file():
+            raise CheckpointError(f"{shown(onnx_path)}: an ONNX model needs the file and its .json beside it; "
+                                  f"make both with `python -m helpers.webcam.export`")
+        where = shown(onnx_path)
+        try:
+            meta = json.loads(meta_path.read_bytes())
+            # read as bytes: OpenCV crashes on a file name that is not valid UTF-8
+            self.net = cv2.dnn.readNetFromONNX(np.frombuffer(onnx_path.read_bytes(), np.uint8))
+        except (ValueError, cv2.error) as exc:
+            raise CheckpointError(f"{where} is not a usable ONNX model of this project: "
+                                  f"{one_line(exc.err if isinstance(exc, cv2.error) else exc)}") from None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"{shown(meta_path)} holds a JSON {type(meta).__name__}, not the model's metadata "
+                                  f"object; export the model again")
+        self.meta = meta
+        self.classes, self.image_size, self.in_channels, self.mean, self.std = check_metadata(
+            where, meta.get("classes"), meta.get("image_size"), meta.get("in_channels"), meta.get("mean"),
+            meta.get("std"))
+        cal = meta.get("calibration")
+        self.calibration = Calibration.from_dict(cal, f"the calibration in {shown(meta_path)}") if cal else None
+        try:  # one blank input: does the network take the metadata's input and give one score per class?
+            self.net.setInput(np.zeros((1, self.in_channels, self.image_size, self.image_size), np.float32))
+            outputs = int(np.asarray(self.net.forward()).size)
+        except cv2.error as exc:
+            raise CheckpointError(f"{where}: the network does not take the {self.in_channels}x{self.image_size}x"
+                                  f"{self.image_size} input its metadata names ({one_line(exc.err)}); export it again") from None
+        check_metadata(where, self.classes, self.image_size, self.in_channels, self.mean, self.std, outputs=outputs)
+
+    def logits_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(pixels), 512):
+            blob = normalise(pixels[i:i + 512], self.mean, self.std)
+            self.net.setInput(blob)
+            out.append(self.net.forward().reshape(len(blob), -1))
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def load_predictor(path: Path, device: str | torch.device = "cpu") -> Predictor | OnnxPredictor:
+    """A :class:`Predictor` for a ``.pt`` checkpoint, an :class:`OnnxPredictor` for an ``.onnx`` file."""
+    path = Path(path)
+    return OnnxPredictor(path) if path.suffix == ".onnx" else Predictor.from_checkpoint(path, device)
+
+
+def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = None,
+             inset: np.ndarray | None = None) -> np.ndarray:
+    """A copy of the frame with the guide box, the top-3 labels with confidence bars (or "not sure"
+    above them), an FPS counter and, if given, ``inset`` (the model's view) in the bottom-left corner."""
+    out = frame_bgr.copy()
+    scale = 1
+    if out.shape[0] < 240:  # tiny frames (e.g. 28x28): enlarge so the text is readable
+        scale = int(np.ceil(240 / out.shape[0]))
+        out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    h, w = out.shape[:2]
+    left, top, side = guide_box(h, w)
+    box_colour = (80, 220, 80) if prediction.sure else (0, 200, 255)
+    cv2.rectangle(out, (left, top), (left + side - 1, top + side - 1), box_colour, 2)
+    panel_w = min(w, 330)
+    rows = len(prediction.top) + (0 if prediction.sure else 1)
+    overlay = out.copy()
+    cv2.rectangle(overlay, (0, 0), (panel_w, 30 + 26 * rows), (0, 0, 0), -1)
+    out = cv2.addWeighted(overlay, 0.55, out, 0.45, 0)
+    y0 = 24
+    if not prediction.sure:
+        cv2.putText(out, f"{NOT_SURE} (top {100 * prediction.confidence:.0f}%)", (8, y0), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.6, (0, 200, 255), 2, cv2.LINE_AA)
+        y0 += 26
+    for i, (name, p) in enumerate(prediction.top):
+        y = y0 + 26 * i
+        bar = int((panel_w - 120) * p)
+        color = (80, 220, 80) if i == 0 and prediction.sure else (200, 200, 200)
+        size = 0.5 if prediction.sure else 0.4  # when not sure, the top 3 stay listed, small
+        cv2.rectangle(out, (110, y - 14), (110 + bar, y + 2), color, -1)
+        cv2.putText(out, f"{p * 100:5.1f}%", (8, y), cv2.FONT_HERSHEY_SIMPLEX, size, color, 1, cv2.LINE_AA)
+        cv2.putText(out, name.replace("_", " ")[:24], (114, y), cv2.FONT_HERSHEY_SIMPLEX, size - 0.05,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    if inset is not None:
+        k = max(1, min(h, w) // (4 * inset.shape[0]))
+        big = cv2.resize(inset, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
+        ih, iw = big.shape[:2]
+        if ih + 10 < h and iw + 10 < w:
+            out[h - ih - 5:h - 5, 5:5 + iw] = big
+            cv2.rectangle(out, (4, h - ih - 6), (5 + iw, h - 4), (255, 255, 255), 1)
+    if fps is not None:
+        cv2.putText(out, f"{fps:4.1f} FPS", (w - 100, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 255, 255), 1,
+                    cv2.LINE_AA)
+    return out
+
+
+DEMO_CHOICE = "demo_model.json"  #: written by notebook 06 beside the models: which one the demo uses, and why
+
+
+def demo_choice(budget: str = "full") -> tuple[Path, str]:
+    """The model the demo uses and why: the one notebook 06 chose (``demo_model.json``), else the tuned
+    Simpsons-MNIST checkpoint (notebook 03), else the baseline one (notebook 02)."""
+    models = paths.Outputs.for_budget(budget).models
+    choice = models / DEMO_CHOICE
+    if choice.is_file():
+        try:
+            raw = json.loads(choice.read_text())
+            name, why = str(raw["checkpoint"]), str(raw["why"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{choice} is not a model choice of this project ({type(exc).__name__}: {exc}); "
+                                  f"delete it or re-run notebook 06") from None
+        if Path(name).name != name:
+            raise CheckpointError(f"{choice} names {name!r}, not a file beside it; delete it or re-run notebook 06")
+        if (models / name).is_file():
+            return models / name, why
+        lost = f"notebook 06 chose {name}, which is missing from {shown(models)} (re-run notebook 06)"
+    else:
+        lost = "notebook 06 has not chosen one"
+    for name, why in (("simpsons_tuned.pt", f"the tuned model of notebook 03 ({lost})"),
+                      ("baseline_simpsons.pt", f"the baseline of notebook 02 ({lost}; run notebook 03 for the tuned one)")):
+        if (models / name).exists():
+            return models / name, why
+    raise CheckpointError(
+        f"no Simpsons-MNIST model in {models}: run notebook 03 (tuned model) or 02 (baseline), "
+        f"e.g. `make report`, or pass --checkpoint"
+    )
+
+
+def write_demo_choice(models: Path, checkpoint: Path, why: str) -> Path:
+    """Record which model (a file in ``models``) the demo uses, and why."""
+    path = Path(models) / DEMO_CHOICE
+    path.write_text(json.dumps({"checkpoint": Path(checkpoint).name, "why": why}, indent=2))
+    return path

@@ -1,0 +1,1 @@
+"""Wing: the chest X-ray investigation (aspect-ratio shortcut, domain shift, swap-in diagnosis)."""
