@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data report test lab tensorboard tensorboard-shots benchmark clean
+.PHONY: setup data report test test-fast lab tensorboard tensorboard-shots benchmark clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,11 @@ report: setup  ## execute notebooks/NN_*.ipynb in place (full budget) and render
 	-$(BIN)/python -m helpers.data  # a missing data set is listed with how to get it; its sections are skipped
 	$(BIN)/python -m helpers.report --budget full
 
-test: setup  ## the test suite (notebooks run in the quick budget)
+test: setup  ## the whole test suite (notebooks run in the quick budget): about 7 minutes on 2 cores
 	$(BIN)/python -m pytest
+
+test-fast: setup  ## the fast tests only (no notebooks, kill-and-resume, Ray or subprocess commands): under 2 minutes
+	$(BIN)/python -m pytest -m "not slow"
 
 benchmark: setup  ## epoch time of the training engine vs a typical DataLoader pipeline
 	$(BIN)/python -m helpers.reporting.bench

@@ -146,6 +146,7 @@ def test_download_path_fetches_and_verifies_the_real_files(tmp_path: Path, mirro
     assert len(s.test) == 10000
 
 
+@pytest.mark.slow
 def test_simpsons_download_extracts_the_dataset_folder(tmp_path: Path, mirror: Path, monkeypatch) -> None:
     archive = tmp_path / "simpsons-mnist-HEAD.zip"
     with zipfile.ZipFile(archive, "w") as zf:  # the real files, laid out like GitHub's archive

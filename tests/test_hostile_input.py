@@ -90,6 +90,7 @@ def onnx_file(model_file: Path, tmp_path_factory) -> Path:
 # ----------------------------------------------------------------------------------- 1. non-UTF-8 file names
 
 
+@pytest.mark.slow
 def test_a_non_utf8_image_name_is_classified_not_a_crash(tmp_path: Path, real_image: Path, model_file: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -124,6 +125,7 @@ def test_the_demo_reads_and_writes_frames_under_non_utf8_names(tmp_path: Path, r
     assert meta["classes"] and net is not None
 
 
+@pytest.mark.slow
 def test_a_video_with_a_non_utf8_name_is_refused_in_one_line(tmp_path: Path, model_file: Path) -> None:
     video = tmp_path / f"{BAD}.avi"
     video.write_bytes(b"not opened")
@@ -209,6 +211,7 @@ def _png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
 
 
+@pytest.mark.slow
 def test_huge_images_are_refused_in_one_line_and_the_others_still_classified(tmp_path: Path, real_image: Path,
                                                                               model_file: Path) -> None:
     folder = tmp_path / "big"
@@ -258,6 +261,7 @@ def test_an_onnx_model_that_contradicts_its_json_is_refused_in_one_line(tmp_path
     assert str(err.value).startswith("error: ") and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_an_onnx_json_that_is_a_list_is_refused(tmp_path: Path, onnx_file: Path) -> None:
     onnx = tmp_path / "m.onnx"
     shutil.copyfile(onnx_file, onnx)
@@ -361,6 +365,7 @@ def test_a_mirror_copy_onto_a_full_disk_fails_in_one_short_line_and_leaves_nothi
 # ----------------------------------------------------------------------------------- 8. the demo's results
 
 
+@pytest.mark.slow
 def test_the_demo_fails_when_a_frame_cannot_be_written(tmp_path: Path, real_image: Path, model_file: Path) -> None:
     frames = tmp_path / "in"
     frames.mkdir()
@@ -373,6 +378,7 @@ def test_the_demo_fails_when_a_frame_cannot_be_written(tmp_path: Path, real_imag
     assert result.stderr.startswith("error: could not write") and "frame_00000.png" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_demo_fails_on_a_folder_of_unreadable_images(tmp_path: Path, model_file: Path) -> None:
     frames = tmp_path / "in"
     frames.mkdir()
@@ -494,6 +500,7 @@ def test_a_dangling_or_damaged_ray_state_names_the_folder_to_delete(tmp_path: Pa
                              outputs=Outputs(tmp_path / "outputs"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.0, float("nan")])
 def test_a_calibration_with_a_zero_or_nan_temperature_is_refused(tmp_path: Path, model_file: Path,
                                                                   real_image: Path, temperature: float) -> None:
@@ -507,6 +514,7 @@ def test_a_calibration_with_a_zero_or_nan_temperature_is_refused(tmp_path: Path,
     assert "nan %" not in result.stdout
 
 
+@pytest.mark.slow
 def test_a_folder_without_images_does_not_stop_the_others(tmp_path: Path, real_image: Path, model_file: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = _cli("-m", "helpers.predict", str(tmp_path / "empty"), str(real_image), "--json", "--model",

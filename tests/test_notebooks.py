@@ -26,6 +26,7 @@ def test_notebooks_exist_in_order() -> None:
     assert [n[:2] for n in names] == [f"{i:02d}" for i in range(1, len(names) + 1)]
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("notebooks")  # one worker, in order: notebook 06 uses the models of 03
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
@@ -123,6 +124,7 @@ def test_committed_notebooks_carry_a_full_run() -> None:
         assert not nan_shown(nb, html_tables(nb)), f"{path.name} shows NaN: {nan_shown(nb, html_tables(nb))}"
 
 
+@pytest.mark.slow
 def test_report_renders_an_index_linking_every_notebook(tmp_path: Path) -> None:
     index = render(NOTEBOOKS, tmp_path)
     text = index.read_text()

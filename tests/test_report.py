@@ -151,3 +151,29 @@ def test_a_notebook_is_flagged_when_code_it_imports_changed_since_its_run(tmp_pa
     assert provenance.stale(root / "01_x.ipynb", {"commit": head, "dirty": False}, root) is None
     assert "uncommitted changes" in provenance.stale(root / "01_x.ipynb", {"commit": head, "dirty": True}, root)
     assert "not in this repository" in provenance.stale(root / "01_x.ipynb", {"commit": "0" * 40, "dirty": False}, root)
+
+
+def test_blank_screenshots_are_told_from_rendered_ones() -> None:
+    import io
+
+    from PIL import Image
+
+    from helpers.reporting.tbshots import is_blank
+
+    def png(array) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array.astype("uint8")).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    import numpy as np
+    white = np.full((200, 300, 3), 255)
+    assert is_blank(png(white))
+    spinner = white.copy()
+    spinner[90:110, 140:160] = 120  # a loading spinner on an empty page
+    assert is_blank(png(spinner))
+    rng = np.random.default_rng(0)
+    chart = white.copy()
+    for k in range(40):  # lines of a chart in several colours
+        chart[rng.integers(0, 200), :, :] = rng.integers(0, 255, 3)
+    chart[:, 50:52] = 0
+    assert not is_blank(png(chart))

@@ -133,6 +133,7 @@ def test_monitor_val_acc_keeps_the_most_accurate_epoch(fashion_slice: DataSplits
     assert h.optimizer["class"] == "Adam" and h.optimizer["lr"] == pytest.approx(3e-3)
 
 
+@pytest.mark.slow
 def test_benchmark_command_prints_both_pipelines_and_the_ratio(capsys) -> None:
     from helpers import plumbing
     from helpers.reporting import bench

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +18,7 @@ from helpers.data import load_simpsons_mnist
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
 from helpers.training import fit
-from helpers.tuning import charts, search, spaces, tables, trialstore
+from helpers.tuning import charts, search, spaces, tables
 from helpers.tuning.search import Objective
 
 matplotlib.use("Agg")
@@ -203,55 +197,6 @@ def test_resuming_with_another_search_is_refused(tmp_path: Path) -> None:
     search.run_search(_analytic, space, search.SearchSpec("s", "tpe", 0, 2), tmp_path / "t.json", progress=False)
     with pytest.raises(search.SearchMismatchError):
         search.run_search(_analytic, space, search.SearchSpec("s", "random", 0, 2), tmp_path / "t.json", progress=False)
-
-
-SEARCH_SCRIPT = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    from helpers.tuning import search, spaces
-    from helpers.tuning.search import Objective
-    from helpers.data import load_simpsons_mnist
-    from helpers.paths import Outputs
-    data = load_simpsons_mnist("rgb").subset(n_train=600, n_val=200, n_test=100)
-    obj = Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", outputs=Outputs(Path(sys.argv[1])),
-                           device="cpu")
-    spec = search.SearchSpec("kill", "random", seed=1, max_evals=int(sys.argv[3]))
-    search.run_search(obj, spaces.lenet_space(), spec, Path(sys.argv[2]), progress=False)
-""")
-
-
-def test_search_killed_with_sigkill_resumes_without_rerunning_finished_trials(tmp_path: Path, small) -> None:
-    trials_path = tmp_path / "trials.json"
-    script = tmp_path / "search.py"
-    script.write_text(SEARCH_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(trials_path), "12"], env=env)
-    deadline = time.time() + 240
-    finished_before = 0
-    while time.time() < deadline and proc.poll() is None:
-        if trials_path.exists():
-            finished_before = len(trialstore.load_trials(trials_path).trials)
-            if finished_before >= 2:
-                break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the search must still have been running when killed"
-
-    before = trialstore.load_trials(trials_path)  # still a valid file: saves are atomic
-    k = len(before.trials)
-    assert 2 <= k < 12
-    kept = [(t["tid"], t["result"]["val_acc"], t["misc"]["vals"]) for t in before.trials]
-
-    calls = []
-    data = small.subset(n_train=600, n_val=200)
-    obj = Objective(data, {"epochs": 2, "seed": 0}, "kill", "random", outputs=Outputs(tmp_path), device="cpu",
-                           train_fn=lambda *a, **kw: calls.append(1) or fit(*a, **kw))
-    after = search.run_search(obj, spaces.lenet_space(), search.SearchSpec("kill", "random", 1, 12), trials_path,
-                              progress=False)
-    assert len(after.trials) == 12 and len(calls) == 12 - k  # only the missing trials ran
-    assert [(t["tid"], t["result"]["val_acc"], t["misc"]["vals"]) for t in after.trials[:k]] == kept
-    assert len({str(t["misc"]["vals"]) for t in after.trials}) == 12  # no suggestion replayed
 
 
 def test_importance_ranks_nothing_from_too_few_finished_trials() -> None:

@@ -169,6 +169,7 @@ def test_gstreamer_pipeline_is_well_formed() -> None:
         camera.gstreamer_pipeline(flip_method=8)
 
 
+@pytest.mark.slow
 def test_onnx_through_cv2_dnn_equals_pytorch_on_every_test_image(simpsons: DataSplits, checkpoint: Path,
                                                                   tmp_path: Path) -> None:
     onnx_path = export_onnx(checkpoint, tmp_path / "model.onnx")
@@ -264,6 +265,7 @@ def test_without_a_display_the_demo_falls_back_to_headless(checkpoint: Path, vid
     assert capsys.readouterr().out.count("no display found") == 1
 
 
+@pytest.mark.slow
 def test_entry_points_report_bad_input_in_one_line_without_a_traceback(tmp_path: Path) -> None:
     env = {**os.environ, "PORTFOLIO_OUTPUT_DIR": str(tmp_path)}
     env.pop("HELPERS_DEBUG", None)

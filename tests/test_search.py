@@ -137,6 +137,7 @@ def _table(path: Path) -> list[tuple]:
     return [(r.trial, r.state, r.epochs, r.val_acc, str(r.point)) for r in frame.itertuples()]
 
 
+@pytest.mark.slow
 def test_a_search_killed_mid_trial_resumes_to_the_same_table(tmp_path: Path) -> None:
     script = tmp_path / "search.py"
     script.write_text(KILL_SCRIPT)

@@ -52,6 +52,7 @@ def test_trial_resources_ask_for_a_gpu_fraction_only_when_there_is_one() -> None
         ray_tune.trial_resources(0)
 
 
+@pytest.mark.slow
 def test_local_search_binds_to_loopback_and_gives_a_trials_frame(ray_local, tiny: DataSplits, tmp_path: Path) -> None:
     import ray
 
@@ -78,6 +79,7 @@ def test_local_search_binds_to_loopback_and_gives_a_trials_frame(ray_local, tiny
     assert fig.axes[0].get_xlabel() == "epochs spent by the search"
 
 
+@pytest.mark.slow
 def test_a_two_node_cluster_is_reached_by_its_address(tiny: DataSplits, tmp_path: Path) -> None:
     import ray
     from ray.cluster_utils import Cluster
@@ -140,6 +142,7 @@ def _ended(experiment: Path) -> set[str]:
     return ended
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_with_restore_and_reruns_nothing_finished(ray_local, tmp_path: Path,
                                                                               tiny: DataSplits) -> None:
     script = tmp_path / "search.py"

@@ -227,6 +227,7 @@ def test_shift_report_has_a_row_per_family_and_severity(model_file: Path, simpso
 # ----------------------------------------------------------------------------------- predict CLI
 
 
+@pytest.mark.slow
 def test_predict_cli_on_real_images_of_any_size_and_a_broken_file(model_file: Path, simpsons: DataSplits,
                                                                    tmp_path: Path) -> None:
     folder = tmp_path / "photos"

@@ -1,4 +1,4 @@
-"""TensorBoard event files and checkpoints."""
+"""Checkpoints (weights and metadata, checked when loaded) and the TensorBoard runs that every training logs."""
 
 from __future__ import annotations
 
@@ -146,27 +146,3 @@ def test_a_tuning_run_logs_every_trial_with_its_hparams_and_metrics(tmp_path: Pa
         assert start.hparams["batch_size"].number_value == int(row["batch_size"])
         assert acc.Scalars("hparam/val_acc")[-1].value == pytest.approx(float(row["val_acc"]), abs=1e-6)
         assert len(acc.Scalars("accuracy/val")) == int(row["epochs"])  # a stopped trial has only its epochs
-
-
-def test_blank_screenshots_are_told_from_rendered_ones() -> None:
-    from PIL import Image
-
-    from helpers.reporting.tbshots import is_blank
-
-    def png(array) -> bytes:
-        buffer = io.BytesIO()
-        Image.fromarray(array.astype("uint8")).save(buffer, "PNG")
-        return buffer.getvalue()
-
-    import numpy as np
-    white = np.full((200, 300, 3), 255)
-    assert is_blank(png(white))
-    spinner = white.copy()
-    spinner[90:110, 140:160] = 120  # a loading spinner on an empty page
-    assert is_blank(png(spinner))
-    rng = np.random.default_rng(0)
-    chart = white.copy()
-    for k in range(40):  # lines of a chart in several colours
-        chart[rng.integers(0, 200), :, :] = rng.integers(0, 255, 3)
-    chart[:, 50:52] = 0
-    assert not is_blank(png(chart))
