@@ -1,16 +1,13 @@
-"""Plumbing every entry point shares: one error path for command lines, the device, and files written atomically with a checksum.
+"""Plumbing every entry point shares: one error path for command lines, the device, and files written
+atomically with a checksum.
 
-One way for every command-line entry point to fail: a clear line on stderr and a non-zero exit.
-
-Bad input (a missing or damaged file, a wrong model file, a bad argument value) is the user's to
+Every command-line entry point fails the same way: a clear line on stderr and a non-zero exit. Bad input (a missing or damaged file, a wrong model file, a bad argument value) is the user's to
 fix, and a traceback only hides the sentence that says how. :func:`run` prints ``error: <message>``
 and exits 2 for such errors, 130 for Ctrl-C; ``HELPERS_DEBUG=1`` shows the traceback instead.
 
-Pick the compute device: CUDA, then Apple MPS, then CPU; overridable.
+The compute device is picked as CUDA, then Apple MPS, then CPU; overridable (:func:`pick_device`).
 
-Files this project writes and later trusts: atomic writes with a sha256 checksum beside them.
-
-A data cache, a checkpoint or a cached experiment result with one flipped byte can still load,
+Files this project writes and later trusts are written atomically with a sha256 checksum beside them. A data cache, a checkpoint or a cached experiment result with one flipped byte can still load,
 with wrong values. Every such file is written with :func:`write_checked` (temporary file, fsync,
 rename; then ``<name>.sha256`` beside it) and read back with :func:`read_checked`, which returns the
 bytes only when they match their checksum.

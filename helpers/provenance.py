@@ -7,8 +7,7 @@ each data set a notebook used (:meth:`helpers.splits.DataSplits.fingerprint`). :
 compares a notebook's recorded commit with the current tree, for the ``helpers`` modules the
 notebook imports (directly or through other helpers), and says why its outputs may be out of date.
 
-Budgets and the 'how this notebook was run' stamp every notebook ends with.
-
+It also holds the budgets (:func:`choose`) and the run stamp every notebook ends with:
 :meth:`RunStamp.finish` prints the stamp (budget, device, versions, wall time, git commit, data
 fingerprints) and writes the notebook's machine-readable summary: ``outputs/summary/<notebook>.json``
 and, for the committed copy, the same JSON as an output of the last cell (under

@@ -6,9 +6,8 @@ and evaluated: the baseline notebook (:func:`train_and_evaluate`), every Hyperop
 go through it. The test split is evaluated only when asked, after training, and only reported
 (model selection uses validation).
 
-TensorBoard tracking: one ``SummaryWriter`` per run under ``runs/<experiment>/<run>``.
-
-Each run gets per-epoch scalars (``loss/train``, ``loss/val``, ``accuracy/train``,
+Each run is tracked in TensorBoard (:class:`RunTracker`: one ``SummaryWriter`` per run under
+``runs/<experiment>/<run>``) and gets per-epoch scalars (``loss/train``, ``loss/val``, ``accuracy/train``,
 ``accuracy/val``, ``lr``, ``time/epoch_seconds``), optional figures, and its hyperparameters with
 final metrics for the HParams dashboard. ``SummaryWriter.add_hparams`` would put those in a new
 sub-run and reject non-scalar values; :meth:`RunTracker.log_hparams` writes them into the run's own
@@ -39,7 +38,7 @@ from helpers.models import build_model, count_parameters
 from helpers.paths import Outputs
 from helpers.plots import plot_confusion
 from helpers.splits import DataSplits
-from helpers.training import Evaluation, FitResult, History, TrainConfig, evaluate, fit
+from helpers.training import Evaluation, FitResult, History, TrainConfig, TrainHook, evaluate, fit, hook_settings
 
 ARCH_LABELS = {"lenet5": "LeNet-5", "reference_cnn": "Reference CNN"}
 
@@ -59,6 +58,11 @@ class RunResult:
     checkpoint: Path | None
     train_config: TrainConfig
     model_config: dict[str, Any]
+    hooks: tuple[TrainHook, ...] = ()  #: what a wing added to fit's batches (views, outlier exposure)
+
+    def settings(self) -> dict[str, Any]:
+        """The training settings as recorded: the TrainConfig and the hooks' settings, one flat dict."""
+        return {**asdict(self.train_config), **hook_settings(self.hooks)}
 
     def summary(self) -> dict[str, Any]:
         """A table row: data set, model, size, epochs, validation and test accuracy (%), time."""
@@ -79,7 +83,7 @@ def train_tracked(
     model_config: dict[str, Any] | None = None, hparams: dict[str, Any] | None = None,
     device: str | torch.device = "auto", evaluate_test: bool = False, figures: bool = True,
     on_epoch: Callable[[dict[str, float]], bool | None] | None = None, train_fn: Callable[..., FitResult] = fit,
-    init_state: Mapping[str, torch.Tensor] | None = None,
+    init_state: Mapping[str, torch.Tensor] | None = None, hooks: Sequence[TrainHook] = (),
 ) -> RunResult:
     """The one tracked-training path: build ``arch``, fit it, log to TensorBoard, evaluate, return the result.
 
@@ -97,10 +101,12 @@ def train_tracked(
     model = build_model(arch, seed=train.seed, **config)
     if init_state is not None:
         model.load_state_dict(init_state)
-    hparams = hparams if hparams is not None else {"arch": arch, "dataset": data.name, **config, **asdict(train)}
+    hparams = hparams if hparams is not None else {"arch": arch, "dataset": data.name, **config, **asdict(train),
+                                                   **hook_settings(hooks)}
     val = test = None
     with RunTracker(experiment, name, outputs.runs) as tracker:
-        result = train_fn(model, data, train, device=device, tracker=tracker, on_epoch=on_epoch)
+        result = train_fn(model, data, train, device=device, tracker=tracker, on_epoch=on_epoch,
+                          **({"hooks": tuple(hooks)} if hooks else {}))
         h = result.history
         if not h.epochs:
             tracker.log_hparams(hparams, {"val_acc": float("nan"), "val_loss": float("nan")})
@@ -116,7 +122,7 @@ def train_tracked(
             nan = {"val_acc": float("nan"), "val_loss": float("nan")}  # a diverged run scores nothing
             tracker.log_hparams(hparams, nan if h.diverged else _metrics(val, test, h))
     return RunResult(name, data.name, arch, result.model, h, val, test, count_parameters(result.model), None,
-                     train, config)
+                     train, config, tuple(hooks))
 
 
 def _metrics(val: Evaluation, test: Evaluation | None, history: History) -> dict[str, float]:
@@ -131,6 +137,7 @@ def train_and_evaluate(
     data: DataSplits, train: TrainConfig, *, name: str, experiment: str, arch: str = "lenet5",
     model_config: dict[str, Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
     checkpoint: Path | None = None, evaluate_test: bool = True, init_state: Mapping[str, torch.Tensor] | None = None,
+    hooks: Sequence[TrainHook] = (),
 ) -> RunResult:
     """:func:`train_tracked` with the test split reported, and a checkpoint saved if a path is given.
 
@@ -138,7 +145,7 @@ def train_and_evaluate(
     """
     result = train_tracked(data, train, experiment=experiment, name=name, outputs=outputs, arch=arch,
                            model_config=model_config, device=device, evaluate_test=evaluate_test,
-                           init_state=init_state)
+                           init_state=init_state, hooks=hooks)
     if result.val is None:
         raise RuntimeError(f"run {name!r} finished no epoch: {result.history.diverged or 'no training step ran'}")
     if checkpoint is not None:
@@ -154,7 +161,7 @@ def save_run(result: RunResult, data: DataSplits, checkpoint: Path, extra: Mappi
     if result.test is not None:
         metrics["test_acc"] = result.test.accuracy
     save_checkpoint(checkpoint, result.model, data.classes, data.mean, data.std,
-                    train_config=asdict(result.train_config), metrics=metrics,
+                    train_config=result.settings(), metrics=metrics,
                     extra={"dataset": data.name, "note": data.note, "data_fingerprint": data.fingerprint(),
                            **(extra or {})})
     result.checkpoint = checkpoint
@@ -163,7 +170,7 @@ def save_run(result: RunResult, data: DataSplits, checkpoint: Path, extra: Mappi
 
 def reload_run(checkpoint: Path, data: DataSplits, train: TrainConfig, *, name: str,
                model_config: dict[str, Any] | None = None, arch: str = "lenet5",
-               device: str | torch.device = "auto") -> RunResult | None:
+               device: str | torch.device = "auto", hooks: Sequence[TrainHook] = ()) -> RunResult | None:
     """The run saved at ``checkpoint`` (with its history, see :func:`save_run`'s ``extra``), if it was
     trained with exactly ``train`` and ``model_config`` on data with ``data``'s fingerprint; else None.
 
@@ -183,11 +190,11 @@ def reload_run(checkpoint: Path, data: DataSplits, train: TrainConfig, *, name: 
 
     history = ck.extra.get("history")
     if (ck.arch != arch or not isinstance(history, dict) or ck.extra.get("data_fingerprint") != data.fingerprint()
-            or not same(ck.train_config, asdict(train)) or not same({k: ck.model_config.get(k) for k in config}, config)):
+            or not same(ck.train_config, {**asdict(train), **hook_settings(hooks)}) or not same({k: ck.model_config.get(k) for k in config}, config)):
         return None
     val = evaluate(ck.model, data, "val", device=device)
     return RunResult(name, data.name, arch, ck.model, History(**history), val, None, count_parameters(ck.model),
-                     checkpoint, train, config)
+                     checkpoint, train, config, tuple(hooks))
 
 
 def results_table(results: Sequence[RunResult]) -> pd.DataFrame:
@@ -232,7 +239,7 @@ def seed_summary(results: Sequence[RunResult]) -> dict[str, float]:
 def train_over_seeds(
     data: DataSplits, train: TrainConfig, seeds: Sequence[int], *, name: str, experiment: str,
     model_config: dict[str, Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
-    checkpoint: Path | None = None,
+    checkpoint: Path | None = None, hooks: Sequence[TrainHook] = (),
 ) -> list[RunResult]:
     """:func:`train_and_evaluate` once per seed (weights and batch order both seeded).
 
@@ -240,7 +247,7 @@ def train_over_seeds(
     """
     results = [
         train_and_evaluate(data, replace(train, seed=s), name=f"{name}-seed{s}", experiment=experiment,
-                           model_config=model_config, device=device, outputs=outputs)
+                           model_config=model_config, device=device, outputs=outputs, hooks=hooks)
         for s in seeds
     ]
     if checkpoint is not None:
@@ -252,7 +259,7 @@ def save_best(results: Sequence[RunResult], data: DataSplits, checkpoint: Path) 
     """Save the run with the best *validation* accuracy to ``checkpoint`` (with the seeds' summary); return it."""
     best = max(results, key=lambda r: r.val.accuracy)
     save_checkpoint(checkpoint, best.model, data.classes, data.mean, data.std,
-                    train_config=asdict(best.train_config),
+                    train_config=best.settings(),
                     metrics={"val_acc": best.val.accuracy, "test_acc": best.test.accuracy if best.test else None,
                              "seed": best.train_config.seed, **{f"seeds_{k}": v for k, v in seed_summary(results).items()}},
                     extra={"dataset": data.name, "note": data.note, "data_fingerprint": data.fingerprint()})

@@ -90,8 +90,9 @@ class Split:
     x: torch.Tensor  #: uint8, (N, C, H, W)
     y: torch.Tensor  #: int64, (N,)
     ids: list[str]
-    #: optional uint8 (K, N, C, H, W): K other versions of every image (e.g. camera-shifted ones,
-    #: :func:`helpers.webcam.robust.with_camera_views`), drawn from during training by ``TrainConfig.view_prob``
+    #: optional uint8 (K, N, C, H, W): K other versions of every image (camera-shifted ones,
+    #: :func:`helpers.webcam.robust.camera_views`; stretched ones, :func:`helpers.xray.aspect.with_stretch_views`),
+    #: swapped in during training by the :class:`helpers.training.ViewSwap` hook
     views: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -118,7 +119,7 @@ class DataSplits:
     source: str  #: folder the files were read from
     note: str = ""  #: e.g. which part of the data set this is
     #: optional uint8 (M, C, H, W) images with no class in them, for the outlier-exposure loss
-    #: (``TrainConfig.outlier_weight``, :func:`helpers.webcam.robust.with_outliers`)
+    #: (:class:`helpers.webcam.robust.OutlierExposure`, :func:`helpers.webcam.robust.outlier_images`)
     outliers: torch.Tensor | None = None
 
     @property

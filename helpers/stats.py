@@ -1,9 +1,12 @@
-"""The few statistics the reports rest on: intervals over seeds and test images, paired differences,
-and a rank test between two sets of repeated runs. Each returns its numbers and the rule it applied.
+"""The few statistics the reports rest on, and every decision made from them, each by one stated rule.
 
-Verdicts on hypotheses, each by a stated rule over the runs that test them.
+Intervals over seeds (Student t) and over test images (Wilson); **the one rule for "B beats A"**
+(:func:`paired_difference`: the mean difference paired by seed, whose 95 % Student-t interval excludes
+0; every study, the robust model, the swap diagnosis and the reflections use it); :class:`Decision`
+and :func:`target` (a value, its interval, met or missed, the rule's text); a rank test between two
+sets of repeated runs. Sentences are built from these results, never the other way round.
 
-Runs come as a frame with one row per (configuration, seed): the factor columns, ``seed`` and the
+Verdicts on hypotheses: runs come as a frame with one row per (configuration, seed): the factor columns, ``seed`` and the
 metric. Every single claim has three outcomes:
 
 * **supported**: the claim holds significantly;

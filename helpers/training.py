@@ -7,7 +7,9 @@ the training loop; loss and accuracy are accumulated on the device and read once
 a cheap divergence check every few dozen steps). On CUDA the forward pass runs in bfloat16
 autocast and the optimizers use their fused kernels.
 
-A trained model on one split: accuracy, loss, per-class recall, balanced accuracy, confusion matrix.
+A wing adds to the batches through :class:`TrainHook` (precomputed views swapped in, outlier exposure)
+without the loop knowing what it adds. :func:`evaluate` scores a trained model on one split: accuracy,
+loss, per-class recall, balanced accuracy, confusion matrix.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,9 +62,6 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast on CUDA (ignored elsewhere)
     channels_last: bool = False  # NHWC memory layout for the model and its inputs (see `make benchmark`)
     diverge_factor: float = 10.0  # training loss above this × chance-level loss counts as divergence
-    view_prob: float = 0.0  # share of training images replaced, per image and step, by one of their views (Split.views)
-    outlier_weight: float = 0.0  # weight of the outlier-exposure loss (cross-entropy to uniform on DataSplits.outliers)
-    outlier_share: float = 0.5  # outliers per step, as a share of the batch size (with outlier_weight > 0)
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,11 +85,6 @@ class TrainConfig:
             problems.append(f"rotate must be in [0, 45] degrees, got {self.rotate}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0 <= self.view_prob <= 1:
-            problems.append(f"view_prob must be in [0, 1], got {self.view_prob}")
-        if self.outlier_weight < 0 or not 0 < self.outlier_share <= 4:
-            problems.append(f"outlier_weight must be >= 0 and outlier_share in (0, 4], got {self.outlier_weight}, "
-                            f"{self.outlier_share}")
         if self.monitor not in ("val_loss", "val_acc"):
             problems.append(f"monitor must be 'val_loss' or 'val_acc', got {self.monitor!r}")
         if problems:
@@ -139,13 +133,11 @@ class FitResult:
 class DeviceSplit:
     """A split on the device as normalised float tensors (built once per run)."""
 
-    def __init__(self, split: Split, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
-                 with_views: bool = False) -> None:
+    def __init__(self, split: Split, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> None:
         self.m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.x = self.normalise(split.x.to(device))
         self.y = split.y.to(device)
-        self.views = split.views.to(device) if with_views and split.views is not None else None  # uint8, (K, N, C, H, W)
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels as the normalised float32 the model sees (training-split statistics)."""
@@ -205,21 +197,56 @@ def augment(x: torch.Tensor, hflip: bool, shift: int, gen: torch.Generator, rota
     return x
 
 
-def swap_in_views(xb: torch.Tensor, train: DeviceSplit, idx: torch.Tensor, prob: float,
-                  gen: torch.Generator) -> torch.Tensor:
-    """Replace each image of a batch, with probability ``prob`` and independently per image, by one of
-    its K stored views (which one also drawn per image)."""
-    n = len(idx)
-    use = torch.rand(n, device=xb.device, generator=gen) < prob
-    k = torch.randint(0, train.views.shape[0], (n,), device=xb.device, generator=gen)
-    alt = train.normalise(train.views[k, idx])
-    return torch.where(use.view(-1, 1, 1, 1), alt, xb)
+class TrainHook:
+    """What a wing adds to :func:`fit`'s batches without the loop knowing what it is (the camera and
+    stretched views, outlier exposure). :meth:`start` is called once per run; :meth:`batch` may replace
+    images of a batch or append rows after them (one hook at most appends); :meth:`extra_loss` is added to
+    the loss, given the model's outputs on the appended rows. :meth:`settings` is recorded with the run
+    (hyperparameters, checkpoints), so that two runs are the same only when their hooks are."""
+
+    def settings(self) -> dict[str, Any]:
+        return {}
+
+    def start(self, data: DataSplits, train: DeviceSplit, device: torch.device, gen: torch.Generator) -> None:
+        self.train, self.gen = train, gen
+
+    def batch(self, xb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return xb
+
+    def extra_loss(self, out: torch.Tensor) -> torch.Tensor | None:
+        return None
 
 
-def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Outlier exposure (Hendrycks et al. 2019): cross-entropy between softmax(logits) and the uniform
-    distribution, averaged over the rows; lowest when an image without a class gets equal probabilities."""
-    return -F.log_softmax(logits, dim=1).mean(dim=1).mean()
+class ViewSwap(TrainHook):
+    """Each training image of a batch is replaced, with probability ``prob`` and independently per image, by
+    one of its K stored views (``Split.views``; which one also drawn per image): precomputed augmentations
+    such as the webcam wing's camera views and the X-ray wing's stretched copies."""
+
+    def __init__(self, prob: float) -> None:
+        if not 0 < prob <= 1:
+            raise ValueError(f"view_prob must be in (0, 1], got {prob}")
+        self.prob = prob
+
+    def settings(self) -> dict[str, Any]:
+        return {"view_prob": self.prob}
+
+    def start(self, data: DataSplits, train: DeviceSplit, device: torch.device, gen: torch.Generator) -> None:
+        if data.train.views is None:
+            raise ValueError("ViewSwap needs views of the training images (Split.views: "
+                             "helpers.webcam.robust.robust_data, helpers.xray.aspect.with_stretch_views)")
+        super().start(data, train, device, gen)
+        self.views = data.train.views.to(device)  # uint8, (K, N, C, H, W)
+
+    def batch(self, xb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        n = len(idx)
+        use = torch.rand(n, device=xb.device, generator=self.gen) < self.prob
+        k = torch.randint(0, self.views.shape[0], (n,), device=xb.device, generator=self.gen)
+        return torch.where(use.view(-1, 1, 1, 1), self.train.normalise(self.views[k, idx]), xb)
+
+
+def hook_settings(hooks: Sequence[TrainHook]) -> dict[str, Any]:
+    """The settings of every hook of a run, as one flat dict (recorded beside its TrainConfig)."""
+    return {k: v for h in hooks for k, v in h.settings().items()}
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -249,6 +276,7 @@ def fit(
     device: str | torch.device | None = "auto",
     on_epoch: Callable[[dict[str, float]], bool | None] | None = None,
     tracker: Any | None = None,
+    hooks: Sequence[TrainHook] = (),
 ) -> FitResult:
     """Train ``model`` on ``data.train``, validate on ``data.val`` each epoch; never touches test.
 
@@ -261,23 +289,20 @@ def fit(
     epoch (``history.stopped_early``), the hook a search uses to end unpromising trials.
     """
     device = device if isinstance(device, torch.device) else pick_device(device)
-    if config.view_prob > 0 and data.train.views is None:
-        raise ValueError("view_prob > 0 needs views of the training images (helpers.webcam.robust.with_camera_views)")
-    if config.outlier_weight > 0 and (data.outliers is None or not len(data.outliers)):
-        raise ValueError("outlier_weight > 0 needs outlier images (helpers.webcam.robust.with_outliers)")
     torch.manual_seed(config.seed)  # dropout masks
     gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
-    train = DeviceSplit(data.train, data.mean, data.std, device, with_views=config.view_prob > 0)
+    train = DeviceSplit(data.train, data.mean, data.std, device)
     val = DeviceSplit(data.val, data.mean, data.std, device)
+    for hook in hooks:
+        hook.start(data, train, device, gen)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
         train.x, val.x = (t.contiguous(memory_format=torch.channels_last) for t in (train.x, val.x))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    outliers = data.outliers.to(device) if config.outlier_weight > 0 else None  # uint8, normalised per step
     weights = balanced_class_weights(data.train.y, data.num_classes).to(device) if config.class_weights else None
-    loop = _Loop(model, config, device, gen, n_train=len(train), outliers=outliers, class_weights=weights)
+    loop = _Loop(model, config, device, gen, n_train=len(train), hooks=hooks, class_weights=weights)
     history = History(optimizer=loop.optimizer_settings())
     best_state = copy.deepcopy(model.state_dict())
     wait = 0
@@ -325,9 +350,9 @@ class _Loop:
     """The optimizer, schedule and batching of one run: one call of :meth:`train_epoch` per epoch."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, gen: torch.Generator,
-                 n_train: int, outliers: torch.Tensor | None = None, class_weights: torch.Tensor | None = None) -> None:
+                 n_train: int, hooks: Sequence[TrainHook] = (), class_weights: torch.Tensor | None = None) -> None:
         self.model, self.config, self.device, self.gen = model, config, device, gen
-        self.outliers, self.class_weights = outliers, class_weights
+        self.hooks, self.class_weights = hooks, class_weights
         self.opt = make_optimizer(model, config, device)
         self.n, self.bs = n_train, config.batch_size
         self.steps_per_epoch = max(1, self.n // self.bs) if self.n > self.bs else 1
@@ -353,23 +378,21 @@ class _Loop:
         for step in range(self.steps_per_epoch):
             idx = perm[step * bs : (step + 1) * bs] if n > bs else perm
             xb, yb = train.x[idx], train.y[idx]
-            if train.views is not None:
-                xb = swap_in_views(xb, train, idx, config.view_prob, self.gen)
             n_in = len(yb)
-            if self.outliers is not None:
-                pick = torch.randint(0, len(self.outliers), (max(1, round(config.outlier_share * n_in)),),
-                                     device=device, generator=self.gen)
-                xb = torch.cat([xb, train.normalise(self.outliers[pick])])
+            for hook in self.hooks:  # views swapped in, outliers appended after the n_in images
+                xb = hook.batch(xb, idx)
             if config.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             if config.hflip or config.shift or config.rotate:
                 xb = augment(xb, config.hflip, config.shift, self.gen, config.rotate)
             with _autocast(device, config.amp):
-                out = self.model(xb).float()  # one pass over images and outliers: BatchNorm sees both, as in OE
+                out = self.model(xb).float()  # one pass over images and appended rows: BatchNorm sees both
                 logits = out[:n_in]
                 loss = F.cross_entropy(logits, yb, weight=self.class_weights, label_smoothing=config.label_smoothing)
-                if self.outliers is not None:
-                    loss = loss + config.outlier_weight * uniform_cross_entropy(out[n_in:])
+                for hook in self.hooks:
+                    extra = hook.extra_loss(out[n_in:]) if len(out) > n_in else None
+                    if extra is not None:
+                        loss = loss + extra
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

@@ -16,7 +16,7 @@ from helpers.models import build_model
 from helpers.paths import Outputs
 from helpers.runs import train_and_evaluate
 from helpers.splits import DataSplits
-from helpers.training import TrainConfig, evaluate, fit
+from helpers.training import TrainConfig, ViewSwap, evaluate, fit
 from helpers.xray import aspect
 
 
@@ -90,11 +90,12 @@ def test_stretch_recall_row_at_factor_one_is_plain_evaluation(tiny) -> None:
 def test_without_views_retrains_the_same_run_with_views_off(tiny, tmp_path: Path) -> None:
     data_v = aspect.with_stretch_views(tiny, factors=(0.8, 1.25))
     outputs = Outputs(tmp_path)
-    run = train_and_evaluate(data_v, TrainConfig(optimizer="adam", lr=3e-3, epochs=1, view_prob=0.5, seed=3),
+    run = train_and_evaluate(data_v, TrainConfig(optimizer="adam", lr=3e-3, epochs=1, seed=3),
                              name="r", experiment="e", model_config={"dropout": 0.1}, outputs=outputs,
-                             device="cpu", evaluate_test=False)
+                             device="cpu", evaluate_test=False, hooks=(ViewSwap(0.5),))
     ctrl = aspect.without_views(run, data_v, experiment="e", outputs=outputs, device="cpu")
-    assert ctrl.train_config.view_prob == 0.0 and ctrl.train_config.seed == 3 and ctrl.train_config.epochs == 1
+    assert run.settings()["view_prob"] == 0.5 and "view_prob" not in ctrl.settings()
+    assert ctrl.train_config == run.train_config and ctrl.hooks == ()
     assert ctrl.model_config == run.model_config and ctrl.name == "r-no-views"
     assert ctrl.test is not None  # the ablation is reported on test
     table = aspect.compare_stretch({"views": run.model, "no views": ctrl.model}, data_v, factors=(0.8, 1.0), device="cpu")

@@ -28,11 +28,7 @@ import torch
 from conftest import small_xray_tree
 
 from helpers import data, decoding, plumbing, sources
-from helpers.checkpoints import (
-    CheckpointError,
-    load_checkpoint,
-    save_checkpoint,
-)
+from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.models import build_model
 from helpers.paths import Outputs
 from helpers.reporting import report

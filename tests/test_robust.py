@@ -11,19 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import stats
 from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.data import load_chest_xray, load_simpsons_mnist
 from helpers.models import build_model
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
-from helpers.training import (
-    DeviceSplit,
-    TrainConfig,
-    fit,
-    swap_in_views,
-    uniform_cross_entropy,
-)
-from helpers import stats
+from helpers.training import DeviceSplit, TrainConfig, ViewSwap, fit, hook_settings
 from helpers.webcam import robust, shifts
 from helpers.webcam.inference import DEMO_CHOICE, demo_choice, write_demo_choice
 
@@ -55,17 +49,20 @@ def test_camera_views_are_deterministic_and_drawn_per_image(simpsons: DataSplits
 
 
 def test_views_are_swapped_in_per_image_within_one_batch(simpsons: DataSplits, views: torch.Tensor) -> None:
-    split = DeviceSplit(robust.robust_data(simpsons, views, torch.zeros(1, 3, 28, 28, dtype=torch.uint8)).train,
-                        simpsons.mean, simpsons.std, torch.device("cpu"), with_views=True)
+    data = robust.robust_data(simpsons, views, torch.zeros(1, 3, 28, 28, dtype=torch.uint8))
+    split = DeviceSplit(data.train, simpsons.mean, simpsons.std, torch.device("cpu"))
+    hook = ViewSwap(0.5)
+    hook.start(data, split, torch.device("cpu"), torch.Generator().manual_seed(0))
     idx = torch.arange(64)
     xb = split.x[idx]
-    out = swap_in_views(xb, split, idx, 0.5, torch.Generator().manual_seed(0))
+    out = hook.batch(xb, idx)
     swapped = [(out[i] != xb[i]).any().item() for i in range(64)]
     assert 10 < sum(swapped) < 54  # some images of the batch swapped, others not
     which = [next((k for k in range(robust.COPIES) if torch.allclose(out[i], split.normalise(views[k, i:i + 1])[0])), None)
              for i in range(64) if swapped[i]]
     assert None not in which and len(set(which)) > 1  # each swapped image got one of its own views, not all the same copy
-    assert torch.equal(swap_in_views(xb, split, idx, 0.0, torch.Generator().manual_seed(0)), xb)
+    with pytest.raises(ValueError, match="view_prob"):
+        ViewSwap(0.0)  # no views swapped in: no hook (and no draw from the run's generator)
 
 
 def test_take_keeps_views_aligned_with_images(simpsons: DataSplits, views: torch.Tensor) -> None:
@@ -97,10 +94,10 @@ def test_outlier_kinds_for_training_are_apart_from_the_measured_ones(simpsons: D
 
 def test_uniform_cross_entropy_is_lowest_for_a_uniform_answer() -> None:
     flat = torch.zeros(4, 10)
-    assert math.isclose(uniform_cross_entropy(flat).item(), math.log(10), rel_tol=1e-6)
+    assert math.isclose(robust.uniform_cross_entropy(flat).item(), math.log(10), rel_tol=1e-6)
     confident = torch.zeros(4, 10)
     confident[:, 3] = 8.0
-    assert uniform_cross_entropy(confident).item() > math.log(10) + 1
+    assert robust.uniform_cross_entropy(confident).item() > math.log(10) + 1
 
 
 def test_outlier_exposure_lowers_confidence_on_outliers(simpsons: DataSplits, views: torch.Tensor) -> None:
@@ -109,18 +106,23 @@ def test_outlier_exposure_lowers_confidence_on_outliers(simpsons: DataSplits, vi
     conf = {}
     for weight in (0.0, 1.0):
         model = build_model(in_channels=3, batchnorm=True, seed=0)
-        config = TrainConfig(optimizer="adam", lr=3e-3, epochs=3, outlier_weight=weight, view_prob=0.5)
-        result = fit(model, data, config, device="cpu")
+        config = TrainConfig(optimizer="adam", lr=3e-3, epochs=3)
+        hooks = (ViewSwap(0.5),) + ((robust.OutlierExposure(weight),) if weight else ())
+        result = fit(model, data, config, device="cpu", hooks=hooks)
         x = DeviceSplit(simpsons.train, simpsons.mean, simpsons.std, torch.device("cpu")).normalise(outliers)
         with torch.no_grad():
             conf[weight] = result.model.eval()(x).softmax(1).max(1).values.mean().item()
     assert conf[1.0] < conf[0.0] - 0.05, conf
     with pytest.raises(ValueError, match="outlier images"):
-        fit(build_model(in_channels=3, seed=0), simpsons, TrainConfig(epochs=1, outlier_weight=0.5), device="cpu")
+        fit(build_model(in_channels=3, seed=0), simpsons, TrainConfig(epochs=1), device="cpu",
+            hooks=(robust.OutlierExposure(0.5),))
     with pytest.raises(ValueError, match="views of the training images"):
-        fit(build_model(in_channels=3, seed=0), simpsons, TrainConfig(epochs=1, view_prob=0.5), device="cpu")
+        fit(build_model(in_channels=3, seed=0), simpsons, TrainConfig(epochs=1), device="cpu", hooks=(ViewSwap(0.5),))
     with pytest.raises(ValueError, match="view_prob"):
-        TrainConfig(view_prob=1.5)
+        ViewSwap(1.5)
+    assert "view_prob" not in TrainConfig.__dataclass_fields__  # the core loop knows no wing's settings
+    assert hook_settings((ViewSwap(0.5), robust.OutlierExposure(1.0))) == {
+        "view_prob": 0.5, "outlier_weight": 1.0, "outlier_share": 0.5}
 
 
 def test_fine_tune_starts_from_the_tuned_weights_per_seed(simpsons: DataSplits, views: torch.Tensor, tmp_path: Path) -> None:
@@ -140,7 +142,7 @@ def test_fine_tune_starts_from_the_tuned_weights_per_seed(simpsons: DataSplits, 
     recipe = robust.Recipe(epochs=1, lr_factor=1e-9)  # (almost) no step: the weights must stay those of the tuned seed
     results = robust.fine_tune(robust.robust_data(simpsons, views, outliers), tuned, recipe, outputs=outputs, device="cpu")
     for ck, r in zip(tuned, results):
-        assert r.train_config.seed == ck.train_config["seed"] and r.train_config.view_prob == 0.5
+        assert r.train_config.seed == ck.train_config["seed"] and r.settings()["view_prob"] == 0.5
         assert math.isclose(r.train_config.lr, 3e-3 * 1e-9)
         w_tuned, w_robust = ck.model.state_dict(), r.model.state_dict()
         assert all(torch.allclose(w_tuned[k], w_robust[k], atol=1e-6) for k in w_tuned if k.endswith("weight"))

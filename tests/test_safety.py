@@ -13,12 +13,7 @@ from torchvision.datasets import FashionMNIST
 
 from helpers import data, sources
 from helpers.reporting import report
-from helpers.sources import (
-    CorruptDataError,
-    IncompleteDataError,
-    ensure_dataset,
-    list_files,
-)
+from helpers.sources import CorruptDataError, IncompleteDataError, ensure_dataset, list_files
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

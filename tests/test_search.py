@@ -246,9 +246,10 @@ def test_a_rejected_candidate_falls_back_to_the_next_finished_trial_and_never_se
 
     monkeypatch.setattr(study, "retrain_verdict", reject_first)
     outputs = Outputs(tmp_path)
-    s = study.run_study("guard", tiny, search_train={"monitor": "val_acc", "seed": 0}, rungs=Rungs(1, 3, 3),
-                        epoch_budget=12, baseline_epochs=1, seeds=(0, 1), n_startup_jobs=2, outputs=outputs,
-                        device="cpu", checkpoint_name="guard")
+    config = study.StudyConfig("guard", Rungs(1, 3, 3), epoch_budget=12, baseline_epochs=1,
+                               search_train={"monitor": "val_acc", "seed": 0}, seeds=(0, 1), n_startup_jobs=2,
+                               checkpoint_name="guard")
+    s = study.run_study(config, tiny, outputs=outputs, device="cpu")
     ranked = tables.finished(s.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
     assert len(ranked) >= 2, "the tiny search must finish two trials for this test"
     first, second = (int(t) for t in ranked["trial"][:2])
@@ -270,9 +271,10 @@ def test_a_rejected_candidate_falls_back_to_the_next_finished_trial_and_never_se
 def test_the_searchs_finished_winner_is_reused_as_the_first_seed_and_is_the_identical_run(
         tiny: DataSplits, tmp_path: Path) -> None:
     outputs = Outputs(tmp_path)
-    s = study.run_study("reuse", tiny, search_train={"monitor": "val_acc", "seed": 0}, rungs=Rungs(1, 3, 3),
-                        epoch_budget=9, baseline_epochs=1, seeds=(0, 1), n_startup_jobs=2, outputs=outputs, device="cpu",
-                        protocol={"class_weights": True})
+    config = study.StudyConfig("reuse", Rungs(1, 3, 3), epoch_budget=9, baseline_epochs=1,
+                               search_train={"monitor": "val_acc", "seed": 0}, seeds=(0, 1), n_startup_jobs=2,
+                               protocol={"class_weights": True})
+    s = study.run_study(config, tiny, outputs=outputs, device="cpu")
     first = s.tuned[0]
     # the protocol reaches the baseline, the search's trials (seed 0 below is a trial, reused only when its
     # settings are identical) and every retrained seed; the textbook recipe stays as it is

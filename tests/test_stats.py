@@ -163,3 +163,4 @@ def test_selection_bias_needs_a_validation_gain_that_test_does_not_keep() -> Non
     assert selection_bias(6.0, 4.0).outcome == "none shown"
     assert selection_bias(-1.0, -3.0).outcome == "none shown"  # no validation gain to lose
     assert selection_bias(6.0, 2.0).reference == 6.0
+

@@ -55,7 +55,7 @@ def test_swap_moves_whole_test_patients_into_training_in_place_of_as_many_pool_i
 def test_train_arms_trains_one_configuration_on_both_arms_over_the_same_seeds(xr, tmp_path: Path) -> None:
     arms = swap_in.swap_in(xr, "normal")
     run = SimpleNamespace(train_config=TrainConfig(optimizer="adam", lr=3e-3, epochs=1, class_weights=True, seed=9),
-                          model_config={"dropout": 0.1})
+                          model_config={"dropout": 0.1}, hooks=())
     runs = swap_in.train_arms(arms, run, (0, 1), experiment="swap", outputs=Outputs(tmp_path), device="cpu")
     assert list(runs) == list(swap_in.ARMS)
     for name, arm in zip(swap_in.ARMS, arms):

@@ -16,13 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from helpers.provenance import (
-    HEADLINE_KEYS,
-    describe_state,
-    git_state,
-    read_summary,
-    stale,
-)
+from helpers.provenance import HEADLINE_KEYS, describe_state, git_state, read_summary, stale
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:72em;margin:2em auto;padding:0 1em;color:#222}"
          "table{border-collapse:collapse;font-size:.9em;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .5em;"

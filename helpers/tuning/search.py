@@ -50,7 +50,7 @@ from tqdm import tqdm
 from helpers.paths import Outputs
 from helpers.provenance import git_state
 from helpers.splits import DataSplits
-from helpers.training import fit
+from helpers.training import TrainHook, fit
 from helpers.tuning import cache_version
 from helpers.tuning.rungs import Rungs, recorded_from
 from helpers.tuning.spaces import grid_points, to_run_config, validate_space
@@ -288,8 +288,9 @@ class Objective:
     def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
                  outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,
                  rungs: Rungs | None = None, sized: Callable[[int], DataSplits] | None = None,
-                 keep_weights: bool = False) -> None:
+                 keep_weights: bool = False, hooks: Sequence[TrainHook] = ()) -> None:
         self.data, self.base_train, self.experiment, self.algo = data, dict(base_train), experiment, algo
+        self.hooks = tuple(hooks)
         self.keep_weights = keep_weights
         self.outputs, self.device, self.train_fn, self.rungs, self.sized = outputs, device, train_fn, rungs, sized
         if rungs is not None:
@@ -323,7 +324,8 @@ class Objective:
         result = train_tracked(data, run.train, experiment=self.experiment,
                                name=f"{self.algo}-trial-{self.trial_index:03d}", outputs=self.outputs,
                                model_config=run.model, hparams={"algo": self.algo, **run.describe()},
-                               device=self.device, figures=False, train_fn=self.train_fn, on_epoch=on_epoch)
+                               device=self.device, figures=False, train_fn=self.train_fn, on_epoch=on_epoch,
+                               hooks=self.hooks)
         h = result.history
         applied = {"n_params": result.n_params, **h.optimizer}  # read off the objects trained
         common = {"config": run.describe(), "applied": applied, "seconds": h.seconds, "epochs": len(h.epochs),

@@ -12,7 +12,7 @@ import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -165,18 +165,17 @@ def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mappi
     ``base_train`` holds the settings the search does not vary (epochs, patience, seed, ...).
     Raises ``ValueError`` for values the model or the optimizer cannot use.
     """
-    opt = params.get("optimizer", {"name": "sgd"})
+    base = TrainConfig(**base_train)  # the defaults are TrainConfig's own, written once
+    opt = params.get("optimizer", {"name": base.optimizer})
     if isinstance(opt, str):
         opt = {"name": opt}
     image_size = int(params.get("image_size", data.image_size))
-    train_kwargs = dict(base_train)
-    train_kwargs.update(
-        optimizer=opt["name"], lr=float(opt.get("lr", params.get("lr", base_train.get("lr", 0.01)))),
-        momentum=float(opt.get("momentum", base_train.get("momentum", 0.9))),
-        weight_decay=float(params.get("weight_decay", base_train.get("weight_decay", 0.0))),
-        batch_size=int(params.get("batch_size", base_train.get("batch_size", 64))),
-        schedule=params.get("schedule", base_train.get("schedule", "none")),
-        label_smoothing=float(params.get("label_smoothing", base_train.get("label_smoothing", 0.0))),
+    train = replace(
+        base, optimizer=opt["name"], lr=float(opt.get("lr", params.get("lr", base.lr))),
+        momentum=float(opt.get("momentum", base.momentum)),
+        weight_decay=float(params.get("weight_decay", base.weight_decay)),
+        batch_size=int(params.get("batch_size", base.batch_size)), schedule=params.get("schedule", base.schedule),
+        label_smoothing=float(params.get("label_smoothing", base.label_smoothing)),
         **parse_augment(params.get("augment", "none"), image_size),
     )
     model = {
@@ -191,7 +190,7 @@ def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mappi
     if min(model["conv_channels"] + model["dense_units"]) < 1:
         raise ValueError(f"layer widths must be positive, got {model['conv_channels']} / {model['dense_units']}")
     build_model(seed=None, **model)  # validates the model config (raises ValueError)
-    return RunConfig(model, TrainConfig(**train_kwargs))
+    return RunConfig(model, train)
 
 
 def validate_space(space: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any],

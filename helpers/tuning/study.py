@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,42 +31,15 @@ from hyperopt import Trials
 
 from helpers.paths import Outputs
 from helpers.plumbing import describe, pick_device
-from helpers.runs import (
-    RunResult,
-    reload_run,
-    save_best,
-    save_run,
-    seed_summary,
-    train_and_evaluate,
-    train_over_seeds,
-)
+from helpers.runs import RunResult, reload_run, save_best, save_run, seed_summary, train_and_evaluate, train_over_seeds
 from helpers.splits import DataSplits
-from helpers.stats import (
-    Decision,
-    PairedDifference,
-    binomial_interval,
-    paired_difference,
-    seed_interval,
-)
+from helpers.stats import Decision, PairedDifference, binomial_interval, paired_difference, seed_interval
 from helpers.stats import target as stats_target
-from helpers.training import TEXTBOOK, TrainConfig, evaluate
+from helpers.training import TEXTBOOK, TrainConfig, TrainHook, evaluate, hook_settings
 from helpers.tuning.rungs import Rungs
-from helpers.tuning.search import (
-    Objective,
-    SearchSpec,
-    run_search,
-    trial_weights,
-    trials_file,
-)
-from helpers.tuning.spaces import (
-    RunConfig,
-    grid_points,
-    grid_space,
-    lenet_space,
-    to_run_config,
-)
+from helpers.tuning.search import Objective, SearchSpec, run_search, trial_weights, trials_file
+from helpers.tuning.spaces import SEARCH_TRAIN, RunConfig, grid_points, grid_space, lenet_space, to_run_config
 from helpers.tuning.tables import finished, spend, trials_frame
-
 
 
 @dataclass
@@ -85,17 +58,17 @@ def search(
     outputs: Outputs, seed: int = 0, n_startup_jobs: int = 8, space_options: Mapping[str, Any] | None = None,
     sized: Callable[[int], DataSplits] | None = None, device: str | torch.device = "auto", progress: bool = True,
     grid: Mapping[str, Sequence[Any]] | None = None, grid_fixed: Mapping[str, Any] | None = None,
-    keep_weights: bool = False,
+    keep_weights: bool = False, hooks: Sequence[TrainHook] = (),
 ) -> SearchOutcome:
     """One budget-aware search over ``lenet_space(**space_options)`` (or, for ``algo='grid'``, over
     ``grid`` with ``grid_fixed``); resumes from ``<outputs.results>/<name>-<algo>.json``; TensorBoard
     runs under ``runs/<name>/``. ``keep_weights`` keeps every finished trial's weights
     (:func:`helpers.tuning.search.trial_weights`)."""
     space = grid_space(grid or {}, grid_fixed or {}) if algo == "grid" else lenet_space(**(space_options or {}))
-    settings = {"base_train": dict(base_train), "data": data.sizes(),
+    settings = {"base_train": {**base_train, **hook_settings(hooks)}, "data": data.sizes(),
                 "space_options": {k: list(v) for k, v in (space_options or {}).items()}}
     objective = Objective(data, base_train, name, algo, outputs=outputs, device=device, rungs=rungs, sized=sized,
-                          keep_weights=keep_weights)
+                          keep_weights=keep_weights, hooks=hooks)
     max_evals = len(grid_points(grid or {})) if algo == "grid" else 10_000  # else the epoch budget ends it
     spec = SearchSpec(name, algo, seed, max_evals, n_startup_jobs, extra=settings, rungs=rungs,
                       epoch_budget=epoch_budget)
@@ -206,87 +179,144 @@ def _ci_text(values: Sequence[float]) -> str:
     return f"{lo:.1f}–{hi:.1f}" if len(values) > 1 else "one seed"
 
 
-def run_study(
-    name: str, data: DataSplits, *, search_train: Mapping[str, Any], rungs: Rungs, epoch_budget: int,
-    baseline_epochs: int, seeds: Sequence[int] = (0, 1, 2), algo: str = "tpe",
-    search_slice: Mapping[str, int] | None = None, space_options: Mapping[str, Any] | None = None,
-    sized: Callable[[int], DataSplits] | None = None, n_startup_jobs: int = 8, outputs: Outputs,
-    device: str | torch.device = "auto", checkpoint_name: str | None = None, max_candidates: int = 3,
-    protocol: Mapping[str, Any] | None = None,
-) -> TuningStudy:
-    """Run the steps above; TensorBoard runs go to ``runs/<name>`` and ``runs/<name>-final``.
+@dataclass(frozen=True)
+class StudyConfig:
+    """One study, as the notebook describes it: what the search holds fixed (``search_train``, with the
+    ``protocol`` that the baseline, every trial and the retrained winner share, e.g. class weights), the
+    search's rungs, epoch budget and space, the seeds, and where the winner is saved."""
 
-    ``sized(image_size)`` returns the *full* data at another input size (for a space with an
-    ``image_size`` axis); the search slices it like ``data``. At most ``max_candidates`` finished
-    trials go through the retrain check (best search score first). ``protocol`` holds training
-    settings that the baseline, every trial and the retrained winner share (e.g. ``class_weights``),
-    so that the paired comparison differs only in what was tuned.
-    """
-    protocol = dict(protocol or {})
-    search_train = {**search_train, **protocol}
-    search_data = data.subset(**search_slice) if search_slice else data
-    search_sized = None
-    if sized is not None:
-        search_sized = cache(lambda size: sized(size).subset(**search_slice) if search_slice else sized(size))
-    baseline = train_over_seeds(data, TrainConfig(**{**TEXTBOOK, **protocol}, epochs=baseline_epochs), seeds, name="baseline",
-                                experiment=f"{name}-final", outputs=outputs, device=device)
-    outcome = search(search_data, search_train, name=name, algo=algo, rungs=rungs, epoch_budget=epoch_budget,
-                     outputs=outputs, n_startup_jobs=n_startup_jobs, space_options=space_options, sized=search_sized,
-                     device=device, keep_weights=not search_slice)
+    name: str
+    rungs: Rungs
+    epoch_budget: int
+    baseline_epochs: int
+    search_train: Mapping[str, Any] = field(default_factory=lambda: dict(SEARCH_TRAIN))
+    protocol: Mapping[str, Any] = field(default_factory=dict)
+    seeds: Sequence[int] = (0, 1, 2)
+    algo: str = "tpe"
+    search_slice: Mapping[str, int] | None = None  #: search on this slice of the training pool (the winner on all)
+    space_options: Mapping[str, Any] | None = None
+    n_startup_jobs: int = 8
+    checkpoint_name: str | None = None
+    max_candidates: int = 3  #: finished trials that may go through the retrain check, best search score first
+    hooks: Sequence[TrainHook] = ()  #: added to every run's batches, baseline included (e.g. stretched views)
+
+    @property
+    def trial_train(self) -> dict[str, Any]:
+        """What every trial and the retrained winner train with, besides the sampled point."""
+        return {**self.search_train, **self.protocol}
+
+    @property
+    def baseline_train(self) -> TrainConfig:
+        """The textbook recipe with the shared protocol, for the baseline's epochs."""
+        return TrainConfig(**{**TEXTBOOK, **self.protocol}, epochs=self.baseline_epochs)
+
+
+@dataclass
+class _Candidate:
+    row: pd.Series
+    data: DataSplits
+    config: RunConfig
+    first: RunResult
+
+
+def run_study(config: StudyConfig, data: DataSplits, *, outputs: Outputs, device: str | torch.device = "auto",
+              sized: Callable[[int], DataSplits] | None = None) -> TuningStudy:
+    """The steps above, in order: baseline, search, pick and check, retrain, test. TensorBoard runs go to
+    ``runs/<name>`` and ``runs/<name>-final``. ``sized(image_size)`` returns the *full* data at another input
+    size (for a space with an ``image_size`` axis); the search slices it like ``data``."""
+    search_data = data.subset(**config.search_slice) if config.search_slice else data
+    baseline = train_over_seeds(data, config.baseline_train, config.seeds, name="baseline",
+                                experiment=f"{config.name}-final", outputs=outputs, device=device, hooks=config.hooks)
+    outcome = search(search_data, config.trial_train, name=config.name, algo=config.algo, rungs=config.rungs,
+                     epoch_budget=config.epoch_budget, outputs=outputs, n_startup_jobs=config.n_startup_jobs,
+                     space_options=config.space_options, sized=_sliced(sized, config.search_slice), device=device,
+                     keep_weights=not config.search_slice, hooks=config.hooks)
+    chosen, checks, tried, reused = pick_and_check(config, data, outcome, baseline, sized, outputs=outputs, device=device)
+    chosen.first.test = evaluate(chosen.first.model, chosen.data, "test", device=device)  # the accepted run: test once
+    tuned = [chosen.first, *train_over_seeds(chosen.data, chosen.config.train, config.seeds[1:],
+                                             name=f"tuned-t{int(chosen.row['trial'])}", experiment=f"{config.name}-final",
+                                             model_config=chosen.config.model, outputs=outputs, device=device,
+                                             hooks=config.hooks)]
+    checkpoint = save_winner(config, chosen, tuned, checks, outputs)
+    rejected = [c.first for c in tried if c.first is not chosen.first]
+    return TuningStudy(config.name, data, search_data, baseline, outcome, chosen.row, chosen.config, tuned, checkpoint,
+                       describe(pick_device(device) if not isinstance(device, torch.device) else device),
+                       checks, rejected, reused)
+
+
+def _sliced(sized: Callable[[int], DataSplits] | None, search_slice: Mapping[str, int] | None):
+    """``sized`` for the search: the data at another size, sliced like the search's (cached per size)."""
+    if sized is None:
+        return None
+    return cache(lambda size: sized(size).subset(**search_slice) if search_slice else sized(size))
+
+
+def pick_and_check(config: StudyConfig, data: DataSplits, outcome: SearchOutcome, baseline: Sequence[RunResult],
+                   sized: Callable[[int], DataSplits] | None, *, outputs: Outputs, device: str | torch.device
+                   ) -> tuple[_Candidate, list[dict[str, Any]], list[_Candidate], list[RunResult]]:
+    """The finished trials, best search score first, retrained on the full training split (first seed) until
+    one passes :func:`retrain_verdict`; none passing keeps the best on validation, and says so. Test unseen."""
     baseline_val = [r.val.accuracy for r in baseline]
     candidates = finished(outcome.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
     if candidates.empty:
-        raise ValueError(f"{name}: no trial finished all its epochs; raise the epoch budget")
-    tried: list[tuple[pd.Series, DataSplits, RunConfig, RunResult]] = []
+        raise ValueError(f"{config.name}: no trial finished all its epochs; raise the epoch budget")
+    tried: list[_Candidate] = []
     reused: list[RunResult] = []
     checks: list[dict[str, Any]] = []
-    for _, row in candidates.head(max_candidates).iterrows():
-        size = row["point"].get("image_size")
-        cand_data = data if size is None or int(size) == data.image_size else sized(int(size))
-        config = to_run_config(row["point"], cand_data, {**search_train, "epochs": rungs.max_epochs})
-        trial = int(row["trial"])
-        first_train = replace(config.train, seed=seeds[0])
-        first = None if search_slice else reload_run(  # the trial itself, when it is the identical run
-            trial_weights(outputs, name, algo, trial - 1), cand_data, first_train, name=f"tuned-t{trial}-seed{seeds[0]}",
-            model_config=config.model, device=device)
-        if first is not None:
-            reused.append(first)
-        else:
-            first = train_and_evaluate(cand_data, first_train, name=f"tuned-t{trial}-seed{seeds[0]}",
-                                       experiment=f"{name}-final", model_config=config.model, outputs=outputs,
-                                       device=device, evaluate_test=False)
+    for _, row in candidates.head(config.max_candidates).iterrows():
+        candidate = _first_seed(config, data, row, sized, reused, outputs=outputs, device=device)
+        first = candidate.first
         ok, why = retrain_verdict(first.val.accuracy, first.val.balanced_accuracy, baseline_val, data.num_classes)
-        checks.append({"trial": trial, "search val acc %": round(100 * float(row["val_acc"]), 2),
-                       f"retrained val acc % (seed {seeds[0]})": round(100 * first.val.accuracy, 2),
+        checks.append({"trial": int(row["trial"]), "search val acc %": round(100 * float(row["val_acc"]), 2),
+                       f"retrained val acc % (seed {config.seeds[0]})": round(100 * first.val.accuracy, 2),
                        "retrained val bal acc %": round(100 * first.val.balanced_accuracy, 2),
                        "baseline val mean %": round(100 * sum(baseline_val) / len(baseline_val), 2),
                        "verdict": "accepted" if ok else "rejected", "why": why,
-                       f"seed {seeds[0]} run": "the search's own trial (identical settings)"
+                       f"seed {config.seeds[0]} run": "the search's own trial (identical settings)"
                        if any(first is u for u in reused) else "retrained"})
-        tried.append((row, cand_data, config, first))
+        tried.append(candidate)
         if ok:
-            break
-    else:  # no candidate passed: keep the one that did best on validation, and say so
-        checks.append({"trial": None, "verdict": "none passed",
-                       "why": "kept the candidate with the best retrained validation accuracy"})
-    best_row, final_data, final, first = tried[-1] if checks[-1]["verdict"] == "accepted" else max(
-        tried, key=lambda t: t[3].val.accuracy)
-    first.test = evaluate(first.model, final_data, "test", device=device)  # the accepted run: test once, now
-    rest = train_over_seeds(final_data, final.train, seeds[1:], name=f"tuned-t{int(best_row['trial'])}",
-                            experiment=f"{name}-final", model_config=final.model, outputs=outputs, device=device)
-    tuned = [first, *rest]
-    checkpoint = outputs.models / f"{checkpoint_name}.pt" if checkpoint_name else None
-    if checkpoint is not None:
-        save_best(tuned, final_data, checkpoint)
-        for r in tuned:  # every seed too: notebook 06 compares the tuned model with its robust variant per seed
-            save_run(r, final_data, checkpoint.with_name(f"{checkpoint.stem}-seed{r.train_config.seed}.pt"))
-        checkpoint.with_suffix(".json").write_text(json.dumps(
-            {"algo": algo, "trial": int(best_row["trial"]), "search_val_acc": float(best_row["val_acc"]),
-             "model": final.model, "train": asdict(final.train), "retrain_checks": checks}, indent=2))
-    rejected = [t[3] for t in tried if t[3] is not first]
-    return TuningStudy(name, data, search_data, baseline, outcome, best_row, final, tuned, checkpoint,
-                       describe(pick_device(device) if not isinstance(device, torch.device) else device),
-                       checks, rejected, reused)
+            return candidate, checks, tried, reused
+    checks.append({"trial": None, "verdict": "none passed",
+                   "why": "kept the candidate with the best retrained validation accuracy"})
+    return max(tried, key=lambda c: c.first.val.accuracy), checks, tried, reused
+
+
+def _first_seed(config: StudyConfig, data: DataSplits, row: pd.Series, sized: Callable[[int], DataSplits] | None,
+                reused: list[RunResult], *, outputs: Outputs, device: str | torch.device) -> _Candidate:
+    """A finished trial's configuration trained with the first seed on the full training split: the search's own
+    run when it is the identical one (then added to ``reused``), else trained now, on validation only."""
+    size = row["point"].get("image_size")
+    cand_data = data if size is None or int(size) == data.image_size else sized(int(size))
+    run = to_run_config(row["point"], cand_data, {**config.trial_train, "epochs": config.rungs.max_epochs})
+    trial, seed = int(row["trial"]), config.seeds[0]
+    train = replace(run.train, seed=seed)
+    first = None if config.search_slice else reload_run(
+        trial_weights(outputs, config.name, config.algo, trial - 1), cand_data, train, name=f"tuned-t{trial}-seed{seed}",
+        model_config=run.model, device=device, hooks=config.hooks)
+    if first is not None:
+        reused.append(first)
+    else:
+        first = train_and_evaluate(cand_data, train, name=f"tuned-t{trial}-seed{seed}", experiment=f"{config.name}-final",
+                                   model_config=run.model, outputs=outputs, device=device, evaluate_test=False,
+                                   hooks=config.hooks)
+    return _Candidate(row, cand_data, run, first)
+
+
+def save_winner(config: StudyConfig, chosen: _Candidate, tuned: Sequence[RunResult], checks: list[dict[str, Any]],
+                outputs: Outputs) -> Path | None:
+    """The best seed's checkpoint as ``<checkpoint_name>.pt``, every seed's beside it (notebook 06 compares the tuned
+    model with its robust variant per seed) and the winner's settings as ``.json``; None without a name."""
+    if not config.checkpoint_name:
+        return None
+    checkpoint = outputs.models / f"{config.checkpoint_name}.pt"
+    save_best(tuned, chosen.data, checkpoint)
+    for r in tuned:
+        save_run(r, chosen.data, checkpoint.with_name(f"{checkpoint.stem}-seed{r.train_config.seed}.pt"))
+    checkpoint.with_suffix(".json").write_text(json.dumps(
+        {"algo": config.algo, "trial": int(chosen.row["trial"]), "search_val_acc": float(chosen.row["val_acc"]),
+         "model": chosen.config.model, "train": chosen.first.settings(), "retrain_checks": checks}, indent=2))
+    return checkpoint
 
 
 def retrain_verdict(val_acc: float, val_bal_acc: float, baseline_val_accs: Sequence[float],

@@ -5,10 +5,8 @@
 Without a display (Linux with neither X11 nor Wayland) it runs headless and says so, rather than
 letting OpenCV's window abort the process.
 
-Classify image files or folders from the command line, with the demo's crop, model and "not sure".
-
-``python -m helpers.predict PATH [PATH ...] [--json] [--model FILE.pt|FILE.onnx]``
-
+The photo command line (:func:`predict_main`) classifies image files or folders with the demo's crop,
+model and "not sure": ``python -m helpers.predict PATH [PATH ...] [--json] [--model FILE.pt|FILE.onnx]``.
 Images of any size are cropped to the guide box (the centred square) and resized as the demo does
 (:mod:`helpers.webcam.inference`). One line per file: the answer (a character, or "not sure" below the
 model's calibrated threshold) and the top 3 with probabilities; ``--json`` prints one JSON list
@@ -30,13 +28,7 @@ import cv2
 
 from helpers import plumbing
 from helpers.paths import output_dir, shown
-from helpers.webcam.camera import (
-    FrameSource,
-    one_line,
-    open_source,
-    read_image,
-    write_image,
-)
+from helpers.webcam.camera import FrameSource, one_line, open_source, read_image, write_image
 
 
 def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Path | None, max_frames: int | None,

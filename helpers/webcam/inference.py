@@ -25,12 +25,7 @@ import numpy as np
 import torch
 
 from helpers import paths
-from helpers.checkpoints import (
-    Checkpoint,
-    CheckpointError,
-    check_metadata,
-    load_checkpoint,
-)
+from helpers.checkpoints import Checkpoint, CheckpointError, check_metadata, load_checkpoint
 from helpers.paths import shown
 from helpers.webcam.calibration import Calibration, calibration_path, softmax
 from helpers.webcam.camera import one_line

@@ -1,21 +1,21 @@
 """The robust variant of the tuned LeNet-5: camera-shift views, outlier exposure, and what it gains.
 
 The tuned model (notebook 03) is fine-tuned, once per seed, from its own weights with two extras
-(both in :func:`helpers.training.fit`, through :func:`helpers.runs.train_tracked`):
+(both hooks of :func:`helpers.training.fit`, through :func:`helpers.runs.train_tracked`):
 
 * **camera views**: every training image gets :data:`COPIES` versions under the :data:`SEEN` shift
   families (family, severity and the shift's own parameters drawn per image and per copy, from a
   seed that no evaluation set uses), stored as model pixels; at each step each image is swapped,
-  independently, for one of its views with probability ``view_prob``;
+  independently, for one of its views with probability ``view_prob`` (the :class:`~helpers.training.ViewSwap` hook);
 * **outlier exposure** (Hendrycks et al. 2019): each batch also holds images with no character
-  (:data:`helpers.webcam.shifts.TRAIN_KINDS`), whose loss pulls the prediction towards uniform.
+  (:data:`helpers.webcam.shifts.TRAIN_KINDS`), whose loss pulls the prediction towards uniform
+  (the :class:`OutlierExposure` hook).
 
 The :data:`HELD_OUT` shift families and the measured out-of-distribution kinds
 (:data:`helpers.webcam.shifts.KINDS`) never appear in training: they show whether the robustness carries
-over. :func:`compare` states the targets and whether each is met, from per-seed shift reports.
+over. :func:`shift_targets` and :func:`ood_target` decide the four targets, each by its stated rule.
 
-How a model fares on camera-shift and out-of-distribution frames: accuracy, calibration, "not sure".
-
+The module also measures how a model fares on camera-shift and out-of-distribution frames.
 :class:`ShiftSet` holds a split under every shift family × severity of :mod:`helpers.webcam.shifts`, as
 the model sees it; :func:`shift_report` runs a predictor (:mod:`helpers.webcam.inference`) over it and reports accuracy, expected calibration error
 (15 bins) and how often the calibrated model says "not sure". :func:`resample_flips` counts images
@@ -34,29 +34,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from helpers.checkpoints import Checkpoint, CheckpointError
 from helpers.paths import Outputs, shown
 from helpers.runs import RunResult, train_and_evaluate
 from helpers.splits import DataSplits
 from helpers.stats import Decision, paired_difference
-from helpers.training import TrainConfig
+from helpers.training import DeviceSplit, TrainConfig, TrainHook, ViewSwap
 from helpers.webcam import shifts
-from helpers.webcam.calibration import (
-    Calibration,
-    calibration_path,
-    expected_calibration_error,
-    reliability,
-    softmax,
-)
+from helpers.webcam.calibration import Calibration, calibration_path, expected_calibration_error, reliability, softmax
 from helpers.webcam.inference import Predictor, to_model_pixels
-from helpers.webcam.shifts import (
-    FAMILIES,
-    SEVERITIES,
-    frame_rng,
-    shifted_frames,
-    to_frame,
-)
+from helpers.webcam.shifts import FAMILIES, SEVERITIES, frame_rng, shifted_frames, to_frame
 
 SEEN = ("placement", "defocus", "lighting", "sensor_noise", "jpeg", "resample")  #: trained on
 HELD_OUT = ("perspective", "motion", "colour_temperature")  #: never trained on: each is a cousin of a seen family
@@ -105,6 +94,40 @@ def robust_data(data: DataSplits, views: torch.Tensor, outliers: torch.Tensor) -
     return replace(data, train=replace(data.train, views=views), outliers=outliers)
 
 
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Outlier exposure (Hendrycks et al. 2019): cross-entropy between softmax(logits) and the uniform
+    distribution, averaged over the rows; lowest when an image without a class gets equal probabilities."""
+    return -F.log_softmax(logits, dim=1).mean(dim=1).mean()
+
+
+class OutlierExposure(TrainHook):
+    """:func:`helpers.training.fit`'s hook for outlier exposure: each step appends ``share`` × the batch size
+    images without a character (``DataSplits.outliers``, drawn with the run's generator) after the batch, and
+    adds ``weight`` × :func:`uniform_cross_entropy` on them to the loss."""
+
+    def __init__(self, weight: float, share: float = 0.5) -> None:
+        if weight <= 0 or not 0 < share <= 4:
+            raise ValueError(f"outlier_weight must be > 0 and outlier_share in (0, 4], got {weight}, {share}")
+        self.weight, self.share = weight, share
+
+    def settings(self) -> dict[str, Any]:
+        return {"outlier_weight": self.weight, "outlier_share": self.share}
+
+    def start(self, data: DataSplits, train: DeviceSplit, device: torch.device, gen: torch.Generator) -> None:
+        if data.outliers is None or not len(data.outliers):
+            raise ValueError("OutlierExposure needs outlier images (DataSplits.outliers: robust_data)")
+        super().start(data, train, device, gen)
+        self.outliers = data.outliers.to(device)  # uint8, normalised per step
+
+    def batch(self, xb: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        pick = torch.randint(0, len(self.outliers), (max(1, round(self.share * len(idx))),), device=xb.device,
+                             generator=self.gen)
+        return torch.cat([xb, self.train.normalise(self.outliers[pick])])
+
+    def extra_loss(self, out: torch.Tensor) -> torch.Tensor:
+        return self.weight * uniform_cross_entropy(out)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How the tuned model is fine-tuned into its robust variant (fixed in advance, not tuned on test)."""
@@ -118,8 +141,11 @@ class Recipe:
     def train_config(self, tuned: Mapping[str, object], seed: int) -> TrainConfig:
         base = {k: v for k, v in tuned.items() if k in TrainConfig.__dataclass_fields__}
         return TrainConfig(**{**base, "epochs": self.epochs, "lr": float(base["lr"]) * self.lr_factor, "seed": seed,
-                              "view_prob": self.view_prob, "outlier_weight": self.outlier_weight,
-                              "outlier_share": self.outlier_share, "monitor": "val_acc", "patience": None})
+                              "monitor": "val_acc", "patience": None})
+
+    def hooks(self) -> tuple[TrainHook, ...]:
+        """Camera views swapped in and outlier exposure, as :func:`helpers.training.fit`'s hooks."""
+        return (ViewSwap(self.view_prob), OutlierExposure(self.outlier_weight, self.outlier_share))
 
 
 def fine_tune(data: DataSplits, tuned: Sequence[Checkpoint], recipe: Recipe, *, outputs: Outputs,
@@ -133,7 +159,7 @@ def fine_tune(data: DataSplits, tuned: Sequence[Checkpoint], recipe: Recipe, *, 
         config = recipe.train_config(ck.train_config, seed)
         results.append(train_and_evaluate(
             data, config, name=f"robust-seed{seed}", experiment=experiment, model_config=ck.model_config,
-            outputs=outputs, device=device, init_state=ck.model.state_dict(),
+            outputs=outputs, device=device, init_state=ck.model.state_dict(), hooks=recipe.hooks(),
             checkpoint=outputs.models / f"{checkpoint_stem}-seed{seed}.pt"))
     return results
 

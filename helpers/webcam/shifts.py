@@ -9,7 +9,8 @@ the guide box) that then go through the demo's own crop and resize (:mod:`helper
 Every frame is drawn from a generator seeded by (seed, family, severity, image index), so two builds
 give identical pixels (tests compare hashes) and adding images does not change the others.
 
-Frames with no Simpsons character in them: what the demo must answer "not sure" for.
+The module also makes frames with no Simpsons character in them (:func:`ood_frames`): what the demo
+must answer "not sure" for.
 
 Measured kinds (:data:`KINDS`, never trained on): an empty desk or sheet (a lit, textured
 background), a flat colour, uniform noise, blurred noise, and Fashion-MNIST images (real photos of

@@ -8,7 +8,7 @@ that a CNN can learn instead of the lungs. This module
 * tabulates the source aspect ratios per split and class (:func:`source_aspects`),
 * stores horizontally stretched and squashed copies of the training images as *views*
   (:func:`with_stretch_views`), which training swaps in per image with probability
-  ``TrainConfig.view_prob`` (the same mechanism as the webcam model's camera views),
+  the :class:`~helpers.training.ViewSwap` hook of ``fit`` (the same mechanism as the webcam model's camera views),
 * measures how a model's accuracy and per-class recall move when the validation images are
   stretched or squashed (:func:`stretch_recall`, :func:`compare_stretch`), and
 * retrains a run without the views, all else equal, as the ablation (:func:`without_views`).
@@ -120,9 +120,9 @@ def compare_stretch(models: Mapping[str, torch.nn.Module], data: DataSplits,
 def without_views(run: RunResult, data: DataSplits, *, experiment: str, outputs: Outputs,
                   device: str | torch.device = "auto") -> RunResult:
     """``run`` retrained with the same model, settings and seed but no stretched views
-    (``view_prob=0``): the ablation that shows what the views change. Its test split is reported."""
-    train = replace(run.train_config, view_prob=0.0)
-    return train_and_evaluate(data, train, name=f"{run.name}-no-views", experiment=experiment,
+    (no :class:`~helpers.training.ViewSwap` hook): the ablation that shows what the views change. Its test
+    split is reported."""
+    return train_and_evaluate(data, run.train_config, name=f"{run.name}-no-views", experiment=experiment,
                               model_config=run.model_config, outputs=outputs, device=device)
 
 

@@ -30,7 +30,7 @@ from helpers.paths import Outputs
 from helpers.runs import RunResult, recall_table, train_and_evaluate
 from helpers.splits import DataSplits, Split, grouped_stratified_split
 from helpers.stats import Verdict, paired
-from helpers.training import evaluate
+from helpers.training import evaluate, hook_settings
 
 #: names of the two arms, in the order :func:`swap_in` returns them
 ARMS = ("pool only", "swapped")
@@ -85,13 +85,15 @@ def train_arms(arms: Sequence[DataSplits], run: RunResult, seeds: Sequence[int],
     for name, d in zip(ARMS, arms):
         if name == ARMS[0] and pool_runs is not None:
             for r, s in zip(pool_runs, seeds, strict=True):
-                if r.train_config != replace(run.train_config, seed=s) or r.model_config != run.model_config:
+                if (r.train_config != replace(run.train_config, seed=s) or r.model_config != run.model_config
+                        or hook_settings(r.hooks) != hook_settings(run.hooks)):
                     raise ValueError(f"run {r.name!r} was not trained with the given settings and seed {s}")
             trained[name] = [replace(r, test=evaluate(r.model, d, "test", device=device)) for r in pool_runs]
             continue
         trained[name] = [train_and_evaluate(d, replace(run.train_config, seed=s),
                                             name=f"swap-{name.replace(' ', '-')}-seed{s}", experiment=experiment,
-                                            model_config=run.model_config, outputs=outputs, device=device)
+                                            model_config=run.model_config, outputs=outputs, device=device,
+                                            hooks=run.hooks)
                          for s in seeds]
     return trained
 
