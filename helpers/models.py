@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -172,3 +173,23 @@ def _flat_size(features: nn.Module, channels: int, size: int) -> int:
     if out.shape[-1] < 1:
         raise ValueError(f"input of {size}x{size} px is too small for this network")
     return int(out[0].numel())
+
+
+def layer_table(model: nn.Module, channels: int, size: int) -> pd.DataFrame:
+    """One row per layer of ``model``: its type, the output shape of one ``channels``×``size``×``size`` image, and
+    its trainable parameters (the total is :func:`count_parameters`)."""
+    rows: list[dict[str, Any]] = []
+    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: rows.append(
+        {"layer": name, "type": type(m).__name__, "output shape": " × ".join(map(str, o.shape[1:])),
+         "parameters": sum(p.numel() for p in m.parameters() if p.requires_grad)})) for name, m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, size, size))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return pd.DataFrame(rows).set_index("layer")

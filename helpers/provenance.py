@@ -140,6 +140,8 @@ def fingerprint_bytes(chunks: Iterable[bytes]) -> str:
 SUMMARY_MIME = "application/vnd.lenet5-portfolio.summary+json"
 #: the columns of a headline row (any may be absent)
 HEADLINE_KEYS = ("data set", "model", "val acc %", "test acc %", "test interval", "spent", "note")
+#: the fields of one finding (:func:`helpers.stats.finding`): what the report's findings page shows
+FINDING_KEYS = ("finding", "value", "interval", "target", "outcome", "section")
 
 T = TypeVar("T")
 
@@ -183,7 +185,8 @@ class RunStamp:
             f"Code: {describe_state(self.code)}." + (f" Data fingerprints: {data}." if data else "")
         )
 
-    def finish(self, notebook: str, headline: Sequence[Mapping[str, Any]] = (), outputs: Outputs | None = None) -> None:
+    def finish(self, notebook: str, headline: Sequence[Mapping[str, Any]] = (), outputs: Outputs | None = None,
+               findings: Sequence[Mapping[str, str]] = ()) -> None:
         """Print the stamp and write the summary of ``notebook`` (its file stem): the stamp's fields and
         ``headline`` rows (keys from :data:`HEADLINE_KEYS`) to ``<outputs>/summary/<notebook>.json`` and,
         as a display output, into the notebook itself. Returns None, so that a notebook's last cell
@@ -191,11 +194,14 @@ class RunStamp:
         unknown = {k for row in headline for k in row} - set(HEADLINE_KEYS)
         if unknown:
             raise ValueError(f"headline keys must be among {HEADLINE_KEYS}, got {sorted(unknown)}")
+        if any(set(f) != set(FINDING_KEYS) for f in findings):
+            raise ValueError(f"each finding needs exactly the keys {FINDING_KEYS}")
         text = self.summary()
         summary = {"notebook": notebook, "budget": self.budget, "device": describe(self.device),
                    "started": f"{self.started_at:%Y-%m-%d %H:%M} UTC", "wall_minutes": round(self.elapsed() / 60, 1),
                    "code": self.code, "data": dict(self.data), "stamp": text,
-                   "headline": [{k: row[k] for k in HEADLINE_KEYS if k in row} for row in headline]}
+                   "headline": [{k: row[k] for k in HEADLINE_KEYS if k in row} for row in headline],
+                   "findings": [dict(f) for f in findings]}
         folder = (outputs or Outputs.for_budget(self.budget)).root / "summary"
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / f"{notebook}.json", json.dumps(summary, indent=2).encode())

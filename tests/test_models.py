@@ -56,3 +56,13 @@ def test_invalid_config_is_rejected(bad: dict) -> None:
 def test_unknown_architecture_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("resnet1000")
+
+
+def test_layer_table_lists_every_layer_and_adds_up_to_the_parameter_count() -> None:
+    from helpers.models import build_model, count_parameters, layer_table
+
+    model = build_model(in_channels=3, image_size=28, num_classes=10)
+    table = layer_table(model, channels=3, size=28)
+    assert table["parameters"].sum() == count_parameters(model) == 62_006
+    assert table.loc["features.0", "output shape"] == "6 × 28 × 28" and table.loc["classifier.5", "output shape"] == "10"
+    assert model.training  # the probe leaves the model's mode as it was

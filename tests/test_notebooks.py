@@ -53,7 +53,8 @@ def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
         assert any(n == rows and set(must_have) <= set(cols) for n, cols in shapes), (notebook.name, must_have, shapes)
     if notebook.name.startswith("05_"):
         verdicts = next(t for t in tables if "verdict" in t.columns)["verdict"]
-        assert set(verdicts) <= {"supported", "partly supported", "refuted", "inconclusive"}
+        assert set(verdicts) <= {"supported", "partly supported", "refuted", "inconclusive", "held", "reversed",
+                                 "not confirmed"}
 
 
 #: Per notebook: (rows, columns) of tables its quick run must show (all data sets are on this machine).
@@ -67,8 +68,8 @@ EXPECTED_TABLES = {
            (1, ["baseline test %", "tuned test %", "difference"])],
     "04": [(2, ["trials", "stopped early", "finished", "failed", "epochs", "train min", "device"])] * 2
           + [(2, ["val mean %", "test mean %", "test 95 % CI over seeds", "test bal acc mean %"])] * 2,
-    "05": [(8, ["hypothesis", "verdict", "rule", "evidence"])],
-    "06": [(6, ["true", "answer", "top 1", "top 2", "top 3"]), (3, ["value", "rule", "met"]),
+    "05": [(10, ["hypothesis", "verdict", "evidence"])],
+    "06": [(3, ["value", "rule", "met"]),
            (3, ["frames", "same top-1 as PyTorch", "same 'not sure' as PyTorch"])],
     "07": [(2, ["trials", "stopped early", "finished", "epochs", "minutes", "best val acc %", "test acc %"])],
 }
@@ -169,3 +170,20 @@ def test_compact_png_leaves_transparent_images_alone() -> None:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     assert compact_png(buffer.getvalue()) == buffer.getvalue()
+
+
+def test_finish_writes_findings_and_refuses_malformed_ones(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    from helpers import stats
+    from helpers.provenance import RunStamp
+
+    stamp = RunStamp("quick", torch.device("cpu"))
+    line = stats.finding("tuned", "87.82 %", "03_hyperopt_tuning.ipynb#x", target=stats.target("t", [87.0, 88.0], 88.0))
+    stamp.finish("99_test", outputs=paths.Outputs(tmp_path), findings=[line])
+    written = json.loads((tmp_path / "summary" / "99_test.json").read_text())
+    assert written["findings"] == [line]
+    with pytest.raises(ValueError, match="keys"):
+        stamp.finish("99_test", outputs=paths.Outputs(tmp_path), findings=[{"finding": "x"}])

@@ -56,3 +56,19 @@ def test_a_damaged_cached_result_is_reported_and_trained_again(tiny, tmp_path: P
                             cache_dir=tmp_path)
     assert again.attrs["trained"] == 1 and "does not match its checksum" in capsys.readouterr().out
     assert again.loc[0, "final_val_acc"] == first.loc[0, "final_val_acc"] < 1
+
+
+def test_batchnorm_verdict_reports_a_comparison_at_chance_as_degenerate() -> None:
+    import pandas as pd
+
+    from helpers.tuning.reflections import batchnorm_verdict
+
+    rows = []
+    for seed in range(3):
+        for variant, accs in (("plain", (0.30, 0.60, 0.10)), ("BatchNorm", (0.45, 0.62, 0.10))):
+            for lr, acc in zip((0.005, 0.05, 0.5), accs):
+                rows.append({"variant": variant, "lr": lr, "seed": seed, "final_val_acc": acc + 0.01 * seed * (variant == "BatchNorm" and lr < 0.5)})
+    verdict, table = batchnorm_verdict(pd.DataFrame(rows), (0.005, 0.05, 0.5), num_classes=10)
+    assert [p.claim for p in verdict.parts] == ["lr 0.005: BatchNorm beats plain"]  # lr 0.5: both at chance, left out
+    assert verdict.outcome == "supported" and "lr 0.5: both at chance (10 %) in every seed" in verdict.evidence
+    assert list(table.index) == ["plain", "BatchNorm"]

@@ -164,3 +164,25 @@ def test_selection_bias_needs_a_validation_gain_that_test_does_not_keep() -> Non
     assert selection_bias(-1.0, -3.0).outcome == "none shown"  # no validation gain to lose
     assert selection_bias(6.0, 2.0).reference == 6.0
 
+
+
+def test_a_trend_within_runs_is_decided_over_seeds_not_over_epochs() -> None:
+    import pandas as pd
+
+    # three seeds whose accuracy rises with the epoch in two seeds and falls in the third: 30 rows, 3 units
+    rows = [{"seed": s, "epoch": e, "val_acc": 0.5 + (0.01 if s < 2 else -0.01) * e} for s in range(3) for e in range(1, 11)]
+    frame = pd.DataFrame(rows)
+    pooled = stats.trend(frame, "epoch", list(range(1, 11)), metric="val_acc")
+    per_seed = stats.trend(frame, "epoch", list(range(1, 11)), metric="val_acc", per_seed=True)
+    assert per_seed.outcome == "inconclusive" and "+1.00, +1.00, -1.00" in per_seed.evidence
+    assert per_seed.rule == stats.TREND_SEED_RULE and pooled.rule == stats.TREND_RULE
+
+
+def test_a_target_within_the_reproduction_band_says_so() -> None:
+    near = stats.target("x", [87.5, 88.0, 87.96], 88.0)
+    far = stats.target("x", [80.0, 81.0, 82.0], 88.0)
+    assert near.outcome == "missed" and "within the 1.5-point band" in stats.target_outcome(near)
+    assert stats.target_outcome(far) == "missed by 7.00 points"
+    line = stats.finding("tuned", "87.82 %", "03_hyperopt_tuning.ipynb#x", interval="95 % CI", target=near)
+    assert set(line) == {"finding", "value", "interval", "target", "outcome", "section"}
+    assert line["target"] == near.rule and line["outcome"].startswith("missed by 0.18")

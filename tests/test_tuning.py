@@ -214,3 +214,53 @@ def test_the_ranking_claim_follows_its_rule_on_constructed_rankings() -> None:
     assert tables.ranking_claim(imp, "batch_size").outcome == "inconclusive"
     v = tables.ranking_claim(None, "lr")
     assert v.outcome == "inconclusive" and "too few finished" in v.evidence and v.rule == tables.RANKING_RULE
+
+
+def test_winner_table_shows_only_what_the_search_changed_rounded() -> None:
+    from helpers.training import TrainConfig
+    from helpers.tuning.tables import winner_table
+
+    model = {"in_channels": 3, "image_size": 28, "num_classes": 10, "conv_channels": (6, 16), "dense_units": (256, 80),
+             "dropout": 0.08503523754393931, "batchnorm": False}
+    table = winner_table(model, TrainConfig(optimizer="sgd", lr=0.0024633055746509373, momentum=0.9, batch_size=64, epochs=40))
+    assert list(table.index) == ["lr", "dense", "dropout"]
+    assert table.loc["lr", "tuned"] == 0.00246 and table.loc["dropout", "tuned"] == 0.085
+
+
+def test_a_views_axis_reaches_the_run_and_its_hooks() -> None:
+    from hyperopt.pyll.stochastic import sample
+
+    from helpers.training import ViewSwap
+    from helpers.tuning.search import run_hooks
+    from helpers.tuning.spaces import lenet_space, space_source, to_run_config
+
+    space = lenet_space(views=("none", "zoom"))
+    point = sample(space, rng=np.random.default_rng(0))
+    assert point["views"] in ("none", "zoom") and "views" not in lenet_space()
+    data = load_simpsons_mnist("rgb").subset(n_train=20, n_val=10, n_test=10)
+    run = to_run_config({**point, "views": "zoom"}, data, {"epochs": 1})
+    assert run.views == "zoom" and run.describe()["views"] == "zoom"
+    assert "views" not in to_run_config({k: v for k, v in point.items() if k != "views"}, data, {"epochs": 1}).describe()
+    base, zoom = ViewSwap(0.5), ViewSwap(0.9)
+    assert run_hooks((base,), {"none": (), "zoom": (zoom,)}, run) == (base, zoom)
+    with pytest.raises(ValueError, match="maps only"):
+        run_hooks((base,), {"none": ()}, run)
+    assert 'space["views"] = hp.choice("views"' in space_source()
+
+
+def test_the_baseline_keeps_the_view_option_with_the_higher_validation_accuracy(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from helpers.tuning import study
+    from helpers.tuning.rungs import Rungs
+
+    def fake(data, train, seeds, *, name, hooks, **kwargs):
+        acc = 0.8 if name.endswith("zoom") else 0.7
+        return [SimpleNamespace(val=SimpleNamespace(accuracy=acc), name=name, hooks=hooks) for _ in seeds]
+
+    monkeypatch.setattr(study, "train_over_seeds", fake)
+    config = study.StudyConfig("x", Rungs(1, 3, 3), 6, 1, view_hooks={"none": (), "zoom": ("Z",)})
+    kept, every = study.train_baseline(config, None, outputs=None, device="cpu")
+    assert kept[0].name == "baseline-zoom" and kept[0].hooks == ("Z",) and set(every) == {"none", "zoom"}
+    plain, none = study.train_baseline(study.StudyConfig("x", Rungs(1, 3, 3), 6, 1), None, outputs=None, device="cpu")
+    assert plain[0].name == "baseline" and none == {}

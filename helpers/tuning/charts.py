@@ -8,6 +8,7 @@ coordinates, scatter plots, the top table) uses finished trials only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -81,7 +82,7 @@ def _encode(column: pd.Series) -> tuple[np.ndarray, list[str] | None]:
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         v = column.astype(float)
         return ((v - v.min()) / (v.max() - v.min() + 1e-12)).to_numpy(), None
-    cats = sorted(column.astype(str).unique())
+    cats = _in_order(list(column.astype(str).unique()))
     codes = column.astype(str).map({c: i for i, c in enumerate(cats)}).to_numpy(dtype=float)
     return codes / max(len(cats) - 1, 1), cats
 
@@ -89,6 +90,7 @@ def _encode(column: pd.Series) -> tuple[np.ndarray, list[str] | None]:
 def plot_parallel_coordinates(frame: pd.DataFrame, params: Sequence[str], title: str = "Hyperparameters of every trial") -> Figure:
     """One line per finished trial across the hyperparameter axes, coloured by validation accuracy."""
     ok = frame[frame["state"] == "finished"].sort_values("val_acc")
+    params = [p for p in params if p in ok and ok[p].nunique(dropna=False) > 1]  # a constant gets no axis
     fig, ax = plt.subplots(figsize=(1.3 * len(params) + 2, 4.8))
     norm = colors.Normalize(vmin=100 * ok["val_acc"].min(), vmax=100 * ok["val_acc"].max())
     cmap = plt.get_cmap("viridis")
@@ -118,9 +120,20 @@ def plot_parallel_coordinates(frame: pd.DataFrame, params: Sequence[str], title:
     return fig
 
 
+def _in_order(values: Sequence[Any]) -> list[Any]:
+    """Category values in numeric order when they are numbers (80, 96, 112, not "112", "80"), else as text."""
+    try:
+        return sorted(values, key=float)
+    except (TypeError, ValueError):
+        return sorted(values, key=str)
+
+
 def plot_param_scatter(frame: pd.DataFrame, params: Sequence[str], title: str = "Hyperparameter vs validation accuracy") -> Figure:
     """One panel per hyperparameter: its value against validation accuracy (finished trials of all algorithms)."""
     ok = frame[frame["state"] == "finished"]
+    params = [p for p in params if p in ok and ok[p].nunique(dropna=False) > 1]  # a constant gets no panel
+    if not params:
+        raise ValueError("no hyperparameter takes more than one value among the finished trials")
     ncols = min(4, len(params))
     nrows = int(np.ceil(len(params) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
@@ -134,7 +147,7 @@ def plot_param_scatter(frame: pd.DataFrame, params: Sequence[str], title: str = 
                 ax.set_xscale("log")
         else:
             sns.stripplot(x=ok[p].astype(str), y=y, hue=ok[hue] if hue else None, ax=ax, size=4, legend=False,
-                          order=sorted(ok[p].astype(str).unique()))
+                          order=[str(v) for v in _in_order(ok[p].dropna().unique())])
             ax.tick_params(axis="x", rotation=30, labelsize=8)
         ax.set_xlabel(p + (" (log scale)" if p in LOG_SCALE else ""))
         ax.set_ylabel("validation accuracy (%)")

@@ -20,7 +20,7 @@ import torch
 
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
-from helpers.stats import RankTest, mann_whitney
+from helpers.stats import RankTest, finding, mann_whitney
 from helpers.tuning.rungs import Rungs
 from helpers.tuning.study import search
 from helpers.tuning.tables import best_at_budget, spend
@@ -72,6 +72,16 @@ class AlgorithmComparison:
         return (f"Rule: {t.rule}. Final best validation accuracy at {self.epoch_budget} epochs: {means}; "
                 f"U = {t.u:g}, p = {t.p:.3f}: **{outcome}**, so the full search uses **{self.chosen}**.")
 
+    def finding(self, section: str) -> dict[str, str]:
+        """The comparison's line on the report's findings page."""
+        s = self.summary()
+        n = int(s["searches"].max())
+        means = ", ".join(f"{a} {r['best val acc mean %']:.2f} %" for a, r in s.iterrows() if a != "grid")
+        outcome = "inconclusive" if self.test.verdict == "inconclusive" else f"{self.test.verdict} better"
+        return finding(f"TPE vs random search, {n} searches each at {self.epoch_budget} epochs (best validation "
+                       f"accuracy)", means, section, interval=f"Mann-Whitney U = {self.test.u:g}, p = {self.test.p:.2f}",
+                       outcome=outcome)
+
 
 def compare_at_equal_epochs(
     data: DataSplits, base_train: Mapping[str, Any], *, name: str, epoch_budget: int, rungs: Rungs,
@@ -89,12 +99,21 @@ def compare_at_equal_epochs(
         raise ValueError(f"epoch_budget {epoch_budget} is below one full trial ({rungs.max_epochs} epochs)")
     frames: dict[tuple[str, int], pd.DataFrame] = {}
     plan = [(algo, seed) for seed in search_seeds for algo in algos] + ([("grid", 0)] if grid else [])
+    loaded = 0
     for algo, seed in plan:
         outcome = search(data, base_train, name=f"{name}-s{seed}", algo=algo, rungs=rungs, epoch_budget=epoch_budget,
                          outputs=outputs, seed=seed, n_startup_jobs=n_startup_jobs, space_options=space_options,
-                         device=device, progress=progress, grid=grid, grid_fixed=grid_fixed)
+                         device=device, progress=progress, grid=grid, grid_fixed=grid_fixed, quiet_loaded=True)
         frames[(algo, seed)] = outcome.frame
+        loaded += bool(getattr(outcome.trials, "loaded_complete", False))
+    if progress and loaded:
+        print(f"{loaded} of {len(plan)} searches loaded from {outputs.results.name}/{name}-s*.json (finished earlier, "
+              f"not re-run)")
     finals = {a: [best_at_budget(f, epoch_budget) for (algo, _), f in frames.items() if algo == a] for a in algos}
     test = mann_whitney(finals[algos[0]], finals[algos[1]], names=algos)
     chosen = test.verdict if test.verdict != "inconclusive" else "tpe"
     return AlgorithmComparison(epoch_budget, frames, test, chosen)
+
+
+#: What the grid of notebook 03's comparison holds fixed while it crosses its axes.
+GRID_FIXED: dict[str, Any] = {"optimizer": "adam", "weight_decay": 1e-4, "batch_size": 64, "dropout": 0.2, "augment": "flip"}

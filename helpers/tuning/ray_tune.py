@@ -28,6 +28,7 @@ stopped it); :func:`results_frame` turns the ``ResultGrid`` into the columns of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -255,8 +256,20 @@ def run_ray_search(
                            tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=search,
                                                        scheduler=scheduler, num_samples=num_samples),
                            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0))
-    with snapshot_period(snapshot_s):
+    with snapshot_period(snapshot_s), _no_rich_display():
         return tuner.fit()
+
+
+@contextlib.contextmanager
+def _no_rich_display() -> Iterator[None]:
+    """Ray Tune's Jupyter reporter displays an HTML object even with ``verbose=0``: an empty box in a notebook."""
+    try:
+        from IPython.utils.capture import capture_output
+    except ImportError:
+        yield
+        return
+    with capture_output(stdout=False, stderr=False, display=True):
+        yield
 
 
 def search_minutes(grid) -> float:
@@ -299,3 +312,29 @@ def results_frame(grid, rungs: Rungs, data: DataSplits, base_train: Mapping[str,
                      **layer_widths(run.describe()), "point": result.config})
     frame = pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
     return add_running_columns(frame)
+
+
+def beside_notebook03(outputs: Outputs, ray_frame: pd.DataFrame, ray_minutes: float, best: pd.Series,
+                      test_acc: float) -> pd.DataFrame:
+    """What notebook 03's one-process search and this Ray search each spent and found, one row each (notebook 03's
+    row only once its trials and tuned model exist): trials, epochs, minutes, epochs per minute, best validation
+    accuracy and test accuracy (notebook 03: its winner's mean over seeds; Ray: the best trial, evaluated once)."""
+    from helpers.checkpoints import load_checkpoint
+    from helpers.tuning import search, spaces, tables, trialstore
+
+    rows = []
+    path = search.trials_file(outputs.results, "03-simpsons", "tpe")
+    if path.exists():
+        trials = trialstore.load_trials(path)
+        nb03 = tables.trials_frame(trials, spaces.stored_space(trials), "tpe")
+        tuned = outputs.models / "simpsons_tuned.pt"
+        test03 = load_checkpoint(tuned).metrics.get("seeds_test mean %") if tuned.exists() else None
+        minutes03 = nb03["seconds"].sum() / 60  # trials ran one after another: close to the search's wall time
+        rows.append({"search": "notebook 03: Hyperopt, one process", **tables.spend(nb03), "minutes": round(minutes03, 1),
+                     "epochs per min": round(nb03["epochs"].sum() / minutes03, 1),
+                     "best val acc %": round(100 * tables.best_trial(nb03)["val_acc"], 2),
+                     "test acc %": round(test03, 2) if test03 is not None else None})
+    rows.append({"search": "notebook 07: Ray Tune, 2 trials at once", **tables.spend(ray_frame),
+                 "minutes": round(ray_minutes, 1), "epochs per min": round(ray_frame["epochs"].sum() / ray_minutes, 1),
+                 "best val acc %": round(100 * best["val_acc"], 2), "test acc %": round(100 * test_acc, 2)})
+    return pd.DataFrame(rows).set_index("search")

@@ -29,6 +29,7 @@ from helpers.paths import Outputs
 from helpers.plumbing import ChecksumError, read_checked, remove_checked, write_checked
 from helpers.runs import train_tracked
 from helpers.splits import DataSplits
+from helpers.stats import COMBINE_RULE, Verdict, combine, diff_in_diff, given, held, paired
 from helpers.training import TrainConfig
 from helpers.tuning import cache_version
 
@@ -90,10 +91,15 @@ def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: M
     """Every config × seed (cached); one row per run. ``df.attrs['trained']`` counts fresh runs."""
     rows, trained = [], 0
     jobs = [(c, s) for c in configs for s in seeds]
-    for config, seed in tqdm(jobs, desc=study, unit="run", disable=not progress, ncols=100, file=sys.stdout):
+    folder = cache_dir or outputs.results / study
+    cached = sum((folder / f"{_key(c, s, datasets[c.dataset])}.json").exists() for c, s in jobs)
+    show = progress and cached < len(jobs)  # a progress bar only for work still to do
+    for config, seed in tqdm(jobs, desc=study, unit="run", disable=not show, ncols=100, file=sys.stdout):
         row, fresh = run_one(config, seed, datasets[config.dataset], study, outputs, device, cache_dir)
         rows.append(row)
         trained += fresh
+    if progress and not show:
+        print(f"{len(jobs)} runs loaded from {folder.name}/ (finished earlier, not re-run)")
     frame = pd.DataFrame(rows)
     frame.attrs["trained"] = trained
     return frame
@@ -185,3 +191,146 @@ def lr_batch_heatmap(frame: pd.DataFrame, metric: str = "final_val_acc", title: 
     fig.tight_layout()
     return fig
 
+
+
+# ------------------------------------------------------------------ notebook 05's experiments, one function each
+
+#: SGD with momentum, as the batch-size and learning-rate experiments use it
+SGD: dict[str, Any] = {"optimizer": "sgd", "momentum": 0.9}
+
+
+def reflection_data(slice_: Mapping[str, int]) -> dict[str, DataSplits]:
+    """Notebook 05's data: Simpsons-MNIST rgb and grayscale cut to ``slice_``, and Fashion-MNIST (1,000 validation
+    images) when it is on this machine (only H4 uses it)."""
+    from helpers import data
+
+    datasets = {"simpsons-rgb": data.load_simpsons_mnist("rgb").subset(**slice_),
+                "simpsons-gray": data.load_simpsons_mnist("grayscale").subset(**slice_)}
+    fashion = data.try_load("fashion")
+    if fashion is not None:
+        datasets["fashion"] = fashion.subset(**{"n_val": 1000, **slice_})
+    return datasets
+
+
+def plot_epoch_curves(runs: pd.DataFrame, stops: pd.Series, title: str) -> Figure:
+    """Validation accuracy (%) and loss per epoch, mean ± sd over seeds, with where early stopping stopped."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, metric, label in ((axes[0], "val_acc", "validation accuracy (%)"), (axes[1], "val_loss", "validation loss (nats)")):
+        c = curves(runs, metric)
+        sns.lineplot(data=c.assign(**{metric: c[metric] * (100 if metric == "val_acc" else 1)}), x="epoch", y=metric,
+                     errorbar="sd", ax=ax)
+        ax.axvline(stops.mean(), color="gray", ls=":", label=f"early stopping (mean epoch {stops.mean():.0f})")
+        ax.set(xlabel="epoch", ylabel=label)
+    axes[0].legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def batch_grid(base: Mapping[str, Any], *, batches: Sequence[int], lr: float, epochs: int, updates: int,
+               n_train: int) -> list[Config]:
+    """H3's conditions: each batch size with the learning rate fixed or scaled (lr × batch / 128), at a fixed number
+    of epochs and at a fixed number of updates. Factors: ``batch_size``, ``lr rule``, ``budget``."""
+    configs = []
+    for bs in batches:
+        for lr_mode, value in (("fixed lr", lr), ("scaled lr", lr * bs / 128)):
+            train = dict(base, **SGD, lr=value, batch_size=bs)
+            configs.append(Config(f"bs{bs}-{lr_mode[:5]}-epochs", {"batch_size": bs, "lr rule": lr_mode,
+                                  "budget": f"{epochs} epochs"}, {}, train))
+            configs.append(Config(f"bs{bs}-{lr_mode[:5]}-updates", {"batch_size": bs, "lr rule": lr_mode,
+                                  "budget": f"{updates} updates"}, {},
+                                  dict(train, max_updates=updates, epochs=updates * bs // n_train + 2)))
+    return configs
+
+
+def regime_check(tuned: tuple[dict[str, Any], dict[str, Any]], before: Sequence[Verdict], regime: Mapping[str, Any],
+                 datasets: dict[str, DataSplits], *, outputs: Outputs, device: str | torch.device = "auto",
+                 ) -> tuple[Verdict, pd.DataFrame]:
+    """H3c: the fixed-epoch claims ``before`` re-tested at a tuned configuration (model, train) on the complete
+    training split (``regime``: slice, seeds, epochs), by :data:`helpers.stats.HELD_RULE`."""
+    from helpers import data
+
+    model, train = tuned
+    train = dict(train, epochs=regime["epochs"] or train["epochs"])
+    full = data.load_simpsons_mnist("rgb")
+    datasets["simpsons-rgb-full"] = full.subset(**regime["slice"]) if regime["slice"] else full
+    small, budget = int(train["batch_size"]), f"{train['epochs']} epochs"
+    frame = run_experiments(batch_size_configs(model, train, (small, 512), dataset="simpsons-rgb-full", budget=budget),
+                            regime["seeds"], datasets, study="05-regime", outputs=outputs, device=device)
+    after = [paired(frame[frame["lr rule"] == r], "batch_size", 512, small,
+                    claim=f"tuned, full split, {budget}, {r}: batch {small} beats 512") for r in ("fixed lr", "scaled lr")]
+    return held("3c. H3a at the tuned configuration on the full split", before, after), frame
+
+
+def depth_verdict(frame: pd.DataFrame, present: Sequence[str]) -> Verdict:
+    """H4: each extra layer helps on Simpsons-MNIST, and helps more there than on Fashion-MNIST (paired by seed)."""
+    claim = "4. Depth helps only on complex data"
+    if "fashion" not in present:
+        return given(claim, "inconclusive", "needs both data sets", "Fashion-MNIST not available")
+    simpsons = frame[frame["data set"] == "simpsons-rgb"]
+    parts = [v for name in ("+ conv layer", "+ dense layer") for v in (
+        paired(simpsons, "architecture", "LeNet-5", name, claim=f"{name} helps on Simpsons-MNIST"),
+        diff_in_diff(frame, "architecture", "LeNet-5", name, "data set", "simpsons-rgb", "fashion",
+                     claim=f"{name} helps more on Simpsons-MNIST than on Fashion-MNIST"))]
+    return combine(claim, parts)
+
+
+def plot_lr_effect(frame: pd.DataFrame, title: str) -> Figure:
+    """H5's accuracy per learning rate and variant, the learning rates in numeric order."""
+    fig = plot_effect(frame, "lr", title, hue="variant", xlabel="learning rate (SGD, momentum 0.9)",
+                      order=sorted(frame["lr"].unique()))
+    fig.axes[0].legend(title="variant", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def batchnorm_verdict(frame: pd.DataFrame, lrs: Sequence[float], num_classes: int) -> tuple[Verdict, pd.DataFrame]:
+    """H5: BatchNorm beats the plain network at each learning rate away from the plain network's best. A
+    learning rate at which both sit at chance in every seed is reported as degenerate (no evidence) and
+    left out of the combined verdict. Returns the verdict and the mean accuracy table."""
+    s = aggregate(frame, ["variant", "lr"])
+    table = s["mean"].unstack("lr").round(1)
+    table["learning rates within 10 % of the best result"] = (s["mean"].unstack("lr") >= 0.9 * s["mean"].max()).sum(axis=1)
+    plain_best = s.loc["plain", "mean"].idxmax()
+    chance = 100 / num_classes
+    parts, degenerate = [], []
+    for lr in lrs:
+        if lr == plain_best:
+            continue
+        both = frame[(frame["lr"] == lr) & frame["variant"].isin(["plain", "BatchNorm"])]["final_val_acc"] * 100
+        if (both.sub(chance).abs() < 1.0).all():
+            degenerate.append(f"lr {lr:g}: both at chance ({chance:.0f} %) in every seed, a degenerate comparison")
+            continue
+        parts.append(paired(frame[frame["lr"] == lr], "variant", "plain", "BatchNorm", claim=f"lr {lr:g}: BatchNorm beats plain"))
+    claim = "5. BatchNorm widens the usable learning-rate range"
+    verdict = combine(claim, parts) if parts else given(claim, "inconclusive", COMBINE_RULE, "every comparison degenerate")
+    verdict.evidence += (f"; compared away from the plain model's best learning rate ({plain_best:g})"
+                         + "".join(f"; left out: {d}" for d in degenerate))
+    return verdict, table
+
+
+def interaction_verdict(frame: pd.DataFrame, results: Path) -> tuple[Verdict, str]:
+    """H7: the best learning rate shifts with the batch size (difference in differences), and the learning rate
+    ranks first by η² among notebook 03's finished search trials. Returns the verdict and the importance read-out."""
+    from helpers.tuning import search, spaces, tables, trialstore
+
+    s = aggregate(frame, ["batch_size", "lr"])
+    best_lr = s["mean"].unstack("lr").idxmax(axis=1)
+    small, large = int(frame["batch_size"].min()), int(frame["batch_size"].max())
+    interaction = (diff_in_diff(frame, "lr", best_lr[large], best_lr[small], "batch_size", small, large,
+                                claim=f"lr {best_lr[small]:g} over {best_lr[large]:g} gains more at batch {small} than at {large}")
+                   if best_lr[small] != best_lr[large] else given(
+                       "the best lr shifts with batch size", "inconclusive", "best lr per batch size",
+                       f"the same best lr at batch {small} and {large}"))
+    paths = {a: search.trials_file(results, "03-simpsons", a) for a in ("random", "tpe")}
+    loaded = {a: trialstore.load_trials(p) for a, p in paths.items() if p.exists()}
+    frames = [tables.trials_frame(t, spaces.stored_space(t), a) for a, t in loaded.items()]
+    if not frames:
+        readout, imp = "Notebook 03's trials are not in `outputs/results/` yet: run notebook 03 for the importance estimate.", None
+    else:
+        explored = pd.concat(frames, ignore_index=True)
+        imp = tables.importance(explored, list(spaces.HYPERPARAMETERS))
+        readout = tables.importance_readout(explored, imp)
+        imp = None if imp.isna().all() else imp
+    readout = f"Best learning rate per batch size: {', '.join(f'{b}: {v:g}' for b, v in best_lr.items())}. " + readout
+    return combine("7. lr and batch size interact; lr matters most", [interaction, tables.ranking_claim(imp, "lr")]), readout

@@ -53,7 +53,7 @@ from helpers.splits import DataSplits
 from helpers.training import TrainHook, fit
 from helpers.tuning import cache_version
 from helpers.tuning.rungs import Rungs, recorded_from
-from helpers.tuning.spaces import grid_points, to_run_config, validate_space
+from helpers.tuning.spaces import RunConfig, grid_points, to_run_config, validate_space
 from helpers.tuning.trialstore import load_trials, locked, save_trials
 
 ALGORITHMS = ("tpe", "random", "grid")
@@ -159,6 +159,9 @@ def run_search(
     with locked(trials_path):
         trials = _open_trials(trials_path, spec)
         done = _finished(trials)
+        complete = done >= spec.max_evals or not _budget_left(trials, spec)
+        trials.loaded_complete = complete  # a finished search read back: the caller says so in one line
+        progress = progress and not complete
         if done and progress:
             print(f"{spec.name} [{spec.algo}]: resuming: {done} trials ({epochs_spent(trials)} epochs) were finished "
                   f"earlier and are loaded from {trials_path.name}, not re-run")
@@ -269,6 +272,16 @@ def trial_weights(outputs: Outputs, experiment: str, algo: str, trial_index: int
     return outputs.models / "trials" / f"{experiment}-{algo}-trial-{trial_index:03d}.pt"
 
 
+def run_hooks(hooks: Sequence[TrainHook], view_hooks: Mapping[str, Sequence[TrainHook]], run: RunConfig
+              ) -> tuple[TrainHook, ...]:
+    """The hooks a run trains with: the study's own, then those of the view option its point chose."""
+    if run.views is None:
+        return tuple(hooks)
+    if run.views not in view_hooks:
+        raise ValueError(f"the point chose views {run.views!r}, but the study maps only {sorted(view_hooks)} to hooks")
+    return (*hooks, *view_hooks[run.views])
+
+
 class Objective:
     """Trains one configuration (through :func:`helpers.runs.train_tracked`) and reports its
     validation result to Hyperopt.
@@ -288,9 +301,10 @@ class Objective:
     def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
                  outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,
                  rungs: Rungs | None = None, sized: Callable[[int], DataSplits] | None = None,
-                 keep_weights: bool = False, hooks: Sequence[TrainHook] = ()) -> None:
+                 keep_weights: bool = False, hooks: Sequence[TrainHook] = (),
+                 view_hooks: Mapping[str, Sequence[TrainHook]] | None = None) -> None:
         self.data, self.base_train, self.experiment, self.algo = data, dict(base_train), experiment, algo
-        self.hooks = tuple(hooks)
+        self.hooks, self.view_hooks = tuple(hooks), dict(view_hooks or {})
         self.keep_weights = keep_weights
         self.outputs, self.device, self.train_fn, self.rungs, self.sized = outputs, device, train_fn, rungs, sized
         if rungs is not None:
@@ -325,7 +339,7 @@ class Objective:
                                name=f"{self.algo}-trial-{self.trial_index:03d}", outputs=self.outputs,
                                model_config=run.model, hparams={"algo": self.algo, **run.describe()},
                                device=self.device, figures=False, train_fn=self.train_fn, on_epoch=on_epoch,
-                               hooks=self.hooks)
+                               hooks=run_hooks(self.hooks, self.view_hooks, run))
         h = result.history
         applied = {"n_params": result.n_params, **h.optimizer}  # read off the objects trained
         common = {"config": run.describe(), "applied": applied, "seconds": h.seconds, "epochs": len(h.epochs),

@@ -8,9 +8,11 @@ parameters, layer widths, augmentation); :data:`SIMPSONS_SPACE` narrows it for S
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -50,13 +52,15 @@ SIMPSONS_SPACE: dict[str, tuple] = {
 def lenet_space(conv1: Sequence[int] = (6, 12, 24, 32), conv2: Sequence[int] = (16, 32, 48, 64),
                 augments: Sequence[str] = AUGMENTS, image_sizes: Sequence[int] | None = None,
                 batch_sizes: Sequence[int] = (32, 64, 128, 256), batchnorm: Sequence[bool] = (False, True),
-                dense1: Sequence[int] = (32, 384), dense2: Sequence[int] = (16, 192)) -> dict[str, Any]:
+                dense1: Sequence[int] = (32, 384), dense2: Sequence[int] = (16, 192),
+                views: Sequence[str] | None = None) -> dict[str, Any]:
     """The search space over LeNet-5 and its training (conditional optimizer parameters).
 
     ``conv1`` / ``conv2`` are the channel counts the two conv layers may take, ``augments`` the
     augmentation choices (see :func:`helpers.tuning.spaces.parse_augment`), ``image_sizes`` (optional) the
     input sizes in pixels, ``batch_sizes`` and ``batchnorm`` the values those may take, ``dense1`` /
-    ``dense2`` the (low, high) range of the dense layers' units (steps of 16). The defaults are the
+    ``dense2`` the (low, high) range of the dense layers' units (steps of 16), ``views`` (optional) the names of
+    view options a study maps to training hooks (``StudyConfig.view_hooks``). The defaults are the
     wide space; a notebook may narrow it where earlier runs point (and says so). The model stays
     LeNet-5: two conv + pool stages and three dense layers.
     """
@@ -87,7 +91,18 @@ def lenet_space(conv1: Sequence[int] = (6, 12, 24, 32), conv2: Sequence[int] = (
     }
     if image_sizes:
         space["image_size"] = hp.choice("image_size", [int(v) for v in image_sizes])
+    if views:
+        space["views"] = hp.choice("views", list(views))
     return space
+
+
+def space_source() -> str:
+    """The ``hp`` expressions of :func:`lenet_space`, as written in this module (for a notebook to show)."""
+    lines = inspect.getsource(lenet_space).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("space = {"))
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "}")
+    return textwrap.dedent("\n".join(lines[start:end + 1] + [
+        line for line in lines[end + 1:] if "space[" in line or line.strip().startswith("if ")]))
 
 
 def stored_space(trials: Trials) -> dict[str, Any]:
@@ -120,11 +135,12 @@ class RunConfig:
 
     model: dict[str, Any]
     train: TrainConfig
+    views: str | None = None  #: the view option the point chose (a space with a ``views`` axis), else None
 
     def describe(self) -> dict[str, Any]:
         """Flat, readable dict of the settings (for tables)."""
         t = self.train
-        return {
+        return ({"views": self.views} if self.views is not None else {}) | {
             "optimizer": t.optimizer, "lr": t.lr, "momentum": t.momentum if t.optimizer in ("sgd", "rmsprop") else None,
             "weight_decay": t.weight_decay, "batch_size": t.batch_size, "schedule": t.schedule,
             "label_smoothing": t.label_smoothing, "image_size": self.model["image_size"],
@@ -190,7 +206,7 @@ def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mappi
     if min(model["conv_channels"] + model["dense_units"]) < 1:
         raise ValueError(f"layer widths must be positive, got {model['conv_channels']} / {model['dense_units']}")
     build_model(seed=None, **model)  # validates the model config (raises ValueError)
-    return RunConfig(model, train)
+    return RunConfig(model, train, params.get("views"))
 
 
 def validate_space(space: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any],

@@ -25,6 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from hyperopt import Trials
@@ -33,11 +34,19 @@ from helpers.paths import Outputs
 from helpers.plumbing import describe, pick_device
 from helpers.runs import RunResult, reload_run, save_best, save_run, seed_summary, train_and_evaluate, train_over_seeds
 from helpers.splits import DataSplits
-from helpers.stats import Decision, PairedDifference, binomial_interval, paired_difference, seed_interval
+from helpers.stats import (
+    Decision,
+    PairedDifference,
+    binomial_interval,
+    finding,
+    paired_difference,
+    seed_interval,
+    target_outcome,
+)
 from helpers.stats import target as stats_target
 from helpers.training import TEXTBOOK, TrainConfig, TrainHook, evaluate, hook_settings
 from helpers.tuning.rungs import Rungs
-from helpers.tuning.search import Objective, SearchSpec, run_search, trial_weights, trials_file
+from helpers.tuning.search import Objective, SearchSpec, run_hooks, run_search, trial_weights, trials_file
 from helpers.tuning.spaces import SEARCH_TRAIN, RunConfig, grid_points, grid_space, lenet_space, to_run_config
 from helpers.tuning.tables import finished, spend, trials_frame
 
@@ -58,22 +67,27 @@ def search(
     outputs: Outputs, seed: int = 0, n_startup_jobs: int = 8, space_options: Mapping[str, Any] | None = None,
     sized: Callable[[int], DataSplits] | None = None, device: str | torch.device = "auto", progress: bool = True,
     grid: Mapping[str, Sequence[Any]] | None = None, grid_fixed: Mapping[str, Any] | None = None,
-    keep_weights: bool = False, hooks: Sequence[TrainHook] = (),
+    keep_weights: bool = False, hooks: Sequence[TrainHook] = (), quiet_loaded: bool = False,
+    view_hooks: Mapping[str, Sequence[TrainHook]] | None = None,
 ) -> SearchOutcome:
     """One budget-aware search over ``lenet_space(**space_options)`` (or, for ``algo='grid'``, over
     ``grid`` with ``grid_fixed``); resumes from ``<outputs.results>/<name>-<algo>.json``; TensorBoard
     runs under ``runs/<name>/``. ``keep_weights`` keeps every finished trial's weights
-    (:func:`helpers.tuning.search.trial_weights`)."""
+    (:func:`helpers.tuning.search.trial_weights`). ``quiet_loaded``: say nothing when a finished search is read back
+    (the caller says it once for several)."""
     space = grid_space(grid or {}, grid_fixed or {}) if algo == "grid" else lenet_space(**(space_options or {}))
     settings = {"base_train": {**base_train, **hook_settings(hooks)}, "data": data.sizes(),
-                "space_options": {k: list(v) for k, v in (space_options or {}).items()}}
+                "space_options": {k: list(v) for k, v in (space_options or {}).items()},
+                **({"view_hooks": {k: hook_settings(v) for k, v in view_hooks.items()}} if view_hooks else {})}
     objective = Objective(data, base_train, name, algo, outputs=outputs, device=device, rungs=rungs, sized=sized,
-                          keep_weights=keep_weights, hooks=hooks)
+                          keep_weights=keep_weights, hooks=hooks, view_hooks=view_hooks)
     max_evals = len(grid_points(grid or {})) if algo == "grid" else 10_000  # else the epoch budget ends it
     spec = SearchSpec(name, algo, seed, max_evals, n_startup_jobs, extra=settings, rungs=rungs,
                       epoch_budget=epoch_budget)
-    trials = run_search(objective, space, spec, trials_file(outputs.results, name, algo),
-                        grid=grid if algo == "grid" else None, progress=progress)
+    path = trials_file(outputs.results, name, algo)
+    trials = run_search(objective, space, spec, path, grid=grid if algo == "grid" else None, progress=progress)
+    if progress and getattr(trials, "loaded_complete", False) and not quiet_loaded:
+        print(f"{name} [{algo}]: {len(trials.trials)} trials loaded from {path.name} (finished earlier, not re-run)")
     return SearchOutcome(algo, trials, space, trials_frame(trials, space, algo), epoch_budget)
 
 
@@ -94,6 +108,8 @@ class TuningStudy:
     checks: list[dict[str, Any]] = field(default_factory=list)  #: one row per retrain check, in order
     rejected: list[RunResult] = field(default_factory=list)  #: first-seed runs of rejected candidates
     reused: list[RunResult] = field(default_factory=list)  #: runs taken from the search's own finished trials
+    #: with ``StudyConfig.view_hooks``: the baseline's runs under every view option (``baseline`` is the kept one)
+    baseline_views: dict[str, list[RunResult]] = field(default_factory=dict)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -173,6 +189,16 @@ class TuningStudy:
                                   if label.startswith("tuned") else "")})
         return rows
 
+    def finding(self, target: float, section: str) -> dict[str, str]:
+        """The study's line on the report's findings page: tuned test accuracy, its interval, the paired comparison
+        with the baseline, and the target (:func:`target_decision`) met or missed."""
+        hit, paired = target_decision(self, target), self.paired()
+        base = 100 * float(np.mean([r.test.accuracy for r in self.baseline]))
+        verdict = paired.outcome.replace("b better", "tuned better").replace("a better", "baseline better")
+        return finding(f"{self.data.name}: tuned LeNet-5 (textbook baseline {base:.2f} %)", f"{hit.value:.2f} %",
+                       section, interval=f"{hit.interval_text() or 'one seed'}; tuned − baseline {paired.text()}: "
+                                         f"{verdict}", target=hit)
+
 
 def _ci_text(values: Sequence[float]) -> str:
     lo, hi = seed_interval(values)
@@ -199,6 +225,9 @@ class StudyConfig:
     checkpoint_name: str | None = None
     max_candidates: int = 3  #: finished trials that may go through the retrain check, best search score first
     hooks: Sequence[TrainHook] = ()  #: added to every run's batches, baseline included (e.g. stretched views)
+    #: named view options (the space's ``views`` axis, ``space_options["views"]``) and the hooks each adds; the
+    #: baseline is trained with each and keeps the one with the higher mean validation accuracy (the same rule)
+    view_hooks: Mapping[str, Sequence[TrainHook]] | None = None
 
     @property
     def trial_train(self) -> dict[str, Any]:
@@ -225,23 +254,40 @@ def run_study(config: StudyConfig, data: DataSplits, *, outputs: Outputs, device
     ``runs/<name>`` and ``runs/<name>-final``. ``sized(image_size)`` returns the *full* data at another input
     size (for a space with an ``image_size`` axis); the search slices it like ``data``."""
     search_data = data.subset(**config.search_slice) if config.search_slice else data
-    baseline = train_over_seeds(data, config.baseline_train, config.seeds, name="baseline",
-                                experiment=f"{config.name}-final", outputs=outputs, device=device, hooks=config.hooks)
+    baseline, baseline_views = train_baseline(config, data, outputs=outputs, device=device)
     outcome = search(search_data, config.trial_train, name=config.name, algo=config.algo, rungs=config.rungs,
                      epoch_budget=config.epoch_budget, outputs=outputs, n_startup_jobs=config.n_startup_jobs,
                      space_options=config.space_options, sized=_sliced(sized, config.search_slice), device=device,
-                     keep_weights=not config.search_slice, hooks=config.hooks)
+                     keep_weights=not config.search_slice, hooks=config.hooks, view_hooks=config.view_hooks)
     chosen, checks, tried, reused = pick_and_check(config, data, outcome, baseline, sized, outputs=outputs, device=device)
     chosen.first.test = evaluate(chosen.first.model, chosen.data, "test", device=device)  # the accepted run: test once
     tuned = [chosen.first, *train_over_seeds(chosen.data, chosen.config.train, config.seeds[1:],
                                              name=f"tuned-t{int(chosen.row['trial'])}", experiment=f"{config.name}-final",
                                              model_config=chosen.config.model, outputs=outputs, device=device,
-                                             hooks=config.hooks)]
+                                             hooks=_hooks(config, chosen.config))]
     checkpoint = save_winner(config, chosen, tuned, checks, outputs)
     rejected = [c.first for c in tried if c.first is not chosen.first]
     return TuningStudy(config.name, data, search_data, baseline, outcome, chosen.row, chosen.config, tuned, checkpoint,
                        describe(pick_device(device) if not isinstance(device, torch.device) else device),
-                       checks, rejected, reused)
+                       checks, rejected, reused, baseline_views)
+
+
+def _hooks(config: StudyConfig, run: RunConfig) -> tuple[TrainHook, ...]:
+    return run_hooks(config.hooks, config.view_hooks or {}, run)
+
+
+def train_baseline(config: StudyConfig, data: DataSplits, *, outputs: Outputs, device: str | torch.device
+                   ) -> tuple[list[RunResult], dict[str, list[RunResult]]]:
+    """The textbook baseline over the study's seeds; with ``view_hooks``, once per view option, keeping the option
+    with the higher mean validation accuracy (the rule the search's ``views`` axis is chosen by). Returns the kept
+    runs and every option's runs."""
+    options = dict(config.view_hooks or {}) or {None: ()}
+    runs = {name: train_over_seeds(data, config.baseline_train, config.seeds,
+                                   name="baseline" if name in (None, "none") else f"baseline-{name}",
+                                   experiment=f"{config.name}-final", outputs=outputs, device=device,
+                                   hooks=(*config.hooks, *hooks)) for name, hooks in options.items()}
+    best = max(runs, key=lambda name: np.mean([r.val.accuracy for r in runs[name]]))
+    return runs[best], ({} if None in runs else runs)
 
 
 def _sliced(sized: Callable[[int], DataSplits] | None, search_slice: Mapping[str, int] | None):
@@ -293,13 +339,13 @@ def _first_seed(config: StudyConfig, data: DataSplits, row: pd.Series, sized: Ca
     train = replace(run.train, seed=seed)
     first = None if config.search_slice else reload_run(
         trial_weights(outputs, config.name, config.algo, trial - 1), cand_data, train, name=f"tuned-t{trial}-seed{seed}",
-        model_config=run.model, device=device, hooks=config.hooks)
+        model_config=run.model, device=device, hooks=_hooks(config, run))
     if first is not None:
         reused.append(first)
     else:
         first = train_and_evaluate(cand_data, train, name=f"tuned-t{trial}-seed{seed}", experiment=f"{config.name}-final",
                                    model_config=run.model, outputs=outputs, device=device, evaluate_test=False,
-                                   hooks=config.hooks)
+                                   hooks=_hooks(config, run))
     return _Candidate(row, cand_data, run, first)
 
 
@@ -367,11 +413,12 @@ def conclusions(study: TuningStudy, target: float | None = None) -> str:
     if bias.outcome == "selection bias":
         lines.append(
             f"- The tuned model gained {bias.reference:+.1f} points on validation but {bias.value:+.1f} on test "
-            f"(rule: {bias.rule}): with {len(study.search_data.val)} validation images the search partly fitted the "
-            f"validation split itself, which is why the test split is kept for the final report.")
+            f"(rule: {bias.rule}). Two causes fit this: the search partly fitted its {len(study.search_data.val)} "
+            f"validation images, or the test split differs from the training pool that validation is drawn from "
+            f"(a shift that validation cannot show); the gains alone do not tell them apart.")
     if target is not None:
         hit = target_decision(study, target)
-        lines.append(f"- Target for the full budget: {hit.rule}: **{hit.outcome}** ({hit.value:.2f} %, "
+        lines.append(f"- Target for the full budget: {hit.rule}: **{target_outcome(hit)}** ({hit.value:.2f} %, "
                      f"{hit.interval_text() or 'one seed'}).")
     return "\n".join(lines)
 

@@ -167,3 +167,20 @@ def ranking_claim(imp: pd.Series | None, name: str = "lr") -> Verdict:
     outcome = "supported" if rank == 0 else "refuted" if rank >= len(imp) / 2 else "inconclusive"
     return given(claim, outcome, RANKING_RULE, f"{name} ranks {rank + 1} of {len(imp)} (η² = {imp[name]:.2f}); "
                                                f"first: {imp.index[0]} (η² = {imp.iloc[0]:.2f})")
+
+
+def winner_table(model: Mapping[str, Any], train: Any) -> pd.DataFrame:
+    """The settings of a tuned configuration that differ from textbook LeNet-5 (:data:`helpers.training.TEXTBOOK`,
+    6/16 conv channels, 120/84 dense units), rounded to three significant figures: what the search changed."""
+    from helpers.training import TEXTBOOK, TrainConfig
+    from helpers.tuning.spaces import RunConfig
+
+    textbook_model = {**model, "conv_channels": (6, 16), "dense_units": (120, 84), "dropout": 0.0, "batchnorm": False}
+    textbook_train = TrainConfig(**{**TEXTBOOK, "epochs": train.epochs, "schedule": "none"})
+    rows = []
+    for (key, tuned), (_, book) in zip(RunConfig(dict(model), train).describe().items(),
+                                       RunConfig(textbook_model, textbook_train).describe().items()):
+        if tuned != book:
+            show = [float(f"{v:.3g}") if isinstance(v, float) else v for v in (book, tuned)]
+            rows.append({"setting": key, "textbook": show[0], "tuned": show[1]})
+    return pd.DataFrame(rows).set_index("setting")

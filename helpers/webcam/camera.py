@@ -10,8 +10,10 @@ of hanging; given a fallback, the demo says what happened and continues from the
 from __future__ import annotations
 
 import io
+import platform
 import queue
 import re
+import sys
 import threading
 import time
 import warnings
@@ -32,6 +34,15 @@ MAC_HINT = ("On macOS the app running Python (Terminal, iTerm, VS Code, JupyterL
             "permission is granted, then works.")
 JETSON_HINT = ("On a Jetson Nano use --source csi for the ribbon-cable camera (needs JetPack's system OpenCV, "
                "built with GStreamer) or --source 0 for a USB webcam.")
+
+
+def camera_hint(system: str, machine: str) -> str:
+    """What to check when a camera does not open, for this platform only (``sys.platform``, ``platform.machine()``)."""
+    if system == "darwin":
+        return MAC_HINT
+    if system.startswith("linux") and machine == "aarch64":
+        return JETSON_HINT
+    return "Check that a camera is connected and not in use by another program (try --source 1)."
 
 
 class CameraError(RuntimeError):
@@ -172,7 +183,8 @@ class CaptureSource(FrameSource):
         self.cap = cap
 
     def _hints(self) -> str:
-        return f"{MAC_HINT} {JETSON_HINT}" if self.live else "Check the path and that OpenCV can decode the file."
+        return camera_hint(sys.platform, platform.machine()) if self.live else \
+            "Check the path and that OpenCV can decode the file."
 
     def read(self) -> np.ndarray | None:
         if not self.live:

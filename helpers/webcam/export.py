@@ -15,6 +15,7 @@ import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -62,6 +63,42 @@ def export_onnx(checkpoint_path: Path, onnx_path: Path | None = None) -> Path:
 def graph_ops(path: Path) -> set[str]:
     """The operator types in an ONNX file."""
     return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def jetson_script():
+    """``scripts/webcam_onnx.py`` (the standalone Jetson script) imported as a module."""
+    import importlib.util
+
+    from helpers.paths import project_root
+
+    spec = importlib.util.spec_from_file_location("webcam_onnx", project_root() / "scripts" / "webcam_onnx.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parity(onnx_path: Path, torch_predictor, onnx_predictor, frames, classes) -> tuple[str, Any]:
+    """Do PyTorch, the ONNX predictor and the Jetson script give the same top-1 and "not sure" answers on
+    ``frames``? One line (operators, calibration, largest probability difference) and the agreement table."""
+    import cv2
+    import numpy as np
+
+    from helpers.webcam.robust import agreement
+
+    script = jetson_script()
+    net, meta = script.load_model(str(onnx_path))
+    p_script = script.predict(net, meta, frames)
+    torch_preds, onnx_preds = torch_predictor.predict_many(frames), onnx_predictor.predict_many(frames)
+
+    def answers(preds):
+        return np.array([classes.index(p.label) for p in preds]), np.array([p.sure for p in preds])
+
+    line = (f"ONNX operators: {sorted(graph_ops(onnx_path))}; calibration in {onnx_path.with_suffix('.json').name}: "
+            f"{meta['calibration'] is not None}; largest probability difference, Jetson script vs PyTorch: "
+            f"{np.abs(p_script - np.stack([p.probabilities for p in torch_preds])).max():.1e} (OpenCV {cv2.__version__})")
+    table = agreement({"PyTorch": answers(torch_preds), "helpers ONNX": answers(onnx_preds),
+                       "Jetson script": (p_script.argmax(1), np.asarray(script.sure(meta, p_script)))})
+    return line, table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,7 @@ from helpers.checkpoints import Checkpoint, CheckpointError
 from helpers.paths import Outputs, shown
 from helpers.runs import RunResult, train_and_evaluate
 from helpers.splits import DataSplits
-from helpers.stats import Decision, paired_difference
+from helpers.stats import Decision, finding, paired_difference
 from helpers.training import DeviceSplit, TrainConfig, TrainHook, ViewSwap
 from helpers.webcam import shifts
 from helpers.webcam.calibration import Calibration, calibration_path, expected_calibration_error, reliability, softmax
@@ -506,3 +506,27 @@ def agreement(answers: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFr
              f"same 'not sure' as {ref_name}": int((np.asarray(sure) == ref_sure).sum())}
             for name, (top, sure) in answers.items()]
     return pd.DataFrame(rows).set_index("front end")
+
+
+def findings(seeds_table: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, section: str) -> list[dict[str, str]]:
+    """The robust model's four targets as lines of the report's findings page."""
+    rows = []
+    for d in shift_targets(seeds_table) + [ood_target(ood, calib)]:
+        if d.name.startswith("seen") or "not sure" in d.name:
+            value, interval = f"{d.value:.1f} %", ""
+        else:
+            value = f"{d.value:+.2f} points"
+            interval = f"95 % CI {d.low:+.2f} to {d.high:+.2f}" if np.isfinite(d.low) else "one seed"
+        rows.append(finding(f"Robust webcam model: {d.name}", value, section, interval=interval,
+                            target=None, outcome=f"{d.outcome} ({d.rule})"))
+    return rows
+
+
+def latency_table(predictors: Mapping[str, Any], frames: Sequence[np.ndarray], repeats: int = 3) -> pd.DataFrame:
+    """Median milliseconds per frame (preprocessing included) of each predictor on this machine's CPU, plus the
+    Jetson Nano row, which is unmeasured here."""
+    rows = [{"path": name, "device": "this machine's CPU", "median ms per frame": f"{latency_ms(p, frames, repeats):.2f}"}
+            for name, p in predictors.items()]
+    rows.append({"path": "ONNX via OpenCV dnn (scripts/webcam_onnx.py)", "device": "Jetson Nano",
+                 "median ms per frame": "unmeasured (no Jetson here)"})
+    return pd.DataFrame(rows).set_index("path")

@@ -31,7 +31,7 @@ from PIL import Image
 from helpers.paths import Outputs
 from helpers.runs import RunResult, train_and_evaluate
 from helpers.splits import DataSplits
-from helpers.training import evaluate
+from helpers.training import ViewSwap, evaluate
 
 #: Width factors of the stored views: log-spaced in [1 / 1.25, 1.25], the identity left out. The
 #: range covers the 1.25x gap between the classes' median aspect ratios in the X-ray training split.
@@ -121,9 +121,10 @@ def without_views(run: RunResult, data: DataSplits, *, experiment: str, outputs:
                   device: str | torch.device = "auto") -> RunResult:
     """``run`` retrained with the same model, settings and seed but no stretched views
     (no :class:`~helpers.training.ViewSwap` hook): the ablation that shows what the views change. Its test
-    split is reported."""
+    split is reported. Other hooks (e.g. zoom views) are kept."""
     return train_and_evaluate(data, run.train_config, name=f"{run.name}-no-views", experiment=experiment,
-                              model_config=run.model_config, outputs=outputs, device=device)
+                              model_config=run.model_config, outputs=outputs, device=device,
+                              hooks=tuple(h for h in run.hooks if not isinstance(h, ViewSwap)))
 
 
 def stretch_summary(table: pd.DataFrame) -> str:

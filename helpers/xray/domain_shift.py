@@ -302,3 +302,16 @@ def shift_summary(table: pd.DataFrame, alpha: float = 0.05, margin: float = 0.1)
         lines.append(f"- Furthest from the training pool: {order.index[0]} (AUC {order.iloc[0]:.2f}); "
                      f"next {order.index[1]} ({order.iloc[1]:.2f}).")
     return "\n".join(lines)
+
+
+def finding(table: pd.DataFrame, section: str, class_name: str = "normal") -> dict[str, str]:
+    """The diagnosis as a line of the report's findings page: how well a domain classifier tells ``class_name``'s
+    test images from the training pool's, against its control, and the outcome of :func:`shift_decisions`."""
+    from helpers.stats import finding as make
+
+    shifted, beyond = shift_decisions(table)[class_name]
+    r = table.loc[class_name]
+    return make(f"X-ray diagnosis: test {class_name} images vs the training pool's (domain classifier)",
+                f"AUC {r['AUC pool vs test']:.2f}", section,
+                interval=f"control {shifted.reference:.2f}; on aspect-matched images {r['AUC aspect-matched']:.2f}",
+                outcome=f"{shifted.outcome}; {beyond.outcome}")

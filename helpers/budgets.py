@@ -1,0 +1,75 @@
+"""Each notebook's settings at the two budgets, in one table, so that a notebook's setup cell stays short.
+
+``"quick"`` runs in seconds to a minute on small slices (the test suite); ``"full"`` is the report.
+:data:`MINUTES` is the time budget of each notebook on the 2-core development CPU (what the report's
+budget table and each notebook's opening line state; `docs/RUNNING.md` gives the measured times).
+This module imports the wings' small value types, so it is a notebook-facing table, not part of the core.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helpers.provenance import choose
+from helpers.tuning.rungs import Rungs
+from helpers.webcam.robust import Recipe
+
+#: notebook → (full-budget minutes, quick-budget minutes) on the 2-core development CPU
+MINUTES: dict[str, tuple[int, int]] = {"01": (1, 1), "02": (12, 1), "03": (40, 2), "04": (45, 2), "05": (25, 1),
+                                       "06": (10, 1), "07": (10, 1)}
+
+_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "01": dict(quick=dict(per_class=3), full=dict(per_class=6)),
+    "02": dict(
+        quick=dict(slice=dict(n_train=1000, n_val=300, n_test=500), lenet_epochs={"fashion": 2, "simpsons": 2, "xray": 2},
+                   ref_epochs={"fashion": 1, "simpsons": 1, "xray": 1}),
+        full=dict(slice=None, lenet_epochs={"fashion": 15, "simpsons": 20, "xray": 20},
+                  ref_epochs={"fashion": 6, "simpsons": 15, "xray": 5})),
+    "03": dict(
+        quick=dict(slice=dict(n_train=600, n_val=200, n_test=300), plain=dict(n_train=300, n_val=200), plain_trials=3,
+                   plain_epochs=1, proxy=dict(n_train=300), proxy_rungs=Rungs(1, 3, 3), proxy_epochs=6, proxy_startup=2,
+                   search_seeds=(0, 1), rungs=Rungs(1, 3, 3), epoch_budget=6, startup=2, baseline_epochs=1, seeds=(0,),
+                   grid={"lr": [1e-3, 3e-3]}),
+        full=dict(slice=None, plain=dict(n_train=2000, n_val=800), plain_trials=12, plain_epochs=4,
+                  proxy=dict(n_train=2000), proxy_rungs=Rungs(1, 3, 9), proxy_epochs=60, proxy_startup=4,
+                  search_seeds=(0, 1, 2, 3, 4), rungs=Rungs(14, 3, 40), epoch_budget=400, startup=6, baseline_epochs=20,
+                  seeds=(0, 1, 2), grid={"lr": [1e-3, 3e-3], "conv": [(6, 16), (24, 48)], "batchnorm": [False, True]})),
+    "04": dict(
+        quick=dict(
+            fashion=dict(slice=dict(n_train=1000, n_val=300, n_test=500), search_slice=dict(n_train=500, n_val=200),
+                         rungs=Rungs(1, 3, 3), epoch_budget=6, baseline_epochs=1, seeds=(0,), startup=2),
+            xray=dict(slice=dict(n_train=240, n_val=60, n_test=90), search_slice=dict(n_train=120), rungs=Rungs(1, 3, 3),
+                      epoch_budget=6, baseline_epochs=1, seeds=(0,), startup=2, shift=dict(seeds=(0,), epochs=1), weights_epochs=1)),
+        full=dict(
+            fashion=dict(slice=None, search_slice=dict(n_train=6000, n_val=2000), rungs=Rungs(2, 3, 18), epoch_budget=150,
+                         baseline_epochs=12, seeds=(0, 1, 2), startup=6),
+            xray=dict(slice=None, search_slice=dict(n_train=2000), rungs=Rungs(2, 3, 18), epoch_budget=90,
+                      baseline_epochs=18, seeds=(0, 1, 2), startup=6, shift=dict(seeds=(0, 1), epochs=15), weights_epochs=15))),
+    "05": dict(
+        quick=dict(slice=dict(n_train=300, n_val=100), seeds=(0,), epochs=1, long_epochs=3, updates=5,
+                   regime=dict(slice=dict(n_train=300, n_val=100), seeds=(0,), epochs=1)),
+        full=dict(slice=dict(n_train=3000), seeds=(0, 1, 2), epochs=10, long_epochs=40, updates=300,
+                  regime=dict(slice=None, seeds=(0, 1), epochs=None))),  # regime check: the tuned epochs
+    "06": dict(
+        quick=dict(slice=dict(n_train=600, n_val=100, n_test=100), seeds=(0,),
+                   recipes={"A": Recipe(epochs=1, view_prob=0.75), "B": Recipe(epochs=1, view_prob=0.9)},
+                   outliers_per_kind=100, ood_per_kind=20, parity_images=10, video_images=20, fps_frames=20),
+        full=dict(slice=None, seeds=(0, 1, 2), recipes={"A": Recipe(epochs=15, view_prob=0.75), "B": Recipe(epochs=15, view_prob=0.9)},
+                  outliers_per_kind=2400, ood_per_kind=200, parity_images=100, video_images=200, fps_frames=200)),
+    "07": dict(
+        quick=dict(slice=dict(n_train=400, n_val=200, n_test=300), rungs=Rungs(1, 3, 3), num_samples=4, startup=2),
+        full=dict(slice=None, rungs=Rungs(14, 3, 40), num_samples=8, startup=4)),
+}
+
+
+def settings(notebook: str, budget: str) -> dict[str, Any]:
+    """The settings of ``notebook`` ("01" … "07") at ``budget`` ("quick" or "full")."""
+    return choose(budget, **_SETTINGS[notebook])
+
+
+def run_time(notebook: str) -> str:
+    """One line for a notebook's opening: how long it runs at each budget, and how to switch."""
+    full, quick = MINUTES[notebook]
+    return (f"**Run time** on a 2-core CPU: about {full} min with `BUDGET = \"full\"` (the report), about {quick} min "
+            f"with `BUDGET = \"quick\"` (small slices, to check that everything runs): set it in the first code cell. "
+            f"A GPU is picked automatically.")
