@@ -332,7 +332,9 @@ REPRODUCTION_BAND = 1.5  # points
 def target_outcome(decision: Decision, band: float = REPRODUCTION_BAND) -> str:
     """A target's outcome, with "within the reproduction band" when the margin is under ``band`` points."""
     margin = abs(decision.value - decision.reference)
-    within = math.isfinite(margin) and margin < band
+    if not math.isfinite(margin):  # a decision without a threshold (e.g. a paired comparison)
+        return decision.outcome
+    within = margin < band
     return f"{decision.outcome} by {margin:.2f} points" + (f" (within the {band:g}-point band)" if within else "")
 
 

@@ -517,8 +517,8 @@ def findings(seeds_table: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, 
         else:
             value = f"{d.value:+.2f} points"
             interval = f"95 % CI {d.low:+.2f} to {d.high:+.2f}" if np.isfinite(d.low) else "one seed"
-        rows.append(finding(f"Robust webcam model: {d.name}", value, section, interval=interval,
-                            target=None, outcome=f"{d.outcome} ({d.rule})"))
+        rows.append(finding(f"Robust webcam model: {d.name}", value, section, interval=interval, target=d,
+                            outcome=d.outcome))
     return rows
 
 

@@ -1,0 +1,130 @@
+"""The report as a Jupyter Book: findings first, then the chapters, the method pages and the cards.
+
+:func:`stage` copies the executed notebooks and ``docs/`` beside the book's configuration (``book/``),
+adds to each chapter a note saying how its outputs were made and whether they may be stale (what the
+book itself cannot know), and writes the first page, :func:`findings_page`, from the summaries the
+notebooks wrote (:meth:`helpers.provenance.RunStamp.finish`): nothing on it is typed. :func:`build` runs
+Jupyter Book 1.x on the staged copy without executing anything.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import nbformat
+
+from helpers.paths import project_root
+from helpers.provenance import SUMMARY_MIME, read_summary, stale
+from helpers.stats import REPRODUCTION_BAND
+
+#: Chapters whose findings the first page shows, with the heading they go under.
+TOPICS = {"03": "Tuning LeNet-5", "04": "Tuning LeNet-5", "05": "Hunches, tested", "06": "The webcam model",
+          "07": "Scaling out"}
+
+
+def question(notebook: Path) -> str:
+    """The text after ``**Question:**`` in a notebook's first cell, or ''."""
+    first = nbformat.read(notebook, as_version=4).cells[0].source
+    m = re.search(r"\*\*Question:\*\*\s*(.+)", first)
+    return m.group(1).strip() if m else ""
+
+
+def title(notebook: Path) -> str:
+    """A notebook's first heading."""
+    first = nbformat.read(notebook, as_version=4).cells[0].source
+    return next((line.lstrip("#").strip() for line in first.splitlines() if line.startswith("#")), notebook.stem)
+
+
+def finding_line(f: dict[str, str], link: str) -> str:
+    """One finding as a Markdown bullet: what, number, interval, target and outcome, and where it is shown."""
+    text = f"- **{f['finding']}**: {f['value']}"
+    if f["interval"]:
+        text += f" ({f['interval']})"
+    if f["target"]:
+        text += f"; target {f['target']}: **{f['outcome']}**"
+    elif f["outcome"] and f["outcome"] != f["value"]:
+        text += f": **{f['outcome']}**"
+    return text + f". [Notebook {link.split('/')[-1][:2]}]({link})"
+
+
+def findings_page(notebooks: Sequence[Path]) -> str:
+    """The book's first page, built from the summaries inside ``notebooks`` (their ``findings``)."""
+    summaries = {p.name[:2]: read_summary(p) for p in notebooks}
+    lines = ["# What was found", "",
+             "LeNet-5 tuned with Hyperopt on three real image data sets, hunches about hyperparameters tested one at "
+             "a time, and a webcam model that says *not sure* rather than a wrong name. Every number on this page is "
+             "read from the summary each notebook wrote when it ran; the chapters show how it was reached.", "",
+             f"**How far results reproduce.** Bit-exactly on one machine, not across machines: CPU float differences "
+             f"can send a search elsewhere, and a from-scratch re-run on another machine of the same kind moved "
+             f"notebook 03's means by up to {REPRODUCTION_BAND:g} points. A target met or missed by less than that is "
+             f"reported as within the band, not as a finding.", ""]
+    topic = None
+    for key, summary in summaries.items():
+        if key not in TOPICS or not summary:
+            continue
+        if TOPICS[key] != topic:
+            topic = TOPICS[key]
+            lines += ["", f"## {topic}", ""]
+        for f in summary.get("findings", []):
+            page, _, anchor = f["section"].partition("#")
+            lines.append(finding_line(f, f"notebooks/{page}" + (f"#{anchor}" if anchor else "")))
+    missing = [p.name for p in notebooks if p.name[:2] in TOPICS and not (summaries[p.name[:2]] or {}).get("findings")]
+    if missing:
+        lines += ["", f"*No findings yet from {', '.join(missing)}: their runs predate findings; `make report` "
+                      f"writes them.*"]
+    lines += ["", "## The chapters", "", "| chapter | question |", "|---|---|"]
+    for p in notebooks:  # the questions' links to other chapters, as seen from the book's root
+        asked = re.sub(r"\]\((\d\d_)", r"](notebooks/\1", question(p))
+        lines.append(f"| [{title(p)}](notebooks/{p.name}) | {asked} |")
+    return "\n".join(lines) + "\n"
+
+
+def provenance_note(notebook: Path, root: Path | None = None) -> str:
+    """How a chapter's outputs were made (its run stamp) and whether they may be stale (:func:`stale`)."""
+    summary = read_summary(notebook)
+    if not summary:
+        return "```{note}\nThis chapter's outputs carry no run summary: re-run it with `make report`.\n```"
+    why = stale(notebook, summary.get("code"), root)
+    state = (f"**Possibly stale:** {why}." if why else
+             "The code it imports is unchanged since that run.")
+    return f"```{{note}}\n{summary['stamp']} {state}\n```"
+
+
+def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Path:
+    """The book's source in ``dest``: its configuration, the findings page, the notebooks (each with a provenance
+    note after its title and without the summary output, which is for machines) and ``docs/``."""
+    root = Path(root or project_root())
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "notebooks").mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / "book" / name, dest / name)
+    shutil.copytree(root / "docs", dest / "docs")
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = [o for o in cell.outputs if SUMMARY_MIME not in o.get("data", {})]
+        nb.cells.insert(1, nbformat.v4.new_markdown_cell(provenance_note(path, root)))
+        nbformat.write(nb, dest / "notebooks" / path.name)
+    (dest / "index.md").write_text(findings_page(notebooks), encoding="utf-8")
+    return dest
+
+
+def build(notebooks: Sequence[Path], out: Path, *, strict: bool = False, root: Path | None = None) -> Path:
+    """Stage and build the book into ``out`` (the HTML lands in ``out/_build/html``); ``strict`` turns Sphinx
+    warnings into errors. Nothing is executed. Returns the path of the first page."""
+    source = stage(notebooks, out / "source", root)
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--path-output", str(out)]
+    if strict:
+        command += ["-W", "-n", "--keep-going"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+        raise RuntimeError(f"jupyter-book build failed:\n{tail}")
+    return out / "_build" / "html" / "index.html"
