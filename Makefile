@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup data report test test-fast lab tensorboard tensorboard-shots benchmark clean
+.PHONY: setup data report book test test-fast lab tensorboard tensorboard-shots benchmark clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,12 @@ setup: $(STAMP)
 data: setup  ## make sure the three data sets are in data/ and decoded
 	$(BIN)/python -m helpers.data
 
-report: setup  ## execute notebooks/NN_*.ipynb in place (full budget) and render report/index.html
+report: setup  ## execute notebooks/NN_*.ipynb in place (full budget), then build the book into report/
 	-$(BIN)/python -m helpers.data  # a missing data set is listed with how to get it; its sections are skipped
 	$(BIN)/python -m helpers.report --budget full
+
+book: setup  ## the book from the committed notebooks, no training (seconds): report/_build/html/index.html
+	$(BIN)/python -m helpers.report --render-only
 
 test: setup  ## the whole test suite (notebooks run in the quick budget): about 7 minutes on 2 cores
 	$(BIN)/python -m pytest

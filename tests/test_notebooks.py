@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -15,7 +16,7 @@ from bs4 import BeautifulSoup
 from PIL import Image
 
 from helpers import data, paths, plots
-from helpers.reporting.report import compact_png, execute, notebook_paths, render, tidy
+from helpers.reporting.report import compact_png, execute, notebook_paths, tidy
 
 NOTEBOOKS = notebook_paths()
 
@@ -36,6 +37,9 @@ def test_notebook_runs_in_quick_budget(notebook: Path, tmp_path: Path) -> None:
     if notebook.name.startswith("07_") and not (quick.results / "03-simpsons-tpe.json").exists():
         execute(NOTEBOOKS[2], tmp_path / "03.ipynb", budget="quick")  # its table sets notebook 03's search beside it
     out = execute(notebook, tmp_path / notebook.name, budget="quick")  # papermill raises on an error cell
+    kept = quick.root / "notebooks"  # for the book's test below
+    kept.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(out, kept / notebook.name)
     nb = nbformat.read(out, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     # the notebook states how it was run, and it was the quick budget
@@ -126,12 +130,39 @@ def test_committed_notebooks_carry_a_full_run() -> None:
 
 
 @pytest.mark.slow
-def test_report_renders_an_index_linking_every_notebook(tmp_path: Path) -> None:
-    index = render(NOTEBOOKS, tmp_path)
-    text = index.read_text()
-    for path in NOTEBOOKS:
-        assert f'href="{path.stem}.html"' in text
-        assert (tmp_path / f"{path.stem}.html").stat().st_size > 10_000
+@pytest.mark.xdist_group("notebooks")  # after the quick runs above, on the same worker
+def test_the_book_builds_offline_from_the_quick_notebooks_with_every_link_resolving(tmp_path: Path) -> None:
+    from helpers.provenance import read_summary
+    from helpers.reporting import book
+
+    executed = paths.Outputs.for_budget("quick").root / "notebooks"
+    for notebook in NOTEBOOKS:  # those the quick runs above left, else run now
+        if not (executed / notebook.name).exists():
+            execute(notebook, executed / notebook.name, budget="quick")
+    notebooks = [executed / p.name for p in NOTEBOOKS]
+    index = book.build(notebooks, tmp_path / "report", strict=True)  # Sphinx warnings are errors
+    html_dir = index.parent
+    page = BeautifulSoup(index.read_text(), "html.parser").get_text(" ")
+    findings = [f for p in notebooks for f in (read_summary(p) or {}).get("findings", [])]
+    assert len(findings) >= 8
+    for f in findings:  # every number on the first page is the summary's
+        assert " ".join(f["value"].split()) in " ".join(page.split()), f
+    assert all((html_dir / "notebooks" / f"{p.stem}.html").exists() for p in NOTEBOOKS)
+    assert (html_dir / "search.html").exists() and (html_dir / "docs" / "MODEL_CARD.html").exists()
+    broken = []
+    for html in html_dir.rglob("*.html"):
+        soup = BeautifulSoup(html.read_text(), "html.parser")
+        for a in soup.find_all("a", href=True):
+            href = a["href"]
+            if re.match(r"[a-z]+:", href) or href.startswith("#") and len(href) == 1:
+                continue
+            target, _, anchor = href.partition("#")
+            path = (html.parent / target).resolve() if target else html
+            if not path.exists():
+                broken.append(f"{html.relative_to(html_dir)} -> {href}")
+            elif anchor and path.suffix == ".html" and not BeautifulSoup(path.read_text(), "html.parser").find(id=anchor):
+                broken.append(f"{html.relative_to(html_dir)} -> {href} (no such section)")
+    assert not broken, broken[:20]
 
 
 def test_tidy_keeps_the_final_state_of_progress_bars(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The landing page, run summaries and provenance: what the report says comes from the runs themselves."""
+"""The findings page, run summaries and provenance: what the report says comes from the runs themselves."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from helpers.data import load_simpsons_mnist
 from helpers.models import build_model
 from helpers.paths import Outputs
 from helpers.provenance import SUMMARY_MIME, RunStamp, read_summary
-from helpers.reporting.landing import write_index
 
 HEADLINE = [{"data set": "Simpsons-MNIST (rgb)", "model": "tuned LeNet-5", "val acc %": "85.62 ± 0.25",
              "test acc %": "85.18 ± 0.85", "test interval": "83.1–87.3 over 3 seeds", "spent": "14 trials, 200 epochs",
@@ -51,41 +50,52 @@ def _notebook(path: Path, summary: dict | None, stamp: str = "Run with BUDGET='f
     return path
 
 
-def test_the_landing_page_shows_every_summary_row_and_a_thumbnail_per_notebook(tmp_path: Path) -> None:
+FINDING = {"finding": "Simpsons-MNIST (rgb): tuned LeNet-5 (textbook baseline 65.98 %)", "value": "87.82 %",
+           "interval": "95 % CI 86.5–89.1 %", "target": "mean over 3 seed(s) ≥ 88 %",
+           "outcome": "missed by 0.18 points (within the 1.5-point band)", "section": "03_a.ipynb#the-test"}
+
+
+def test_the_findings_page_shows_every_finding_with_its_link_and_each_chapter(tmp_path: Path) -> None:
+    from helpers.reporting.book import findings_page
+
     state = provenance.git_state()
-    with_summary = _notebook(tmp_path / "01_a.ipynb", {"notebook": "01_a", "stamp": "Run with BUDGET='full' (a)",
-                                                       "code": state, "headline": HEADLINE})
-    without = _notebook(tmp_path / "02_b.ipynb", None, stamp="Run with BUDGET='full' (b, old run)")
-    out = tmp_path / "report"
-    index = write_index([with_summary, without], out, {"01_a": "A title", "02_b": "B title"})
-    soup = BeautifulSoup(index.read_text(), "html.parser")
-    table = soup.find("table")
-    header = [th.get_text() for th in table.find("thead").find_all("th")]
-    rows = [[td.get_text() for td in tr.find_all("td")] for tr in table.find("tbody").find_all("tr")]
-    assert len(rows) == len(HEADLINE)
-    for row, expected in zip(rows, HEADLINE):
-        cells = dict(zip(header, row))
-        assert cells["notebook"] == "01" and all(cells[k] == v for k, v in expected.items())
-    images = [img["src"] for img in soup.find_all("img")]
-    assert images == ["thumbs/01_a.png", "thumbs/02_b.png"] and all((out / src).stat().st_size > 500 for src in images)
-    text = soup.get_text(" ")
-    assert "Run with BUDGET='full' (a)" in text and "Run with BUDGET='full' (b, old run)" in text  # each run stamp
-    assert "No headline rows yet from 02_b" in text and "predates provenance stamps" in text
-    if state["commit"]:
-        assert str(state["commit"])[:7] in text  # the commit the page was rendered from
+    found = _notebook(tmp_path / "03_a.ipynb", {"notebook": "03_a", "stamp": "Run with BUDGET='full' (a)", "code": state,
+                                                 "headline": HEADLINE, "findings": [FINDING]})
+    old = _notebook(tmp_path / "04_b.ipynb", {"notebook": "04_b", "stamp": "Run (b)", "code": state, "headline": []})
+    page = findings_page([found, old])
+    line = next(x for x in page.splitlines() if FINDING["finding"] in x)
+    for key in ("value", "interval", "target", "outcome"):
+        assert FINDING[key] in line
+    assert "](notebooks/03_a.ipynb#the-test)" in line
+    assert "No findings yet from 04_b.ipynb" in page and "| [03_a title](notebooks/03_a.ipynb) |" in page
+    assert "Run with" not in page and not __import__("re").search(r"\b[0-9a-f]{7,40}\b", page)  # no stamps or hashes
 
 
-def test_the_report_of_the_committed_notebooks_matches_their_summaries(tmp_path: Path) -> None:
-    from helpers.reporting.report import notebook_paths, render
+def test_the_findings_page_of_the_committed_notebooks_carries_their_findings() -> None:
+    from helpers.reporting.book import findings_page
+    from helpers.reporting.report import notebook_paths
 
-    index = render(notebook_paths(), tmp_path)
-    soup = BeautifulSoup(index.read_text(), "html.parser")
-    page_rows = [[td.get_text() for td in tr.find_all("td")] for tr in soup.find("table").find("tbody").find_all("tr")]
-    expected = [[p.stem[:2], *[str(r.get(k, "")) for k in ("data set", "model", "val acc %", "test acc %", "test interval",
-                                                            "spent", "note")]]
-                for p in notebook_paths() if (s := read_summary(p)) for r in s["headline"]]
-    assert page_rows == expected
-    assert len(soup.select("div.card")) == len(notebook_paths())
+    page = findings_page(notebook_paths())
+    findings = [f for p in notebook_paths() if (s := read_summary(p)) for f in s.get("findings", [])]
+    assert len(findings) >= 8
+    for f in findings:
+        assert f["finding"] in page and f["value"] in page and f["outcome"] in page
+
+
+def test_each_chapter_says_how_its_outputs_were_made_and_whether_they_may_be_stale(tmp_path: Path) -> None:
+    from helpers.reporting.book import provenance_note, stage
+
+    state = provenance.git_state()
+    nb = _notebook(tmp_path / "03_a.ipynb", {"notebook": "03_a", "stamp": "Run with BUDGET='full' (a)", "code": state,
+                                              "headline": [], "findings": [FINDING]})
+    note = provenance_note(nb)
+    assert "Run with BUDGET='full' (a)" in note
+    assert "carry no run summary" in provenance_note(_notebook(tmp_path / "04_b.ipynb", None))
+    staged = stage([nb], tmp_path / "book")
+    copy = nbformat.read(staged / "notebooks" / "03_a.ipynb", as_version=4)
+    assert copy.cells[1].source == note  # right after the title
+    assert not [o for c in copy.cells for o in c.get("outputs", []) if SUMMARY_MIME in o.get("data", {})]
+    assert (staged / "index.md").exists() and (staged / "_toc.yml").exists() and (staged / "docs" / "TUNING.md").exists()
 
 
 def test_run_stamp_finish_writes_the_summary_and_checks_its_keys(tmp_path: Path, capsys) -> None:

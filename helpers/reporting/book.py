@@ -116,7 +116,7 @@ def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Pa
     return dest
 
 
-def build(notebooks: Sequence[Path], out: Path, *, strict: bool = False, root: Path | None = None) -> Path:
+def build(notebooks: Sequence[Path], out: Path, *, strict: bool = True, root: Path | None = None) -> Path:
     """Stage and build the book into ``out`` (the HTML lands in ``out/_build/html``); ``strict`` turns Sphinx
     warnings into errors. Nothing is executed. Returns the path of the first page."""
     source = stage(notebooks, out / "source", root)

@@ -1,10 +1,11 @@
-"""Execute the numbered notebooks (papermill) and render them as an HTML report (nbconvert).
+"""Execute the numbered notebooks (papermill) and build the report, a Jupyter Book (:mod:`helpers.reporting.book`).
 
-``python -m helpers.report`` runs every ``notebooks/NN_*.ipynb`` top to bottom in place with
-the full budget and writes ``report/NN_*.html`` plus ``report/index.html``. Each notebook runs into
-a temporary file first and replaces the committed one only when a full-budget run finished without
-error, so neither a failed run nor a quick one ever replaces the last good outputs (a failed copy
-is kept beside the report; quick runs land in ``outputs-quick/notebooks/``).
+``python -m helpers.report`` runs every ``notebooks/NN_*.ipynb`` top to bottom in place with the full
+budget, then builds the book into ``report/`` (open ``report/_build/html/index.html``); ``--render-only``
+builds it from the committed notebooks without running anything. Each notebook runs into a temporary
+file first and replaces the committed one only when a full-budget run finished without error, so
+neither a failed run nor a quick one ever replaces the last good outputs (a failed copy is kept beside
+the report; quick runs land in ``outputs-quick/notebooks/`` and the book is built from those).
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from pathlib import Path
 
 import nbformat
 import papermill
-from nbconvert import HTMLExporter
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 from PIL import Image
 
 from helpers.paths import BUDGETS, output_dir, project_root
-from helpers.reporting.landing import write_index
+from helpers.reporting import book
 
 
 def notebook_paths(folder: Path | None = None) -> list[Path]:
@@ -54,31 +54,8 @@ def execute(notebook: Path, output: Path, budget: str = "full", parameters: dict
     return output
 
 
-def title_of(notebook: Path) -> str:
-    """The first markdown heading of a notebook (its title in the report index)."""
-    nb = nbformat.read(notebook, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("#"):
-                    return line.lstrip("#").strip()
-    return notebook.stem
-
-
-def render(notebooks: list[Path], out_dir: Path) -> Path:
-    """Write one HTML file per notebook and the landing page ``index.html`` (:mod:`helpers.reporting.landing`)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab")
-    titles = {}
-    for nb_path in notebooks:
-        body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
-        (out_dir / f"{nb_path.stem}.html").write_text(body, encoding="utf-8")
-        titles[nb_path.stem] = title_of(nb_path)
-    return write_index(notebooks, out_dir, titles)
-
-
 def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execute_notebooks: bool = True) -> Path:
-    """Execute the notebooks and render the report; returns the index path.
+    """Execute the notebooks and build the book; returns the path of its first page.
 
     Only a successful full-budget run on all the data replaces a committed notebook. A quick-budget
     run writes its executed copies to ``outputs-quick/notebooks/`` and renders those; a failed run,
@@ -130,7 +107,7 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
         rendered = notebook_paths()  # the whole report, including notebooks not re-run
     else:  # this budget's executed copies where there are some, never mixed with the committed ones
         rendered = [executed_dir / p.name for p in notebook_paths() if (executed_dir / p.name).exists()]
-    index = render(rendered, report_dir)
+    index = book.build(rendered, report_dir)
     print(f"report: {index}")
     return index
 
@@ -184,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", choices=BUDGETS, default="full")
     parser.add_argument("--report-dir", type=Path, default=project_root() / "report")
     parser.add_argument("--only", nargs="*", help="notebook number prefixes, e.g. 01 03")
-    parser.add_argument("--render-only", action="store_true", help="render the committed notebooks, run nothing")
+    parser.add_argument("--render-only", action="store_true",
+                        help="build the book from the committed notebooks (seconds), run nothing")
     args = parser.parse_args(argv)
     run_all(args.budget, args.report_dir, args.only, execute_notebooks=not args.render_only)
     return 0
