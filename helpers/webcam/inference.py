@@ -234,38 +234,42 @@ def load_predictor(path: Path, device: str | torch.device = "cpu") -> Predictor 
     return OnnxPredictor(path) if path.suffix == ".onnx" else Predictor.from_checkpoint(path, device)
 
 
+def _text(img: np.ndarray, text: str, org: tuple[int, int], size: float, color: tuple[int, int, int],
+          weight: int = 1) -> None:
+    """Text with a dark outline, readable on any background (a bar, a bright frame)."""
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), weight + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, size, color, weight, cv2.LINE_AA)
+
+
 def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = None,
              inset: np.ndarray | None = None) -> np.ndarray:
     """A copy of the frame with the guide box, the top-3 labels with confidence bars (or "not sure"
     above them), an FPS counter and, if given, ``inset`` (the model's view) in the bottom-left corner."""
     out = frame_bgr.copy()
-    scale = 1
-    if out.shape[0] < 240:  # tiny frames (e.g. 28x28): enlarge so the text is readable
-        scale = int(np.ceil(240 / out.shape[0]))
+    if out.shape[0] < 360:  # small frames (e.g. 112 px): enlarge so the text is readable
+        scale = int(np.ceil(360 / out.shape[0]))
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     h, w = out.shape[:2]
     left, top, side = guide_box(h, w)
     box_colour = (80, 220, 80) if prediction.sure else (0, 200, 255)
-    cv2.rectangle(out, (left, top), (left + side - 1, top + side - 1), box_colour, 2)
-    panel_w = min(w, 330)
+    cv2.rectangle(out, (left, top), (left + side - 1, top + side - 1), box_colour, 3)
+    panel_w = min(w, 360)
     rows = len(prediction.top) + (0 if prediction.sure else 1)
     overlay = out.copy()
-    cv2.rectangle(overlay, (0, 0), (panel_w, 30 + 26 * rows), (0, 0, 0), -1)
-    out = cv2.addWeighted(overlay, 0.55, out, 0.45, 0)
-    y0 = 24
+    cv2.rectangle(overlay, (0, 0), (panel_w, 30 + 28 * rows), (0, 0, 0), -1)
+    out = cv2.addWeighted(overlay, 0.75, out, 0.25, 0)
+    y0 = 26
     if not prediction.sure:
-        cv2.putText(out, f"{NOT_SURE} (top {100 * prediction.confidence:.0f}%)", (8, y0), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.6, (0, 200, 255), 2, cv2.LINE_AA)
-        y0 += 26
+        _text(out, f"{NOT_SURE} (top {100 * prediction.confidence:.0f}%)", (8, y0), 0.7, (0, 200, 255), 2)
+        y0 += 28
     for i, (name, p) in enumerate(prediction.top):
-        y = y0 + 26 * i
-        bar = int((panel_w - 120) * p)
-        color = (80, 220, 80) if i == 0 and prediction.sure else (200, 200, 200)
-        size = 0.5 if prediction.sure else 0.4  # when not sure, the top 3 stay listed, small
-        cv2.rectangle(out, (110, y - 14), (110 + bar, y + 2), color, -1)
-        cv2.putText(out, f"{p * 100:5.1f}%", (8, y), cv2.FONT_HERSHEY_SIMPLEX, size, color, 1, cv2.LINE_AA)
-        cv2.putText(out, name.replace("_", " ")[:24], (114, y), cv2.FONT_HERSHEY_SIMPLEX, size - 0.05,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        y = y0 + 28 * i
+        bar = int((panel_w - 124) * p)
+        color = (80, 220, 80) if i == 0 and prediction.sure else (170, 170, 170)
+        size = 0.6 if prediction.sure else 0.5  # when not sure, the top 3 stay listed, smaller
+        cv2.rectangle(out, (114, y - 16), (114 + bar, y + 3), tuple(c // 2 for c in color), -1)  # a darker bar
+        _text(out, f"{p * 100:5.1f}%", (8, y), size, color)
+        _text(out, name.replace("_", " ")[:24], (118, y), size, (255, 255, 255))
     if inset is not None:
         k = max(1, min(h, w) // (4 * inset.shape[0]))
         big = cv2.resize(inset, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST)
@@ -274,8 +278,7 @@ def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = 
             out[h - ih - 5:h - 5, 5:5 + iw] = big
             cv2.rectangle(out, (4, h - ih - 6), (5 + iw, h - 4), (255, 255, 255), 1)
     if fps is not None:
-        cv2.putText(out, f"{fps:4.1f} FPS", (w - 100, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 255, 255), 1,
-                    cv2.LINE_AA)
+        _text(out, f"{fps:4.1f} FPS", (w - 110, h - 12), 0.6, (0, 255, 255))
     return out
 
 
