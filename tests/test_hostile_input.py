@@ -409,7 +409,7 @@ def test_report_refuses_an_empty_or_unmatched_selection(argv: list[str], monkeyp
         raise AssertionError("no notebook may run")
 
     monkeypatch.setattr(report, "execute", never)
-    monkeypatch.setattr(report, "render", never)
+    monkeypatch.setattr(report.book, "build", never)
     assert plumbing.run(report.main, [*argv, "--report-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and ("at least one notebook" in err or "no notebooks matched --only 99" in err)

@@ -105,7 +105,7 @@ def read_image(path: Path | str) -> np.ndarray:
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"{name}: cannot be read ({exc.strerror or exc})") from None
-    flag = cv2.IMREAD_COLOR
+    flag = cv2.IMREAD_UNCHANGED  # keep the alpha channel: transparency is put on white below
     size = image_size_of(data)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         pixels = size[0] * size[1]
@@ -118,9 +118,37 @@ def read_image(path: Path | str) -> np.ndarray:
         frame = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:
         raise ValueError(f"{name}: OpenCV refused to decode it ({one_line(exc.err)})") from None
+    if frame is None and flag == cv2.IMREAD_UNCHANGED:
+        frame = _pillow_decode(data)  # formats OpenCV cannot read (GIF)
     if frame is None or frame.size == 0:
         raise ValueError(f"{name}: not a readable image (OpenCV could not decode its {len(data):,} bytes)")
-    return frame
+    return on_white(frame)
+
+
+def on_white(image: np.ndarray) -> np.ndarray:
+    """A decoded image as 8-bit BGR: gray expanded, 16-bit scaled, and transparency put on white (a print or a
+    drawing on paper, not on black)."""
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        alpha = image[..., 3:4].astype(np.float32) / 255.0
+        return (image[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return image
+
+
+def _pillow_decode(data: bytes) -> np.ndarray | None:
+    """The first frame of an image Pillow reads and OpenCV does not (GIF), as BGRA; None if Pillow cannot either."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.seek(0)
+            rgba = np.asarray(image.convert("RGBA"))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
 
 
 def write_image(path: Path | str, image: np.ndarray) -> Path:

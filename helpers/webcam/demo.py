@@ -45,7 +45,7 @@ def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Pa
             now = time.perf_counter()
             fps = 1.0 / max(now - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - last, 1e-6)
             last = now
-            shown = annotate(frame, prediction, fps, inset=predictor.model_view(frame))
+            shown = annotate(frame, prediction, fps, inset=predictor.model_view(frame), fit=getattr(predictor, "fit", "crop"))
             if headless:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 write_image(out_dir / f"frame_{count:05d}.png", shown)
@@ -77,7 +77,7 @@ class WindowError(RuntimeError):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from helpers.webcam.inference import demo_choice, load_predictor
+    from helpers.webcam.inference import FITS, demo_choice, load_predictor
 
     parser = argparse.ArgumentParser(description="Live Simpsons-MNIST predictions from a camera, video or folder.")
     parser.add_argument("--source", default="0", help="camera index (0), 'csi' (Jetson), video file or image folder")
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--flip", type=int, default=0, help="CSI camera flip-method 0..7 (2 = 180 degrees)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fit", choices=FITS, default="crop",
+                        help="crop: classify the centred square (the guide box; hold the print inside it); pad: "
+                             "classify the whole frame, padded to a square on white (the box then frames everything)")
     args = parser.parse_args(argv)
     if not args.headless and not plumbing.has_display():
         args.headless, args.out = True, args.out or output_dir() / "demo-frames"
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, why = (args.checkpoint, "given with --checkpoint") if args.checkpoint else demo_choice()
         predictor = load_predictor(model, args.device)
+        predictor.fit = args.fit
         print(f"model: {model} ({why}); " + (
             f"calibrated (temperature {predictor.calibration.temperature:.2f}, 'not sure' below "
             f"{100 * predictor.calibration.threshold:.1f} %)" if predictor.calibration else
@@ -132,15 +136,19 @@ def image_paths(paths: Sequence[Path]) -> Iterator[Path | ValueError]:
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-    from helpers.webcam.inference import NOT_SURE, demo_choice, load_predictor
+    from helpers.webcam.inference import FITS, NOT_SURE, demo_choice, load_predictor
 
     parser = argparse.ArgumentParser(description="Classify image files or folders with the Simpsons-MNIST model.")
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders of images")
     parser.add_argument("--model", type=Path, help="checkpoint (.pt) or ONNX file (default: the demo's model, see notebook 06)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per file")
+    parser.add_argument("--fit", choices=FITS, default="pad",
+                        help="pad (default): the whole image, padded to a square on white, so no head or feet are cut "
+                             "off; crop: its largest centred square, as the live demo's guide box")
     args = parser.parse_args(argv)
     model, why = (args.model, "given with --model") if args.model else demo_choice()
     predictor = load_predictor(model)
+    predictor.fit = args.fit
     if not args.json and not args.model:  # say which model answers when the user did not name one
         print(f"model: {shown(model)} ({why})")
     rows, failed = [], 0

@@ -45,9 +45,31 @@ def center_crop_square(frame: np.ndarray) -> np.ndarray:
     return frame[top : top + side, left : left + side]
 
 
-def to_model_pixels(frame_bgr: np.ndarray, image_size: int, in_channels: int) -> np.ndarray:
-    """Crop, resize and colour-convert a BGR frame: ``uint8`` (C, size, size), RGB or gray."""
-    square = center_crop_square(frame_bgr)
+#: How a frame becomes the square the model sees: ``crop`` its largest centred square (the live guide box),
+#: or ``pad`` it to a square on white (a photo of a whole print or drawing: nothing is cut off).
+FITS = ("crop", "pad")
+
+
+def pad_square(frame: np.ndarray, fill: int = 255) -> np.ndarray:
+    """An (H, W[, C]) image centred on a square of side max(H, W) filled with ``fill`` (white)."""
+    h, w = frame.shape[:2]
+    side = max(h, w)
+    out = np.full((side, side) + frame.shape[2:], fill, dtype=frame.dtype)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top:top + h, left:left + w] = frame
+    return out
+
+
+def fit_square(frame: np.ndarray, fit: str = "crop") -> np.ndarray:
+    """The square of ``frame`` the model sees, by ``fit`` (:data:`FITS`)."""
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+    return center_crop_square(frame) if fit == "crop" else pad_square(frame)
+
+
+def to_model_pixels(frame_bgr: np.ndarray, image_size: int, in_channels: int, fit: str = "crop") -> np.ndarray:
+    """Crop (or pad, ``fit``), resize and colour-convert a BGR frame: ``uint8`` (C, size, size), RGB or gray."""
+    square = fit_square(frame_bgr, fit)
     if square.shape[0] != image_size:
         square = cv2.resize(square, (image_size, image_size), interpolation=cv2.INTER_AREA)
     if in_channels == 1:
@@ -112,12 +134,13 @@ class _Base:
     mean: Sequence[float]
     std: Sequence[float]
     calibration: Calibration | None
+    fit: str = "crop"  #: how a frame becomes the model's square (:data:`FITS`); the photo command line pads
 
     def pixels(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        """Frames cropped, resized and colour-converted as the model sees them: uint8 (N, C, H, W)."""
+        """Frames cropped (or padded), resized and colour-converted as the model sees them: uint8 (N, C, H, W)."""
         if not len(frames):
             return np.zeros((0, self.in_channels, self.image_size, self.image_size), np.uint8)
-        return np.stack([to_model_pixels(f, self.image_size, self.in_channels) for f in frames])
+        return np.stack([to_model_pixels(f, self.image_size, self.in_channels, self.fit) for f in frames])
 
     def batch(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """Preprocessed frames as one float32 (N, C, H, W) array."""
@@ -145,7 +168,7 @@ class _Base:
 
     def model_view(self, frame: np.ndarray) -> np.ndarray:
         """The guide box as the model sees it: ``image_size`` px, BGR, for the inset."""
-        pixels = to_model_pixels(frame, self.image_size, self.in_channels)
+        pixels = to_model_pixels(frame, self.image_size, self.in_channels, self.fit)
         return to_bgr_frame(pixels)
 
     def _prediction(self, probs: np.ndarray, k: int, sure: bool) -> Prediction:
@@ -242,17 +265,20 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], size: float, color: 
 
 
 def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = None,
-             inset: np.ndarray | None = None) -> np.ndarray:
-    """A copy of the frame with the guide box, the top-3 labels with confidence bars (or "not sure"
-    above them), an FPS counter and, if given, ``inset`` (the model's view) in the bottom-left corner."""
+             inset: np.ndarray | None = None, fit: str = "crop") -> np.ndarray:
+    """A copy of the frame with the guide box (the centred square; with ``fit="pad"`` the whole frame, which is
+    what is classified then), the top-3 labels with confidence bars (or "not sure" above them), an FPS counter
+    and, if given, ``inset`` (the model's view) in the bottom-left corner."""
     out = frame_bgr.copy()
     if out.shape[0] < 360:  # small frames (e.g. 112 px): enlarge so the text is readable
         scale = int(np.ceil(360 / out.shape[0]))
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     h, w = out.shape[:2]
     left, top, side = guide_box(h, w)
+    right, bottom = (w - 1, h - 1) if fit == "pad" else (left + side - 1, top + side - 1)
+    left, top = (0, 0) if fit == "pad" else (left, top)
     box_colour = (80, 220, 80) if prediction.sure else (0, 200, 255)
-    cv2.rectangle(out, (left, top), (left + side - 1, top + side - 1), box_colour, 3)
+    cv2.rectangle(out, (left, top), (right, bottom), box_colour, 3)
     panel_w = min(w, 360)
     rows = len(prediction.top) + (0 if prediction.sure else 1)
     overlay = out.copy()

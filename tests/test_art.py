@@ -1,0 +1,95 @@
+"""The character-art set (helpers.webcam.art) and how a photo is framed for the model (pad or crop)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from helpers.sources import CorruptDataError, DataNotFoundError
+from helpers.webcam import art
+from helpers.webcam.camera import on_white, read_image
+from helpers.webcam.inference import fit_square, pad_square, to_model_pixels
+
+
+@pytest.fixture()
+def art_copy(mirror: Path, tmp_path: Path) -> Path:
+    """A copy of the mirror's art set with its first two characters only (and their manifest rows)."""
+    src, dst = mirror / "simpsons-art", tmp_path / "mirror" / "simpsons-art"
+    dst.mkdir(parents=True)
+    with open(src / "manifest.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r["class"] in ("bart_simpson", "charles_montgomery_burns")]
+        fields = reader.fieldnames
+    with open(dst / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    for r in rows:
+        (dst / r["file"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / r["file"], dst / r["file"])
+    return dst.parent
+
+
+def test_the_art_set_loads_checked_and_on_white(art_copy: Path, tmp_path: Path) -> None:
+    (art_copy / "simpsons-art" / "bart_simpson" / ".DS_Store").write_bytes(b"junk")  # hidden: ignored
+    images = art.load_art(tmp_path / "data", art_copy)
+    assert len(images) == 26 and {im.split for im in images} == {"dev", "test"}
+    assert all(im.frame.ndim == 3 and im.frame.shape[2] == 3 and im.frame.dtype == np.uint8 for im in images)
+    assert (tmp_path / "data" / "simpsons-art" / "manifest.csv").exists()  # copied from the mirror like every set
+
+
+def test_the_art_set_refuses_extra_altered_or_missing_files(art_copy: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    art.load_art(data, art_copy)
+    folder = data / "simpsons-art"
+    extra = folder / "bart_simpson" / "not_listed.png"
+    cv2.imwrite(str(extra), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(CorruptDataError, match="not_listed.png"):
+        art.load_art(data, art_copy)
+    extra.unlink()
+    victim = next((folder / "bart_simpson").iterdir())
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(CorruptDataError, match="sha256"):
+        art.load_art(data, art_copy)
+    victim.unlink()
+    with pytest.raises(DataNotFoundError, match="missing"):
+        art.load_art(data, art_copy)
+    assert art.try_load_art(data_root=tmp_path / "empty", mirror=tmp_path / "none") is None
+
+
+def test_transparency_is_put_on_white_and_gray_becomes_colour(tmp_path: Path) -> None:
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 2] = 200  # red, fully transparent except one pixel
+    rgba[0, 0, 3] = 255
+    assert on_white(rgba)[1, 1].tolist() == [255, 255, 255] and on_white(rgba)[0, 0].tolist() == [0, 0, 200]
+    path = tmp_path / "t.png"
+    cv2.imwrite(str(path), rgba)
+    assert read_image(path)[2, 2].tolist() == [255, 255, 255]  # cv2.imread would have given black
+    assert on_white(np.full((3, 3), 7, np.uint8)).shape == (3, 3, 3)
+
+
+def test_pad_keeps_the_whole_picture_and_crop_cuts_a_tall_one() -> None:
+    tall = np.zeros((60, 20, 3), np.uint8)
+    tall[:5] = 255  # a white head at the top
+    padded, cropped = fit_square(tall, "pad"), fit_square(tall, "crop")
+    assert padded.shape == (60, 60, 3) and cropped.shape == (20, 20, 3)
+    assert padded[:, :20].min() == 255 and padded[:5, 20:40].min() == 255  # white sides, the head kept
+    assert cropped[:5].max() == 0  # the centred square cut the head off
+    assert pad_square(np.zeros((2, 6), np.uint8)).shape == (6, 6)
+    assert to_model_pixels(tall, 28, 3, "pad").shape == (3, 28, 28)
+    with pytest.raises(ValueError, match="fit"):
+        fit_square(tall, "stretch")
+
+
+def test_art_table_counts_what_a_user_sees() -> None:
+    import pandas as pd
+
+    scores = pd.DataFrame({"split": ["dev"] * 4, "right": [True, True, False, False], "sure": [True, False, True, False]})
+    row = art.art_table(scores).iloc[0]
+    assert row["images"] == 4 and row["top-1 %"] == 50 and row["right and sure %"] == 25
+    assert row["wrong and sure %"] == 25 and row["not sure %"] == 50 and row["top-1 95 % CI"] == "15–85"
