@@ -165,6 +165,21 @@ def test_the_book_builds_offline_from_the_quick_notebooks_with_every_link_resolv
     assert not broken, broken[:20]
 
 
+def test_a_partial_build_stages_every_chapter_so_links_resolve(tmp_path: Path) -> None:
+    import yaml
+
+    from helpers.reporting import book
+
+    source = book.stage([NOTEBOOKS[2]], tmp_path / "source")  # e.g. `--budget quick --only 03`
+    toc = yaml.safe_load((source / "_toc.yml").read_text())
+    assert [c["file"] for c in toc["parts"][0]["chapters"]] == [f"notebooks/{p.stem}" for p in NOTEBOOKS]
+    staged = {p.name: nbformat.read(source / "notebooks" / p.name, as_version=4) for p in NOTEBOOKS}
+    assert len(staged[NOTEBOOKS[2].name].cells) > 10  # the one given, with its provenance note
+    placeholder = staged[NOTEBOOKS[0].name]
+    assert len(placeholder.cells) == 1 and "Not run in this build" in placeholder.cells[0].source
+    assert placeholder.cells[0].source.startswith(f"# {book.title(NOTEBOOKS[0])}")
+
+
 def test_tidy_keeps_the_final_state_of_progress_bars(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("run()", execution_count=1)

@@ -121,7 +121,7 @@ def _notebook(path: Path, body: str) -> Path:
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('BUDGET = "full"')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path
@@ -137,7 +137,7 @@ def test_only_a_successful_full_run_replaces_a_committed_notebook(tmp_path: Path
     report.run_all("quick", report_dir)
     assert good.read_bytes() == committed  # a quick run never replaces it
     quick_copy = report.output_dir("quick") / "notebooks" / good.name
-    assert "ran with quick" in quick_copy.read_text() and (report_dir / "01_good.html").exists()
+    assert "ran with quick" in quick_copy.read_text() and (report_dir / "_build" / "html" / "notebooks" / "01_good.html").exists()
 
     bad = _notebook(folder / "02_bad.ipynb", "raise RuntimeError('damaged data')")
     bad_before = bad.read_bytes()

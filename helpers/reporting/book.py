@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
+import yaml
 
 from helpers.paths import project_root
 from helpers.provenance import SUMMARY_MIME, read_summary, stale
@@ -95,6 +96,13 @@ def provenance_note(notebook: Path, root: Path | None = None) -> str:
     return f"```{{note}}\n{summary['stamp']} {state}\n```"
 
 
+def placeholder(notebook: Path) -> nbformat.NotebookNode:
+    """A page standing in for a chapter this build did not run: its title and where its committed run is."""
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        f"# {title(notebook)}\n\nNot run in this build: the committed chapter, with its full-budget outputs, is "
+        f"`notebooks/{notebook.name}` (`make book` shows it).")])
+
+
 def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Path:
     """The book's source in ``dest``: its configuration, the findings page, the notebooks (each with a provenance
     note after its title and without the summary output, which is for machines) and ``docs/``."""
@@ -102,9 +110,15 @@ def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Pa
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "notebooks").mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(root / "book" / name, dest / name)
+    shutil.copy2(root / "book" / "_config.yml", dest / "_config.yml")
     shutil.copytree(root / "docs", dest / "docs")
+    given = {p.name for p in notebooks}
+    missing = [p for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")) if p.name not in given]
+    for path in missing:  # a partial (e.g. quick `--only 03`) build keeps every link to a chapter working
+        nbformat.write(placeholder(path), dest / "notebooks" / path.name)
+    toc = yaml.safe_load((root / "book" / "_toc.yml").read_text(encoding="utf-8"))
+    toc["parts"][0]["chapters"] = [{"file": f"notebooks/{Path(n).stem}"} for n in sorted(given | {p.name for p in missing})]
+    (dest / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False), encoding="utf-8")
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
