@@ -11,12 +11,11 @@ It also holds the budgets (:func:`choose`) and the run stamp every notebook ends
 :meth:`RunStamp.finish` prints the stamp (budget, device, versions, wall time, git commit, data
 fingerprints) and writes the notebook's machine-readable summary: ``outputs/summary/<notebook>.json``
 and, for the committed copy, the same JSON as an output of the last cell (under
-:data:`SUMMARY_MIME`), which the report's landing page reads (:mod:`helpers.reporting.landing`).
+:data:`SUMMARY_MIME`), which the book's findings page reads (:mod:`helpers.reporting.book`).
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import platform
 import subprocess
@@ -60,71 +59,6 @@ def describe_state(state: dict[str, object]) -> str:
     if not state.get("commit"):
         return "no git commit"
     return f"commit {str(state['commit'])[:7]} " + ("(with uncommitted changes)" if state.get("dirty") else "(clean)")
-
-
-def _helpers_imported(source: str) -> set[str]:
-    """Dotted names (below ``helpers``) of the modules and packages that Python source imports from
-    ``helpers``: ``from helpers.tuning import study`` gives ``tuning`` and ``tuning.study``."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set()
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and (node.module + ".").startswith("helpers."):
-            base = node.module.removeprefix("helpers").lstrip(".")
-            if base:
-                found.add(base)
-            found |= {f"{base}.{a.name}".lstrip(".") for a in node.names}  # a submodule, or a name in base
-        elif isinstance(node, ast.Import):
-            found |= {a.name.removeprefix("helpers.") for a in node.names if a.name.startswith("helpers.")}
-    return found
-
-
-def _module_file(name: str, root: Path) -> Path | None:
-    """``helpers/<a>/<b>.py`` or ``helpers/<a>/<b>/__init__.py`` for the dotted name ``a.b``, if it exists."""
-    base = root / "helpers" / Path(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def code_files(notebook: Path, root: Path | None = None) -> list[str]:
-    """The ``helpers`` source files (relative to ``root``) that a notebook's code cells import, transitively."""
-    root = Path(root or project_root())
-    nb = nbformat.read(notebook, as_version=4)
-    todo = set().union(*(_helpers_imported(c.source) for c in nb.cells if c.cell_type == "code"))
-    seen: dict[str, Path] = {}
-    while todo:
-        name = todo.pop()
-        path = _module_file(name, root)
-        if name in seen or path is None:
-            continue
-        seen[name] = path
-        todo |= _helpers_imported(path.read_text(encoding="utf-8")) - set(seen)
-    return sorted({p.relative_to(root).as_posix() for p in seen.values()})
-
-
-def stale(notebook: Path, recorded: dict[str, object] | None, root: Path | None = None) -> str | None:
-    """Why the committed outputs of ``notebook`` may not come from the code it imports now, or None.
-
-    ``recorded`` is the git state its run stamp recorded (:func:`git_state`), None if it has none.
-    """
-    root = Path(root or project_root())
-    if not recorded or not recorded.get("commit"):
-        return "its run recorded no git commit (it predates provenance stamps): re-run it"
-    commit = str(recorded["commit"])
-    files = code_files(notebook, root)
-    changed = _git(["diff", "--name-only", commit, "--", *files], root)
-    if changed is None:
-        return f"its commit {commit[:7]} is not in this repository's history: re-run it"
-    if changed:
-        names = ", ".join(Path(f).stem for f in changed.splitlines())
-        return f"code it imports changed since its run ({commit[:7]}): {names}"
-    if recorded.get("dirty"):
-        return f"it ran on uncommitted changes to commit {commit[:7]}"
-    return None
 
 
 def fingerprint_bytes(chunks: Iterable[bytes]) -> str:
@@ -215,8 +149,6 @@ class RunStamp:
 
 def read_summary(notebook: Path) -> dict | None:
     """The summary a notebook's run wrote into it (:meth:`RunStamp.finish`), or None."""
-    import nbformat
-
     nb = nbformat.read(notebook, as_version=4)
     for cell in reversed(nb.cells):
         for output in cell.get("outputs", []):

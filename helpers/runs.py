@@ -220,7 +220,7 @@ def recall_table(results: Sequence[RunResult], split: str = "test") -> pd.DataFr
 
 
 def headline(results: Sequence[RunResult], device: str) -> list[dict[str, str]]:
-    """One landing-page row per run (:meth:`helpers.provenance.RunStamp.finish`): validation and test accuracy."""
+    """One summary row per run (:meth:`helpers.provenance.RunStamp.finish`): validation and test accuracy."""
     return [{"data set": r.dataset, "model": ARCH_LABELS.get(r.arch, r.arch),
              "val acc %": f"{100 * r.val.accuracy:.2f}",
              "test acc %": f"{100 * r.test.accuracy:.2f} (balanced {100 * r.test.balanced_accuracy:.2f})" if r.test else "",

@@ -20,6 +20,7 @@ from helpers.data import load_simpsons_mnist
 from helpers.models import build_model
 from helpers.paths import Outputs
 from helpers.provenance import SUMMARY_MIME, RunStamp, read_summary
+from helpers.reporting import staleness
 
 HEADLINE = [{"data set": "Simpsons-MNIST (rgb)", "model": "tuned LeNet-5", "val acc %": "85.62 ± 0.25",
              "test acc %": "85.18 ± 0.85", "test interval": "83.1–87.3 over 3 seeds", "spent": "14 trials, 200 epochs",
@@ -146,21 +147,23 @@ def test_a_notebook_is_flagged_when_code_it_imports_changed_since_its_run(tmp_pa
     _git(root, "add", ".")
     _git(root, "commit", "-qm", "first")
     run = provenance.git_state(root)
-    assert run["dirty"] is False and provenance.code_files(root / "01_x.ipynb", root) == ["helpers/a.py", "helpers/b.py"]
-    assert provenance.stale(root / "01_x.ipynb", run, root) is None
+    assert run["dirty"] is False and staleness.code_files(root / "01_x.ipynb", root) == ["helpers/a.py", "helpers/b.py"]
+    assert staleness.stale(root / "01_x.ipynb", run, root) is None
     (root / "helpers" / "c.py").write_text("X = 2\n")  # not imported by the notebook
     _git(root, "commit", "-qam", "c")
-    assert provenance.stale(root / "01_x.ipynb", run, root) is None
+    assert staleness.stale(root / "01_x.ipynb", run, root) is None
+    (root / "helpers" / "b.py").write_text('def f():\n    """Now documented."""  # and commented\n    return 1\n')
+    assert staleness.stale(root / "01_x.ipynb", run, root) is None  # prose only: the code that ran is the same
     (root / "helpers" / "b.py").write_text("def f():\n    return 2\n")  # imported through a
     assert provenance.git_state(root)["dirty"] is True
-    assert "changed since its run" in provenance.stale(root / "01_x.ipynb", run, root) and "b" in provenance.stale(
+    assert "changed since its run" in staleness.stale(root / "01_x.ipynb", run, root) and "b" in staleness.stale(
         root / "01_x.ipynb", run, root)
-    assert "predates provenance" in provenance.stale(root / "01_x.ipynb", None, root)
+    assert "predates provenance" in staleness.stale(root / "01_x.ipynb", None, root)
     _git(root, "commit", "-qam", "b")
     head = _git(root, "rev-parse", "HEAD")
-    assert provenance.stale(root / "01_x.ipynb", {"commit": head, "dirty": False}, root) is None
-    assert "uncommitted changes" in provenance.stale(root / "01_x.ipynb", {"commit": head, "dirty": True}, root)
-    assert "not in this repository" in provenance.stale(root / "01_x.ipynb", {"commit": "0" * 40, "dirty": False}, root)
+    assert staleness.stale(root / "01_x.ipynb", {"commit": head, "dirty": False}, root) is None
+    assert "uncommitted changes" in staleness.stale(root / "01_x.ipynb", {"commit": head, "dirty": True}, root)
+    assert "not in this repository" in staleness.stale(root / "01_x.ipynb", {"commit": "0" * 40, "dirty": False}, root)
 
 
 def test_blank_screenshots_are_told_from_rendered_ones() -> None:

@@ -20,7 +20,8 @@ import nbformat
 import yaml
 
 from helpers.paths import project_root
-from helpers.provenance import SUMMARY_MIME, read_summary, stale
+from helpers.provenance import SUMMARY_MIME, read_summary
+from helpers.reporting.staleness import stale
 from helpers.stats import REPRODUCTION_BAND
 
 #: Chapters whose findings the first page shows, with the heading they go under.

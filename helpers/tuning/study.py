@@ -169,7 +169,7 @@ class TuningStudy:
         return max(self.tuned, key=lambda r: r.val.accuracy)
 
     def headline(self) -> list[dict[str, str]]:
-        """Baseline and tuned rows for the report's landing page (:meth:`helpers.provenance.RunStamp.finish`)."""
+        """Baseline and tuned rows for the summary a notebook writes (:meth:`helpers.provenance.RunStamp.finish`)."""
         table, spent, paired = self.summary(), self.spent(), self.paired()
         search = spent.iloc[0]
         n_test = len(self.data.test)

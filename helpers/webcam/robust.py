@@ -327,7 +327,7 @@ def conclusions(targets: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, s
 
 
 def headline(seeds_table: pd.DataFrame, ood: pd.DataFrame, device: str, spent: str) -> list[dict[str, str]]:
-    """Tuned and robust rows for the report's landing page: clean test accuracy with its spread over
+    """Tuned and robust rows for the notebook's summary: clean test accuracy with its spread over
     seeds, seen and held-out shift accuracy, and the "not sure" rate on frames without a character."""
     rows = []
     for model in seeds_table.index.get_level_values("model").unique():

@@ -1,0 +1,105 @@
+"""Whether a committed chapter's outputs may be stale: has the code it imports changed since its run?
+
+:func:`code_files` follows a notebook's ``helpers`` imports transitively; :func:`stale` compares those files
+with the commit its run stamp recorded (:func:`helpers.provenance.git_state`), ignoring docstrings and comments,
+so a change in prose does not flag a chapter and any change in what runs does. The book's provenance note
+(:func:`helpers.reporting.book.provenance_note`) says what it finds.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbformat
+
+from helpers.paths import project_root
+from helpers.provenance import _git
+
+
+def _helpers_imported(source: str) -> set[str]:
+    """Dotted names (below ``helpers``) of the modules and packages that Python source imports from
+    ``helpers``: ``from helpers.tuning import study`` gives ``tuning`` and ``tuning.study``."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and (node.module + ".").startswith("helpers."):
+            base = node.module.removeprefix("helpers").lstrip(".")
+            if base:
+                found.add(base)
+            found |= {f"{base}.{a.name}".lstrip(".") for a in node.names}  # a submodule, or a name in base
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("helpers.") for a in node.names if a.name.startswith("helpers.")}
+    return found
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """``helpers/<a>/<b>.py`` or ``helpers/<a>/<b>/__init__.py`` for the dotted name ``a.b``, if it exists."""
+    base = root / "helpers" / Path(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def code_files(notebook: Path, root: Path | None = None) -> list[str]:
+    """The ``helpers`` source files (relative to ``root``) that a notebook's code cells import, transitively."""
+    root = Path(root or project_root())
+    nb = nbformat.read(notebook, as_version=4)
+    todo = set().union(*(_helpers_imported(c.source) for c in nb.cells if c.cell_type == "code"))
+    seen: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        path = _module_file(name, root)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        todo |= _helpers_imported(path.read_text(encoding="utf-8")) - set(seen)
+    return sorted({p.relative_to(root).as_posix() for p in seen.values()})
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def _code_only(source: str | None) -> str | None:
+    """Python source as its syntax tree without docstrings (comments never reach the tree): what runs."""
+    if source is None:
+        return None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def stale(notebook: Path, recorded: dict[str, object] | None, root: Path | None = None) -> str | None:
+    """Why the committed outputs of ``notebook`` may not come from the code it imports now, or None.
+
+    ``recorded`` is the git state its run stamp recorded (:func:`git_state`), None if it has none.
+    """
+    root = Path(root or project_root())
+    if not recorded or not recorded.get("commit"):
+        return "its run recorded no git commit (it predates provenance stamps): re-run it"
+    commit = str(recorded["commit"])
+    files = code_files(notebook, root)
+    changed = _git(["diff", "--name-only", commit, "--", *files], root)
+    if changed is None:
+        return f"its commit {commit[:7]} is not in this repository's history: re-run it"
+    changed = [f for f in (changed or "").splitlines()
+               if _code_only(_git(["show", f"{commit}:{f}"], root)) != _code_only(_read(root / f))]
+    if changed:
+        names = ", ".join(Path(f).stem for f in changed)
+        return f"code it imports changed since its run ({commit[:7]}): {names}"
+    if recorded.get("dirty"):
+        return f"it ran on uncommitted changes to commit {commit[:7]}"
+    return None
