@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -53,6 +54,8 @@ XRAY_CLASSES = ["normal", "bacterial", "viral"]
 KERMANY_IMAGES = 5856
 _PNEUMONIA_NAME = re.compile(r"^(person\d+)_(bacteria|virus)_\d+\.jpe?g$", re.IGNORECASE)
 _NORMAL_NAME = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+(?:-\d+)?\.jpe?g$", re.IGNORECASE)
+
+T = TypeVar("T")
 
 
 def _ensure(source: DataSource, data_root: Path | None, mirror: Path | None) -> Path:
@@ -293,16 +296,21 @@ def load_dataset(name: str, **kwargs) -> DataSplits:
     return LOADERS[name](**kwargs)
 
 
-def try_load(name: str, **kwargs) -> DataSplits | None:
-    """:func:`load_dataset`, but a *missing* data set prints how to get it and returns ``None``.
-
-    Notebooks use it to skip a data set that is not on this machine (corrupt data still raises).
-    """
+def if_present(name: str, load: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``load(*args, **kwargs)``, but a *missing* data set prints one ``SKIPPED <name>:`` line saying how to get
+    it and gives ``None`` (corrupt data still raises), so a notebook runs on without it."""
     try:
-        return load_dataset(name, **kwargs)
+        return load(*args, **kwargs)
     except DataNotFoundError as exc:
-        print(f"SKIPPED {name}: {exc}")
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        fix = next((line for line in lines[1:] if line.startswith("Fix:")), "")
+        print(f"SKIPPED {name}: {' '.join(filter(None, [lines[0] if lines else '', fix]))}")
         return None
+
+
+def try_load(name: str, **kwargs: Any) -> DataSplits | None:
+    """:func:`load_dataset`, or None when the data set is missing (:func:`if_present`)."""
+    return if_present(name, load_dataset, name, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,9 @@
-"""Where a result came from: the git commit and whether the tree was dirty, a fingerprint of the data,
-and which committed notebooks ran older code than the one they import now.
+"""Where a result came from: the git commit and whether the tree was dirty, and a fingerprint of the data.
 
 Run stamps (:mod:`helpers.provenance`), checkpoints (:mod:`helpers.checkpoints`) and every Hyperopt
 trial (:mod:`helpers.tuning.search`) record :func:`git_state`; the stamps also record the fingerprint of
-each data set a notebook used (:meth:`helpers.splits.DataSplits.fingerprint`). :func:`stale`
-compares a notebook's recorded commit with the current tree, for the ``helpers`` modules the
-notebook imports (directly or through other helpers), and says why its outputs may be out of date.
+each data set a notebook used (:meth:`helpers.splits.DataSplits.fingerprint`);
+:mod:`helpers.reporting.staleness` compares them with the current tree.
 
 It also holds the budgets (:func:`choose`) and the run stamp every notebook ends with:
 :meth:`RunStamp.finish` prints the stamp (budget, device, versions, wall time, git commit, data
@@ -30,7 +28,6 @@ import torch
 
 from helpers.paths import BUDGETS, Outputs, project_root
 from helpers.plumbing import describe, write_atomic
-from helpers.splits import DataSplits
 
 
 def _git(args: list[str], root: Path) -> str | None:
@@ -99,8 +96,9 @@ class RunStamp:
         self.code = git_state()  # the code this run executes: read at the start
         self.data: dict[str, str] = {}
 
-    def uses(self, *datasets: DataSplits) -> None:
-        """Record the fingerprint of each data set the notebook reads (as loaded, slices included)."""
+    def uses(self, *datasets: Any) -> None:
+        """Record the fingerprint of each data set the notebook reads (as loaded, slices included): anything with a
+        ``name`` and a ``fingerprint()``."""
         for d in datasets:
             self.data[d.name] = d.fingerprint()
 

@@ -43,7 +43,7 @@ def test_the_art_set_loads_checked_and_on_white(art_copy: Path, tmp_path: Path) 
     assert (tmp_path / "data" / "simpsons-art" / "manifest.csv").exists()  # copied from the mirror like every set
 
 
-def test_the_art_set_refuses_extra_altered_or_missing_files(art_copy: Path, tmp_path: Path) -> None:
+def test_the_art_set_refuses_extra_altered_or_missing_files(art_copy: Path, tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
     art.load_art(data, art_copy)
     folder = data / "simpsons-art"
@@ -60,6 +60,8 @@ def test_the_art_set_refuses_extra_altered_or_missing_files(art_copy: Path, tmp_
     with pytest.raises(DataNotFoundError, match="missing"):
         art.load_art(data, art_copy)
     assert art.try_load_art(data_root=tmp_path / "empty", mirror=tmp_path / "none") is None
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("SKIPPED simpsons-art:") and "DATA_MIRROR" in said[0], said
 
 
 def test_transparency_is_put_on_white_and_gray_becomes_colour(tmp_path: Path) -> None:
@@ -93,3 +95,39 @@ def test_art_table_counts_what_a_user_sees() -> None:
     row = art.art_table(scores).iloc[0]
     assert row["images"] == 4 and row["top-1 %"] == 50 and row["right and sure %"] == 25
     assert row["wrong and sure %"] == 25 and row["not sure %"] == 50 and row["top-1 95 % CI"] == "15–85"
+
+
+def test_art_targets_are_means_over_seeds_with_a_wilson_interval() -> None:
+    import pandas as pd
+
+    from helpers.stats import binomial_interval
+
+    def seed(right: int, sure_wrong: int, n: int = 20) -> pd.DataFrame:
+        r = [True] * right + [False] * (n - right)
+        s = [True] * right + [True] * sure_wrong + [False] * (n - right - sure_wrong)
+        return pd.DataFrame({"split": ["test"] * n + ["dev"], "right": r + [False], "sure": s + [True]})
+
+    top1, right_sure, wrong_sure = art.art_targets([seed(17, 1), seed(15, 2)])  # dev rows are ignored
+    assert top1.value == 80 and top1.outcome == "met" and right_sure.value == 80
+    assert (top1.low, top1.high) == pytest.approx(tuple(100 * x for x in binomial_interval(16, 20)))
+    assert wrong_sure.value == 7.5 and wrong_sure.outcome == "missed" and "≤ 5 %" in wrong_sure.rule
+    assert art.art_targets([seed(15, 0)])[0].outcome == "missed"
+    with pytest.raises(ValueError, match="same art test images"):
+        art.art_targets([seed(15, 0), seed(5, 0, n=10)])
+
+
+def test_print_views_are_seeded_put_scenes_on_white_and_keep_the_shape(mirror: Path) -> None:
+    from helpers import data
+    from helpers.webcam import printlike
+
+    images = data.load_simpsons_mnist("rgb").subset(n_train=40).train.x.numpy()
+    views = printlike.print_views(images, 28, 3, copies=2)
+    assert views.shape == (2, 40, 3, 28, 28) and str(views.dtype) == "torch.uint8"
+    assert np.array_equal(views.numpy(), printlike.print_views(images, 28, 3, copies=2).numpy())  # seeded
+    assert not np.array_equal(views[0].numpy(), views[1].numpy())  # each copy draws again
+    white = lambda x: (np.asarray(x) >= 250).all(axis=-3).mean()  # noqa: E731  share of white pixels
+    assert white(views) > 0.2 > white(images)  # scenes on white card, as in a print
+    scene = np.zeros((112, 112, 3), np.uint8) + 90
+    scene[30:80, 40:70] = (0, 200, 255)  # a yellow "character" on a flat wall
+    flat = printlike.flat_background(scene, np.random.default_rng(0))
+    assert (flat[0, 0] == 255).all() and (flat[50, 55] == scene[50, 55]).all()

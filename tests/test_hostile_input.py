@@ -526,8 +526,8 @@ def test_a_demo_choice_naming_a_missing_file_says_so(tmp_path: Path, monkeypatch
     shutil.copyfile(model_file, models / "simpsons_tuned.pt")
     try:
         path, why = demo_choice()
-        assert path.name == "simpsons_tuned.pt"
-        assert "notebook 06 chose simpsons_robust.pt, which is missing" in why and "has not chosen" not in why
+        assert path.name == "simpsons_demo.pt"  # the committed model, not another local checkpoint
+        assert "notebook 06 chose simpsons_robust.pt, which is missing" in why and "has not run" not in why
     finally:
         (models / DEMO_CHOICE).unlink()
         (models / "simpsons_tuned.pt").unlink()

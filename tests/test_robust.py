@@ -77,12 +77,13 @@ def test_take_keeps_views_aligned_with_images(simpsons: DataSplits, views: torch
 def test_outlier_kinds_for_training_are_apart_from_the_measured_ones(simpsons: DataSplits) -> None:
     assert set(shifts.TRAIN_KINDS).isdisjoint(shifts.KINDS)
     xray = load_chest_xray().subset(n_train=30, n_val=5, n_test=5)
-    imgs, counts = robust.outlier_images(10, 28, 3, sources={"shuffled tiles": simpsons.train.x.numpy(),
-                                                            "chest X-ray": xray.train.x.numpy()})
-    assert imgs.shape == (30, 3, 28, 28) and list(counts["images"]) == [10, 10, 10]
-    again, _ = robust.outlier_images(10, 28, 3, sources={"shuffled tiles": simpsons.train.x.numpy(),
-                                                        "chest X-ray": xray.train.x.numpy()})
-    assert torch.equal(imgs, again)
+    sources = {"shuffled tiles": simpsons.train.x.numpy(), "chest X-ray": xray.train.x.numpy()}
+    imgs = robust.outlier_images(10, 28, 3, sources=sources)
+    assert list(imgs) == list(shifts.TRAIN_KINDS) and all(v.shape == (10, 3, 28, 28) for v in imgs.values())
+    again = robust.outlier_images(10, 28, 3, sources=sources)
+    assert all(torch.equal(imgs[k], again[k]) for k in imgs)
+    some = robust.outlier_images(10, 28, 3, sources=sources, kinds=("random shapes",))
+    assert list(some) == ["random shapes"] and torch.equal(some["random shapes"], imgs["random shapes"])
     tiles = shifts.ood_frames("shuffled tiles", 5, images=simpsons.train.x.numpy())
     for frame, image in zip(tiles, simpsons.train.x[:5].numpy()):
         original = shifts.to_frame(image)
@@ -190,24 +191,30 @@ def test_the_not_sure_target_is_a_decision_with_its_rule() -> None:
     assert robust.ood_target(ood, calib, "robust", 80.0).outcome == "missed"
 
 
-def test_demo_choice_reads_the_recorded_model_and_falls_back(tmp_path: Path, monkeypatch) -> None:
+def test_demo_choice_reads_the_recorded_model_else_the_committed_one(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PORTFOLIO_OUTPUT_DIR", str(tmp_path))
     models = Outputs.for_budget("full").models
     models.mkdir(parents=True)
-    with pytest.raises(CheckpointError, match="run notebook 03"):
-        demo_choice()
-    (models / "simpsons_tuned.pt").write_bytes(b"x")
-    assert demo_choice()[0].name == "simpsons_tuned.pt"
+    committed = tmp_path / "clone" / "models" / "simpsons_demo.pt"
+    with pytest.raises(CheckpointError, match="git checkout -- models/"):
+        demo_choice(shipped_model=committed)
+    committed.parent.mkdir(parents=True)
+    committed.write_bytes(b"x")
+    (models / "simpsons_tuned.pt").write_bytes(b"x")  # another local checkpoint: only with --model
+    path, why = demo_choice(shipped_model=committed)
+    assert path == committed and "committed" in why and "has not run on this machine" in why
     (models / "simpsons_robust-seed1.pt").write_bytes(b"x")
     write_demo_choice(models, models / "simpsons_robust-seed1.pt", "robust model, seed 1: better on validation")
-    path, why = demo_choice()
-    assert path == models / "simpsons_robust-seed1.pt" and why.startswith("robust model")
+    path, why = demo_choice(shipped_model=committed)
+    assert path == models / "simpsons_robust-seed1.pt" and "notebook 06's choice" in why and "robust model" in why
     (models / DEMO_CHOICE).write_text(json.dumps({"checkpoint": "../../etc/passwd", "why": "x"}))
     with pytest.raises(CheckpointError, match="not a file beside it"):
-        demo_choice()
+        demo_choice(shipped_model=committed)
     (models / DEMO_CHOICE).write_text("{not json")
     with pytest.raises(CheckpointError, match="re-run notebook 06"):
-        demo_choice()
+        demo_choice(shipped_model=committed)
+    (models / DEMO_CHOICE).unlink()
+    assert demo_choice()[0] == Path(__file__).parents[1] / "models" / "simpsons_demo.pt"  # this clone's own
 
 
 def test_recall_table_per_class_clean_and_shifted() -> None:
@@ -227,7 +234,9 @@ def test_recall_table_per_class_clean_and_shifted() -> None:
     assert list(table[("m", "all shifts")]) == [100.0, 0.0]
 
 
-def test_the_recipe_is_chosen_on_validation_by_the_stated_rule(simpsons: DataSplits, views: torch.Tensor, tmp_path: Path) -> None:
+def test_the_recipe_is_chosen_on_validation_and_art_dev_by_the_stated_rule(simpsons: DataSplits, views: torch.Tensor,
+                                                                           tmp_path: Path) -> None:
+    from helpers.webcam import art
     from helpers.webcam.robust import ShiftSet
 
     outputs = Outputs(tmp_path)
@@ -236,12 +245,22 @@ def test_the_recipe_is_chosen_on_validation_by_the_stated_rule(simpsons: DataSpl
     path = save_checkpoint(outputs.models / "simpsons_tuned-seed0.pt", model, simpsons.classes, simpsons.mean, simpsons.std,
                            train_config={**TrainConfig(optimizer="adam", lr=3e-3, seed=0).__dict__})
     val_set = ShiftSet.build("val", simpsons.val.x.numpy(), simpsons.val.y.numpy(), 28, 3, families=["jpeg", "defocus", "motion"])
-    outliers = torch.from_numpy(np.stack([np.transpose(f[::4, ::4, ::-1], (2, 0, 1)) for f in shifts.ood_frames("random shapes", 50)]).copy())
-    recipes = {"none": robust.Recipe(epochs=1, lr_factor=1e-9), "some": robust.Recipe(epochs=2, view_prob=0.9, lr_factor=0.3)}
-    chosen, table, run = robust.choose_recipe(robust.robust_data(simpsons, views, outliers), load_checkpoint(path), recipes,
-                                              val_set, outputs=outputs, device="cpu")
+    shapes = torch.from_numpy(np.stack([np.transpose(f[::4, ::4, ::-1], (2, 0, 1)) for f in shifts.ood_frames("random shapes", 50)]).copy())
+    extras = robust.Extras(camera=views, prints=views[:2], outliers={"random shapes": shapes, "chest X-ray": shapes[:10]})
+    recipes = {"none": robust.Recipe(epochs=1, lr_factor=1e-9, outlier_kinds=("random shapes",)),
+               "some": robust.Recipe(epochs=2, view_prob=0.9, lr_factor=0.3, print_copies=2, outlier_kinds=("chest X-ray",))}
+    assert extras.for_recipe(simpsons, recipes["some"]).train.views.shape[0] == views.shape[0] + 2
+    with pytest.raises(ValueError, match="print views"):
+        extras.for_recipe(simpsons, robust.Recipe(print_copies=3))
+    chosen, table, run = robust.choose_recipe(simpsons, extras, load_checkpoint(path), recipes, val_set, outputs=outputs,
+                                              device="cpu")
     assert list(table.index) == ["none", "some"] and table["chosen"].sum() == 1 and table.loc[chosen, "chosen"]
     eligible = table[table["clean within 1 point"]]
-    pool = eligible if len(eligible) else table
-    assert table.loc[chosen, "val gap closed %"] == pool["val gap closed %"].max()
+    assert table.loc[chosen, "val gap closed %"] == (eligible if len(eligible) else table)["val gap closed %"].max()
     assert run.checkpoint == outputs.models / f"simpsons_robust-{chosen}-seed0.pt"
+    dev = [im for im in art.load_art() if im.split == "dev"][:12]
+    chosen, table, _ = robust.choose_recipe(simpsons, extras, load_checkpoint(path), recipes, val_set, art_dev=dev,
+                                            outputs=Outputs(tmp_path / "art"), device="cpu")
+    ok = table[table["clean within 1 point"] & (table["val gap closed %"] >= 50) & (table["art dev wrong and sure %"] <= 5)]
+    assert table.loc[chosen, "art dev right and sure %"] == (ok if len(ok) else table)["art dev right and sure %"].max()
+    assert {"art dev top-1 %", "art dev wrong and sure %", "epochs run"} <= set(table.columns)

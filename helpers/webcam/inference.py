@@ -311,9 +311,12 @@ def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = 
 DEMO_CHOICE = "demo_model.json"  #: written by notebook 06 beside the models: which one the demo uses, and why
 
 
-def demo_choice(budget: str = "full") -> tuple[Path, str]:
-    """The model the demo uses and why: the one notebook 06 chose (``demo_model.json``), else the tuned
-    Simpsons-MNIST checkpoint (notebook 03), else the baseline one (notebook 02)."""
+def demo_choice(budget: str = "full", shipped_model: Path | None = None) -> tuple[Path, str]:
+    """The model the demo and the photo command line use, and why: the one notebook 06 chose on this machine
+    (``demo_model.json`` beside its models), else the committed one (``models/simpsons_demo.pt``). Any other
+    checkpoint is used only when passed with ``--model``."""
+    from helpers.webcam import shipped
+
     models = paths.Outputs.for_budget(budget).models
     choice = models / DEMO_CHOICE
     if choice.is_file():
@@ -326,18 +329,15 @@ def demo_choice(budget: str = "full") -> tuple[Path, str]:
         if Path(name).name != name:
             raise CheckpointError(f"{choice} names {name!r}, not a file beside it; delete it or re-run notebook 06")
         if (models / name).is_file():
-            return models / name, why
+            return models / name, f"notebook 06's choice on this machine: {why}"
         lost = f"notebook 06 chose {name}, which is missing from {shown(models)} (re-run notebook 06)"
     else:
-        lost = "notebook 06 has not chosen one"
-    for name, why in (("simpsons_tuned.pt", f"the tuned model of notebook 03 ({lost})"),
-                      ("baseline_simpsons.pt", f"the baseline of notebook 02 ({lost}; run notebook 03 for the tuned one)")):
-        if (models / name).exists():
-            return models / name, why
-    raise CheckpointError(
-        f"no Simpsons-MNIST model in {models}: run notebook 03 (tuned model) or 02 (baseline), "
-        f"e.g. `make report`, or pass --checkpoint"
-    )
+        lost = "notebook 06 has not run on this machine"
+    committed = Path(shipped_model or shipped.checkpoint())
+    if committed.is_file():
+        return committed, f"the model committed in {shown(committed.parent)} (its README.md says how it was made; {lost})"
+    raise CheckpointError(f"no demo model: {shown(committed)} is missing from this clone (restore it with "
+                          f"`git checkout -- models/`) and {lost}; or pass a checkpoint with --model")
 
 
 def write_demo_choice(models: Path, checkpoint: Path, why: str) -> Path:

@@ -75,23 +75,42 @@ def camera_views(images: np.ndarray | torch.Tensor, image_size: int, in_channels
 
 
 def outlier_images(n_per_kind: int, image_size: int, in_channels: int, *, sources: Mapping[str, np.ndarray],
-                   seed: int = TRAIN_SEED) -> tuple[torch.Tensor, pd.DataFrame]:
-    """uint8 (M, C, H, W) images of every :data:`helpers.webcam.shifts.TRAIN_KINDS` kind, as the model sees them,
-    and a table of how many of each. ``sources`` gives the images the image-based kinds are made of
+                   kinds: Sequence[str] = shifts.TRAIN_KINDS, seed: int = TRAIN_SEED) -> dict[str, torch.Tensor]:
+    """uint8 (n, C, H, W) images of each training kind without a character (:data:`helpers.webcam.shifts.TRAIN_KINDS`),
+    as the model sees them. ``sources`` gives the images the image-based kinds are made of
     (``"shuffled tiles"``: Simpsons-MNIST training images; ``"chest X-ray"``: X-ray training images)."""
-    parts, rows = [], []
-    for kind in shifts.TRAIN_KINDS:
+    out = {}
+    for kind in kinds:
         frames = shifts.ood_frames(kind, n_per_kind, seed=seed, images=sources.get(kind))
-        parts.append(np.stack([to_model_pixels(f, image_size, in_channels) for f in frames]))
-        rows.append({"kind": kind, "images": len(frames)})
-    return torch.from_numpy(np.concatenate(parts)), pd.DataFrame(rows).set_index("kind")
+        out[kind] = torch.from_numpy(np.stack([to_model_pixels(f, image_size, in_channels) for f in frames]))
+    return out
 
 
 def robust_data(data: DataSplits, views: torch.Tensor, outliers: torch.Tensor) -> DataSplits:
-    """``data`` with camera views of its training images and outlier images attached."""
+    """``data`` with views of its training images (copies, N, C, H, W) and outlier images attached."""
     if views.shape[1] != len(data.train):
         raise ValueError(f"{views.shape[1]} views per copy for {len(data.train)} training images")
     return replace(data, train=replace(data.train, views=views), outliers=outliers)
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What the recipes may add to the training images, built once: camera views, print-like views
+    (:func:`helpers.webcam.printlike.print_views`) and outlier images by kind."""
+
+    camera: torch.Tensor
+    prints: torch.Tensor
+    outliers: Mapping[str, torch.Tensor]
+
+    def for_recipe(self, data: DataSplits, recipe: Recipe) -> DataSplits:
+        """``data`` with the views and outlier kinds ``recipe`` asks for."""
+        if recipe.print_copies > len(self.prints):
+            raise ValueError(f"the recipe asks for {recipe.print_copies} print views per image, {len(self.prints)} were built")
+        missing = [k for k in recipe.outlier_kinds if k not in self.outliers]
+        if missing:
+            raise ValueError(f"no outlier images of kind(s) {missing}; built: {list(self.outliers)}")
+        views = torch.cat([self.camera, self.prints[:recipe.print_copies]])
+        return robust_data(data, views, torch.cat([self.outliers[k] for k in recipe.outlier_kinds]))
 
 
 def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -137,6 +156,8 @@ class Recipe:
     view_prob: float = 0.5
     outlier_weight: float = 0.5  #: as in Hendrycks et al. (2019)
     outlier_share: float = 0.5
+    print_copies: int = 0  #: print-like views per image, beside the :data:`COPIES` camera views
+    outlier_kinds: tuple[str, ...] = shifts.TRAIN_KINDS  #: the kinds of outlier images in each batch
 
     def train_config(self, tuned: Mapping[str, object], seed: int) -> TrainConfig:
         base = {k: v for k, v in tuned.items() if k in TrainConfig.__dataclass_fields__}
@@ -184,6 +205,7 @@ def per_seed(tables: Mapping[str, Sequence[pd.DataFrame]], seeds: Sequence[int])
 
 GAP_RULE = "the variant closes ≥ 50 % of the base's clean-to-shifted gap on the seen families (means over seeds)"
 CLEAN_RULE = "the variant's clean test accuracy is at most 1 point below the base's (mean paired difference ≥ −1)"
+OOD_TARGET = 90.0  #: % of frames without a character the demo's model should answer "not sure" on
 OOD_RULE = ("'not sure' on ≥ {target:g} % of frames without a character (mean over seeds), with a threshold that keeps "
             "≥ 90 % of correct validation predictions confident")
 
@@ -221,7 +243,7 @@ def compare(seeds_table: pd.DataFrame, base: str = "tuned", variant: str = "robu
     return pd.DataFrame(rows).set_index("target")
 
 
-def ood_target(ood: pd.DataFrame, calib: pd.DataFrame, model: str = "robust", target: float = 80.0) -> Decision:
+def ood_target(ood: pd.DataFrame, calib: pd.DataFrame, model: str = "robust", target: float = OOD_TARGET) -> Decision:
     """Does ``model`` say "not sure" on at least ``target`` % of the frames without a character, with a threshold
     that keeps ≥ 90 % of correct validation predictions confident? (:data:`OOD_RULE`)."""
     rate = float(ood["all not sure %"].groupby(level="model").mean()[model])
@@ -306,7 +328,7 @@ def ood_table(models: Mapping[str, Sequence[Predictor]], frames: Mapping[str, Se
 
 
 def conclusions(targets: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, seeds: pd.DataFrame,
-                why: str, ood_target_pct: float = 80.0) -> str:
+                why: str, ood_target_pct: float = OOD_TARGET) -> str:
     """The notebook's conclusions, built from the decisions (:func:`shift_targets`, :func:`ood_target`)."""
     by_model = seeds.groupby(level="model").mean()
     kept = calib["val correct kept confident %"].groupby(level="model").min()
@@ -358,30 +380,46 @@ def recall_table(models: Mapping[str, Sequence[Predictor]], shift_set: ShiftSet,
     return pd.DataFrame(cols, index=pd.Index(list(classes), name="class")).round(1)
 
 
-def choose_recipe(data: DataSplits, first: Checkpoint, recipes: Mapping[str, Recipe], val_set: ShiftSet, *,
-                  outputs: Outputs, device: str | torch.device = "auto",
+RECIPE_RULE = ("among the recipes whose clean validation accuracy is at most 1 point below the tuned model's, which "
+               "close at least half of its clean-to-shifted gap on the seen families of the validation shift set and "
+               "which name a wrong character confidently on at most 5 % of the art set's dev half, the highest share "
+               "right and sure on that half (padded framing); without the art set, the largest share of the gap closed")
+
+
+def choose_recipe(data: DataSplits, extras: Extras, first: Checkpoint, recipes: Mapping[str, Recipe], val_set: ShiftSet,
+                  *, art_dev: Sequence[Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
                   stem: str = "simpsons_robust") -> tuple[str, pd.DataFrame, RunResult]:
-    """Fine-tune the first tuned seed with each candidate recipe and choose on *validation* only: the
-    largest share of the tuned model's clean-to-shifted gap closed on the seen families, among the
-    recipes whose clean validation accuracy is at most 1 point below the tuned model's. Returns the
-    chosen name, one row per candidate, and the chosen recipe's run (reused as its first seed)."""
+    """Fine-tune the first tuned seed with each candidate recipe and choose by :data:`RECIPE_RULE`, on validation
+    and the art set's dev half only. Returns the chosen name, one row per candidate, and the chosen recipe's run
+    (reused as its first seed)."""
+    from helpers.webcam import art
+
     tuned = shift_report(Predictor(first), val_set)[0]
     t_clean, t_seen = float(tuned.loc[("clean", 0), "accuracy %"]), group_accuracy(tuned, SEEN)
     rows, runs = [], {}
     for name, recipe in recipes.items():
-        run = fine_tune(data, [first], recipe, outputs=outputs, device=device, experiment=f"06-robust-{name}",
-                        checkpoint_stem=f"{stem}-{name}")[0]
-        table = shift_report(Predictor.from_checkpoint(run.checkpoint, calibrated=False), val_set)[0]
+        run = fine_tune(extras.for_recipe(data, recipe), [first], recipe, outputs=outputs, device=device,
+                        experiment=f"06-robust-{name}", checkpoint_stem=f"{stem}-{name}")[0]
+        predictor = Predictor.from_checkpoint(run.checkpoint, calibrated=False)
+        table = shift_report(predictor, val_set)[0]
         clean, seen = float(table.loc[("clean", 0), "accuracy %"]), group_accuracy(table, SEEN)
         runs[name] = run
-        rows.append({"recipe": name, **{k: getattr(recipe, k) for k in Recipe.__dataclass_fields__},
-                     "val clean %": round(clean, 2), "val seen families %": round(seen, 2),
-                     "val held-out families %": round(group_accuracy(table, HELD_OUT), 2),
-                     "val gap closed %": round(100 * (seen - t_seen) / (t_clean - t_seen), 1),
-                     "clean within 1 point": clean >= t_clean - 1})
+        row = {"recipe": name, "epochs run": len(run.history.epochs), "val clean %": round(clean, 2), "val seen families %": round(seen, 2),
+               "val gap closed %": round(100 * (seen - t_seen) / (t_clean - t_seen), 1),
+               "clean within 1 point": clean >= t_clean - 1}
+        if art_dev:
+            predictor.calibration = calibrate(predictor, val_set)
+            rates = art.art_table(art.score_art(predictor, art_dev, "pad"), by=("split",)).iloc[0]
+            row.update({f"art dev {k}": rates[k] for k in ("top-1 %", "right and sure %", "wrong and sure %")})
+        rows.append(row)
     table = pd.DataFrame(rows).set_index("recipe")
-    eligible = table[table["clean within 1 point"]]
-    chosen = str((eligible if len(eligible) else table)["val gap closed %"].idxmax())
+    if art_dev:
+        eligible = table[table["clean within 1 point"] & (table["val gap closed %"] >= 50)
+                         & (table["art dev wrong and sure %"] <= 5)]
+        score = "art dev right and sure %"
+    else:
+        eligible, score = table[table["clean within 1 point"]], "val gap closed %"
+    chosen = str((eligible if len(eligible) else table)[score].idxmax())
     table["chosen"] = table.index == chosen
     return chosen, table, runs[chosen]
 

@@ -1,0 +1,137 @@
+"""The demo's own model, committed under ``models/`` so that the demo runs right after cloning.
+
+Only a full-budget run of notebook 06 writes it (:func:`publish`): the model notebook 06 chose, as the
+checkpoint (with its ``.sha256``), its calibration, the ONNX file and JSON the Jetson script reads, a card
+(``card.json`` and ``README.md``: data, recipe, commit, clean and art-set figures) and ``SHA256SUMS``. Each file
+stays under :data:`MAX_BYTES`. :func:`verify` checks the committed files against ``SHA256SUMS``;
+:func:`clean_accuracy` is how the card's clean test accuracy is computed, so a test can reproduce it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from helpers.checkpoints import checksum_path
+from helpers.paths import project_root
+from helpers.sources import file_digest
+from helpers.webcam.calibration import calibration_path
+
+STEM = "simpsons_demo"
+MAX_BYTES = 3 * 2**20  #: at most 3 MB a file (the repository holds no other binaries)
+SUMS = "SHA256SUMS"
+
+
+def folder() -> Path:
+    """``models/`` at the project's root."""
+    return project_root() / "models"
+
+
+def checkpoint() -> Path:
+    """The committed checkpoint, ``models/simpsons_demo.pt``."""
+    return folder() / f"{STEM}.pt"
+
+
+def clean_accuracy(predictor: Any, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy (%) of a predictor on a split's clean images (uint8 N×C×H×W, as the model sees them)."""
+    return float(100 * (predictor.logits_pixels(np.asarray(images)).argmax(1) == np.asarray(labels)).mean())
+
+
+def card_markdown(card: Mapping[str, Any], heading: bool = True) -> str:
+    """The card as a short page: what the model is, how it was made, and what it scores (``heading``: with its
+    title and what the file is, as ``models/README.md``)."""
+    lines = [f"# The demo's model: `{STEM}`", "",
+             "Written by a full-budget run of `notebooks/06_webcam_inference.ipynb`; the demo "
+             "(`python -m helpers.demo`) and the photo command line (`python -m helpers.predict`) use it when "
+             "notebook 06 has not chosen a model on this machine. Figures are from the run that wrote it "
+             "(bit-exact on that machine only).", ""] if heading else []
+    lines += [f"- **{key}**: {value}" for key, value in card.items() if not isinstance(value, (dict, list))]
+    for key, value in card.items():
+        if isinstance(value, dict):
+            lines += ["", f"**{key}**", ""] + [f"- {k}: {v}" for k, v in value.items()]
+    lines += ["", f"Files: {', '.join(f'`{n}`' for n in card.get('files', []))}; check them with "
+                  f"`sha256sum -c {SUMS}` in this folder."]
+    return "\n".join(lines) + "\n"
+
+
+def publish(source: Path, card: Mapping[str, Any], budget: str, dest: Path | None = None) -> Path | None:
+    """Copy the checkpoint ``source`` (with its calibration) into ``models/``, export it to ONNX, and write the
+    card and ``SHA256SUMS``. Only the full budget publishes (a quick run or a test never replaces the committed
+    model): otherwise it says so and returns None."""
+    from helpers.webcam.export import export_onnx
+
+    if budget != "full":
+        print(f"models/ left as it is: only a full-budget run publishes the demo's model (this run: {budget!r})")
+        return None
+    dest = Path(dest or folder())
+    if not calibration_path(source).is_file():
+        raise FileNotFoundError(f"{calibration_path(source)} is missing: calibrate the model before publishing it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".models-") as tmp:
+        staged = Path(tmp)
+        ckpt = staged / f"{STEM}.pt"
+        shutil.copy2(source, ckpt)
+        shutil.copy2(checksum_path(source), checksum_path(ckpt))
+        shutil.copy2(calibration_path(source), calibration_path(ckpt))
+        export_onnx(ckpt, staged / f"{STEM}.onnx")
+        files = sorted(p.name for p in staged.iterdir())
+        full = {**card, "files": files + ["card.json", "README.md"]}
+        (staged / "card.json").write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staged / "README.md").write_text(card_markdown(full), encoding="utf-8")
+        too_big = [f"{p.name} ({p.stat().st_size:,} bytes)" for p in staged.iterdir() if p.stat().st_size > MAX_BYTES]
+        if too_big:
+            raise ValueError(f"not published: over {MAX_BYTES:,} bytes: {', '.join(too_big)}")
+        sums = "".join(f"{file_digest(p)}  {p.name}\n" for p in sorted(staged.iterdir()))
+        (staged / SUMS).write_text(sums, encoding="utf-8")
+        for p in staged.iterdir():  # each file replaced whole; nothing else in models/ is touched
+            dest.mkdir(exist_ok=True)
+            p.replace(dest / p.name)
+    return dest / f"{STEM}.pt"
+
+
+def verify(dest: Path | None = None) -> list[str]:
+    """Problems with the committed model's files against ``SHA256SUMS`` (an empty list when all match)."""
+    dest = Path(dest or folder())
+    sums = dest / SUMS
+    if not sums.is_file():
+        return [f"{sums} is missing"]
+    problems = []
+    for line in sums.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.partition("  ")
+        path = dest / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif file_digest(path) != digest:
+            problems.append(f"{name} does not match its sha256")
+    return problems
+
+
+def card(predictor: Any, why: str, recipe: Any, data: Any, art_rates: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The card of the demo's model: what it is, why it was chosen, its data, recipe and commit, its calibration, and
+    its clean test and art-set figures (``art_rates``: :meth:`helpers.webcam.art.ArtStudy.rates_of`)."""
+    from dataclasses import asdict
+
+    from helpers.provenance import describe_state
+
+    ck = predictor.checkpoint
+    return {
+        "model": f"{ck.path.stem}: LeNet-5 ({ck.arch}, {sum(v.numel() for v in ck.model.state_dict().values()):,} "
+                 f"weights), {ck.image_size}x{ck.image_size} px, {ck.in_channels} channels, {len(ck.classes)} classes",
+        "chosen": why,
+        "trained on": f"{data.name}: {len(data.train):,} training images; validation ({len(data.val):,}) for calibration "
+                      f"and choices; never on the character-art set",
+        "recipe": ({k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(recipe).items()} if recipe
+                   else "notebook 03's tuned recipe"),
+        "code": describe_state(ck.provenance),
+        "calibration": {"temperature": round(predictor.calibration.temperature, 4),
+                        "not-sure threshold": round(predictor.calibration.threshold, 4)},
+        "clean test accuracy %": round(clean_accuracy(predictor, data.test.x.numpy(), data.test.y.numpy()), 2),
+        "clean test images": len(data.test),
+        "character-art set": dict(art_rates) if art_rates else "not measured (the art set was not on this machine)",
+    }
