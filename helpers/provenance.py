@@ -39,7 +39,7 @@ def _git(args: list[str], root: Path) -> str | None:
 
 
 #: what can change a result: a change here since the commit makes the tree "dirty" (notebooks and prose do not)
-CODE_PATHS = ("helpers", "scripts", "requirements.txt", "pyproject.toml", "Makefile")
+CODE_PATHS = ("helpers", ":(exclude)helpers/README.md", "scripts", "requirements.txt", "pyproject.toml", "Makefile")
 
 
 def git_state(root: Path | None = None) -> dict[str, object]:

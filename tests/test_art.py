@@ -127,6 +127,8 @@ def test_print_views_are_seeded_put_scenes_on_white_and_keep_the_shape(mirror: P
     assert not np.array_equal(views[0].numpy(), views[1].numpy())  # each copy draws again
     white = lambda x: (np.asarray(x) >= 250).all(axis=-3).mean()  # noqa: E731  share of white pixels
     assert white(views) > 0.2 > white(images)  # scenes on white card, as in a print
+    through = printlike.print_views(images, 28, 3, copies=2, camera=("defocus",))  # then seen through a camera
+    assert not np.array_equal(through.numpy(), views.numpy()) and white(through) < white(views)
     scene = np.zeros((112, 112, 3), np.uint8) + 90
     scene[30:80, 40:70] = (0, 200, 255)  # a yellow "character" on a flat wall
     flat = printlike.flat_background(scene, np.random.default_rng(0))

@@ -18,12 +18,14 @@ art set (:mod:`helpers.webcam.art`) only measures the result.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import torch
 
 from helpers.webcam.inference import to_model_pixels
-from helpers.webcam.shifts import frame_rng, to_frame
+from helpers.webcam.shifts import FAMILIES, SEVERITIES, frame_rng, to_frame
 
 SEED = 2000  #: seed of the print views (the camera views use 1000, evaluation sets 0)
 
@@ -88,11 +90,18 @@ def print_view(image_chw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def print_views(images: np.ndarray | torch.Tensor, image_size: int, in_channels: int, *, copies: int = 3,
-                seed: int = SEED) -> torch.Tensor:
-    """uint8 (copies, N, C, H, W): ``copies`` print-like views of every image, as the model sees them."""
+                seed: int = SEED, camera: Sequence[str] = ()) -> torch.Tensor:
+    """uint8 (copies, N, C, H, W): ``copies`` print-like views of every image, as the model sees them; with ``camera``
+    (shift family names), each view is then seen through one of those camera shifts (family and severity drawn
+    per image and copy), as a print held up to a webcam is."""
     images = np.asarray(images)
     out = np.empty((copies, len(images), in_channels, image_size, image_size), np.uint8)
     for k in range(copies):
         for i, image in enumerate(images):
-            out[k, i] = to_model_pixels(print_view(image, frame_rng(seed, "print", k, i)), image_size, in_channels)
+            rng = frame_rng(seed, "print", k, i)
+            frame = print_view(image, rng)
+            if camera:
+                family = camera[int(rng.integers(len(camera)))]
+                frame = FAMILIES[family].apply(frame, SEVERITIES[int(rng.integers(len(SEVERITIES)))], rng)
+            out[k, i] = to_model_pixels(frame, image_size, in_channels)
     return torch.from_numpy(out)
