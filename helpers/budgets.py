@@ -56,7 +56,7 @@ _SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             fashion=dict(slice=None, search_slice=dict(n_train=6000, n_val=2000), rungs=Rungs(2, 3, 18), epoch_budget=150,
                          baseline_epochs=12, seeds=(0, 1, 2), startup=6),
             xray=dict(slice=None, search_slice=dict(n_train=2000), rungs=Rungs(2, 3, 18), epoch_budget=90,
-                      baseline_epochs=18, seeds=(0, 1, 2), startup=6, shift=dict(seeds=(0, 1), epochs=15), weights_epochs=15))),
+                      baseline_epochs=18, seeds=(0, 1, 2), startup=6, shift=dict(seeds=(0,), epochs=15), weights_epochs=15))),
     "05": dict(
         quick=dict(slice=dict(n_train=300, n_val=100), seeds=(0,), epochs=1, long_epochs=3, updates=5,
                    regime=dict(slice=dict(n_train=300, n_val=100), seeds=(0,), epochs=1)),

@@ -62,3 +62,13 @@ def test_the_budget_table_states_the_budgets_and_the_measured_run_times() -> Non
         budget, measured = [c.strip() for c in rows[key].split("|")[:2]]
         assert budget == f"{budgets.MINUTES[key][0]} min", (key, budget)
         assert measured.startswith(f"{summary['wall_minutes']:g} min"), (key, measured, summary["wall_minutes"])
+
+
+def test_the_readme_runs_the_demo_right_after_setup_with_the_committed_model() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## The webcam demo"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
+    commands = [line.split("#")[0].strip() for line in block if line.strip()]
+    assert commands[0] == "make setup" and "make report" not in " ".join(commands), commands
+    assert any("-m helpers.demo" in c for c in commands) and any("-m helpers.predict" in c for c in commands)
+    assert (ROOT / "models" / "simpsons_demo.pt").is_file() and "models/" in section

@@ -55,8 +55,9 @@ def card_markdown(card: Mapping[str, Any], heading: bool = True) -> str:
     for key, value in card.items():
         if isinstance(value, dict):
             lines += ["", f"**{key}**", ""] + [f"- {k}: {v}" for k, v in value.items()]
-    lines += ["", f"Files: {', '.join(f'`{n}`' for n in card.get('files', []))}; check them with "
-                  f"`sha256sum -c {SUMS}` in this folder."]
+    if card.get("files"):
+        lines += ["", f"Files: {', '.join(f'`{n}`' for n in card['files'])}; check them with `sha256sum -c {SUMS}` in "
+                      f"this folder."]
     return "\n".join(lines) + "\n"
 
 
