@@ -67,3 +67,25 @@ def test_publish_writes_only_at_full_budget_and_verify_catches_a_changed_file(tm
     calibration_path(source).unlink()
     with pytest.raises(FileNotFoundError, match="calibrat"):
         shipped.publish(source, {}, "full", tmp_path / "other")
+
+
+@pytest.mark.slow
+def test_right_after_cloning_the_photo_command_uses_the_committed_model(mirror: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    marge = sorted((mirror / "simpsons-art" / "marge_simpson").iterdir())[0]  # a drawing, not a show frame
+    env = {**os.environ, "PORTFOLIO_OUTPUT_DIR": str(tmp_path / "fresh")}  # nothing trained on this machine
+    out = subprocess.run([sys.executable, "-m", "helpers.predict", str(marge)], capture_output=True, text=True,
+                         env=env, cwd=MODELS.parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, answer = out.stdout.strip().splitlines()
+    assert first.startswith(f"model: models/{shipped.STEM}.pt (the model committed in models ")
+    assert "notebook 06 has not run on this machine" in first and answer.startswith(str(marge))
+    expected = Predictor.from_checkpoint(shipped.checkpoint())
+    expected.fit = "pad"
+    from helpers.webcam.camera import read_image
+
+    p = expected.predict(read_image(marge))
+    assert answer.startswith(f"{marge}: {p.shown if p.sure else 'not sure'}  (top 3: ")
