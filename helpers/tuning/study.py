@@ -162,7 +162,11 @@ class TuningStudy:
     def check_table(self) -> pd.DataFrame:
         """The retrain checks: per candidate trial, its search score, its first-seed retraining on
         validation, and the verdict of :func:`retrain_verdict`."""
-        return pd.DataFrame(self.checks).set_index("trial") if self.checks else pd.DataFrame()
+        if not self.checks:
+            return pd.DataFrame()
+        table = pd.DataFrame(self.checks)  # a "none passed" row has no trial and no scores: shown as "–"
+        table["trial"] = [int(t) if pd.notna(t) else "–" for t in table["trial"]]
+        return table.set_index("trial").astype(object).where(table.set_index("trial").notna(), "–")
 
     def best_tuned(self) -> RunResult:
         """The retrained run with the best validation accuracy (the saved one)."""
