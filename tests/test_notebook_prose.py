@@ -137,3 +137,17 @@ def test_reflections_state_the_verdicts_computed_beside_them() -> None:
         assert computed == written, f"{m.group(1)}: the reflection was written for {written}, the run says {computed}"
         checked += 1
     assert checked >= 8, f"only {checked} reflections found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_figure_has_a_caption_line(path: Path) -> None:
+    missing = []
+    for i, cell in enumerate(cells(path)):
+        if cell.cell_type != "code":
+            continue
+        figures = sum("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+        captions = [line for o in cell.get("outputs", []) if o.get("output_type") == "stream"
+                    for line in o.get("text", "").splitlines() if line.startswith("Figure: ")]
+        if figures and not captions:
+            missing.append(i)
+    assert not missing, f"{path.name}: cells whose figures have no 'Figure: ...' caption line: {missing}"
