@@ -264,3 +264,16 @@ def test_the_baseline_keeps_the_view_option_with_the_higher_validation_accuracy(
     assert kept[0].name == "baseline-zoom" and kept[0].hooks == ("Z",) and set(every) == {"none", "zoom"}
     plain, none = study.train_baseline(study.StudyConfig("x", Rungs(1, 3, 3), 6, 1), None, outputs=None, device="cpu")
     assert plain[0].name == "baseline" and none == {}
+
+
+def test_the_check_table_shows_a_dash_where_no_candidate_passed() -> None:
+    from types import SimpleNamespace
+
+    from helpers.tuning.study import TuningStudy
+
+    checks = [{"trial": 1, "search val acc %": 45.34, "verdict": "rejected", "why": "collapsed"},
+              {"trial": None, "verdict": "none passed", "why": "kept the best"}]
+    table = TuningStudy.check_table(SimpleNamespace(checks=checks))
+    assert list(table.index) == [1, "–"] and table.loc["–", "search val acc %"] == "–"
+    assert table.loc[1, "search val acc %"] == 45.34 and not table.isna().any().any()
+    assert TuningStudy.check_table(SimpleNamespace(checks=[])).empty
