@@ -94,15 +94,19 @@ class Split:
     #: :func:`helpers.webcam.robust.camera_views`; stretched ones, :func:`helpers.xray.aspect.with_stretch_views`),
     #: swapped in during training by the :class:`helpers.training.ViewSwap` hook
     views: torch.Tensor | None = None
+    #: optional int64 (N,): how many times each image counts in accuracy, loss and confusion matrix (the
+    #: importance-weighted validation split, :func:`helpers.xray.weighting.weighted_validation`); None: once each
+    weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, index: np.ndarray | Sequence[int]) -> Split:
-        """The images at ``index`` (a new Split, with their views)."""
+        """The images at ``index`` (a new Split, with their views and weights)."""
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
         views = None if self.views is None else self.views[:, idx]
-        return Split(self.x[idx], self.y[idx], [self.ids[i] for i in idx.tolist()], views)
+        weights = None if self.weights is None else self.weights[idx]
+        return Split(self.x[idx], self.y[idx], [self.ids[i] for i in idx.tolist()], views, weights)
 
 
 @dataclass
@@ -145,7 +149,7 @@ class DataSplits:
         from helpers.provenance import fingerprint_bytes
 
         return fingerprint_bytes(t.contiguous().numpy().tobytes() for s in (self.train, self.val, self.test)
-                                 for t in (s.x, s.y))
+                                 for t in (s.x, s.y, s.weights) if t is not None)
 
     def sizes(self) -> str:
         """Image counts, e.g. ``'7,200 train / 800 val / 2,000 test images'``."""

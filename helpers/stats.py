@@ -120,12 +120,15 @@ class Decision:
     low: float = float("nan")  #: the value's 95 % interval, when it has one
     high: float = float("nan")
     reference: float = float("nan")  #: what the value is compared with (a threshold, another gain)
+    unit: str = "%"  #: of the value and its interval: "%" or "points" (a difference)
 
-    def interval_text(self, unit: str = "%") -> str:
-        """``95 % CI 84.1–86.3 %``, or '' when the decision rests on no interval."""
+    def interval_text(self) -> str:
+        """``95 % CI 84.1–86.3 %`` (a difference: ``95 % CI -1.2 to +3.4 points``), or '' without an interval."""
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             return ""
-        return f"95 % CI {self.low:.1f}–{self.high:.1f} {unit}"
+        if self.unit == "points":
+            return f"95 % CI {self.low:+.1f} to {self.high:+.1f} points"
+        return f"95 % CI {self.low:.1f}–{self.high:.1f} {self.unit}".rstrip()
 
 
 def target(name: str, values: Sequence[float], threshold: float, *, at_most: bool = False,
@@ -137,7 +140,7 @@ def target(name: str, values: Sequence[float], threshold: float, *, at_most: boo
     low, high = seed_interval(x)
     met = mean <= threshold if at_most else mean >= threshold
     rule = f"mean over {len(x)} seed(s) {'≤' if at_most else '≥'} {threshold:g} {unit}".rstrip()
-    return Decision(name, mean, "met" if met else "missed", rule, low, high, threshold)
+    return Decision(name, mean, "met" if met else "missed", rule, low, high, threshold, unit)
 
 
 @dataclass

@@ -138,6 +138,7 @@ class DeviceSplit:
         self.s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.x = self.normalise(split.x.to(device))
         self.y = split.y.to(device)
+        self.weights = None if split.weights is None else split.weights.to(device)
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 pixels as the normalised float32 the model sees (training-split statistics)."""
@@ -263,10 +264,14 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 2048, amp: bo
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    loss = F.cross_entropy(logits, y).item()
-    acc = (logits.argmax(1) == y).float().mean().item()
-    return loss, acc
+def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None
+                      ) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy; with integer ``weights``, as if image i were repeated weights[i] times."""
+    if weights is None:
+        return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+    w = weights.to(torch.float32)
+    loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
+    return loss.item(), ((logits.argmax(1) == y).float() * w).sum().div(w.sum()).item()
 
 
 def fit(
@@ -316,7 +321,7 @@ def fit(
         history.diverged = _divergence(train_loss, epoch, config, math.log(data.num_classes))
         if history.diverged:
             break
-        val_loss, val_acc = loss_and_accuracy(predict_logits(model, val.x, amp=config.amp), val.y)
+        val_loss, val_acc = loss_and_accuracy(predict_logits(model, val.x, amp=config.amp), val.y, val.weights)
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                   "val_acc": val_acc, "lr": lr_now, "seconds": time.perf_counter() - t0}
         history.epochs.append(record)
@@ -455,11 +460,12 @@ def evaluate(
     model.to(device)
     ds = DeviceSplit(data.split(split), data.mean, data.std, device)
     logits = predict_logits(model, ds.x)
-    loss, acc = loss_and_accuracy(logits, ds.y)
+    loss, acc = loss_and_accuracy(logits, ds.y, ds.weights)
     pred = logits.argmax(1).cpu().numpy()
     true = ds.y.cpu().numpy()
     k = data.num_classes
-    confusion = np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+    counts = None if ds.weights is None else ds.weights.cpu().numpy()  # a weighted split: each image counted so often
+    confusion = np.bincount(true * k + pred, weights=counts, minlength=k * k).astype(np.int64).reshape(k, k)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = np.diag(confusion) / confusion.sum(axis=1)
     return Evaluation(

@@ -12,7 +12,7 @@ import torch
 from helpers import plumbing
 from helpers.data import load_fashion_mnist
 from helpers.models import build_model
-from helpers.splits import DataSplits
+from helpers.splits import DataSplits, Split
 from helpers.training import TrainConfig, augment, balanced_class_weights, evaluate, fit
 
 
@@ -175,3 +175,19 @@ def test_class_weights_balance_the_loss_and_raise_a_rare_class_recall(fashion_sl
     assert recall[True] > recall[False] + 0.1, recall
     with pytest.raises(ValueError, match=r"classes \[0\] have no image"):
         balanced_class_weights(torch.tensor([1, 2, 2]), 3)
+
+
+def test_a_weighted_split_scores_as_if_its_images_were_repeated() -> None:
+    gen = torch.Generator().manual_seed(0)
+    split = lambda n: Split(torch.randint(0, 256, (n, 1, 16, 16), generator=gen, dtype=torch.uint8),  # noqa: E731
+                            torch.randint(0, 3, (n,), generator=gen), [str(i) for i in range(n)])
+    train, val = split(60), split(20)
+    counts = torch.randint(1, 5, (20,), generator=gen)
+    weighted = DataSplits("w", ["a", "b", "c"], train, replace(val, weights=counts), split(10), (0.5,), (0.25,), "")
+    repeated = replace(weighted, val=val.take(np.repeat(np.arange(20), counts.numpy())))
+    runs = [fit(build_model("lenet5", seed=0, image_size=16, num_classes=3), d, TrainConfig(epochs=2, monitor="val_acc"),
+                device="cpu") for d in (weighted, repeated)]
+    a, b = (evaluate(r.model, d, "val", device="cpu") for r, d in zip(runs, (weighted, repeated)))
+    assert [e["val_acc"] for e in runs[0].history.epochs] == [e["val_acc"] for e in runs[1].history.epochs]
+    assert a.accuracy == b.accuracy and (a.confusion == b.confusion).all() and a.loss == pytest.approx(b.loss, rel=1e-5)
+    assert a.confusion.sum() == counts.sum() and len(weighted.val.take([0, 1]).weights) == 2

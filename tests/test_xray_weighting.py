@@ -32,17 +32,19 @@ def test_repeat_counts_are_proportional_and_sum_to_the_total() -> None:
     assert counts.sum() == 13 and list(counts) == [2, 4, 6, 1]  # 13 × (1, 2, 3, 0.5) / 6.5, rounded
 
 
-def test_accuracy_on_the_resampled_split_is_the_weighted_accuracy() -> None:
+def test_accuracy_on_the_weighted_split_is_the_weighted_accuracy() -> None:
     data = synthetic()
     rng = np.random.default_rng(1)
     w = rng.gamma(1.0, 1.0, len(data.val))
     sw = weighting.ShiftWeights(w / w.mean(), 0, 0.5, data.val.y.numpy(), data.classes)
-    resampled = weighting.weighted_validation(data, sw, copies=50)
+    weighted = weighting.weighted_validation(data, sw, copies=50)
     correct = rng.random(len(data.val)) < 0.7  # a fixed per-image outcome
-    index = [int(i.split("person")[1].split("_")[0]) for i in resampled.val.ids]
-    assert len(resampled.val) == 50 * len(data.val)
-    assert abs(correct[index].mean() - weighting.weighted_accuracy(correct, sw.weights)) < 0.01
-    assert "importance-weighted" in resampled.note and len(resampled.test) == len(data.test)
+    index = [int(i.split("person")[1].split("_")[0]) for i in weighted.val.ids]
+    counts = weighted.val.weights.numpy()
+    assert counts.sum() == 50 * len(data.val) and counts.min() >= 1 and len(weighted.val) <= len(data.val)
+    assert abs(np.average(correct[index], weights=counts) - weighting.weighted_accuracy(correct, sw.weights)) < 0.01
+    assert "importance-weighted" in weighted.note and len(weighted.test) == len(data.test)
+    assert weighted.fingerprint() != data.subset(n_val=len(weighted.val)).fingerprint()  # the counts are part of it
 
 
 def test_effective_sample_size_falls_when_a_few_weights_dominate() -> None:
@@ -91,3 +93,5 @@ def test_xray_targets_decide_accuracy_recall_and_the_paired_comparison() -> None
                                                 [run(0.80, 0.65), run(0.81, 0.62), run(0.82, 0.70)])
     assert (acc.outcome, normal.outcome, above.outcome) == ("met", "met", "met")
     assert above.value == pytest.approx(10.0)
+    assert above.interval_text().endswith("points") and " to " in above.interval_text()  # a difference, signed
+    assert acc.interval_text().endswith("%")

@@ -7,8 +7,8 @@ Sugiyama et al. 2007). :func:`domain_weights` estimates w with a LeNet-5 domain 
 training-split images against test *images* (no labels), its classes balanced so that its odds are
 the density ratio; the validation images are never in its training, so their weights are out of fold.
 Weights are normalised to mean 1 and clipped, and the effective sample size says how many validation
-images the weighted score is worth. :func:`weighted_validation` turns the weights into a validation
-split whose images are repeated in proportion to them, so that every choice the project makes on
+images the weighted score is worth. :func:`weighted_validation` turns the weights into integer counts on the
+validation split (``Split.weights``: image i counts as if repeated), so that every choice the project makes on
 validation accuracy (a search, a retrain check, a best epoch) makes it on the weighted score unchanged.
 
 What breaks it: labels that change given the image (a different labelling in the test hospital), test
@@ -38,7 +38,7 @@ from helpers.xray.domain_shift import PROBE_MODEL, PROBE_TRAINING, score_auc
 
 #: Largest weight kept, relative to the mean weight (larger ones are cut to it, then all renormalised).
 CLIP = 10.0
-#: How many times the validation split is repeated, in all, when weights become repeat counts.
+#: How many times the validation split counts, in all, when weights become integer counts.
 COPIES = 4
 
 
@@ -132,16 +132,18 @@ def repeat_counts(weights: np.ndarray, total: int) -> np.ndarray:
 
 
 def weighted_validation(data: DataSplits, weights: ShiftWeights, copies: int = COPIES) -> DataSplits:
-    """``data`` with its validation split resampled by ``weights``: image i repeated about copies × w_i times,
-    so that plain accuracy on it is the importance-weighted validation accuracy (to rounding)."""
+    """``data`` with its validation split importance-weighted: image i counts about copies × w_i times
+    (``Split.weights``), so that plain accuracy on it is the importance-weighted validation accuracy (to
+    rounding); images that round to 0 leave the split."""
     if len(weights.weights) != len(data.val):
         raise ValueError(f"{len(weights.weights)} weights for {len(data.val)} validation images")
     counts = repeat_counts(weights.weights, copies * len(data.val))
-    index = np.repeat(np.arange(len(data.val)), counts)
+    kept = np.flatnonzero(counts)
     note = (f"{data.note} " if data.note else "") + (
-        f"Validation importance-weighted: {len(index):,} repeats of {int((counts > 0).sum())} of its "
-        f"{len(data.val)} images (effective sample size {weights.ess:.0f}).")
-    return replace(data, val=data.val.take(index), note=note)
+        f"Validation importance-weighted: {len(kept)} of its {len(data.val)} images, counted {int(counts.sum()):,} "
+        f"times in all (effective sample size {weights.ess:.0f}).")
+    val = replace(data.val.take(kept), weights=torch.as_tensor(counts[kept], dtype=torch.int64))
+    return replace(data, val=val, note=note)
 
 
 def weighted_accuracy(correct: np.ndarray, weights: np.ndarray) -> float:
@@ -211,5 +213,5 @@ def xray_targets(baseline: list, tuned: list, accuracy: float = 78.0, normal_rec
                     normal_recall)
     d = paired_difference([100 * r.test.accuracy for r in baseline], [100 * r.test.accuracy for r in tuned])
     above = Decision("X-rays: tuned − baseline test accuracy", d.mean, "met" if d.outcome == "b better" else "missed",
-                     d.rule, d.low, d.high)
+                     d.rule, d.low, d.high, unit="points")
     return [acc, normal, above]
