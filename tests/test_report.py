@@ -69,6 +69,9 @@ def test_the_findings_page_shows_every_finding_with_its_link_and_each_chapter(tm
         assert FINDING[key] in line
     assert "](notebooks/03_a.ipynb#the-test)" in line
     assert "No findings yet from 04_b.ipynb" in page and "| [03_a title](notebooks/03_a.ipynb) |" in page
+    brief = page[page.index("## In brief"):page.index("Each finding")].strip().splitlines()[2:]
+    assert brief == ["- **[03_a title](notebooks/03_a.ipynb)**. 0 of 1 target met: Simpsons-MNIST 87.82 % "
+                     "(missed by 0.18 points (within the 1.5-point band))."]
     assert "Run with" not in page and not __import__("re").search(r"\b[0-9a-f]{7,40}\b", page)  # no stamps or hashes
 
 
@@ -81,6 +84,11 @@ def test_the_findings_page_of_the_committed_notebooks_carries_their_findings() -
     assert len(findings) >= 8
     for f in findings:
         assert f["finding"] in page and f["value"] in page and f["outcome"] in page
+    brief = [x for x in page[page.index("## In brief"):page.index("Each finding")].splitlines() if x.startswith("- ")]
+    assert 5 <= len(brief) <= 8  # the findings in brief: one line per chapter that has findings
+    for f in findings:  # every target's value and outcome, in its chapter's line
+        line = next(x for x in brief if f["section"].split("#")[0] in x)
+        assert f["value"] in line and (f["outcome"] or f["value"]).split(";")[0] in line
 
 
 def test_each_chapter_says_how_its_outputs_were_made_and_whether_they_may_be_stale(tmp_path: Path) -> None:

@@ -54,6 +54,44 @@ def finding_line(f: dict[str, str], link: str) -> str:
     return text + f". [Notebook {link.split('/')[-1][:2]}]({link})"
 
 
+def _verdict(f: dict[str, str]) -> str:
+    return f["outcome"] or f["value"]
+
+
+def _short(f: dict[str, str], group: Sequence[dict[str, str]]) -> str:
+    """A finding's name for the brief: what comes before its first colon, with what follows up to the next colon
+    where several findings of the group share that start (e.g. the three X-ray targets)."""
+    head, _, rest = f["finding"].partition(": ")
+    shared = sum(g["finding"].partition(": ")[0] == head for g in group) > 1
+    head = head.split(" (")[0].split(", ")[0]
+    return f"{head}: {rest.split(': ')[0].split(' (')[0]}" if shared and rest else head
+
+
+def brief(notebooks: Sequence[Path]) -> list[str]:
+    """One line per chapter with findings: how many of its targets were met, each target's value and outcome, and
+    the verdicts of its findings without a target (counted by verdict where there are many, as the hunches)."""
+    lines = []
+    for p in notebooks:
+        group = (read_summary(p) or {}).get("findings", [])
+        if p.name[:2] not in TOPICS or not group:
+            continue
+        targets, others = [f for f in group if f["target"]], [f for f in group if not f["target"]]
+        parts = []
+        if targets:
+            met = sum(_verdict(f).startswith("met") for f in targets)
+            parts.append(f"{met} of {len(targets)} target{'s' if len(targets) > 1 else ''} met: " + "; ".join(
+                f"{_short(f, group)} {f['value']} ({_verdict(f)})" for f in targets))
+        if len(others) > 3:  # many verdicts (the hunches): counted
+            verdicts = [_verdict(f) for f in others]
+            parts.append(f"{len(others)} verdicts: " + ", ".join(
+                f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts), key=lambda v: (-verdicts.count(v), v))))
+        else:
+            parts += [f"{_short(f, group)}" + (f" ({f['value']})" if f["value"] != _verdict(f) else "") + f": {_verdict(f)}"
+                      for f in others]
+        lines.append(f"- **[{title(p)}](notebooks/{p.name})**. " + ". ".join(x[0].upper() + x[1:] for x in parts) + ".")
+    return lines
+
+
 def findings_page(notebooks: Sequence[Path]) -> str:
     """The book's first page, built from the summaries inside ``notebooks`` (their ``findings``)."""
     summaries = {p.name[:2]: read_summary(p) for p in notebooks}
@@ -64,7 +102,8 @@ def findings_page(notebooks: Sequence[Path]) -> str:
              f"**How far results reproduce.** Bit-exactly on one machine, not across machines: CPU float differences "
              f"can send a search elsewhere, and a from-scratch re-run on another machine of the same kind moved "
              f"notebook 03's means by up to {REPRODUCTION_BAND:g} points. A target met or missed by less than that is "
-             f"reported as within the band, not as a finding.", ""]
+             f"reported as within the band, not as a finding.", "", "## In brief", "", *brief(notebooks),
+             "", "Each finding in full, with its interval and a link to the section that shows it:"]
     topic = None
     for key, summary in summaries.items():
         if key not in TOPICS or not summary:
