@@ -12,8 +12,9 @@ view, every step drawn from the image's own seeded generator:
   full-body drawing inside the guide box.
 
 :func:`print_views` stores ``copies`` such views per training image as model pixels, for
-:class:`helpers.training.ViewSwap` (the robust recipe's ``print_copies``). No art image is ever used: the
-art set (:mod:`helpers.webcam.art`) only measures the result.
+:class:`helpers.training.ViewSwap` (the robust recipe's ``print_copies``); with ``camera`` (shift family
+names) each view is then seen through one of those camera shifts, as a print held up to a webcam is. No art
+image is ever used: the art set (:mod:`helpers.webcam.art`) only measures the result.
 """
 
 from __future__ import annotations
