@@ -131,16 +131,24 @@ class Decision:
         return f"95 % CI {self.low:.1f}–{self.high:.1f} {self.unit}".rstrip()
 
 
-def target(name: str, values: Sequence[float], threshold: float, *, at_most: bool = False,
-           unit: str = "%") -> Decision:
+def target(name: str, values: Sequence[float], threshold: float, *, at_most: bool = False, unit: str = "%",
+           interval: tuple[float, float] | None = None, where: str = "") -> Decision:
     """Is the mean of ``values`` (one per seed) at least (``at_most``: at most) ``threshold``? "met" or
-    "missed", with the 95 % interval over the values beside it."""
+    "missed", with the 95 % interval over the values beside it (or the ``interval`` given, e.g. over images)."""
     x = np.asarray(values, dtype=float)
     mean = float(x.mean())
-    low, high = seed_interval(x)
+    low, high = interval or seed_interval(x)
     met = mean <= threshold if at_most else mean >= threshold
-    rule = f"mean over {len(x)} seed(s) {'≤' if at_most else '≥'} {threshold:g} {unit}".rstrip()
+    rule = f"mean over {len(x)} seed(s){' ' + where if where else ''} {'≤' if at_most else '≥'} {threshold:g} {unit}".rstrip()
     return Decision(name, mean, "met" if met else "missed", rule, low, high, threshold, unit)
+
+
+def beats(name: str, a: Sequence[float], b: Sequence[float], reference: float = float("nan")) -> Decision:
+    """The target "``b`` above ``a``" (same seeds, same order): "met" when :data:`PAIRED_RULE` says b better, else
+    "missed"; the value is the mean difference b − a in points, with its interval."""
+    d = paired_difference(a, b)
+    return Decision(name, d.mean, "met" if d.outcome == "b better" else "missed", d.rule, d.low, d.high, reference,
+                    unit="points")
 
 
 @dataclass

@@ -174,6 +174,27 @@ def test_a_notebook_is_flagged_when_code_it_imports_changed_since_its_run(tmp_pa
     assert "not in this repository" in staleness.stale(root / "01_x.ipynb", {"commit": "0" * 40, "dirty": False}, root)
 
 
+def test_a_budget_change_flags_only_the_notebook_whose_entry_changed(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "helpers").mkdir(parents=True)
+    (root / "helpers" / "budgets.py").write_text('MINUTES = {"01": 1, "02": 12}\nSETTINGS = {"01": dict(n=1), "02": dict(n=2)}\n')
+    for name in ("01_x.ipynb", "02_y.ipynb"):
+        nb = nbformat.v4.new_notebook()
+        nb.cells.append(nbformat.v4.new_code_cell("from helpers import budgets"))
+        nbformat.write(nb, root / name)
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "first")
+    run = provenance.git_state(root)
+    (root / "helpers" / "budgets.py").write_text('MINUTES = {"01": 1, "02": 12}\nSETTINGS = {"01": dict(n=1), "02": dict(n=3)}\n')
+    _git(root, "commit", "-qam", "02's budget")
+    assert staleness.stale(root / "01_x.ipynb", run, root) is None
+    assert "budgets" in staleness.stale(root / "02_y.ipynb", run, root)
+    (root / "helpers" / "budgets.py").write_text('MINUTES = {"01": 1, "02": 12}\nSETTINGS = {"01": dict(n=1), "02": dict(n=3)}\nX = 1\n')
+    _git(root, "commit", "-qam", "shared code")
+    assert "budgets" in staleness.stale(root / "01_x.ipynb", run, root)  # what is not a per-notebook entry counts for all
+
+
 def test_blank_screenshots_are_told_from_rendered_ones() -> None:
     import io
 

@@ -186,3 +186,16 @@ def test_a_target_within_the_reproduction_band_says_so() -> None:
     line = stats.finding("tuned", "87.82 %", "03_hyperopt_tuning.ipynb#x", interval="95 % CI", target=near)
     assert set(line) == {"finding", "value", "interval", "target", "outcome", "section"}
     assert line["target"] == near.rule and line["outcome"].startswith("missed by 0.18")
+
+
+def test_beats_is_met_only_when_the_paired_rule_says_b_is_better() -> None:
+    met = stats.beats("b above a", [70.0, 72.0, 71.0], [75.0, 76.5, 76.0])
+    assert met.outcome == "met" and met.unit == "points" and met.value == pytest.approx(14.5 / 3)
+    assert met.interval_text().startswith("95 % CI +") and met.interval_text().endswith("points")
+    assert stats.beats("b above a", [75.0, 76.5, 76.0], [70.0, 72.0, 71.0]).outcome == "missed"  # a better
+    assert stats.beats("b above a", [70.0, 76.0, 71.0], [74.0, 72.0, 73.0]).outcome == "missed"  # no clear difference
+
+
+def test_a_target_can_carry_an_interval_over_images_instead_of_seeds() -> None:
+    d = stats.target("art", [80.0, 84.0], 80.0, interval=(70.0, 90.0), where="on 50 images")
+    assert (d.low, d.high, d.outcome) == (70.0, 90.0, "met") and d.rule == "mean over 2 seed(s) on 50 images ≥ 80 %"

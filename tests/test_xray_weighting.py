@@ -27,8 +27,8 @@ def synthetic(n_train: int = 200, n_val: int = 60, n_test: int = 80, size: int =
                       (0.3,), (0.2,), source="")
 
 
-def test_repeat_counts_are_proportional_and_sum_to_the_total() -> None:
-    counts = weighting.repeat_counts(np.array([1.0, 2.0, 3.0, 0.5]), 13)
+def test_integer_counts_are_proportional_and_sum_to_the_total() -> None:
+    counts = weighting.integer_counts(np.array([1.0, 2.0, 3.0, 0.5]), 13)
     assert counts.sum() == 13 and list(counts) == [2, 4, 6, 1]  # 13 × (1, 2, 3, 0.5) / 6.5, rounded
 
 
@@ -37,7 +37,7 @@ def test_accuracy_on_the_weighted_split_is_the_weighted_accuracy() -> None:
     rng = np.random.default_rng(1)
     w = rng.gamma(1.0, 1.0, len(data.val))
     sw = weighting.ShiftWeights(w / w.mean(), 0, 0.5, data.val.y.numpy(), data.classes)
-    weighted = weighting.weighted_validation(data, sw, copies=50)
+    weighted = weighting.weighted_validation(data, sw, per_image=50)
     correct = rng.random(len(data.val)) < 0.7  # a fixed per-image outcome
     index = [int(i.split("person")[1].split("_")[0]) for i in weighted.val.ids]
     counts = weighted.val.weights.numpy()

@@ -2,13 +2,16 @@
 
 :func:`code_files` follows a notebook's ``helpers`` imports transitively; :func:`stale` compares those files
 with the commit its run stamp recorded (:func:`helpers.provenance.git_state`), ignoring docstrings and comments,
-so a change in prose does not flag a chapter and any change in what runs does. The book's provenance note
+so a change in prose does not flag a chapter and any change in what runs does. A module-level table keyed by
+notebook number (``helpers.budgets``: ``{"01": …, "04": …}``) counts only with the notebook's own entry, so
+retuning one chapter's budget does not flag the other six. The book's provenance note
 (:func:`helpers.reporting.book.provenance_note`) says what it finds.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import nbformat
@@ -65,14 +68,28 @@ def _read(path: Path) -> str | None:
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
-def _code_only(source: str | None) -> str | None:
-    """Python source as its syntax tree without docstrings (comments never reach the tree): what runs."""
+def _own_entries(tree: ast.Module, notebook: str) -> None:
+    """Keep only ``notebook``'s entry of each module-level dict literal keyed by notebook numbers ("01" …)."""
+    for node in tree.body:
+        table = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if isinstance(table, ast.Dict) and table.keys and all(
+                isinstance(k, ast.Constant) and isinstance(k.value, str) and re.fullmatch(r"\d\d", k.value)
+                for k in table.keys):
+            kept = [(k, v) for k, v in zip(table.keys, table.values) if k.value == notebook]
+            table.keys, table.values = [k for k, _ in kept], [v for _, v in kept]
+
+
+def _code_only(source: str | None, notebook: str | None = None) -> str | None:
+    """Python source as its syntax tree without docstrings (comments never reach the tree): what runs; with
+    ``notebook`` ("04"), per-notebook tables keep that notebook's entry only."""
     if source is None:
         return None
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return source
+    if notebook:
+        _own_entries(tree, notebook)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
@@ -95,8 +112,9 @@ def stale(notebook: Path, recorded: dict[str, object] | None, root: Path | None 
     changed = _git(["diff", "--name-only", commit, "--", *files], root)
     if changed is None:
         return f"its commit {commit[:7]} is not in this repository's history: re-run it"
+    key = notebook.name[:2]
     changed = [f for f in (changed or "").splitlines()
-               if _code_only(_git(["show", f"{commit}:{f}"], root)) != _code_only(_read(root / f))]
+               if _code_only(_git(["show", f"{commit}:{f}"], root), key) != _code_only(_read(root / f), key)]
     if changed:
         names = ", ".join(Path(f).stem for f in changed)
         return f"code it imports changed since its run ({commit[:7]}): {names}"

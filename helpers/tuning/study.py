@@ -166,7 +166,8 @@ class TuningStudy:
             return pd.DataFrame()
         table = pd.DataFrame(self.checks)  # a "none passed" row has no trial and no scores: shown as "–"
         table["trial"] = [int(t) if pd.notna(t) else "–" for t in table["trial"]]
-        return table.set_index("trial").astype(object).where(table.set_index("trial").notna(), "–")
+        table = table.set_index("trial")
+        return table.astype(object).where(table.notna(), "–")
 
     def best_tuned(self) -> RunResult:
         """The retrained run with the best validation accuracy (the saved one)."""

@@ -135,12 +135,6 @@ def applied_table(trials: Trials, k: int = 6) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def group_means(frame: pd.DataFrame, column: str) -> str:
-    """Mean validation accuracy (%) of the finished trials per value of ``column``, as readable text."""
-    means = 100 * finished(frame).groupby(column, observed=True)["val_acc"].mean()
-    return ", ".join(f"{k}: {v:.1f}" for k, v in means.items())
-
-
 def importance_readout(frame: pd.DataFrame, imp: pd.Series) -> str:
     """One markdown sentence on :func:`importance`'s result, or why it ranks nothing."""
     n = len(finished(frame))

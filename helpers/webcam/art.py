@@ -23,7 +23,7 @@ import pandas as pd
 from helpers.decoding import extra_files_message
 from helpers.provenance import fingerprint_bytes
 from helpers.sources import CorruptDataError, DataNotFoundError, DataSource, ensure_dataset, file_digest, list_files
-from helpers.stats import Decision, binomial_interval, finding
+from helpers.stats import Decision, binomial_interval, finding, target
 from helpers.webcam.camera import read_image
 
 ART = DataSource(
@@ -145,17 +145,9 @@ def art_targets(scores: Sequence[pd.DataFrame]) -> list[Decision]:
     counts = {"top-1": [int(t["right"].sum()) for t in tests],
               "right and sure": [int((t["right"] & t["sure"]).sum()) for t in tests],
               "wrong and sure": [int((~t["right"] & t["sure"]).sum()) for t in tests]}
-    decisions = []
-    for measure, threshold, at_most in TARGETS:
-        k = float(np.mean(counts[measure]))
-        low, high = binomial_interval(k, n)
-        value = 100 * k / n
-        met = value <= threshold if at_most else value >= threshold
-        rule = (f"mean over {len(tests)} seed(s) on the art test half ({n} images) {'≤' if at_most else '≥'} "
-                f"{threshold:g} %")
-        decisions.append(Decision(f"art test: {measure}", value, "met" if met else "missed", rule, 100 * low,
-                                  100 * high, threshold))
-    return decisions
+    return [target(f"art test: {measure}", [100 * k / n for k in counts[measure]], threshold, at_most=at_most,
+                   interval=tuple(100 * v for v in binomial_interval(float(np.mean(counts[measure])), n)),
+                   where=f"on the art test half ({n} images)") for measure, threshold, at_most in TARGETS]
 
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:

@@ -39,7 +39,7 @@ from helpers.xray.domain_shift import PROBE_MODEL, PROBE_TRAINING, score_auc
 #: Largest weight kept, relative to the mean weight (larger ones are cut to it, then all renormalised).
 CLIP = 10.0
 #: How many times the validation split counts, in all, when weights become integer counts.
-COPIES = 4
+TOTAL_PER_IMAGE = 4
 
 
 @dataclass
@@ -122,7 +122,7 @@ def domain_weights(data: DataSplits, *, epochs: int = 15, seed: int = 0, clip: f
     return ShiftWeights(w / w.mean(), clipped, auc, data.val.y.numpy(), list(data.classes))
 
 
-def repeat_counts(weights: np.ndarray, total: int) -> np.ndarray:
+def integer_counts(weights: np.ndarray, total: int) -> np.ndarray:
     """Integer counts summing to ``total``, proportional to ``weights`` (largest remainders get the rest)."""
     exact = total * np.asarray(weights, dtype=np.float64) / np.sum(weights)
     counts = np.floor(exact).astype(int)
@@ -131,13 +131,13 @@ def repeat_counts(weights: np.ndarray, total: int) -> np.ndarray:
     return counts
 
 
-def weighted_validation(data: DataSplits, weights: ShiftWeights, copies: int = COPIES) -> DataSplits:
-    """``data`` with its validation split importance-weighted: image i counts about copies × w_i times
+def weighted_validation(data: DataSplits, weights: ShiftWeights, per_image: int = TOTAL_PER_IMAGE) -> DataSplits:
+    """``data`` with its validation split importance-weighted: image i counts about per_image × w_i times
     (``Split.weights``), so that plain accuracy on it is the importance-weighted validation accuracy (to
     rounding); images that round to 0 leave the split."""
     if len(weights.weights) != len(data.val):
         raise ValueError(f"{len(weights.weights)} weights for {len(data.val)} validation images")
-    counts = repeat_counts(weights.weights, copies * len(data.val))
+    counts = integer_counts(weights.weights, per_image * len(data.val))
     kept = np.flatnonzero(counts)
     note = (f"{data.note} " if data.note else "") + (
         f"Validation importance-weighted: {len(kept)} of its {len(data.val)} images, counted {int(counts.sum()):,} "
@@ -206,12 +206,11 @@ def val_table(groups: dict[str, list], plain: DataSplits | None = None, sized=No
 def xray_targets(baseline: list, tuned: list, accuracy: float = 78.0, normal_recall: float = 60.0) -> list:
     """The X-ray targets as decisions: tuned test accuracy ≥ ``accuracy`` % and normal recall ≥ ``normal_recall`` %
     (means over seeds, :func:`helpers.stats.target`), and tuned above the baseline by the one paired rule."""
-    from helpers.stats import Decision, paired_difference, target
+    from helpers.stats import beats, target
 
     acc = target("X-rays: tuned test accuracy", [100 * r.test.accuracy for r in tuned], accuracy)
     normal = target("X-rays: tuned normal recall (test)", [100 * float(r.test.per_class.iloc[0]) for r in tuned],
                     normal_recall)
-    d = paired_difference([100 * r.test.accuracy for r in baseline], [100 * r.test.accuracy for r in tuned])
-    above = Decision("X-rays: tuned − baseline test accuracy", d.mean, "met" if d.outcome == "b better" else "missed",
-                     d.rule, d.low, d.high, unit="points")
+    above = beats("X-rays: tuned − baseline test accuracy", [100 * r.test.accuracy for r in baseline],
+                  [100 * r.test.accuracy for r in tuned])
     return [acc, normal, above]
