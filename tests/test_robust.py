@@ -163,6 +163,13 @@ def test_targets_follow_their_rules_on_constructed_cases() -> None:
     t = robust.compare(robust.per_seed({"tuned": tuned, "robust": good}, (0, 1, 2)))
     assert list(t["met"]) == [True, True, True]
     assert t.iloc[0]["value"] == "57.7 %"
+    held = t.loc["held-out families: accuracy gain", "value"]
+    assert held.startswith("+") and ", 95 % CI " in held and held.endswith(" points")  # a difference, in points
+    found = robust.findings(robust.per_seed({"tuned": tuned, "robust": good}, (0, 1, 2)),
+                            pd.DataFrame({"model": ["robust"], "seed": [0], "all not sure %": [95.0]}).set_index(["model", "seed"]),
+                            pd.DataFrame({"model": ["robust"], "seed": [0], "val correct kept confident %": [91.0]}
+                                         ).set_index(["model", "seed"]), "06.ipynb#x")
+    assert [f["value"] for f in found][::3] == ["57.7 %", "95.0 %"] and found[1]["interval"] == held.split(", ", 1)[1]
     weak = [_table(84, 66, 70.5), _table(83.5, 67, 70), _table(84.5, 65, 71.5)]  # 23 % closed, noisy held-out, -1.7 clean
     t = robust.compare(robust.per_seed({"tuned": tuned, "robust": weak}, (0, 1, 2)))
     assert list(t["met"]) == [False, False, False]

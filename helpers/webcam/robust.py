@@ -240,18 +240,19 @@ def shift_targets(seeds_table: pd.DataFrame, base: str = "tuned", variant: str =
     ]
 
 
+def value_text(d: Decision) -> str:
+    """A target's value as the table and the findings show it: a share, or a difference in points."""
+    if d.unit == "%":
+        return f"{d.value:.1f} %" if np.isfinite(d.value) else "no gap (the base is no worse on the seen families)"
+    return f"{d.value:+.2f} points"
+
+
 def compare(seeds_table: pd.DataFrame, base: str = "tuned", variant: str = "robust") -> pd.DataFrame:
     """:func:`shift_targets` as a table: each target with its value, its rule and whether it is met."""
-    rows = []
-    for d in shift_targets(seeds_table, base, variant):
-        if d.name.startswith("seen"):
-            value = f"{d.value:.1f} %" if np.isfinite(d.value) else "no gap (the base is no worse on the seen families)"
-        elif np.isfinite(d.low):
-            value = f"{d.value:+.2f} points, 95 % CI {d.low:+.2f} to {d.high:+.2f}"
-        else:
-            value = f"{d.value:+.2f} points (one seed: no interval)"
-        rows.append({"target": d.name, "value": value, "rule": d.rule, "met": d.outcome == "met"})
-    return pd.DataFrame(rows).set_index("target")
+    return pd.DataFrame([{"target": d.name, "value": ", ".join(filter(None, [value_text(d), d.interval_text()]))
+                          + (" (one seed: no interval)" if d.unit == "points" and not d.interval_text() else ""),
+                          "rule": d.rule, "met": d.outcome == "met"}
+                         for d in shift_targets(seeds_table, base, variant)]).set_index("target")
 
 
 def ood_target(ood: pd.DataFrame, calib: pd.DataFrame, model: str = "robust", target: float = OOD_TARGET) -> Decision:
@@ -472,9 +473,13 @@ def probabilities(predictor: Any, pixels: np.ndarray) -> np.ndarray:
     return softmax(predictor.logits_pixels(pixels), cal.temperature if cal else 1.0)
 
 
+def _sure(predictor: Any, probs: np.ndarray) -> np.ndarray:
+    """Which answers the predictor gives as sure (all of them when it is not calibrated)."""
+    return predictor.calibration.sure(probs) if predictor.calibration else np.ones(len(probs), bool)
+
+
 def _row(probs: np.ndarray, labels: np.ndarray, predictor: Any) -> dict[str, float]:
-    cal = predictor.calibration
-    sure = cal.sure(probs) if cal else np.ones(len(probs), bool)
+    sure = _sure(predictor, probs)
     correct = probs.argmax(1) == labels
     return {"images": len(labels), "accuracy %": 100 * correct.mean(),
             "ECE %": 100 * expected_calibration_error(probs, labels),
@@ -515,11 +520,10 @@ def resample_flips(predictor: Any, shift_set: ShiftSet) -> float:
 
 def ood_report(predictor: Any, frames: Mapping[str, Sequence[np.ndarray]]) -> pd.DataFrame:
     """Per kind of frame without a character: how many, and the share answered "not sure"."""
-    cal = predictor.calibration
     rows = []
     for kind, fs in frames.items():
         p = probabilities(predictor, predictor.pixels(fs))
-        sure = cal.sure(p) if cal else np.ones(len(p), bool)
+        sure = _sure(predictor, p)
         rows.append({"kind": kind, "frames": len(fs), "not sure %": 100 * (~sure).mean(),
                      "mean confidence %": 100 * p.max(1).mean()})
     out = pd.DataFrame(rows).set_index("kind")
@@ -559,16 +563,9 @@ def agreement(answers: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFr
 
 def findings(seeds_table: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, section: str) -> list[dict[str, str]]:
     """The robust model's four targets as lines of the report's findings page."""
-    rows = []
-    for d in shift_targets(seeds_table) + [ood_target(ood, calib)]:
-        if d.name.startswith("seen") or "not sure" in d.name:
-            value, interval = f"{d.value:.1f} %", ""
-        else:
-            value = f"{d.value:+.2f} points"
-            interval = f"95 % CI {d.low:+.2f} to {d.high:+.2f}" if np.isfinite(d.low) else "one seed"
-        rows.append(finding(f"Robust webcam model: {d.name}", value, section, interval=interval, target=d,
-                            outcome=d.outcome))
-    return rows
+    return [finding(f"Robust webcam model: {d.name}", value_text(d), section, target=d, outcome=d.outcome,
+                    interval=d.interval_text() or ("one seed" if d.unit == "points" else ""))
+            for d in shift_targets(seeds_table) + [ood_target(ood, calib)]]
 
 
 def latency_table(predictors: Mapping[str, Any], frames: Sequence[np.ndarray], repeats: int = 3) -> pd.DataFrame:
