@@ -195,6 +195,21 @@ def test_a_budget_change_flags_only_the_notebook_whose_entry_changed(tmp_path: P
     assert "budgets" in staleness.stale(root / "01_x.ipynb", run, root)  # what is not a per-notebook entry counts for all
 
 
+def test_a_notebook_that_imports_no_helpers_is_not_flagged_by_other_files(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "helpers").mkdir(parents=True)
+    (root / "model.pt").write_bytes(b"\x80\x02binary")
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell("import numpy as np"))
+    nbformat.write(nb, root / "01_x.ipynb")
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "first")
+    run = provenance.git_state(root)
+    (root / "model.pt").write_bytes(b"\x80\x03other binary")  # a committed binary rewritten: not code the notebook ran
+    assert staleness.stale(root / "01_x.ipynb", run, root) is None
+
+
 def test_blank_screenshots_are_told_from_rendered_ones() -> None:
     import io
 

@@ -109,9 +109,10 @@ def stale(notebook: Path, recorded: dict[str, object] | None, root: Path | None 
         return "its run recorded no git commit (it predates provenance stamps): re-run it"
     commit = str(recorded["commit"])
     files = code_files(notebook, root)
-    changed = _git(["diff", "--name-only", commit, "--", *files], root)
-    if changed is None:
+    if _git(["cat-file", "-e", f"{commit}^{{commit}}"], root) is None:
         return f"its commit {commit[:7]} is not in this repository's history: re-run it"
+    # no helpers imported: nothing to compare (a diff without paths would list every file, binaries too)
+    changed = _git(["diff", "--name-only", commit, "--", *files], root) if files else ""
     key = notebook.name[:2]
     changed = [f for f in (changed or "").splitlines()
                if _code_only(_git(["show", f"{commit}:{f}"], root), key) != _code_only(_read(root / f), key)]
