@@ -142,19 +142,25 @@ def _git(root: Path, *args: str) -> str:
                           capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_a_notebook_is_flagged_when_code_it_imports_changed_since_its_run(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
+def _repo(root: Path, files: dict[str, str | bytes], notebooks: dict[str, str]) -> dict[str, object]:
+    """A git repository at ``root`` with ``files`` and one-cell ``notebooks`` committed; its git state."""
     (root / "helpers").mkdir(parents=True)
-    (root / "helpers" / "a.py").write_text("from helpers.b import f\n")
-    (root / "helpers" / "b.py").write_text("def f():\n    return 1\n")
-    (root / "helpers" / "c.py").write_text("X = 1\n")
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_code_cell("from helpers import a\nimport numpy as np"))
-    nbformat.write(nb, root / "01_x.ipynb")
+    for name, content in files.items():
+        (root / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    for name, code in notebooks.items():
+        nb = nbformat.v4.new_notebook()
+        nb.cells.append(nbformat.v4.new_code_cell(code))
+        nbformat.write(nb, root / name)
     _git(root, "init", "-q")
     _git(root, "add", ".")
     _git(root, "commit", "-qm", "first")
-    run = provenance.git_state(root)
+    return provenance.git_state(root)
+
+
+def test_a_notebook_is_flagged_when_code_it_imports_changed_since_its_run(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    run = _repo(root, {"helpers/a.py": "from helpers.b import f\n", "helpers/b.py": "def f():\n    return 1\n",
+                       "helpers/c.py": "X = 1\n"}, {"01_x.ipynb": "from helpers import a\nimport numpy as np"})
     assert run["dirty"] is False and staleness.code_files(root / "01_x.ipynb", root) == ["helpers/a.py", "helpers/b.py"]
     assert staleness.stale(root / "01_x.ipynb", run, root) is None
     (root / "helpers" / "c.py").write_text("X = 2\n")  # not imported by the notebook
@@ -176,16 +182,8 @@ def test_a_notebook_is_flagged_when_code_it_imports_changed_since_its_run(tmp_pa
 
 def test_a_budget_change_flags_only_the_notebook_whose_entry_changed(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    (root / "helpers").mkdir(parents=True)
-    (root / "helpers" / "budgets.py").write_text('MINUTES = {"01": 1, "02": 12}\nSETTINGS = {"01": dict(n=1), "02": dict(n=2)}\n')
-    for name in ("01_x.ipynb", "02_y.ipynb"):
-        nb = nbformat.v4.new_notebook()
-        nb.cells.append(nbformat.v4.new_code_cell("from helpers import budgets"))
-        nbformat.write(nb, root / name)
-    _git(root, "init", "-q")
-    _git(root, "add", ".")
-    _git(root, "commit", "-qm", "first")
-    run = provenance.git_state(root)
+    run = _repo(root, {"helpers/budgets.py": 'MINUTES = {"01": 1, "02": 12}\nSETTINGS = {"01": dict(n=1), "02": dict(n=2)}\n'},
+                {name: "from helpers import budgets" for name in ("01_x.ipynb", "02_y.ipynb")})
     (root / "helpers" / "budgets.py").write_text('MINUTES = {"01": 1, "02": 12}\nSETTINGS = {"01": dict(n=1), "02": dict(n=3)}\n')
     _git(root, "commit", "-qam", "02's budget")
     assert staleness.stale(root / "01_x.ipynb", run, root) is None
@@ -197,15 +195,7 @@ def test_a_budget_change_flags_only_the_notebook_whose_entry_changed(tmp_path: P
 
 def test_a_notebook_that_imports_no_helpers_is_not_flagged_by_other_files(tmp_path: Path) -> None:
     root = tmp_path / "repo"
-    (root / "helpers").mkdir(parents=True)
-    (root / "model.pt").write_bytes(b"\x80\x02binary")
-    nb = nbformat.v4.new_notebook()
-    nb.cells.append(nbformat.v4.new_code_cell("import numpy as np"))
-    nbformat.write(nb, root / "01_x.ipynb")
-    _git(root, "init", "-q")
-    _git(root, "add", ".")
-    _git(root, "commit", "-qm", "first")
-    run = provenance.git_state(root)
+    run = _repo(root, {"model.pt": b"\x80\x02binary"}, {"01_x.ipynb": "import numpy as np"})
     (root / "model.pt").write_bytes(b"\x80\x03other binary")  # a committed binary rewritten: not code the notebook ran
     assert staleness.stale(root / "01_x.ipynb", run, root) is None
 
