@@ -174,6 +174,11 @@ def test_below_the_threshold_the_answer_is_not_sure(model_file: Path, simpsons: 
     plain = Predictor.from_checkpoint(model_file, calibrated=False).predict_many(frames)
     assert all(p.sure for p in plain)  # uncalibrated: always an answer
     assert [p.label for p in plain] == [p.label for p in preds]  # the temperature never changes the top-1
+    pixels = predictor.pixels(frames)  # the probabilities the reports use are the ones the demo answers from
+    probs = predictor.probabilities(pixels)
+    assert np.allclose(probs, np.stack([p.probabilities for p in preds]))
+    assert list(predictor.sure(probs)) == [p.sure for p in preds]
+    assert np.allclose(probs, calibration.softmax(predictor.logits_pixels(pixels), predictor.calibration.temperature))
 
 
 def test_onnx_and_torch_agree_on_top1_and_not_sure_on_the_test_shift_set(model_file: Path, simpsons: DataSplits,

@@ -154,13 +154,18 @@ class _Base:
         """Raw logits, shape (N, classes), of BGR frames (preprocessed as in training)."""
         return self.logits_pixels(self.pixels(frames))
 
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities of model pixels, temperature-scaled when calibrated."""
+        return softmax(self.logits_pixels(pixels), self.calibration.temperature if self.calibration else 1.0)
+
+    def sure(self, probs: np.ndarray) -> np.ndarray:
+        """Which answers are confident enough to name a class (all of them when not calibrated)."""
+        return self.calibration.sure(probs) if self.calibration else np.ones(len(probs), bool)
+
     def predict_many(self, frames: Sequence[np.ndarray], k: int = 3) -> list[Prediction]:
         """Predictions for several frames at once (temperature-scaled and thresholded if calibrated)."""
-        logits = self.logits_many(frames)
-        cal = self.calibration
-        probs = softmax(logits, cal.temperature if cal else 1.0)
-        sure = cal.sure(probs) if cal else np.ones(len(probs), bool)
-        return [self._prediction(p, k, bool(ok)) for p, ok in zip(probs, sure)]
+        probs = self.probabilities(self.pixels(frames))
+        return [self._prediction(p, k, bool(ok)) for p, ok in zip(probs, self.sure(probs))]
 
     def predict(self, frame: np.ndarray, k: int = 3) -> Prediction:
         """Top-``k`` prediction for one BGR frame."""

@@ -43,7 +43,7 @@ from helpers.splits import DataSplits
 from helpers.stats import Decision, beats, finding, paired_difference
 from helpers.training import DeviceSplit, TrainConfig, TrainHook, ViewSwap
 from helpers.webcam import shifts
-from helpers.webcam.calibration import Calibration, calibration_path, expected_calibration_error, reliability, softmax
+from helpers.webcam.calibration import Calibration, calibration_path, expected_calibration_error, reliability
 from helpers.webcam.inference import Predictor, to_model_pixels
 from helpers.webcam.shifts import FAMILIES, SEVERITIES, frame_rng, shifted_frames, to_frame
 
@@ -292,7 +292,7 @@ def calibration_table(models: Mapping[str, Sequence[Predictor]], val_set: ShiftS
     rows = []
     for name, predictors in models.items():
         for p in predictors:
-            probs = probabilities(p, val_set.pixels[("clean", 0)])
+            probs = p.probabilities(val_set.pixels[("clean", 0)])
             correct = probs.argmax(1) == val_set.labels
             rows.append({"model": name, "seed": int(p.checkpoint.train_config["seed"]),
                          "temperature": round(p.calibration.temperature, 3),
@@ -467,19 +467,8 @@ class ShiftSet:
         return len(self.labels)
 
 
-def probabilities(predictor: Any, pixels: np.ndarray) -> np.ndarray:
-    """Temperature-scaled (if calibrated) class probabilities of model pixels."""
-    cal = predictor.calibration
-    return softmax(predictor.logits_pixels(pixels), cal.temperature if cal else 1.0)
-
-
-def _sure(predictor: Any, probs: np.ndarray) -> np.ndarray:
-    """Which answers the predictor gives as sure (all of them when it is not calibrated)."""
-    return predictor.calibration.sure(probs) if predictor.calibration else np.ones(len(probs), bool)
-
-
 def _row(probs: np.ndarray, labels: np.ndarray, predictor: Any) -> dict[str, float]:
-    sure = _sure(predictor, probs)
+    sure = predictor.sure(probs)
     correct = probs.argmax(1) == labels
     return {"images": len(labels), "accuracy %": 100 * correct.mean(),
             "ECE %": 100 * expected_calibration_error(probs, labels),
@@ -494,7 +483,7 @@ def shift_report(predictor: Any, shift_set: ShiftSet) -> tuple[pd.DataFrame, dic
     rows, pooled_p = [], []
     curves: dict[str, pd.DataFrame] = {}
     for (fam, sev), pixels in shift_set.pixels.items():
-        p = probabilities(predictor, pixels)
+        p = predictor.probabilities(pixels)
         rows.append({"family": fam, "severity": sev, **_row(p, labels, predictor)})
         if fam == "clean":
             curves["clean"] = reliability(p, labels)
@@ -522,8 +511,8 @@ def ood_report(predictor: Any, frames: Mapping[str, Sequence[np.ndarray]]) -> pd
     """Per kind of frame without a character: how many, and the share answered "not sure"."""
     rows = []
     for kind, fs in frames.items():
-        p = probabilities(predictor, predictor.pixels(fs))
-        sure = _sure(predictor, p)
+        p = predictor.probabilities(predictor.pixels(fs))
+        sure = predictor.sure(p)
         rows.append({"kind": kind, "frames": len(fs), "not sure %": 100 * (~sure).mean(),
                      "mean confidence %": 100 * p.max(1).mean()})
     out = pd.DataFrame(rows).set_index("kind")
