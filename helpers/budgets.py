@@ -1,11 +1,4 @@
-"""Each notebook's settings at the two budgets, in one table, so that a notebook's setup cell stays short.
-
-``"quick"`` runs in seconds to a minute on small slices (the test suite); ``"full"`` is the report.
-:data:`MINUTES` is the time budget of each notebook on the 2-core development CPU (what the report's
-budget table and each notebook's opening line state; `docs/RUNNING.md` gives the measured times).
-It imports one small value type of the tuning wing (``Rungs``), so it is a notebook-facing table, not part of the
-core; notebook 06's recipes are named by their epochs here and built by :func:`helpers.webcam.robust.recipes`.
-"""
+"""Each notebook's settings at the two budgets, in one table, so that a notebook's setup cell stays short."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Checkpoints: weights plus everything needed to use them (config, classes, normalisation, metrics).
-
-Saved atomically (written to a temporary file, then renamed), so an interrupted save never
-leaves a half-written checkpoint in place of a good one, with a sha256 beside it: a checkpoint
-whose bytes do not match is refused with a clear message, never loaded with wrong weights.
-"""
+"""Checkpoints: weights plus everything needed to use them (config, classes, normalisation, metrics)."""
 
 from __future__ import annotations
 
@@ -41,10 +36,7 @@ class CheckpointError(RuntimeError):
 
 def check_metadata(where: str, classes: Any, image_size: Any, in_channels: Any, mean: Any, std: Any,
                    outputs: int | None = None) -> tuple[list[str], int, int, tuple[float, ...], tuple[float, ...]]:
-    """A model's metadata checked against itself and the model: (classes, image size, channels, mean, std).
-
-    Raises :class:`CheckpointError` naming the first mismatch (``outputs``: how many scores the model gives).
-    """
+    """A model's metadata checked against itself and the model: (classes, image size, channels, mean, std)."""
     def fail(what: str) -> CheckpointError:
         return CheckpointError(f"{where}: {what}; the model does not match its metadata, so it is not used "
                                f"(export or save it again from the notebook that trained it)")
@@ -117,11 +109,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint saved by :func:`save_checkpoint` into an identical model (eval mode).
-
-    Raises :class:`CheckpointError` with the reason for a missing file, a file that is not a
-    checkpoint, or weights that do not fit the recorded architecture.
-    """
+    """Load a checkpoint saved by :func:`save_checkpoint` into an identical model (eval mode)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train and save a model first (notebook 02 or 03)")

@@ -1,14 +1,4 @@
-"""Loaders for the portfolio's three data sets, as train / validation / test tensors.
-
-Every loader returns a :class:`DataSplits`: images as ``uint8`` tensors shaped ``(N, C, H, W)``,
-labels as ``int64`` tensors, class names, and per-channel mean/std computed on the training split
-only (pixel scale 0..1). The validation split is carved from the official training split (fixed
-seed, stratified; grouped by patient for the X-rays); the official test split is left untouched.
-
-Every load checks every file (published md5s, the Simpsons-MNIST checksum list, the X-ray
-manifest: :mod:`helpers.decoding`); decoded images are cached under ``data/cache/``, keyed on the
-files' contents, so a second load takes about a second.
-"""
+"""Loaders for the portfolio's three data sets, as train / validation / test tensors."""
 
 from __future__ import annotations
 
@@ -170,11 +160,7 @@ def load_simpsons_mnist(
 
 
 def xray_label_and_patient(folder_name: str, file_name: str) -> tuple[str, str] | None:
-    """``(label, patient)`` read from a Kermany file name, or ``None`` if the name is unknown.
-
-    ``NORMAL/IM-0001-0001.jpeg`` -> ('normal', 'IM-0001');
-    ``PNEUMONIA/person12_virus_3.jpeg`` -> ('viral', 'person12').
-    """
+    """``(label, patient)`` read from a Kermany file name, or ``None`` if the name is unknown."""
     if folder_name.upper() == "NORMAL":
         m = _NORMAL_NAME.match(file_name)
         return ("normal", m.group(1).upper()) if m else None
@@ -195,13 +181,7 @@ def load_chest_xray(
     size: int = 64, data_root: Path | None = None, mirror: Path | None = None,
     val_fraction: float = 0.1, seed: int = 0,
 ) -> DataSplits:
-    """Chest X-rays in 3 classes (normal / bacterial / viral), resized to ``size`` x ``size`` gray.
-
-    Reads the Kermany 2018 layout ``chest_xray/{train,test}/{NORMAL,PNEUMONIA}``; a Kaggle-style
-    ``val/`` folder is folded into the training pool. The validation split is drawn by patient, so no
-    patient has images in both train and validation. Files whose names do not follow the original
-    pattern are skipped with a warning naming them.
-    """
+    """Chest X-rays in 3 classes (normal / bacterial / viral), resized to ``size`` x ``size`` gray."""
     folder = _ensure(XRAY, data_root, mirror)
     pools = {"train": ["train", "val"], "test": ["test"]}
     listing: dict[str, list[tuple[Path, int, str]]] = {"train": [], "test": []}
@@ -297,8 +277,8 @@ def load_dataset(name: str, **kwargs) -> DataSplits:
 
 
 def if_present(name: str, load: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-    """``load(*args, **kwargs)``, but a *missing* data set prints one ``SKIPPED <name>:`` line saying how to get
-    it and gives ``None`` (corrupt data still raises), so a notebook runs on without it."""
+    """``load(*args, **kwargs)``, but a *missing* data set prints one ``SKIPPED <name>:`` line saying how to get it and
+    gives ``None`` (corrupt data still raises), so a notebook runs on without it."""
     try:
         return load(*args, **kwargs)
     except DataNotFoundError as exc:

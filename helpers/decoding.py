@@ -1,8 +1,4 @@
-"""Reading and checking the files of a data set: listing, decoding, checksums and the decoded cache.
-
-Every check names the file that failed and, from where the file came from, how to fix it
-(:func:`helpers.sources.damaged_file_advice`). Hidden entries are skipped everywhere.
-"""
+"""Reading and checking the files of a data set: listing, decoding, checksums and the decoded cache."""
 
 from __future__ import annotations
 
@@ -41,14 +37,7 @@ CACHE_KEYS = tuple(f"{split}_{what}" for split in ("train", "test") for what in 
 
 def cached_tensors(key: str, content: str, cache_dir: Path, build: Callable[[], dict],
                    required: Sequence[str] = CACHE_KEYS) -> dict:
-    """Return ``build()``'s tensors, from ``cache_dir/<key>-<content>.pt`` when present and intact.
-
-    ``content`` is a hash of the source files' contents (:func:`content_key`), so a file altered in
-    place, even to the same size, is never served from an old cache. Each cache file has a sha256
-    beside it (:mod:`helpers.plumbing`); one that does not match, or lacks one of the ``required``
-    entries, is reported and rebuilt. The cache is optional: when it cannot be written (a full disk,
-    a read-only folder) the data are used all the same, with a warning.
-    """
+    """Return ``build()``'s tensors, from ``cache_dir/<key>-<content>.pt`` when present and intact."""
     path = cache_dir / f"{key}-{content}.pt"
     if path.exists():
         try:
@@ -95,9 +84,7 @@ def damaged(path: Path, problem: str, origin: tuple[Path, DataSource]) -> Corrup
 
 def decode_image(path: Path, mode: str, origin: tuple[Path, DataSource], size: int | None = None,
                  expect: int | None = None) -> np.ndarray:
-    """Decode one image as ``mode`` ('L' or 'RGB'); resize to ``size`` or check it is ``expect``.
-
-    ``origin`` is (data set folder, its source), for the advice when the file is damaged."""
+    """Decode one image as ``mode`` ('L' or 'RGB'); resize to ``size`` or check it is ``expect``."""
     try:
         with Image.open(path) as im:
             if size is not None:
@@ -152,11 +139,7 @@ def _folder_digest(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
 
 
 def verify_simpsons(folder: Path, source: DataSource, color: str, listing: dict[str, dict[str, list[Path]]], mirror: Path | None) -> str:
-    """Check every class folder against :data:`SIMPSONS_CHECKSUMS`; returns the content key for the cache.
-
-    A folder that does not match is named, and so are the files that differ from the mirror's copy
-    when a mirror that matches the list is at hand.
-    """
+    """Check every class folder against :data:`SIMPSONS_CHECKSUMS`; returns the content key for the cache."""
     expected = json.loads(SIMPSONS_CHECKSUMS.read_text())["folders"]
     digests = {}
     for split, per_class in listing.items():
@@ -194,10 +177,10 @@ def _simpsons_mismatch(folder: Path, source: DataSource, rel: str, per_file: dic
 
 
 def verify_manifest(folder: Path, source: DataSource, digests: dict[str, str], present: Sequence[str] = ()) -> None:
-    """Check the files listed in ``manifest.csv`` (the offline mirror ships one) against their sha256, and
-    that none of the image files ``present`` (relative paths) is missing from it: an extra file is named and
-    the load stops, because a file that is not in the published set (say, a test image copied into train)
-    would change what the model is trained or scored on."""
+    """Check the files listed in ``manifest.csv`` (the offline mirror ships one) against their sha256, and that none of
+    the image files ``present`` (relative paths) is missing from it: an extra file is named and the load stops, because
+    a file that is not in the published set (say, a test image copied into train) would change what the model is trained
+    or scored on."""
     manifest = folder / "manifest.csv"
     if not manifest.exists():
         return

@@ -16,11 +16,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 @dataclass
 class LeNet5Config:
-    """LeNet-5: two 5×5 conv + pool blocks, then dense layers, then the classifier.
-
-    ``conv_channels`` beyond the first two add 3×3 same-size conv layers after the second block
-    (for depth experiments); ``dense_units`` holds one entry per hidden dense layer (LeNet-5: 120, 84).
-    """
+    """LeNet-5: two 5×5 conv + pool blocks, then dense layers, then the classifier."""
 
     in_channels: int = 1
     image_size: int = 28
@@ -176,8 +172,8 @@ def _flat_size(features: nn.Module, channels: int, size: int) -> int:
 
 
 def layer_table(model: nn.Module, channels: int, size: int) -> pd.DataFrame:
-    """One row per layer of ``model``: its type, the output shape of one ``channels``×``size``×``size`` image, and
-    its trainable parameters (the total is :func:`count_parameters`)."""
+    """One row per layer of ``model``: its type, the output shape of one ``channels``×``size``×``size`` image, and its
+    trainable parameters (the total is :func:`count_parameters`)."""
     rows: list[dict[str, Any]] = []
     leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
     handles = [m.register_forward_hook(lambda m, i, o, name=name: rows.append(

@@ -27,8 +27,8 @@ def printable(text: str) -> str:
 
 
 def shown(path: Path | str) -> str:
-    """``path`` as shown to a reader: relative to the project when inside it (no machine paths in reports),
-    printable even when its name is not valid UTF-8."""
+    """``path`` as shown to a reader: relative to the project when inside it (no machine paths in reports), printable
+    even when its name is not valid UTF-8."""
     resolved = Path(path).expanduser().resolve()
     try:
         return printable(resolved.relative_to(project_root()).as_posix())
@@ -54,11 +54,7 @@ def mirror_dir() -> Path | None:
 
 
 def output_dir(budget: str = "full") -> Path:
-    """Folder for what a run produces: TensorBoard ``runs/``, ``models/`` and ``results/``.
-
-    Quick-budget runs (the tests) write to ``outputs-quick/`` so that they never overwrite the
-    full-budget results that the committed notebooks and the webcam demo use.
-    """
+    """Folder for what a run produces: TensorBoard ``runs/``, ``models/`` and ``results/``."""
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
     override = os.environ.get(OUTPUT_DIR_ENV)

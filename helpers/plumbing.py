@@ -1,17 +1,5 @@
-"""Plumbing every entry point shares: one error path for command lines, the device, and files written
-atomically with a checksum.
-
-Every command-line entry point fails the same way: a clear line on stderr and a non-zero exit. Bad input (a missing or damaged file, a wrong model file, a bad argument value) is the user's to
-fix, and a traceback only hides the sentence that says how. :func:`run` prints ``error: <message>``
-and exits 2 for such errors, 130 for Ctrl-C; ``HELPERS_DEBUG=1`` shows the traceback instead.
-
-The compute device is picked as CUDA, then Apple MPS, then CPU; overridable (:func:`pick_device`).
-
-Files this project writes and later trusts are written atomically with a sha256 checksum beside them. A data cache, a checkpoint or a cached experiment result with one flipped byte can still load,
-with wrong values. Every such file is written with :func:`write_checked` (temporary file, fsync,
-rename; then ``<name>.sha256`` beside it) and read back with :func:`read_checked`, which returns the
-bytes only when they match their checksum.
-"""
+"""Plumbing every entry point shares: one error path for command lines, the device, and files written atomically with a
+checksum."""
 
 from __future__ import annotations
 
@@ -58,11 +46,7 @@ DEVICE_ENV = "PORTFOLIO_DEVICE"
 
 
 def pick_device(preference: str | None = "auto") -> torch.device:
-    """The device to train on.
-
-    ``preference`` ``"auto"`` (or ``None``) tries ``$PORTFOLIO_DEVICE``, then CUDA, then MPS, then
-    the CPU. Naming a device that is not available raises a ``RuntimeError`` that says what is.
-    """
+    """The device to train on."""
     if preference in (None, "auto"):
         preference = os.environ.get(DEVICE_ENV) or "auto"
     if preference == "auto":
@@ -121,8 +105,8 @@ def checksum_path(path: Path) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file and a rename: a kill at any moment
-    leaves either the previous file or the new one, never half of one."""
+    """Write ``data`` to ``path`` through a synced temporary file and a rename: a kill at any moment leaves either the
+    previous file or the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

@@ -1,16 +1,4 @@
-"""Where a result came from: the git commit and whether the tree was dirty, and a fingerprint of the data.
-
-Run stamps (:mod:`helpers.provenance`), checkpoints (:mod:`helpers.checkpoints`) and every Hyperopt
-trial (:mod:`helpers.tuning.search`) record :func:`git_state`; the stamps also record the fingerprint of
-each data set a notebook used (:meth:`helpers.splits.DataSplits.fingerprint`);
-:mod:`helpers.reporting.staleness` compares them with the current tree.
-
-It also holds the budgets (:func:`choose`) and the run stamp every notebook ends with:
-:meth:`RunStamp.finish` prints the stamp (budget, device, versions, wall time, git commit, data
-fingerprints) and writes the notebook's machine-readable summary: ``outputs/summary/<notebook>.json``
-and, for the committed copy, the same JSON as an output of the last cell (under
-:data:`SUMMARY_MIME`), which the book's findings page reads (:mod:`helpers.reporting.book`).
-"""
+"""Where a result came from: the git commit and whether the tree was dirty, and a fingerprint of the data."""
 
 from __future__ import annotations
 
@@ -43,8 +31,8 @@ CODE_PATHS = ("helpers", ":(exclude)helpers/README.md", "scripts", "requirements
 
 
 def git_state(root: Path | None = None) -> dict[str, object]:
-    """``{"commit": sha or None, "dirty": bool or None}``; dirty when the code (:data:`CODE_PATHS`:
-    changed, new or deleted files there) differs from that commit."""
+    """``{"commit": sha or None, "dirty": bool or None}``; dirty when the code (:data:`CODE_PATHS`: changed, new or
+    deleted files there) differs from that commit."""
     root = Path(root or project_root())
     commit = _git(["rev-parse", "HEAD"], root)
     status = _git(["status", "--porcelain", "--", *CODE_PATHS], root) if commit else None
@@ -119,10 +107,10 @@ class RunStamp:
 
     def finish(self, notebook: str, headline: Sequence[Mapping[str, Any]] = (), outputs: Outputs | None = None,
                findings: Sequence[Mapping[str, str]] = ()) -> None:
-        """Print the stamp and write the summary of ``notebook`` (its file stem): the stamp's fields and
-        ``headline`` rows (keys from :data:`HEADLINE_KEYS`) to ``<outputs>/summary/<notebook>.json`` and,
-        as a display output, into the notebook itself. Returns None, so that a notebook's last cell
-        shows the summary once (a returned dict would be displayed a second time)."""
+        """Print the stamp and write the summary of ``notebook`` (its file stem): the stamp's fields and ``headline``
+        rows (keys from :data:`HEADLINE_KEYS`) to ``<outputs>/summary/<notebook>.json`` and, as a display output, into
+        the notebook itself. Returns None, so that a notebook's last cell shows the summary once (a returned dict would
+        be displayed a second time)."""
         unknown = {k for row in headline for k in row} - set(HEADLINE_KEYS)
         if unknown:
             raise ValueError(f"headline keys must be among {HEADLINE_KEYS}, got {sorted(unknown)}")

@@ -1,18 +1,4 @@
-"""One tracked training run, start to finish: build, fit, evaluate, log, checkpoint.
-
-:func:`train_tracked` is the only place where a model is built, trained, logged to TensorBoard
-and evaluated: the baseline notebook (:func:`train_and_evaluate`), every Hyperopt trial
-(:class:`helpers.tuning.search.Objective`) and every reflections run (:func:`helpers.tuning.reflections.run_one`)
-go through it. The test split is evaluated only when asked, after training, and only reported
-(model selection uses validation).
-
-Each run is tracked in TensorBoard (:class:`RunTracker`: one ``SummaryWriter`` per run under
-``runs/<experiment>/<run>``) and gets per-epoch scalars (``loss/train``, ``loss/val``, ``accuracy/train``,
-``accuracy/val``, ``lr``, ``time/epoch_seconds``), optional figures, and its hyperparameters with
-final metrics for the HParams dashboard. ``SummaryWriter.add_hparams`` would put those in a new
-sub-run and reject non-scalar values; :meth:`RunTracker.log_hparams` writes them into the run's own
-folder instead, so every run appears once in the HParams table next to its curves.
-"""
+"""One tracked training run, start to finish: build, fit, evaluate, log, checkpoint."""
 
 from __future__ import annotations
 
@@ -85,17 +71,7 @@ def train_tracked(
     on_epoch: Callable[[dict[str, float]], bool | None] | None = None, train_fn: Callable[..., FitResult] = fit,
     init_state: Mapping[str, torch.Tensor] | None = None, hooks: Sequence[TrainHook] = (),
 ) -> RunResult:
-    """The one tracked-training path: build ``arch``, fit it, log to TensorBoard, evaluate, return the result.
-
-    Logs to ``<outputs.runs>/<experiment>/<name>``: per-epoch curves, confusion matrices (``figures``)
-    and ``hparams`` (default: the architecture and training settings) with the final metrics. The
-    test split is evaluated only with ``evaluate_test=True``. ``on_epoch`` receives each epoch's
-    metrics; returning True stops the run after that epoch (early stopping by a search, Ray).
-    ``init_state`` starts from those weights instead of a fresh initialisation (fine-tuning a
-    trained model of the same architecture, e.g. its robust variant in notebook 06).
-    A run that diverged is evaluated at its best epoch but logged with NaN metrics; one that
-    finished no epoch has ``val`` None.
-    """
+    """The one tracked-training path: build ``arch``, fit it, log to TensorBoard, evaluate, return the result."""
     config = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
               **(model_config or {})}
     model = build_model(arch, seed=train.seed, **config)
@@ -139,10 +115,7 @@ def train_and_evaluate(
     checkpoint: Path | None = None, evaluate_test: bool = True, init_state: Mapping[str, torch.Tensor] | None = None,
     hooks: Sequence[TrainHook] = (),
 ) -> RunResult:
-    """:func:`train_tracked` with the test split reported, and a checkpoint saved if a path is given.
-
-    ``outputs`` gives the run folders. The checkpoint carries classes, normalisation and metrics.
-    """
+    """:func:`train_tracked` with the test split reported, and a checkpoint saved if a path is given."""
     result = train_tracked(data, train, experiment=experiment, name=name, outputs=outputs, arch=arch,
                            model_config=model_config, device=device, evaluate_test=evaluate_test,
                            init_state=init_state, hooks=hooks)
@@ -154,8 +127,8 @@ def train_and_evaluate(
 
 
 def save_run(result: RunResult, data: DataSplits, checkpoint: Path, extra: Mapping[str, Any] | None = None) -> Path:
-    """Save one run's weights with its settings and validation (and, if evaluated, test) metrics
-    (``extra``: more metadata, plain values)."""
+    """Save one run's weights with its settings and validation (and, if evaluated, test) metrics (``extra``: more
+    metadata, plain values)."""
     metrics = {"val_acc": result.val.accuracy, "val_loss": result.val.loss, "best_epoch": result.history.best_epoch,
                "seed": result.train_config.seed}
     if result.test is not None:
@@ -171,13 +144,8 @@ def save_run(result: RunResult, data: DataSplits, checkpoint: Path, extra: Mappi
 def reload_run(checkpoint: Path, data: DataSplits, train: TrainConfig, *, name: str,
                model_config: dict[str, Any] | None = None, arch: str = "lenet5",
                device: str | torch.device = "auto", hooks: Sequence[TrainHook] = ()) -> RunResult | None:
-    """The run saved at ``checkpoint`` (with its history, see :func:`save_run`'s ``extra``), if it was
-    trained with exactly ``train`` and ``model_config`` on data with ``data``'s fingerprint; else None.
-
-    Used to reuse a search trial that already trained a configuration for its full epochs with the
-    same seed, instead of training the identical run again. A missing, damaged or different
-    checkpoint gives None (then the caller trains), never an error.
-    """
+    """The run saved at ``checkpoint`` (with its history, see :func:`save_run`'s ``extra``), if it was trained with
+    exactly ``train`` and ``model_config`` on data with ``data``'s fingerprint; else None."""
     try:
         ck = load_checkpoint(checkpoint)
     except CheckpointError:
@@ -203,11 +171,7 @@ def results_table(results: Sequence[RunResult]) -> pd.DataFrame:
 
 
 def recall_table(results: Sequence[RunResult], split: str = "test") -> pd.DataFrame:
-    """Per run: accuracy, balanced accuracy and the recall of every class on ``split``, in %.
-
-    Balanced accuracy (the mean of the per-class recalls) is the fair summary when a split's classes
-    are unbalanced, as the chest X-rays' test split is.
-    """
+    """Per run: accuracy, balanced accuracy and the recall of every class on ``split``, in %."""
     rows = {}
     for r in results:
         ev = r.val if split == "val" else r.test
@@ -241,10 +205,7 @@ def train_over_seeds(
     model_config: dict[str, Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
     checkpoint: Path | None = None, hooks: Sequence[TrainHook] = (),
 ) -> list[RunResult]:
-    """:func:`train_and_evaluate` once per seed (weights and batch order both seeded).
-
-    If ``checkpoint`` is given, the run with the best *validation* accuracy is saved there.
-    """
+    """:func:`train_and_evaluate` once per seed (weights and batch order both seeded)."""
     results = [
         train_and_evaluate(data, replace(train, seed=s), name=f"{name}-seed{s}", experiment=experiment,
                            model_config=model_config, device=device, outputs=outputs, hooks=hooks)

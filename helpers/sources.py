@@ -1,19 +1,4 @@
-"""Where each data set's files come from: ``data/``, a local mirror, or the public source.
-
-Order of preference, for every data set:
-
-1. the project's ``data/<folder>`` if the data set's required files are there;
-2. else a copy from ``$DATA_MIRROR/<folder>`` (CI and tests point it at ``../shared/data``);
-3. else a download from the data set's public source (or, where the host needs an account,
-   an error that says exactly where to get the files and where to put them).
-
-Copies and downloads land in a temporary folder first and are renamed into place at the end,
-so an interrupted copy never leaves a half data set that looks complete. Each folder the project
-puts there records where it came from (``.provenance.json``), so that a damaged file can be traced
-to its origin. A folder in ``data/`` that is incomplete is never changed or replaced: the loader
-stops and says what is missing and how to fix it. Hidden entries (``.DS_Store``, macOS ``._*``
-files, ``.ipynb_checkpoints``) are ignored wherever files or folders are listed.
-"""
+"""Where each data set's files come from: ``data/``, a local mirror, or the public source."""
 
 from __future__ import annotations
 
@@ -93,11 +78,7 @@ def ensure_dataset(
     mirror: Path | None = None,
     allow_download: bool = True,
 ) -> Path:
-    """Make sure ``source`` is present under ``data_root`` and return its folder.
-
-    ``data_root`` defaults to :func:`helpers.paths.data_dir` and ``mirror`` to ``$DATA_MIRROR``.
-    Raises :class:`DataNotFoundError` naming every place it looked when nothing works.
-    """
+    """Make sure ``source`` is present under ``data_root`` and return its folder."""
     data_root = Path(data_root) if data_root is not None else paths.data_dir()
     mirror = Path(mirror) if mirror is not None else paths.mirror_dir()
     target = data_root / source.folder
@@ -179,8 +160,8 @@ def _write_provenance(folder: Path, kind: str, origin: str) -> None:
 
 
 def provenance(folder: Path) -> dict[str, str] | None:
-    """Where the project got ``folder`` from (``source``: mirror or download, ``from``), or ``None``
-    for a folder the project did not put there."""
+    """Where the project got ``folder`` from (``source``: mirror or download, ``from``), or ``None`` for a folder the
+    project did not put there."""
     try:
         return json.loads((Path(folder) / PROVENANCE).read_text())
     except (OSError, ValueError):
@@ -222,11 +203,7 @@ def incomplete_message(source: DataSource, target: Path, mirror: Path | None) ->
 
 
 def damaged_file_advice(path: Path, folder: Path, source: DataSource) -> str:
-    """How to fix the damaged file ``path`` of the data set in ``folder``, by where the file came from.
-
-    A file copied from a mirror whose own copy is damaged the same way would come back damaged on
-    every re-copy; the advice then points at the mirror's file instead.
-    """
+    """How to fix the damaged file ``path`` of the data set in ``folder``, by where the file came from."""
     origin = provenance(folder)
     move_away = f"move '{folder}' away (e.g. to '{folder}.damaged') and load again"
     if origin is None:
@@ -261,11 +238,7 @@ def download_file(url: str, dest: Path, md5: str | None = None) -> Path:
 
 
 def download_zip_folder(url: str, inner: str, dest: Path) -> None:
-    """Download a zip archive and extract its folder ``inner`` (any top-level prefix) to ``dest``.
-
-    A member whose path would land outside ``dest`` (``..``, an absolute path: a "zip slip") stops the
-    extraction before anything is written.
-    """
+    """Download a zip archive and extract its folder ``inner`` (any top-level prefix) to ``dest``."""
     dest = Path(dest)
     with tempfile.TemporaryDirectory() as tmp:
         archive = download_file(url, Path(tmp) / "archive.zip")
@@ -273,8 +246,8 @@ def download_zip_folder(url: str, inner: str, dest: Path) -> None:
 
 
 def extract_zip_folder(archive: Path, inner: str, dest: Path, origin: str) -> None:
-    """Extract the folder ``inner`` of the zip ``archive`` (from ``origin``) to ``dest``, refusing any member
-    that would be written outside ``dest``."""
+    """Extract the folder ``inner`` of the zip ``archive`` (from ``origin``) to ``dest``, refusing any member that would
+    be written outside ``dest``."""
     root = Path(dest).resolve()
     with zipfile.ZipFile(archive) as zf:
         members = [m for m in zf.namelist() if f"/{inner}/" in f"/{m}"]

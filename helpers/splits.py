@@ -1,5 +1,5 @@
-"""A data set in memory (:class:`DataSplits`) and its reproducible splits: stratified by class,
-optionally grouped (e.g. by patient)."""
+"""A data set in memory (:class:`DataSplits`) and its reproducible splits: stratified by class, optionally grouped (e.g.
+by patient)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,7 @@ import torch
 def stratified_split(
     labels: Sequence[int] | np.ndarray, fraction: float, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (keep, held_out) with ``fraction`` of every class held out.
-
-    The same labels and seed always give the same split. Indices are returned sorted.
-    """
+    """Split indices into (keep, held_out) with ``fraction`` of every class held out."""
     labels = np.asarray(labels)
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
@@ -39,11 +36,7 @@ def grouped_stratified_split(
     fraction: float,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`stratified_split`, but every group (patient) lands wholly on one side.
-
-    Each group is assigned to the class most of its images have; per class, whole groups are
-    drawn in a seeded random order until about ``fraction`` of that class's images are held out.
-    """
+    """Like :func:`stratified_split`, but every group (patient) lands wholly on one side."""
     labels = np.asarray(labels)
     if len(labels) != len(groups):
         raise ValueError("labels and groups must have the same length")
@@ -179,10 +172,7 @@ class DataSplits:
         self, n_train: int | None = None, n_val: int | None = None, n_test: int | None = None,
         seed: int = 0,
     ) -> DataSplits:
-        """A class-stratified slice (for quick budgets); ``None`` keeps a split whole.
-
-        Mean/std stay those of the full training split; the note records the counts used.
-        """
+        """A class-stratified slice (for quick budgets); ``None`` keeps a split whole."""
         parts = {}
         for name, n in (("train", n_train), ("val", n_val), ("test", n_test)):
             s = self.split(name)

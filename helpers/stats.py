@@ -1,27 +1,4 @@
-"""The few statistics the reports rest on, and every decision made from them, each by one stated rule.
-
-Intervals over seeds (Student t) and over test images (Wilson); **the one rule for "B beats A"**
-(:func:`paired_difference`: the mean difference paired by seed, whose 95 % Student-t interval excludes
-0; every study, the robust model, the swap diagnosis and the reflections use it); :class:`Decision`
-and :func:`target` (a value, its interval, met or missed, the rule's text); a rank test between two
-sets of repeated runs. Sentences are built from these results, never the other way round.
-
-Verdicts on hypotheses: runs come as a frame with one row per (configuration, seed): the factor columns, ``seed`` and the
-metric. Every single claim has three outcomes:
-
-* **supported**: the claim holds significantly;
-* **refuted**: the opposite holds significantly;
-* **inconclusive**: neither.
-
-The tests: "more X helps" is a trend over the whole sweep (Spearman rank correlation over every
-run, two-sided, alpha 0.05); "B beats A" is a paired comparison over the same seeds (95 % Student-t
-interval of the mean difference, which must exclude 0); "the effect of B over A is larger in G1
-than in G2" is a difference in differences, paired by seed, with the same interval.
-
-"Partly supported" survives only for a hypothesis made of several claims (:func:`combine`): when
-at least one claim is supported and none is refuted. One significant counter-example refutes a
-general claim.
-"""
+"""The few statistics the reports rest on, and every decision made from them, each by one stated rule."""
 
 from __future__ import annotations
 
@@ -110,8 +87,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
 
 @dataclass(frozen=True)
 class Decision:
-    """A decision by a stated rule: the value it rests on (and its interval, when there is one), the
-    outcome the rule gives, and the rule's text. Sentences are built from it, never the other way round."""
+    """A decision by a stated rule: the value it rests on (and its interval, when there is one), the outcome the rule
+    gives, and the rule's text. Sentences are built from it, never the other way round."""
 
     name: str
     value: float
@@ -133,8 +110,8 @@ class Decision:
 
 def target(name: str, values: Sequence[float], threshold: float, *, at_most: bool = False, unit: str = "%",
            interval: tuple[float, float] | None = None, where: str = "") -> Decision:
-    """Is the mean of ``values`` (one per seed) at least (``at_most``: at most) ``threshold``? "met" or
-    "missed", with the 95 % interval over the values beside it (or the ``interval`` given, e.g. over images)."""
+    """Is the mean of ``values`` (one per seed) at least (``at_most``: at most) ``threshold``? "met" or "missed", with
+    the 95 % interval over the values beside it (or the ``interval`` given, e.g. over images)."""
     x = np.asarray(values, dtype=float)
     mean = float(x.mean())
     low, high = interval or seed_interval(x)
@@ -245,15 +222,8 @@ def diff_in_diff(frame: pd.DataFrame, factor: str, a: Any, b: Any, group: str, g
 def trend(frame: pd.DataFrame, factor: str, order: Sequence[Any], *, metric: str = "final_val_acc",
           claim: str | None = None, always: bool = False, steps: Sequence[tuple[Any, Any]] | None = None,
           per_seed: bool = False) -> Verdict:
-    """Claim "more ``factor`` helps": Spearman correlation of ``metric`` with the position of each run's
-    level in ``order`` (smallest first), over every run and seed.
-
-    With ``always=True`` ("more always helps") every adjacent step (or each ``(fewer, more)`` pair in
-    ``steps``) is also compared, paired by seed: a step that is significantly *worse* is a
-    counter-example and refutes the claim; a significant positive trend with no counter-example
-    supports it. With ``per_seed=True`` (levels measured within one run, such as its epochs) the trend is one
-    Spearman ρ per seed, decided by :data:`TREND_SEED_RULE`.
-    """
+    """Claim "more ``factor`` helps": Spearman correlation of ``metric`` with the position of each run's level in
+    ``order`` (smallest first), over every run and seed."""
     rank = {level: i for i, level in enumerate(order)}
     rows = frame[frame[factor].isin(rank)]
     if per_seed:  # levels of one run (e.g. its epochs) are not independent runs: one ρ per seed, decided over seeds
@@ -319,8 +289,8 @@ HELD_RULE = ("each claim re-tested in the new regime: held when every claim keep
 
 
 def held(claim: str, before: Sequence[Verdict], after: Sequence[Verdict]) -> Verdict:
-    """Did each claim of ``before`` keep its outcome when re-tested in another regime (``after``, same
-    order)? The outcome is ``held`` / ``reversed`` / ``not confirmed`` by :data:`HELD_RULE`."""
+    """Did each claim of ``before`` keep its outcome when re-tested in another regime (``after``, same order)? The
+    outcome is ``held`` / ``reversed`` / ``not confirmed`` by :data:`HELD_RULE`."""
     if len(before) != len(after) or not before:
         raise ValueError(f"need the same claims before and after, got {len(before)} and {len(after)}")
     pairs = list(zip((v.outcome for v in before), (v.outcome for v in after)))
@@ -351,8 +321,8 @@ def target_outcome(decision: Decision, band: float = REPRODUCTION_BAND) -> str:
 
 def finding(text: str, value: str, section: str, *, interval: str = "", target: Decision | None = None,
             outcome: str = "") -> dict[str, str]:
-    """One line of the report's findings page: what was found, its number and interval, the target and whether
-    it was met (from ``target``), and the notebook section that shows it (``NN_name.ipynb#anchor``)."""
+    """One line of the report's findings page: what was found, its number and interval, the target and whether it was
+    met (from ``target``), and the notebook section that shows it (``NN_name.ipynb#anchor``)."""
     if target is not None:
         outcome = outcome or target_outcome(target)
     return {"finding": text, "value": value, "interval": interval,

@@ -1,16 +1,4 @@
-"""The training engine: ``fit`` and ``evaluate`` on tensors that live on the device.
-
-The data sets are small, so every split is moved to the device once, converted to float and
-normalised with the training-split statistics; batches are drawn by indexing with a seeded
-permutation. There is no per-item PIL transform, no DataLoader and no host-device copy inside
-the training loop; loss and accuracy are accumulated on the device and read once per epoch (plus
-a cheap divergence check every few dozen steps). On CUDA the forward pass runs in bfloat16
-autocast and the optimizers use their fused kernels.
-
-A wing adds to the batches through :class:`TrainHook` (precomputed views swapped in, outlier exposure)
-without the loop knowing what it adds. :func:`evaluate` scores a trained model on one split: accuracy,
-loss, per-class recall, balanced accuracy, confusion matrix.
-"""
+"""The training engine: ``fit`` and ``evaluate`` on tensors that live on the device."""
 
 from __future__ import annotations
 
@@ -176,8 +164,8 @@ def _make_schedule(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_ep
 
 
 def augment(x: torch.Tensor, hflip: bool, shift: int, gen: torch.Generator, rotate: float = 0.0) -> torch.Tensor:
-    """Random horizontal flips, rotations (up to ``rotate`` degrees) and integer translations (zero
-    padding), each drawn per image, on the device."""
+    """Random horizontal flips, rotations (up to ``rotate`` degrees) and integer translations (zero padding), each drawn
+    per image, on the device."""
     n, _, h, w = x.shape
     if rotate > 0:
         angle = (torch.rand(n, device=x.device, generator=gen) * 2 - 1) * math.radians(rotate)
@@ -199,11 +187,11 @@ def augment(x: torch.Tensor, hflip: bool, shift: int, gen: torch.Generator, rota
 
 
 class TrainHook:
-    """What a wing adds to :func:`fit`'s batches without the loop knowing what it is (the camera and
-    stretched views, outlier exposure). :meth:`start` is called once per run; :meth:`batch` may replace
-    images of a batch or append rows after them (one hook at most appends); :meth:`extra_loss` is added to
-    the loss, given the model's outputs on the appended rows. :meth:`settings` is recorded with the run
-    (hyperparameters, checkpoints), so that two runs are the same only when their hooks are."""
+    """What a wing adds to :func:`fit`'s batches without the loop knowing what it is (the camera and stretched views,
+    outlier exposure). :meth:`start` is called once per run; :meth:`batch` may replace images of a batch or append rows
+    after them (one hook at most appends); :meth:`extra_loss` is added to the loss, given the model's outputs on the
+    appended rows. :meth:`settings` is recorded with the run (hyperparameters, checkpoints), so that two runs are the
+    same only when their hooks are."""
 
     def settings(self) -> dict[str, Any]:
         return {}
@@ -219,9 +207,9 @@ class TrainHook:
 
 
 class ViewSwap(TrainHook):
-    """Each training image of a batch is replaced, with probability ``prob`` and independently per image, by
-    one of its K stored views (``Split.views``; which one also drawn per image): precomputed augmentations
-    such as the webcam wing's camera views and the X-ray wing's stretched copies."""
+    """Each training image of a batch is replaced, with probability ``prob`` and independently per image, by one of its
+    K stored views (``Split.views``; which one also drawn per image): precomputed augmentations such as the webcam
+    wing's camera views and the X-ray wing's stretched copies."""
 
     def __init__(self, prob: float) -> None:
         if not 0 < prob <= 1:
@@ -283,16 +271,7 @@ def fit(
     tracker: Any | None = None,
     hooks: Sequence[TrainHook] = (),
 ) -> FitResult:
-    """Train ``model`` on ``data.train``, validate on ``data.val`` each epoch; never touches test.
-
-    Returns the model with the weights of its best epoch (lowest validation loss, or highest
-    validation accuracy with ``monitor="val_acc"``) and the history. Early stopping
-    (``config.patience``) stops after that many epochs without improvement of the monitored value.
-    A run whose loss becomes NaN/inf or exceeds ``diverge_factor`` × chance level is stopped and
-    reported in ``history.diverged``. ``tracker`` (a :class:`helpers.runs.RunTracker`) receives
-    each epoch's metrics, and so does ``on_epoch``: if it returns True the run stops after that
-    epoch (``history.stopped_early``), the hook a search uses to end unpromising trials.
-    """
+    """Train ``model`` on ``data.train``, validate on ``data.val`` each epoch; never touches test."""
     device = device if isinstance(device, torch.device) else pick_device(device)
     torch.manual_seed(config.seed)  # dropout masks
     gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
@@ -417,8 +396,8 @@ class _Loop:
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Loss weight per class, ``n / (num_classes * n_c)``: every class then carries the same total
-    weight in an epoch, as if the training split were balanced (1.0 each when it is)."""
+    """Loss weight per class, ``n / (num_classes * n_c)``: every class then carries the same total weight in an epoch,
+    as if the training split were balanced (1.0 each when it is)."""
     counts = torch.bincount(torch.as_tensor(labels).long().cpu(), minlength=num_classes).float()
     if (counts == 0).any():
         missing = [c for c in range(num_classes) if counts[c] == 0]

@@ -1,13 +1,4 @@
-"""Benchmark: epoch time of this project's engine vs the typical notebook pipeline.
-
-``python -m helpers.reporting.bench`` (or ``make benchmark``) trains LeNet-5 on Fashion-MNIST for one
-epoch of 60,000 images both ways, on the same device in the same process, and prints both times
-and their ratio. The typical pipeline is torchvision's ``FashionMNIST`` dataset with per-item
-``ToTensor`` + ``Normalize`` and a ``DataLoader`` (batch 64, ``num_workers=0``), moving each batch
-to the device. Targets: engine at least 1.5x faster on a CPU, 20x on a CUDA GPU at batch 64.
-It then times the engine with the channels_last (NHWC) memory layout against the default at
-batch 32, 64 and 256.
-"""
+"""Benchmark: epoch time of this project's engine vs the typical notebook pipeline."""
 
 from __future__ import annotations
 
@@ -71,8 +62,8 @@ WIDE_LENET = {"conv_channels": (32, 64), "dense_units": (384, 192), "batchnorm":
 
 def engine_epoch(device: torch.device, batch_size: int, max_batches: int | None = None,
                  channels_last: bool = False, model_options: dict | None = None) -> tuple[float, int]:
-    """Seconds and images for one epoch of :func:`helpers.training.fit` (validation pass included) of
-    LeNet-5 (textbook, or with ``model_options`` such as :data:`WIDE_LENET`)."""
+    """Seconds and images for one epoch of :func:`helpers.training.fit` (validation pass included) of LeNet-5 (textbook,
+    or with ``model_options`` such as :data:`WIDE_LENET`)."""
     data = load_fashion_mnist()
     full_train = Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]),
                        data.train.ids + data.val.ids)

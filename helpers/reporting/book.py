@@ -1,11 +1,4 @@
-"""The report as a Jupyter Book: findings first, then the chapters, the method pages and the cards.
-
-:func:`stage` copies the executed notebooks and ``docs/`` beside the book's configuration (``book/``),
-adds to each chapter a note saying how its outputs were made and whether they may be stale (what the
-book itself cannot know), and writes the first page, :func:`findings_page`, from the summaries the
-notebooks wrote (:meth:`helpers.provenance.RunStamp.finish`): nothing on it is typed. :func:`build` runs
-Jupyter Book 1.x on the staged copy without executing anything.
-"""
+"""The report as a Jupyter Book: findings first, then the chapters, the method pages and the cards."""
 
 from __future__ import annotations
 
@@ -59,8 +52,8 @@ def _verdict(f: dict[str, str]) -> str:
 
 
 def _short(f: dict[str, str], group: Sequence[dict[str, str]]) -> str:
-    """A finding's name for the brief: what comes before its first colon, with what follows up to the next colon
-    where several findings of the group share that start (e.g. the three X-ray targets)."""
+    """A finding's name for the brief: what comes before its first colon, with what follows up to the next colon where
+    several findings of the group share that start (e.g. the three X-ray targets)."""
     head, _, rest = f["finding"].partition(": ")
     shared = sum(g["finding"].partition(": ")[0] == head for g in group) > 1
     head = head.split(" (")[0].split(", ")[0]
@@ -68,8 +61,8 @@ def _short(f: dict[str, str], group: Sequence[dict[str, str]]) -> str:
 
 
 def brief(notebooks: Sequence[Path]) -> list[str]:
-    """One line per chapter with findings: how many of its targets were met, each target's value and outcome, and
-    the verdicts of its findings without a target (counted by verdict where there are many, as the hunches)."""
+    """One line per chapter with findings: how many of its targets were met, each target's value and outcome, and the
+    verdicts of its findings without a target (counted by verdict where there are many, as the hunches)."""
     lines = []
     for p in notebooks:
         group = (read_summary(p) or {}).get("findings", [])
@@ -144,8 +137,8 @@ def placeholder(notebook: Path) -> nbformat.NotebookNode:
 
 
 def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Path:
-    """The book's source in ``dest``: its configuration, the findings page, the notebooks (each with a provenance
-    note after its title and without the summary output, which is for machines) and ``docs/``."""
+    """The book's source in ``dest``: its configuration, the findings page, the notebooks (each with a provenance note
+    after its title and without the summary output, which is for machines) and ``docs/``."""
     root = Path(root or project_root())
     if dest.exists():
         shutil.rmtree(dest)
@@ -171,8 +164,8 @@ def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Pa
 
 
 def build(notebooks: Sequence[Path], out: Path, *, strict: bool = True, root: Path | None = None) -> Path:
-    """Stage and build the book into ``out`` (the HTML lands in ``out/_build/html``); ``strict`` turns Sphinx
-    warnings into errors. Nothing is executed. Returns the path of the first page."""
+    """Stage and build the book into ``out`` (the HTML lands in ``out/_build/html``); ``strict`` turns Sphinx warnings
+    into errors. Nothing is executed. Returns the path of the first page."""
     source = stage(notebooks, out / "source", root)
     command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--path-output", str(out)]
     if strict:

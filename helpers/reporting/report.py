@@ -1,12 +1,4 @@
-"""Execute the numbered notebooks (papermill) and build the report, a Jupyter Book (:mod:`helpers.reporting.book`).
-
-``python -m helpers.report`` runs every ``notebooks/NN_*.ipynb`` top to bottom in place with the full
-budget, then builds the book into ``report/`` (open ``report/_build/html/index.html``); ``--render-only``
-builds it from the committed notebooks without running anything. Each notebook runs into a temporary
-file first and replaces the committed one only when a full-budget run finished without error, so
-neither a failed run nor a quick one ever replaces the last good outputs (a failed copy is kept beside
-the report; quick runs land in ``outputs-quick/notebooks/`` and the book is built from those).
-"""
+"""Execute the numbered notebooks (papermill) and build the report, a Jupyter Book (:mod:`helpers.reporting.book`)."""
 
 from __future__ import annotations
 
@@ -36,11 +28,7 @@ def notebook_paths(folder: Path | None = None) -> list[Path]:
 
 def execute(notebook: Path, output: Path, budget: str = "full", parameters: dict | None = None,
             timeout: int | None = None) -> Path:
-    """Run ``notebook`` top to bottom into ``output`` with ``BUDGET=budget``.
-
-    The full budget is each notebook's default, so it is run without injecting a parameters cell.
-    Raises papermill's ``PapermillExecutionError`` (naming the failing cell) on error.
-    """
+    """Run ``notebook`` top to bottom into ``output`` with ``BUDGET=budget``."""
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {BUDGETS}")
     params = dict(parameters or {})
@@ -55,13 +43,7 @@ def execute(notebook: Path, output: Path, budget: str = "full", parameters: dict
 
 
 def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execute_notebooks: bool = True) -> Path:
-    """Execute the notebooks and build the book; returns the path of its first page.
-
-    Only a successful full-budget run on all the data replaces a committed notebook. A quick-budget
-    run writes its executed copies to ``outputs-quick/notebooks/`` and renders those; a failed run,
-    or one that skipped a missing data set, leaves the committed notebook untouched and its copy in
-    ``report_dir``.
-    """
+    """Execute the notebooks and build the book; returns the path of its first page."""
     notebooks = notebook_paths()
     if only is not None:
         prefixes = [o.strip() for o in only if o.strip()]
@@ -120,12 +102,7 @@ def skipped_datasets(notebook: Path) -> list[str]:
 
 
 def compact_png(png: bytes, colors: int = 256) -> bytes:
-    """``png`` as a palette PNG of at most ``colors`` colours when that is smaller, else unchanged.
-
-    Figures are flat colours plus anti-aliasing, so 256 well-chosen colours look the same and take
-    about a third of the bytes; this keeps committed notebooks small without lowering their
-    resolution. Images with transparency are left as they are.
-    """
+    """``png`` as a palette PNG of at most ``colors`` colours when that is smaller, else unchanged."""
     with Image.open(io.BytesIO(png)) as image:
         if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255:
             return png
@@ -136,9 +113,9 @@ def compact_png(png: bytes, colors: int = 256) -> bytes:
 
 
 def tidy(path: Path) -> None:
-    """Merge consecutive stream outputs, keeping what a terminal shows after carriage returns
-    (the final state of each progress bar), store figures as compact PNGs (``compact_png``) and
-    drop papermill's per-cell timing metadata and the machine paths it records (``input_path``, ``output_path``)."""
+    """Merge consecutive stream outputs, keeping what a terminal shows after carriage returns (the final state of each
+    progress bar), store figures as compact PNGs (``compact_png``) and drop papermill's per-cell timing metadata and the
+    machine paths it records (``input_path``, ``output_path``)."""
     nb = nbformat.read(path, as_version=4)
     coalesce = CoalesceStreamsPreprocessor()
     for key in ("input_path", "output_path"):  # this machine's absolute paths: not for a committed notebook

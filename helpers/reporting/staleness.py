@@ -1,12 +1,4 @@
-"""Whether a committed chapter's outputs may be stale: has the code it imports changed since its run?
-
-:func:`code_files` follows a notebook's ``helpers`` imports transitively; :func:`stale` compares those files
-with the commit its run stamp recorded (:func:`helpers.provenance.git_state`), ignoring docstrings and comments,
-so a change in prose does not flag a chapter and any change in what runs does. A module-level table keyed by
-notebook number (``helpers.budgets``: ``{"01": …, "04": …}``) counts only with the notebook's own entry, so
-retuning one chapter's budget does not flag the other six. The book's provenance note
-(:func:`helpers.reporting.book.provenance_note`) says what it finds.
-"""
+"""Whether a committed chapter's outputs may be stale: has the code it imports changed since its run?"""
 
 from __future__ import annotations
 
@@ -21,8 +13,8 @@ from helpers.provenance import _git
 
 
 def _helpers_imported(source: str) -> set[str]:
-    """Dotted names (below ``helpers``) of the modules and packages that Python source imports from
-    ``helpers``: ``from helpers.tuning import study`` gives ``tuning`` and ``tuning.study``."""
+    """Dotted names (below ``helpers``) of the modules and packages that Python source imports from ``helpers``: ``from
+    helpers.tuning import study`` gives ``tuning`` and ``tuning.study``."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -80,8 +72,8 @@ def _own_entries(tree: ast.Module, notebook: str) -> None:
 
 
 def _code_only(source: str | None, notebook: str | None = None) -> str | None:
-    """Python source as its syntax tree without docstrings (comments never reach the tree): what runs; with
-    ``notebook`` ("04"), per-notebook tables keep that notebook's entry only."""
+    """Python source as its syntax tree without docstrings (comments never reach the tree): what runs; with ``notebook``
+    ("04"), per-notebook tables keep that notebook's entry only."""
     if source is None:
         return None
     try:
@@ -100,10 +92,7 @@ def _code_only(source: str | None, notebook: str | None = None) -> str | None:
 
 
 def stale(notebook: Path, recorded: dict[str, object] | None, root: Path | None = None) -> str | None:
-    """Why the committed outputs of ``notebook`` may not come from the code it imports now, or None.
-
-    ``recorded`` is the git state its run stamp recorded (:func:`git_state`), None if it has none.
-    """
+    """Why the committed outputs of ``notebook`` may not come from the code it imports now, or None."""
     root = Path(root or project_root())
     if not recorded or not recorded.get("commit"):
         return "its run recorded no git commit (it predates provenance stamps): re-run it"

@@ -1,11 +1,4 @@
-"""TensorBoard seen, not assumed: screenshots of its Scalars and HParams dashboards (``make tensorboard-shots``).
-
-Starts TensorBoard on ``outputs/runs`` (loopback only), opens each dashboard in headless Chromium
-(the system package: a browser that a Python package downloads cannot be installed on every
-machine) with a virtual-time budget so the page has rendered, checks that each PNG is not blank
-and saves it under ``docs/tensorboard/``, where the README shows them. Run as root on Debian or
-Ubuntu it installs Chromium with apt; elsewhere it says how.
-"""
+"""TensorBoard seen, not assumed: screenshots of its Scalars and HParams dashboards (``make tensorboard-shots``)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,4 @@
-"""The version of everything cached from training: Hyperopt trials files and the reflections cache.
-
-Cached results are keyed on their configuration, so a change to the code that trains (models,
-the training loop, the tracked-training path, the objective) would otherwise be served stale
-results computed by the old code. Such a change must bump :data:`CACHE_VERSION`, which is part of
-every cache key; ``tests/test_cache_version.py`` fails when the code of :data:`CACHED_MODULES`
-changes (comments and docstrings aside) while :data:`SOURCES_HASH` still names the old code.
-A change that leaves every cached result as it was (a new option whose default is the old
-behaviour, a refactoring) updates :data:`SOURCES_HASH` alone, and its commit message says so.
-"""
+"""The version of everything cached from training: Hyperopt trials files and the reflections cache."""
 
 from __future__ import annotations
 

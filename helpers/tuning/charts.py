@@ -1,9 +1,4 @@
-"""Figures and tables for Hyperopt searches (work on :func:`helpers.tuning.tables.trials_frame` output).
-
-Failed trials (diverged, no loss) are drawn as crosses at the bottom of the history plot; trials
-stopped early at a rung as hollow dots. Everything that compares configurations (parallel
-coordinates, scatter plots, the top table) uses finished trials only.
-"""
+"""Figures and tables for Hyperopt searches (work on :func:`helpers.tuning.tables.trials_frame` output)."""
 
 from __future__ import annotations
 
@@ -26,11 +21,7 @@ TABLE_COLUMNS = ["algo", "trial", "val_acc", "val_loss", "optimizer", "lr", "mom
 def plot_optimization_history(frames: Mapping[str, pd.DataFrame], reference: float | None = None,
                               reference_label: str = "grid best", title: str = "Optimization history",
                               x: str = "trial") -> Figure:
-    """Validation accuracy per trial and best finished trial so far (line), one colour per algorithm.
-
-    Filled dots: finished trials; hollow dots: trials stopped early at a rung (scored there); crosses:
-    failed trials. ``x`` is ``"trial"`` or ``"epochs_spent"`` (the search's running epoch total).
-    """
+    """Validation accuracy per trial and best finished trial so far (line), one colour per algorithm."""
     fig, ax = plt.subplots(figsize=(9, 4.2))
     palette = dict(zip(frames, sns.color_palette(n_colors=max(3, len(frames)))))
     floor = min((f["val_acc"].min() for f in frames.values() if f["val_acc"].notna().any()), default=0.0)
@@ -57,8 +48,8 @@ def plot_optimization_history(frames: Mapping[str, pd.DataFrame], reference: flo
 
 
 def plot_comparison_curves(curves: pd.DataFrame, title: str = "Best so far against epochs spent") -> Figure:
-    """Mean ± sd (band) over search seeds of the best-so-far validation accuracy, one colour per
-    algorithm (columns ``'<algo> #<seed>'`` as from :meth:`helpers.tuning.comparison.AlgorithmComparison.curves`)."""
+    """Mean ± sd (band) over search seeds of the best-so-far validation accuracy, one colour per algorithm (columns
+    ``'<algo> #<seed>'`` as from :meth:`helpers.tuning.comparison.AlgorithmComparison.curves`)."""
     fig, ax = plt.subplots(figsize=(9, 4.2))
     algos = list(dict.fromkeys(c.split(" #")[0] for c in curves.columns))
     for colour, algo in zip(sns.color_palette(n_colors=max(3, len(algos))), algos):

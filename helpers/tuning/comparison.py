@@ -1,12 +1,4 @@
-"""Is TPE better than random search? Repeated searches at equal total epochs, and a stated rule.
-
-One search is one draw: its best trial depends on its seed. So each algorithm searches several
-times with different search seeds on a cheap proxy (a slice of the data, few epochs per trial,
-ASHA early stopping), every search gets the same **epoch budget** (not the same number of trials),
-and the final best validation accuracies are compared with a two-sided Mann-Whitney U test
-(:func:`helpers.stats.mann_whitney`). The grid is deterministic, so it runs once. An inconclusive
-outcome is allowed; the full study then uses TPE.
-"""
+"""Is TPE better than random search? Repeated searches at equal total epochs, and a stated rule."""
 
 from __future__ import annotations
 
@@ -90,11 +82,7 @@ def compare_at_equal_epochs(
     space_options: Mapping[str, Any] | None = None, n_startup_jobs: int = 8, device: str | torch.device = "auto",
     progress: bool = True,
 ) -> AlgorithmComparison:
-    """Run each algorithm once per search seed (and the grid once, if given) with ``epoch_budget`` epochs each.
-
-    Trials are saved to ``<outputs.results>/<name>-s<seed>-<algo>.json`` (re-running resumes);
-    TensorBoard runs go to ``runs/<name>-s<seed>/``.
-    """
+    """Run each algorithm once per search seed (and the grid once, if given) with ``epoch_budget`` epochs each."""
     if epoch_budget < rungs.max_epochs:
         raise ValueError(f"epoch_budget {epoch_budget} is below one full trial ({rungs.max_epochs} epochs)")
     frames: dict[tuple[str, int], pd.DataFrame] = {}

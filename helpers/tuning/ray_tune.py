@@ -1,30 +1,4 @@
-"""The LeNet-5 search on Ray Tune: Hyperopt proposes, ASHA stops, Ray schedules, on a laptop or a cluster.
-
-The same space (:func:`helpers.tuning.spaces.lenet_space`), the same rungs (:class:`helpers.tuning.rungs.Rungs`:
-grace period, reduction factor, maximum epochs) and the same training path
-(:func:`helpers.runs.train_tracked`, which reports every epoch to Tune) as notebooks 03 and 04, on
-``ray.tune.search.hyperopt.HyperOptSearch`` + ``ASHAScheduler``, with a ``ConcurrencyLimiter``
-and per-trial resources (:func:`trial_resources`: CPUs, and a fraction of a GPU so several LeNets
-share one).
-
-* **Local by default.** :func:`connect` without an address starts Ray inside this process, bound
-  to 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before it starts; on Linux Ray
-  would otherwise bind to the machine's network address). Nothing to start by hand.
-* **A cluster by address.** ``connect(address)`` or ``$RAY_ADDRESS`` joins a running cluster
-  (``ray start --head`` on one machine, ``ray start --address=<head>:6379`` on the others). The data
-  reach the workers through Ray's object store (``tune.with_parameters``); TensorBoard logs are
-  written on the node that ran the trial, under the same ``outputs/runs/`` path.
-* **Resume.** Results go to ``outputs/ray/<name>/``; running the same search again continues an
-  interrupted one with ``Tuner.restore`` (finished trials are not re-run). Ray keeps its state as
-  pickles, so a run folder that another user could have written is refused (:func:`check_restorable`).
-  Ray snapshots which trials are done at most every 10 s by default, so after a hard kill (SIGKILL,
-  power loss) a trial that ended in those seconds would run again; :func:`run_ray_search` snapshots every
-  ``snapshot_s`` (1 s) instead. A first Ctrl-C saves the state before Ray stops.
-
-Ray reports to Hyperopt the validation accuracy of a trial's last epoch (at its rung, if ASHA
-stopped it); :func:`results_frame` turns the ``ResultGrid`` into the columns of
-:func:`helpers.tuning.tables.trials_frame`, so :mod:`helpers.tuning.charts` draws it.
-"""
+"""The LeNet-5 search on Ray Tune: Hyperopt proposes, ASHA stops, Ray schedules, on a laptop or a cluster."""
 
 from __future__ import annotations
 
@@ -67,13 +41,7 @@ class UnsafeRestoreError(RuntimeError):
 
 
 def check_restorable(path: Path, levels_up: int = 2) -> None:
-    """Refuse to restore ``path`` unless this user owns it and nobody else can write it or where it points.
-
-    ``Tuner.restore`` unpickles Ray's own state files (``tuner.pkl``, the searcher state), and
-    unpickling can run code: only a run this user's own processes wrote is resumed. Checked: every file
-    and folder in ``path``, the target of every link in it and that target's folder, and the ``levels_up``
-    folders above ``path`` (``outputs/ray`` and ``outputs``), where another user could swap the run folder.
-    """
+    """Refuse to restore ``path`` unless this user owns it and nobody else can write it or where it points."""
     uid = os.getuid() if hasattr(os, "getuid") else None
     path = Path(path)
 
@@ -112,8 +80,8 @@ class TrialResources:
 
 
 def trial_resources(cpus_per_trial: float = 1.0, trials_per_gpu: int = 4, gpu: bool | None = None) -> TrialResources:
-    """CPUs per trial and, when there is a GPU (``gpu``; default: CUDA is available), ``1/trials_per_gpu``
-    of one, so that several small LeNets share it."""
+    """CPUs per trial and, when there is a GPU (``gpu``; default: CUDA is available), ``1/trials_per_gpu`` of one, so
+    that several small LeNets share it."""
     if cpus_per_trial <= 0 or trials_per_gpu < 1:
         raise ValueError(f"need cpus_per_trial > 0 and trials_per_gpu >= 1, got {cpus_per_trial}, {trials_per_gpu}")
     gpu = torch.cuda.is_available() if gpu is None else gpu
@@ -121,10 +89,7 @@ def trial_resources(cpus_per_trial: float = 1.0, trials_per_gpu: int = 4, gpu: b
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> str:
-    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray bound to 127.0.0.1.
-
-    Returns a one-line description of what it connected to.
-    """
+    """Join the Ray cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray bound to 127.0.0.1."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         os.environ[LOCAL_BIND_ENV] = "0"  # read when ray is first imported: loopback addresses only
@@ -201,8 +166,8 @@ def evaluate_best(frame: pd.DataFrame, data: DataSplits, outputs: Outputs, name:
 
 @contextmanager
 def snapshot_period(seconds: float) -> Iterator[None]:
-    """Within the block, Ray Tune saves its experiment state at most every ``seconds`` (unless the user has
-    set ``$TUNE_GLOBAL_CHECKPOINT_S``); the variable is as before afterwards."""
+    """Within the block, Ray Tune saves its experiment state at most every ``seconds`` (unless the user has set
+    ``$TUNE_GLOBAL_CHECKPOINT_S``); the variable is as before afterwards."""
     before = os.environ.get(SNAPSHOT_ENV)
     if before is None:
         os.environ[SNAPSHOT_ENV] = f"{seconds:g}"
@@ -218,11 +183,7 @@ def run_ray_search(
     seed: int = 0, n_startup_jobs: int = 8, max_concurrent: int = 2, resources: TrialResources | None = None,
     space_options: Mapping[str, Any] | None = None, device: str = "cpu", snapshot_s: float = 1.0,
 ):
-    """Run (or, if ``outputs/ray/<name>`` holds an interrupted run, resume) the search; returns the ``ResultGrid``.
-
-    Call :func:`connect` first. TensorBoard runs go to ``runs/<name>/ray-<trial id>``. Ray's state is
-    saved every ``snapshot_s`` seconds, so a hard kill re-runs only trials that ended within that time.
-    """
+    """Run (or, if ``outputs/ray/<name>`` holds an interrupted run, resume) the search; returns the ``ResultGrid``."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -273,10 +234,7 @@ def _no_rich_display() -> Iterator[None]:
 
 
 def search_minutes(grid) -> float:
-    """Wall time of the search from the trials' own reports (first start to last report), in minutes.
-
-    Timing the cell would be wrong after a resume: ``Tuner.restore`` re-runs no finished trial, so
-    the cell takes seconds while the search took its full time when it ran."""
+    """Wall time of the search from the trials' own reports (first start to last report), in minutes."""
     starts, ends = [], []
     for result in grid:
         m = result.metrics_dataframe
@@ -289,11 +247,7 @@ def search_minutes(grid) -> float:
 
 def results_frame(grid, rungs: Rungs, data: DataSplits, base_train: Mapping[str, Any],
                   algo: str = "tpe (ray)") -> pd.DataFrame:
-    """The ``ResultGrid`` in :func:`helpers.tuning.tables.trials_frame`'s columns, numbered in proposal order.
-
-    A trial that ran fewer than ``rungs.max_epochs`` epochs was stopped by ASHA (scored at its last
-    epoch); a finished one is scored by its best epoch; an errored one is failed.
-    """
+    """The ``ResultGrid`` in :func:`helpers.tuning.tables.trials_frame`'s columns, numbered in proposal order."""
     rows = []
     for result in grid:
         metrics = result.metrics_dataframe
@@ -316,9 +270,9 @@ def results_frame(grid, rungs: Rungs, data: DataSplits, base_train: Mapping[str,
 
 def beside_notebook03(outputs: Outputs, ray_frame: pd.DataFrame, ray_minutes: float, best: pd.Series,
                       test_acc: float) -> pd.DataFrame:
-    """What notebook 03's one-process search and this Ray search each spent and found, one row each (notebook 03's
-    row only once its trials and tuned model exist): trials, epochs, minutes, epochs per minute, best validation
-    accuracy and test accuracy (notebook 03: its winner's mean over seeds; Ray: the best trial, evaluated once)."""
+    """What notebook 03's one-process search and this Ray search each spent and found, one row each (notebook 03's row
+    only once its trials and tuned model exist): trials, epochs, minutes, epochs per minute, best validation accuracy
+    and test accuracy (notebook 03: its winner's mean over seeds; Ray: the best trial, evaluated once)."""
     from helpers.checkpoints import load_checkpoint
     from helpers.tuning import search, spaces, tables, trialstore
 

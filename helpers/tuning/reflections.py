@@ -1,11 +1,4 @@
-"""Controlled experiments: run a list of configurations × seeds, cache results, aggregate.
-
-Each (configuration, seed) is one training run on the validation protocol (the test split is
-not used). Its result is stored as JSON under ``results/<study>/<key>.json``, where the key hashes
-everything that determines the run (model, training settings, seed, data set and its size), so
-re-running a notebook reads finished runs back instead of retraining them, and changing any
-setting retrains only what changed. Runs are logged to TensorBoard under ``runs/<study>/``.
-"""
+"""Controlled experiments: run a list of configurations × seeds, cache results, aggregate."""
 
 from __future__ import annotations
 
@@ -57,8 +50,8 @@ def _key(config: Config, seed: int, data: DataSplits) -> str:
 
 def run_one(config: Config, seed: int, data: DataSplits, study: str, outputs: Outputs,
             device: str | torch.device = "auto", cache_dir: Path | None = None) -> tuple[dict[str, Any], bool]:
-    """Train one (config, seed) through :func:`helpers.runs.train_tracked`, or read it from the cache;
-    returns (result row, trained?)."""
+    """Train one (config, seed) through :func:`helpers.runs.train_tracked`, or read it from the cache; returns (result
+    row, trained?)."""
     cache_dir = cache_dir or outputs.results / study
     path = cache_dir / f"{_key(config, seed, data)}.json"
     labels = {"label": config.label, **config.factors, "dataset": config.dataset, "seed": seed}
@@ -106,9 +99,9 @@ def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: M
 
 
 def tuned_settings(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The LeNet-5 options and training settings (seed left out) of a tuned model, read from the JSON a
-    tuning study writes beside its checkpoint (notebook 03's ``models/simpsons_tuned.json``); None when
-    that notebook has not run yet."""
+    """The LeNet-5 options and training settings (seed left out) of a tuned model, read from the JSON a tuning study
+    writes beside its checkpoint (notebook 03's ``models/simpsons_tuned.json``); None when that notebook has not run
+    yet."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -121,9 +114,9 @@ def tuned_settings(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 def batch_size_configs(model: Mapping[str, Any], train: Mapping[str, Any], batch_sizes: Sequence[int], *,
                        dataset: str, budget: str) -> list[Config]:
-    """One condition per batch size × learning-rate rule around a configuration trained at
-    ``train['batch_size']``: ``fixed lr`` keeps its learning rate, ``scaled lr`` multiplies it by
-    batch / its batch (the linear scaling rule). Factors: ``batch_size``, ``lr rule``, ``budget``."""
+    """One condition per batch size × learning-rate rule around a configuration trained at ``train['batch_size']``:
+    ``fixed lr`` keeps its learning rate, ``scaled lr`` multiplies it by batch / its batch (the linear scaling rule).
+    Factors: ``batch_size``, ``lr rule``, ``budget``."""
     base_batch, lr = int(train["batch_size"]), float(train["lr"])
     configs = []
     for bs in batch_sizes:
@@ -229,8 +222,8 @@ def plot_epoch_curves(runs: pd.DataFrame, stops: pd.Series, title: str) -> Figur
 
 def batch_grid(base: Mapping[str, Any], *, batches: Sequence[int], lr: float, epochs: int, updates: int,
                n_train: int) -> list[Config]:
-    """H3's conditions: each batch size with the learning rate fixed or scaled (lr × batch / 128), at a fixed number
-    of epochs and at a fixed number of updates. Factors: ``batch_size``, ``lr rule``, ``budget``."""
+    """H3's conditions: each batch size with the learning rate fixed or scaled (lr × batch / 128), at a fixed number of
+    epochs and at a fixed number of updates. Factors: ``batch_size``, ``lr rule``, ``budget``."""
     configs = []
     for bs in batches:
         for lr_mode, value in (("fixed lr", lr), ("scaled lr", lr * bs / 128)):
@@ -246,8 +239,8 @@ def batch_grid(base: Mapping[str, Any], *, batches: Sequence[int], lr: float, ep
 def regime_check(tuned: tuple[dict[str, Any], dict[str, Any]], before: Sequence[Verdict], regime: Mapping[str, Any],
                  datasets: dict[str, DataSplits], *, outputs: Outputs, device: str | torch.device = "auto",
                  ) -> tuple[Verdict, pd.DataFrame]:
-    """H3c: the fixed-epoch claims ``before`` re-tested at a tuned configuration (model, train) on the complete
-    training split (``regime``: slice, seeds, epochs), by :data:`helpers.stats.HELD_RULE`."""
+    """H3c: the fixed-epoch claims ``before`` re-tested at a tuned configuration (model, train) on the complete training
+    split (``regime``: slice, seeds, epochs), by :data:`helpers.stats.HELD_RULE`."""
     from helpers import data
 
     model, train = tuned
@@ -285,9 +278,9 @@ def plot_lr_effect(frame: pd.DataFrame, title: str) -> Figure:
 
 
 def batchnorm_verdict(frame: pd.DataFrame, lrs: Sequence[float], num_classes: int) -> tuple[Verdict, pd.DataFrame]:
-    """H5: BatchNorm beats the plain network at each learning rate away from the plain network's best. A
-    learning rate at which both sit at chance in every seed is reported as degenerate (no evidence) and
-    left out of the combined verdict. Returns the verdict and the mean accuracy table."""
+    """H5: BatchNorm beats the plain network at each learning rate away from the plain network's best. A learning rate
+    at which both sit at chance in every seed is reported as degenerate (no evidence) and left out of the combined
+    verdict. Returns the verdict and the mean accuracy table."""
     s = aggregate(frame, ["variant", "lr"])
     table = s["mean"].unstack("lr").round(1)
     table["learning rates within 10 % of the best result"] = (s["mean"].unstack("lr") >= 0.9 * s["mean"].max()).sum(axis=1)
@@ -310,8 +303,8 @@ def batchnorm_verdict(frame: pd.DataFrame, lrs: Sequence[float], num_classes: in
 
 
 def interaction_verdict(frame: pd.DataFrame, results: Path) -> tuple[Verdict, str]:
-    """H7: the best learning rate shifts with the batch size (difference in differences), and the learning rate
-    ranks first by η² among notebook 03's finished search trials. Returns the verdict and the importance read-out."""
+    """H7: the best learning rate shifts with the batch size (difference in differences), and the learning rate ranks
+    first by η² among notebook 03's finished search trials. Returns the verdict and the importance read-out."""
     from helpers.tuning import search, spaces, tables, trialstore
 
     s = aggregate(frame, ["batch_size", "lr"])

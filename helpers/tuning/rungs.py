@@ -1,16 +1,4 @@
-"""Early stopping across the trials of a search: asynchronous successive halving (ASHA) rungs.
-
-Every trial trains for up to ``max_epochs`` and reports its validation accuracy after each epoch.
-At each rung (``grace``, ``grace × eta``, ``grace × eta²``, … epochs, below ``max_epochs``) its
-accuracy is compared with the accuracies that earlier trials had at that rung: unless it reaches
-the top ``1/eta`` of them (the ``1 − 1/eta`` quantile, as Ray Tune's ``ASHAScheduler`` computes it),
-the trial stops there. The first trial to reach a rung always goes on. Good configurations so get
-the long training they need while poor ones cost ``grace`` epochs.
-
-Trials run one after another here, so the rule depends only on trials that finished before: the
-recorded values are rebuilt from the stored trials (:func:`recorded_from`), and a search that is
-killed and resumed takes exactly the same decisions as one that never stopped.
-"""
+"""Early stopping across the trials of a search: asynchronous successive halving (ASHA) rungs."""
 
 from __future__ import annotations
 
@@ -48,8 +36,8 @@ class Rungs:
         return float(np.percentile(values, 100 * (1 - 1 / self.eta)))
 
     def stopper(self, recorded: Mapping[int, list[float]]) -> Callable[[dict[str, float]], bool]:
-        """An ``on_epoch`` hook for :func:`helpers.runs.train_tracked`: True (stop) when the epoch is a rung
-        and its validation accuracy falls below that rung's cutoff."""
+        """An ``on_epoch`` hook for :func:`helpers.runs.train_tracked`: True (stop) when the epoch is a rung and its
+        validation accuracy falls below that rung's cutoff."""
         milestones = set(self.milestones())
 
         def should_stop(record: dict[str, float]) -> bool:

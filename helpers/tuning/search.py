@@ -1,34 +1,4 @@
-"""Hyperopt search over LeNet-5 hyperparameters: TPE, random search and an exhaustive grid.
-
-Design choices, each answering a known Hyperopt trap:
-
-* **Persistence.** ``fmin(trials_save_file=...)`` rewrites a pickle in place, so a kill during
-  the write corrupts it, and loading a pickle can run code. :func:`run_search` calls ``fmin`` one
-  trial at a time and saves the trials as JSON, atomically, after every finished trial, under an
-  exclusive lock (:mod:`helpers.tuning.trialstore`). Re-running the same call resumes: finished trials are
-  kept, never re-run.
-* **Seeds.** ``fmin`` restarts its seed sequence on every call, so a resumed search would replay
-  the first suggestions. Here trial ``i`` always draws from ``default_rng([seed, i])``: the same
-  seed gives the same suggestions, and a resumed search continues exactly where it stopped.
-* **TPE start-up.** TPE's first ``n_startup_jobs`` suggestions (20 by default) are random, so with
-  ~20 trials TPE *is* random search. The start-up count is set explicitly (default 8).
-* **Labels vs values.** ``fmin``'s ``best`` holds indices for ``hp.choice`` and floats for
-  ``quniform``; every config used or shown here goes through :func:`hyperopt.space_eval` and
-  :func:`to_run_config`, so batch sizes, widths and flags are real values.
-* **Failures.** A diverging trial is recorded as ``STATUS_FAIL`` with its reason and has no loss;
-  the search goes on (also when the first trial fails, where ``fmin`` itself would raise
-  ``AllTrialsFailed``), and tables, plots and the best trial skip it. Only a whole budget of failed
-  trials is an error (:class:`SearchFailedError`, listing the reasons).
-* **Budget-aware.** With :class:`~helpers.tuning.rungs.Rungs` a trial trains for up to ``max_epochs`` and
-  is stopped at a rung where it falls behind earlier trials (ASHA); a stopped trial goes to TPE as
-  ``STATUS_OK`` with ``loss = 1 − val_acc`` at that rung. ``epoch_budget`` caps the epochs of a
-  whole search, so algorithms are compared at equal total epochs rather than equal trials.
-* **Validation only.** The objective reports validation metrics; the test split is untouched.
-
-One trial (:class:`Objective`) turns a sampled point into a LeNet-5 and its training
-(:func:`helpers.tuning.spaces.to_run_config`), trains it through :func:`helpers.runs.train_tracked` and
-reports its validation result to Hyperopt (the test split is never touched).
-"""
+"""Hyperopt search over LeNet-5 hyperparameters: TPE, random search and an exhaustive grid."""
 
 from __future__ import annotations
 
@@ -142,15 +112,8 @@ def run_search(
     grid: Mapping[str, Sequence[Any]] | None = None,
     progress: bool = True,
 ) -> Trials:
-    """Run (or resume) a search of up to ``spec.max_evals`` trials and ``spec.epoch_budget`` epochs; the
-    Trials are saved after each trial.
-
-    With ``spec.rungs`` each trial learns, before it starts, the rung values of the trials before it
-    (:mod:`helpers.tuning.rungs`), so early stopping is reproduced exactly on resume.
-
-    ``spec.algo`` is ``'tpe'``, ``'random'`` or ``'grid'`` (``grid`` then gives the axes and
-    ``space`` must be :func:`grid_space` of it). Returns the Trials.
-    """
+    """Run (or resume) a search of up to ``spec.max_evals`` trials and ``spec.epoch_budget`` epochs; the Trials are
+    saved after each trial."""
     algo = _suggest_function(spec, grid)
     if isinstance(objective, Objective):  # fail fast on an unusable space, before any training
         if objective.rungs != spec.rungs:
@@ -283,20 +246,8 @@ def run_hooks(hooks: Sequence[TrainHook], view_hooks: Mapping[str, Sequence[Trai
 
 
 class Objective:
-    """Trains one configuration (through :func:`helpers.runs.train_tracked`) and reports its
-    validation result to Hyperopt.
-
-    Each trial is logged to TensorBoard as ``runs/<experiment>/<algo>-trial-NNN`` with its
-    hyperparameters (HParams dashboard). With ``rungs`` (:class:`helpers.tuning.rungs.Rungs`) a trial trains
-    for up to ``rungs.max_epochs`` and is stopped at a rung where it falls behind the trials before it
-    (``recorded``, set by the search before each trial); a stopped trial is ``STATUS_OK`` with
-    ``loss = 1 − val_acc`` at that rung and ``outcome = 'stopped'``. A diverging trial returns
-    ``STATUS_FAIL`` with the reason. ``sized(image_size)`` gives the data for a space with an
-    ``image_size`` axis. With ``keep_weights`` a finished trial's best weights and history are saved
-    (:func:`trial_weights`), so that the study can reuse it as its first seed's run. The result records what the model and optimizer actually received
-    (parameter count, the optimizer's learning rate), so it can be shown that the search changes the
-    trained model.
-    """
+    """Trains one configuration (through :func:`helpers.runs.train_tracked`) and reports its validation result to
+    Hyperopt."""
 
     def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
                  outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,

@@ -1,10 +1,4 @@
-"""The Hyperopt search space over LeNet-5 and its training, and how a point of it becomes a run.
-
-:func:`lenet_space` is **the** space every search samples (``hp`` expressions: conditional optimizer
-parameters, layer widths, augmentation); :data:`SIMPSONS_SPACE` narrows it for Simpsons-MNIST.
-:func:`to_run_config` maps a sampled point onto model options and a
-:class:`~helpers.training.TrainConfig`; :func:`validate_space` checks a space before any training.
-"""
+"""The Hyperopt search space over LeNet-5 and its training, and how a point of it becomes a run."""
 
 from __future__ import annotations
 
@@ -54,16 +48,7 @@ def lenet_space(conv1: Sequence[int] = (6, 12, 24, 32), conv2: Sequence[int] = (
                 batch_sizes: Sequence[int] = (32, 64, 128, 256), batchnorm: Sequence[bool] = (False, True),
                 dense1: Sequence[int] = (32, 384), dense2: Sequence[int] = (16, 192),
                 views: Sequence[str] | None = None) -> dict[str, Any]:
-    """The search space over LeNet-5 and its training (conditional optimizer parameters).
-
-    ``conv1`` / ``conv2`` are the channel counts the two conv layers may take, ``augments`` the
-    augmentation choices (see :func:`helpers.tuning.spaces.parse_augment`), ``image_sizes`` (optional) the
-    input sizes in pixels, ``batch_sizes`` and ``batchnorm`` the values those may take, ``dense1`` /
-    ``dense2`` the (low, high) range of the dense layers' units (steps of 16), ``views`` (optional) the names of
-    view options a study maps to training hooks (``StudyConfig.view_hooks``). The defaults are the
-    wide space; a notebook may narrow it where earlier runs point (and says so). The model stays
-    LeNet-5: two conv + pool stages and three dense layers.
-    """
+    """The search space over LeNet-5 and its training (conditional optimizer parameters)."""
     log = math.log
     for name, (low, high) in (("dense1", dense1), ("dense2", dense2)):
         if not 16 <= low <= high:
@@ -106,8 +91,8 @@ def space_source() -> str:
 
 
 def stored_space(trials: Trials) -> dict[str, Any]:
-    """The space a saved search sampled from: :func:`lenet_space` with the ``space_options`` its spec
-    recorded (a narrowed space decodes its ``hp.choice`` indices differently from the default one)."""
+    """The space a saved search sampled from: :func:`lenet_space` with the ``space_options`` its spec recorded (a
+    narrowed space decodes its ``hp.choice`` indices differently from the default one)."""
     spec = json.loads(trials.attachments.get("search_spec") or "{}")
     options = (spec.get("extra") or {}).get("space_options") or {}
     return lenet_space(**options)
@@ -176,11 +161,7 @@ def parse_augment(name: str, image_size: int) -> dict[str, Any]:
 
 
 def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any]) -> RunConfig:
-    """Map a point of the space (after ``space_eval``) onto model kwargs and a TrainConfig.
-
-    ``base_train`` holds the settings the search does not vary (epochs, patience, seed, ...).
-    Raises ``ValueError`` for values the model or the optimizer cannot use.
-    """
+    """Map a point of the space (after ``space_eval``) onto model kwargs and a TrainConfig."""
     base = TrainConfig(**base_train)  # the defaults are TrainConfig's own, written once
     opt = params.get("optimizer", {"name": base.optimizer})
     if isinstance(opt, str):
@@ -211,10 +192,7 @@ def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mappi
 
 def validate_space(space: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any],
                    n_samples: int = 50, seed: int = 0) -> None:
-    """Sample the space and check every sample maps to a valid config, before any training.
-
-    Raises ``ValueError`` naming the offending sample.
-    """
+    """Sample the space and check every sample maps to a valid config, before any training."""
     rng = np.random.default_rng(seed)
     for _ in range(n_samples):
         point = sample(space, rng=rng)

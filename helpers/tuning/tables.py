@@ -1,10 +1,4 @@
-"""Tables from a search's trials: one row per trial, the best one, what the search spent, importance.
-
-Every trial has a ``state``: ``finished`` (trained all its epochs), ``stopped`` (ended early at a
-rung, scored there) or ``failed`` (diverged; no score). The best trial and importance use finished
-trials only, so scores after different numbers of epochs are never mixed; :mod:`helpers.tuning.charts`
-draws these frames.
-"""
+"""Tables from a search's trials: one row per trial, the best one, what the search spent, importance."""
 
 from __future__ import annotations
 
@@ -36,11 +30,7 @@ def layer_widths(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def trials_frame(trials: Trials, space: Mapping[str, Any], algo: str = "") -> pd.DataFrame:
-    """One row per trial in proposal order: state, validation metrics, epochs, time and the *decoded* config.
-
-    ``epochs_spent`` is the running total of epochs; ``best_so_far`` the best validation accuracy of
-    the finished trials up to that row.
-    """
+    """One row per trial in proposal order: state, validation metrics, epochs, time and the *decoded* config."""
     rows = []
     for t in trials.trials:
         result = t["result"]
@@ -60,8 +50,8 @@ def trials_frame(trials: Trials, space: Mapping[str, Any], algo: str = "") -> pd
 
 
 def add_running_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``epochs_spent`` (running epoch total) and ``best_so_far`` (best finished trial so far) to a
-    frame in proposal order; also used for Ray's results (:func:`helpers.tuning.ray_tune.results_frame`)."""
+    """Add ``epochs_spent`` (running epoch total) and ``best_so_far`` (best finished trial so far) to a frame in
+    proposal order; also used for Ray's results (:func:`helpers.tuning.ray_tune.results_frame`)."""
     if not frame.empty:
         frame["epochs_spent"] = frame["epochs"].fillna(0).astype(int).cumsum()
         done = frame["val_acc"].where(frame["state"] == "finished")
@@ -98,12 +88,8 @@ def spend(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4, min_trials: int = 8) -> pd.Series:
-    """A simple importance estimate over the *finished* trials: share of validation-accuracy variance
-    explained by each hyperparameter alone (eta squared; numeric ones binned into ``bins`` quantiles).
-
-    With fewer than ``min_trials`` finished trials every value is NaN: with about as many trials as
-    groups, η² is close to 1 for any hyperparameter by construction and ranks nothing.
-    """
+    """A simple importance estimate over the *finished* trials: share of validation-accuracy variance explained by each
+    hyperparameter alone (eta squared; numeric ones binned into ``bins`` quantiles)."""
     ok = finished(frame)
     if len(ok) < min_trials:
         return pd.Series(np.nan, index=list(params), name="variance explained")
@@ -121,8 +107,8 @@ def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4, min_tr
 
 
 def applied_table(trials: Trials, k: int = 6) -> pd.DataFrame:
-    """For the first ``k`` trials: the sampled optimizer, learning rate, batch size and widths beside what the
-    built optimizer and model really received (read off those objects after training)."""
+    """For the first ``k`` trials: the sampled optimizer, learning rate, batch size and widths beside what the built
+    optimizer and model really received (read off those objects after training)."""
     rows = []
     for t in trials.trials[:k]:
         r = t["result"]
@@ -164,8 +150,8 @@ def ranking_claim(imp: pd.Series | None, name: str = "lr") -> Verdict:
 
 
 def winner_table(model: Mapping[str, Any], train: Any) -> pd.DataFrame:
-    """The settings of a tuned configuration that differ from textbook LeNet-5 (:data:`helpers.training.TEXTBOOK`,
-    6/16 conv channels, 120/84 dense units), rounded to three significant figures: what the search changed."""
+    """The settings of a tuned configuration that differ from textbook LeNet-5 (:data:`helpers.training.TEXTBOOK`, 6/16
+    conv channels, 120/84 dense units), rounded to three significant figures: what the search changed."""
     from helpers.training import TEXTBOOK, TrainConfig
     from helpers.tuning.spaces import RunConfig
 

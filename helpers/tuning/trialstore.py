@@ -1,16 +1,4 @@
-"""Hyperopt trials on disk: plain JSON (never pickle), written atomically, one search at a time.
-
-* **JSON, not pickle.** A pickle runs code when it is loaded, so a trials file that anyone could
-  have replaced would be a way into the user's machine. Hyperopt's trial documents are plain data
-  (numbers, strings, lists, dicts and two datetimes), so they are stored as JSON, the datetimes as
-  ISO-8601 strings, and rebuilt with Hyperopt's public ``trials_from_docs``. Pickled trials files of
-  earlier versions are refused with a note on how to re-run.
-* **Atomic.** Each save goes to a temporary file that is flushed, synced and renamed over the old
-  one: a kill at any moment leaves either the previous or the new file, never half of one.
-* **Locked.** :func:`locked` takes an exclusive ``fcntl.flock`` on ``<file>.lock`` for the whole
-  search, so two searches (two notebooks, a notebook and a terminal) cannot interleave their saves
-  and lose trials; the second one is told who holds the lock.
-"""
+"""Hyperopt trials on disk: plain JSON (never pickle), written atomically, one search at a time."""
 
 from __future__ import annotations
 
@@ -68,8 +56,8 @@ def trials_to_json(trials: Trials) -> str:
 
 
 def trials_from_json(text: str, source: str = "trials file") -> Trials:
-    """Rebuild a :class:`hyperopt.Trials` from :func:`trials_to_json`'s output; TrialsFileError saying what is
-    wrong with a file that is not valid JSON, not ours, or damaged."""
+    """Rebuild a :class:`hyperopt.Trials` from :func:`trials_to_json`'s output; TrialsFileError saying what is wrong
+    with a file that is not valid JSON, not ours, or damaged."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -106,12 +94,7 @@ def trials_from_json(text: str, source: str = "trials file") -> Trials:
 
 
 def load_trials(path: Path) -> Trials | None:
-    """The trials saved at ``path``, or ``None`` when there is no such file yet.
-
-    A pickled file (of an earlier version of this project) is refused, never unpickled. A file whose
-    bytes do not match the sha256 written beside it (edited by hand, damaged) is refused; a file of an
-    earlier version, which has none, is accepted once with a warning and its sha256 written then.
-    """
+    """The trials saved at ``path``, or ``None`` when there is no such file yet."""
     path = Path(path)
     if not path.exists():
         return None
@@ -142,11 +125,7 @@ def _digest(data: bytes) -> str:
 
 
 def save_trials(trials: Trials, path: Path) -> None:
-    """Write ``trials`` as JSON atomically, with its sha256 beside it, so that a later edit is noticed.
-
-    The checksum file is written first and names the new and the previous contents: a kill between the two
-    writes leaves the previous file, which still matches, never a file refused as altered.
-    """
+    """Write ``trials`` as JSON atomically, with its sha256 beside it, so that a later edit is noticed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = trials_to_json(trials).encode("utf-8")
@@ -157,11 +136,7 @@ def save_trials(trials: Trials, path: Path) -> None:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<path>.lock`` while the block runs (one search per trials file).
-
-    Raises :class:`SearchLockedError` at once, naming the holder, when another process has it.
-    The lock dies with its process, so a killed search never leaves a stale lock behind.
-    """
+    """Hold an exclusive lock on ``<path>.lock`` while the block runs (one search per trials file)."""
     try:
         import fcntl
     except ImportError:  # Windows: no flock; searches there are not protected against each other

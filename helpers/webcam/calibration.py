@@ -1,15 +1,4 @@
-"""Is a confidence worth its number? Calibration error, temperature scaling and the "not sure" threshold.
-
-* :func:`expected_calibration_error`: ECE over 15 equal-width bins of top-1 confidence (the gap
-  between confidence and accuracy, weighted by how many predictions fall in each bin).
-* :func:`fit_temperature`: one scalar T dividing the logits, fitted on *validation* by minimising
-  the negative log-likelihood (Guo et al. 2017); it changes confidences, never the top-1 class.
-* :func:`confidence_threshold`: the lowest confidence that still keeps a chosen share (default 90 %)
-  of the correct validation predictions confident; below it the demo says "not sure".
-
-The result is stored as JSON beside the model (:class:`Calibration`, ``<model>.calibration.json``)
-and copied into the ONNX model's JSON for the Jetson script, so every front end abstains alike.
-"""
+"""Is a confidence worth its number? Calibration error, temperature scaling and the "not sure" threshold."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""Frame sources over OpenCV's ``VideoCapture`` (the live demo itself is :mod:`helpers.webcam.demo`).
-
-Sources: a camera index (MacBook or USB webcam), a Jetson CSI camera through GStreamer's
-``nvarguscamerasrc ... ! appsink`` pipeline, a video file, or a folder of images. Opening a
-camera and reading from it happen in a helper thread with time limits, so a camera that cannot
-be opened, or stops delivering frames, raises :class:`CameraError` after a bounded time instead
-of hanging; given a fallback, the demo says what happened and continues from the fallback.
-"""
+"""Frame sources over OpenCV's ``VideoCapture`` (the live demo itself is :mod:`helpers.webcam.demo`)."""
 
 from __future__ import annotations
 
@@ -60,11 +53,7 @@ def one_line(text: object) -> str:
 
 
 def opencv_path(path: Path | str) -> str:
-    """``path`` as a string OpenCV can take; ValueError for a name that is not valid UTF-8.
-
-    OpenCV receives such a name as surrogate escapes and crashes the process (a segfault, no message):
-    file I/O here goes through bytes instead, and what cannot (a video file) is refused with this.
-    """
+    """``path`` as a string OpenCV can take; ValueError for a name that is not valid UTF-8."""
     text = str(path)
     try:
         text.encode("utf-8")
@@ -91,10 +80,7 @@ def image_size_of(data: bytes) -> tuple[int, int] | None:
 
 
 def read_image(path: Path | str) -> np.ndarray:
-    """A BGR frame from an image file, read as bytes (any file name); ValueError with the reason if there is none.
-
-    Images over :data:`MAX_PIXELS` are decoded reduced (JPEG) or refused, never decoded into gigabytes.
-    """
+    """A BGR frame from an image file, read as bytes (any file name); ValueError with the reason if there is none."""
     path = Path(path)
     name = shown(path)
     if not path.exists():
@@ -126,8 +112,8 @@ def read_image(path: Path | str) -> np.ndarray:
 
 
 def on_white(image: np.ndarray) -> np.ndarray:
-    """A decoded image as 8-bit BGR: gray expanded, 16-bit scaled, and transparency put on white (a print or a
-    drawing on paper, not on black)."""
+    """A decoded image as 8-bit BGR: gray expanded, 16-bit scaled, and transparency put on white (a print or a drawing
+    on paper, not on black)."""
     if image.dtype == np.uint16:
         image = (image // 257).astype(np.uint8)
     if image.ndim == 2:
@@ -190,11 +176,7 @@ class FrameSource:
 
 
 class CaptureSource(FrameSource):
-    """A ``cv2.VideoCapture`` (camera index, GStreamer pipeline or video file) with time limits.
-
-    ``live`` sources (cameras) must deliver a frame within ``frame_timeout`` seconds; a file ends
-    with ``None``. ``capture_factory`` builds the capture (tests pass a stand-in for a camera).
-    """
+    """A ``cv2.VideoCapture`` (camera index, GStreamer pipeline or video file) with time limits."""
 
     def __init__(self, target: int | str, *, live: bool, api: int = cv2.CAP_ANY, open_timeout: float = 10.0,
                  frame_timeout: float = 3.0, properties: dict[int, float] | None = None,
@@ -328,10 +310,7 @@ def _with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
 def gstreamer_pipeline(sensor_id: int = 0, capture_width: int = 1280, capture_height: int = 720,
                        display_width: int = 640, display_height: int = 360, framerate: int = 30,
                        flip_method: int = 0) -> str:
-    """The standard Jetson CSI-camera pipeline (``nvarguscamerasrc`` to BGR frames in ``appsink``).
-
-    ``flip_method`` 0..7 as ``nvvidconv`` defines it (2 = rotate 180°, for upside-down mounts).
-    """
+    """The standard Jetson CSI-camera pipeline (``nvarguscamerasrc`` to BGR frames in ``appsink``)."""
     if not 0 <= flip_method <= 7:
         raise ValueError(f"flip_method must be 0..7, got {flip_method}")
     for name, value in (("capture_width", capture_width), ("capture_height", capture_height),
@@ -351,11 +330,7 @@ def gstreamer_pipeline(sensor_id: int = 0, capture_width: int = 1280, capture_he
 def open_source(spec: str | int, *, fallback: str | None = None, width: int = 640, height: int = 480, fps: int = 30,
                 flip: int = 0, open_timeout: float = 10.0, frame_timeout: float = 3.0,
                 log: Callable[[str], None] = print) -> FrameSource:
-    """Open ``spec``: a camera index (``0``), ``csi`` (Jetson), a video file or an image folder.
-
-    With ``fallback`` (a file or folder), a camera that fails to open or stops delivering frames
-    is replaced by the fallback, with a message saying why.
-    """
+    """Open ``spec``: a camera index (``0``), ``csi`` (Jetson), a video file or an image folder."""
     def primary() -> FrameSource:
         text = str(spec)
         if text == "csi":

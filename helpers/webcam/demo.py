@@ -1,18 +1,4 @@
-"""The live demo: frames from a camera (or video, or folder) → the model → an annotated window.
-
-``python -m helpers.demo --source 0|csi|PATH [--checkpoint FILE] [--headless --out DIR]``
-
-Without a display (Linux with neither X11 nor Wayland) it runs headless and says so, rather than
-letting OpenCV's window abort the process.
-
-The photo command line (:func:`predict_main`) classifies image files or folders with the demo's crop,
-model and "not sure": ``python -m helpers.predict PATH [PATH ...] [--json] [--model FILE.pt|FILE.onnx]``.
-Images of any size are cropped to the guide box (the centred square) and resized as the demo does
-(:mod:`helpers.webcam.inference`). One line per file: the answer (a character, or "not sure" below the
-model's calibrated threshold) and the top 3 with probabilities; ``--json`` prints one JSON list
-instead. A file that cannot be read as an image gets one ``error:`` line (the project's CLI helper)
-and the exit code is 1; the other files are still classified.
-"""
+"""The live demo: frames from a camera (or video, or folder) → the model → an annotated window."""
 
 from __future__ import annotations
 
@@ -123,8 +109,8 @@ PREDICT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", "
 
 
 def image_paths(paths: Sequence[Path]) -> Iterator[Path | ValueError]:
-    """Files as given; folders expanded to their image files (sorted, not recursive). A folder with no
-    image files yields a ValueError in its place, so that the other arguments are still classified."""
+    """Files as given; folders expanded to their image files (sorted, not recursive). A folder with no image files
+    yields a ValueError in its place, so that the other arguments are still classified."""
     for p in paths:
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in PREDICT_SUFFIXES and f.is_file())

@@ -1,13 +1,4 @@
-"""Export a checkpoint to ONNX for the Jetson script (``scripts/webcam_onnx.py``, no PyTorch).
-
-JetPack 4.6 ships OpenCV 4.1.1, whose ``cv2.dnn`` ONNX importer knows only the classic operators.
-The export therefore uses the TorchScript-based exporter at opset 9 with constant folding, which
-folds BatchNorm into the convolutions and drops dropout, and then checks that the graph holds only
-operators OpenCV 4.1's importer reads (Conv, Relu, Tanh, Elu, LeakyRelu, MaxPool, AveragePool,
-Flatten, Gemm). Softmax is left to the script (NumPy). Class names, normalisation, input size and,
-if the model was calibrated (notebook 06), its temperature and "not sure" threshold go to a JSON
-file beside the ``.onnx``.
-"""
+"""Export a checkpoint to ONNX for the Jetson script (``scripts/webcam_onnx.py``, no PyTorch)."""
 
 from __future__ import annotations
 
@@ -78,8 +69,8 @@ def jetson_script():
 
 
 def parity(onnx_path: Path, torch_predictor, onnx_predictor, frames, classes) -> tuple[str, Any]:
-    """Do PyTorch, the ONNX predictor and the Jetson script give the same top-1 and "not sure" answers on
-    ``frames``? One line (operators, calibration, largest probability difference) and the agreement table."""
+    """Do PyTorch, the ONNX predictor and the Jetson script give the same top-1 and "not sure" answers on ``frames``?
+    One line (operators, calibration, largest probability difference) and the agreement table."""
     import cv2
     import numpy as np
 

@@ -1,17 +1,4 @@
-"""From a camera frame to a prediction: preprocessing identical to training, top-3, "not sure", annotation.
-
-Training images are 28×28 RGB (or gray) ``uint8`` arrays scaled to 0..1 and normalised with the
-training split's mean/std. A frame from OpenCV is BGR and of any size, so :func:`preprocess`
-crops the *guide box* (:func:`guide_box`: the centred square, drawn on the live view so the user
-knows where to hold the print), resizes it to the model's input size (area interpolation), converts
-BGR to RGB (or to gray), then applies exactly the training normalisation stored in the checkpoint.
-A 28×28 frame therefore yields exactly the tensor the training code would have built.
-
-If a calibration file lies beside the model (:mod:`helpers.webcam.calibration`, written by notebook 06),
-probabilities are temperature-scaled and a top-1 confidence below its threshold reads "not sure".
-:class:`Predictor` runs a PyTorch checkpoint, :class:`OnnxPredictor` the exported ONNX model through
-OpenCV's ``dnn`` module (as the Jetson script does); both give :class:`Prediction` objects.
-"""
+"""From a camera frame to a prediction: preprocessing identical to training, top-3, "not sure", annotation."""
 
 from __future__ import annotations
 
@@ -94,8 +81,8 @@ def preprocess(frame_bgr: np.ndarray, image_size: int, in_channels: int, mean: S
 
 
 def to_bgr_frame(image_chw: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
-    """A data set image (uint8 C×H×W, RGB or gray) as an OpenCV BGR frame, optionally enlarged
-    ``scale`` times with nearest-neighbour (so that area resizing recovers it exactly)."""
+    """A data set image (uint8 C×H×W, RGB or gray) as an OpenCV BGR frame, optionally enlarged ``scale`` times with
+    nearest-neighbour (so that area resizing recovers it exactly)."""
     arr = image_chw.numpy() if isinstance(image_chw, torch.Tensor) else np.asarray(image_chw)
     frame = cv2.cvtColor(arr[0], cv2.COLOR_GRAY2BGR) if arr.shape[0] == 1 else cv2.cvtColor(arr.transpose(1, 2, 0), cv2.COLOR_RGB2BGR)
     if scale > 1:
@@ -196,8 +183,8 @@ class Predictor(_Base):
 
     @classmethod
     def from_checkpoint(cls, path: Path, device: str | torch.device = "cpu", calibrated: bool = True) -> Predictor:
-        """Load ``path`` (raises :class:`CheckpointError` with the reason if it is not usable) and, with
-        ``calibrated``, the calibration file beside it if there is one."""
+        """Load ``path`` (raises :class:`CheckpointError` with the reason if it is not usable) and, with ``calibrated``,
+        the calibration file beside it if there is one."""
         cal_file = calibration_path(path)
         calibration = Calibration.load(cal_file) if calibrated and cal_file.exists() else None
         return cls(load_checkpoint(path, device), device, calibration)
@@ -271,9 +258,9 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], size: float, color: 
 
 def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = None,
              inset: np.ndarray | None = None, fit: str = "crop") -> np.ndarray:
-    """A copy of the frame with the guide box (the centred square; with ``fit="pad"`` the whole frame, which is
-    what is classified then), the top-3 labels with confidence bars (or "not sure" above them), an FPS counter
-    and, if given, ``inset`` (the model's view) in the bottom-left corner."""
+    """A copy of the frame with the guide box (the centred square; with ``fit="pad"`` the whole frame, which is what is
+    classified then), the top-3 labels with confidence bars (or "not sure" above them), an FPS counter and, if given,
+    ``inset`` (the model's view) in the bottom-left corner."""
     out = frame_bgr.copy()
     if out.shape[0] < 360:  # small frames (e.g. 112 px): enlarge so the text is readable
         scale = int(np.ceil(360 / out.shape[0]))
@@ -318,8 +305,8 @@ DEMO_CHOICE = "demo_model.json"  #: written by notebook 06 beside the models: wh
 
 def demo_choice(budget: str = "full", shipped_model: Path | None = None) -> tuple[Path, str]:
     """The model the demo and the photo command line use, and why: the one notebook 06 chose on this machine
-    (``demo_model.json`` beside its models), else the committed one (``models/simpsons_demo.pt``). Any other
-    checkpoint is used only when passed with ``--model``."""
+    (``demo_model.json`` beside its models), else the committed one (``models/simpsons_demo.pt``). Any other checkpoint
+    is used only when passed with ``--model``."""
     from helpers.webcam import shipped
 
     models = paths.Outputs.for_budget(budget).models

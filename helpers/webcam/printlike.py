@@ -1,21 +1,4 @@
-"""Views that make a show frame look like a print or a drawing held up to the camera.
-
-Simpsons-MNIST images are frames of the show: a character small, in a scene. A print or a drawing shows it
-large or full-body, on white card, in flat colours. :func:`print_view` turns a training image into one such
-view, every step drawn from the image's own seeded generator:
-
-* **zoom in** (probability 0.4): a random crop of 60-90 % of the side, enlarged, so the character fills more;
-* **flat background** (0.8): flood-fill from the border with white, within a random colour tolerance, so the
-  flat walls and skies of a cartoon scene become the card a print is on;
-* **posterize** (0.4): an edge-keeping blur and 3-6 colour levels, like a cheap print;
-* **shrink on white** (0.5, only after the flat background): the frame smaller on a white card, like a
-  full-body drawing inside the guide box.
-
-:func:`print_views` stores ``copies`` such views per training image as model pixels, for
-:class:`helpers.training.ViewSwap` (the robust recipe's ``print_copies``); with ``camera`` (shift family
-names) each view is then seen through one of those camera shifts, as a print held up to a webcam is. No art
-image is ever used: the art set (:mod:`helpers.webcam.art`) only measures the result.
-"""
+"""Views that make a show frame look like a print or a drawing held up to the camera."""
 
 from __future__ import annotations
 
@@ -93,8 +76,8 @@ def print_view(image_chw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def print_views(images: np.ndarray | torch.Tensor, image_size: int, in_channels: int, *, copies: int = 3,
                 seed: int = SEED, camera: Sequence[str] = ()) -> torch.Tensor:
     """uint8 (copies, N, C, H, W): ``copies`` print-like views of every image, as the model sees them; with ``camera``
-    (shift family names), each view is then seen through one of those camera shifts (family and severity drawn
-    per image and copy), as a print held up to a webcam is."""
+    (shift family names), each view is then seen through one of those camera shifts (family and severity drawn per image
+    and copy), as a print held up to a webcam is."""
     images = np.asarray(images)
     out = np.empty((copies, len(images), in_channels, image_size, image_size), np.uint8)
     for k in range(copies):

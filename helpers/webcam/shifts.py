@@ -1,27 +1,4 @@
-"""Camera-shift sets: what a printed or hand-drawn character looks like to a webcam, made deterministic.
-
-A Simpsons-MNIST image is a clean 28×28 frame from the show. The demo sees a camera frame of a
-print held in its guide box: part of the box, on a desk or a coloured sheet, blurred, lit unevenly,
-tinted, noisy, JPEG-compressed. Each *family* below imitates one of these, at three severities;
-:func:`shifted_frames` turns data set images into BGR camera frames (``FRAME`` px square, the size of
-the guide box) that then go through the demo's own crop and resize (:mod:`helpers.webcam.inference`).
-
-Every frame is drawn from a generator seeded by (seed, family, severity, image index), so two builds
-give identical pixels (tests compare hashes) and adding images does not change the others.
-
-The module also makes frames with no Simpsons character in them (:func:`ood_frames`): what the demo
-must answer "not sure" for.
-
-Measured kinds (:data:`KINDS`, never trained on): an empty desk or sheet (a lit, textured
-background), a flat colour, uniform noise, blurred noise, and Fashion-MNIST images (real photos of
-clothes; passed in, as they come from the data loader).
-
-Training kinds (:data:`TRAIN_KINDS`, for the outlier-exposure loss of the robust model, kept apart
-from the measured ones): Simpsons-MNIST training images cut into tiles and shuffled (their colours,
-none of their shapes), random filled shapes on a background, and chest X-rays (real images of
-something else; passed in). All are BGR frames of :data:`helpers.webcam.shifts.FRAME` px, each drawn from
-its own seeded generator, so a set is identical on every build.
-"""
+"""Camera-shift sets: what a printed or hand-drawn character looks like to a webcam, made deterministic."""
 
 from __future__ import annotations
 
@@ -127,10 +104,10 @@ def jpeg(frame: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
 
 
 def resample(frame: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """A resize round trip: the 28-px image up-sampled 5–8× (bilinear, as a print or screen smooths it),
-    then brought to the frame size with area / bilinear / nearest interpolation (severity picks the
-    method; every method gets the same factor). A factor of 4 would land exactly on the 112-px frame's
-    pixel grid, where all three methods agree, so it is left out."""
+    """A resize round trip: the 28-px image up-sampled 5–8× (bilinear, as a print or screen smooths it), then brought to
+    the frame size with area / bilinear / nearest interpolation (severity picks the method; every method gets the same
+    factor). A factor of 4 would land exactly on the 112-px frame's pixel grid, where all three methods agree, so it is
+    left out."""
     method = list(INTERPOLATIONS.values())[severity - 1]
     small = cv2.resize(frame, (28, 28), interpolation=cv2.INTER_AREA)
     k = int(rng.integers(5, 9))
@@ -240,8 +217,8 @@ def _synthetic(kind: str, rng: np.random.Generator, side: int) -> np.ndarray:
 
 
 def ood_frames(kind: str, n: int, *, seed: int = 0, images: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-    """``n`` frames of one kind. "Fashion-MNIST" and "chest X-ray" take the first ``n`` uint8 C×H×W
-    ``images``; "shuffled tiles" cuts up the first ``n`` of them."""
+    """``n`` frames of one kind. "Fashion-MNIST" and "chest X-ray" take the first ``n`` uint8 C×H×W ``images``;
+    "shuffled tiles" cuts up the first ``n`` of them."""
     if kind in _FROM_IMAGES and (images is None or len(images) < n):
         raise ValueError(f"{kind} frames need at least {n} images, got {0 if images is None else len(images)}")
     if kind in ("Fashion-MNIST", "chest X-ray"):

@@ -1,11 +1,4 @@
-"""The demo's own model, committed under ``models/`` so that the demo runs right after cloning.
-
-Only a full-budget run of notebook 06 writes it (:func:`publish`): the model notebook 06 chose, as the
-checkpoint (with its ``.sha256``), its calibration, the ONNX file and JSON the Jetson script reads, a card
-(``card.json`` and ``README.md``: data, recipe, commit, clean and art-set figures) and ``SHA256SUMS``. Each file
-stays under :data:`MAX_BYTES`. :func:`verify` checks the committed files against ``SHA256SUMS``;
-:func:`clean_accuracy` is how the card's clean test accuracy is computed, so a test can reproduce it.
-"""
+"""The demo's own model, committed under ``models/`` so that the demo runs right after cloning."""
 
 from __future__ import annotations
 
@@ -44,8 +37,8 @@ def clean_accuracy(predictor: Any, images: np.ndarray, labels: np.ndarray) -> fl
 
 
 def card_markdown(card: Mapping[str, Any], heading: bool = True) -> str:
-    """The card as a short page: what the model is, how it was made, and what it scores (``heading``: with its
-    title and what the file is, as ``models/README.md``)."""
+    """The card as a short page: what the model is, how it was made, and what it scores (``heading``: with its title and
+    what the file is, as ``models/README.md``)."""
     lines = [f"# The demo's model: `{STEM}`", "",
              "Written by a full-budget run of `notebooks/06_webcam_inference.ipynb`; the demo "
              "(`python -m helpers.demo`) and the photo command line (`python -m helpers.predict`) use it when "
@@ -62,9 +55,9 @@ def card_markdown(card: Mapping[str, Any], heading: bool = True) -> str:
 
 
 def publish(source: Path, card: Mapping[str, Any], budget: str, dest: Path | None = None) -> Path | None:
-    """Copy the checkpoint ``source`` (with its calibration) into ``models/``, export it to ONNX, and write the
-    card and ``SHA256SUMS``. Only the full budget publishes (a quick run or a test never replaces the committed
-    model): otherwise it says so and returns None."""
+    """Copy the checkpoint ``source`` (with its calibration) into ``models/``, export it to ONNX, and write the card and
+    ``SHA256SUMS``. Only the full budget publishes (a quick run or a test never replaces the committed model): otherwise
+    it says so and returns None."""
     from helpers.webcam.export import export_onnx
 
     if budget != "full":

@@ -1,14 +1,4 @@
-"""The aspect-ratio shortcut of square inputs, and the stretched copies that train it away.
-
-A loader that resizes every image to a square squashes a wide image more than a narrow one. When
-the source images' aspect ratio differs by class (in the chest X-ray training split the originals
-of normal lungs are 1.2 : 1, those with pneumonia 1.5 : 1), the squash itself becomes a class cue
-that a CNN can learn instead of the lungs. This module reads the source files' aspect ratios
-(:func:`source_aspect_ratios`, for the domain probe's matching) and stores horizontally stretched and
-squashed copies of the training images as *views* (:func:`with_stretch_views`), which the
-:class:`~helpers.training.ViewSwap` hook of ``fit`` swaps in per image (the same mechanism as the webcam
-model's camera views).
-"""
+"""The aspect-ratio shortcut of square inputs, and the stretched copies that train it away."""
 
 from __future__ import annotations
 
@@ -28,10 +18,7 @@ STRETCHES = (0.8, 0.86, 0.93, 1.07, 1.16, 1.25)
 
 
 def stretch(images: torch.Tensor, factor: float) -> torch.Tensor:
-    """uint8 images (N, C, H, W) with their content's width times ``factor`` (height and size kept).
-
-    Squashing (``factor`` < 1) fills the sides by reflection, so no black bars appear that a
-    model could learn as the mark of a view; stretching crops the sides."""
+    """uint8 images (N, C, H, W) with their content's width times ``factor`` (height and size kept)."""
     if factor <= 0:
         raise ValueError(f"factor must be positive, got {factor}")
     if factor == 1:
@@ -59,7 +46,7 @@ def source_sizes(folder: Path, ids: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def source_aspect_ratios(folder: Path, ids: Sequence[str]) -> list[float | None]:
-    """Width / height of each source file ``ids`` (relative to ``folder``); None for a file stored as an
-    exact square (in the X-ray mirror: the re-encoded 224 x 224 copies, and one test original), which
-    carries no aspect ratio of its own."""
+    """Width / height of each source file ``ids`` (relative to ``folder``); None for a file stored as an exact square
+    (in the X-ray mirror: the re-encoded 224 x 224 copies, and one test original), which carries no aspect ratio of its
+    own."""
     return [w / h if w != h else None for w, h in source_sizes(folder, ids)]

@@ -1,24 +1,4 @@
-"""Validation that sees the shift: importance weights from a domain classifier, and views that zoom.
-
-Under *covariate shift* the label given an image is unchanged and only the images' distribution
-moves from the training pool to the test split. Then the accuracy on validation images reweighted by
-w(x) = p(test | x) / p(pool | x) estimates the accuracy on test without its labels (Shimodaira 2000;
-Sugiyama et al. 2007). :func:`domain_weights` estimates w with a LeNet-5 domain classifier trained on
-training-split images against test *images* (no labels), its classes balanced so that its odds are
-the density ratio; the validation images are never in its training, so their weights are out of fold.
-Weights are normalised to mean 1 and clipped, and the effective sample size says how many validation
-images the weighted score is worth. :func:`weighted_validation` turns the weights into integer counts on the
-validation split (``Split.weights``: image i counts as if repeated), so that every choice the project makes on
-validation accuracy (a search, a retrain check, a best epoch) makes it on the weighted score unchanged.
-
-What breaks it: labels that change given the image (a different labelling in the test hospital), test
-images unlike any pool image (weights explode; the effective sample size falls), and a domain
-classifier that learns something other than the shift (then the weights are noise, and the weighted
-score is merely a noisier plain score).
-
-:class:`ZoomViews` is the candidate remedy: views that change the anatomy's scale, aspect and position,
-drawn per image and per step (a :class:`~helpers.training.TrainHook`).
-"""
+"""Validation that sees the shift: importance weights from a domain classifier, and views that zoom."""
 
 from __future__ import annotations
 
@@ -87,9 +67,9 @@ def _grouped_holdout(ids: list[str], share: float, rng: np.random.Generator) -> 
 
 def domain_weights(data: DataSplits, *, epochs: int = 15, seed: int = 0, clip: float = CLIP,
                    device: str | torch.device = "auto") -> ShiftWeights:
-    """Importance weights w(x) = p(test | x) / p(pool | x) for ``data``'s validation images, from a LeNet-5 that
-    tells training-split images from test images (pixels only; a patient-grouped fifth of each side is held out
-    to pick its epoch and measure its AUC). The classes are balanced in its loss, so its odds are the ratio."""
+    """Importance weights w(x) = p(test | x) / p(pool | x) for ``data``'s validation images, from a LeNet-5 that tells
+    training-split images from test images (pixels only; a patient-grouped fifth of each side is held out to pick its
+    epoch and measure its AUC). The classes are balanced in its loss, so its odds are the ratio."""
     rng = np.random.default_rng(seed)
     pool, test = data.train, data.test
     hold_pool, hold_test = _grouped_holdout(pool.ids, 0.2, rng), _grouped_holdout(test.ids, 0.2, rng)
@@ -133,8 +113,8 @@ def integer_counts(weights: np.ndarray, total: int) -> np.ndarray:
 
 def weighted_validation(data: DataSplits, weights: ShiftWeights, per_image: int = TOTAL_PER_IMAGE) -> DataSplits:
     """``data`` with its validation split importance-weighted: image i counts about per_image × w_i times
-    (``Split.weights``), so that plain accuracy on it is the importance-weighted validation accuracy (to
-    rounding); images that round to 0 leave the split."""
+    (``Split.weights``), so that plain accuracy on it is the importance-weighted validation accuracy (to rounding);
+    images that round to 0 leave the split."""
     if len(weights.weights) != len(data.val):
         raise ValueError(f"{len(weights.weights)} weights for {len(data.val)} validation images")
     counts = integer_counts(weights.weights, per_image * len(data.val))
@@ -152,9 +132,9 @@ def weighted_accuracy(correct: np.ndarray, weights: np.ndarray) -> float:
 
 
 class ZoomViews(TrainHook):
-    """Each training image of a batch is zoomed by a factor drawn log-uniformly from ``scale``, its aspect changed
-    by a factor from ``aspect`` and moved by up to ``move`` of the frame, per image and per step (reflection fills
-    the border): views that change the anatomy's scale and position in the frame."""
+    """Each training image of a batch is zoomed by a factor drawn log-uniformly from ``scale``, its aspect changed by a
+    factor from ``aspect`` and moved by up to ``move`` of the frame, per image and per step (reflection fills the
+    border): views that change the anatomy's scale and position in the frame."""
 
     def __init__(self, scale: tuple[float, float] = (0.8, 1.25), aspect: tuple[float, float] = (0.85, 1.18),
                  move: float = 0.08) -> None:
@@ -183,8 +163,8 @@ class ZoomViews(TrainHook):
 def val_table(groups: dict[str, list], plain: DataSplits | None = None, sized=None,
               device: str | torch.device = "auto") -> pd.DataFrame:
     """Per model (a list of runs over seeds, trained with the weighted validation split): plain validation accuracy
-    (``plain``'s, or ``sized(image_size)``'s for a run at another input size), the weighted one each run was chosen
-    by, and test accuracy, balanced accuracy and normal recall; means over seeds, in %."""
+    (``plain``'s, or ``sized(image_size)``'s for a run at another input size), the weighted one each run was chosen by,
+    and test accuracy, balanced accuracy and normal recall; means over seeds, in %."""
     from helpers.training import evaluate
 
     rows = []
