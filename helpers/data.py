@@ -277,8 +277,7 @@ def load_dataset(name: str, **kwargs) -> DataSplits:
 
 
 def if_present(name: str, load: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-    """``load(*args, **kwargs)``, but a *missing* data set prints one ``SKIPPED <name>:`` line saying how to get it and
-    gives ``None`` (corrupt data still raises), so a notebook runs on without it."""
+    """``load(...)``; a *missing* data set prints one ``SKIPPED`` line and gives None (corrupt data raises)."""
     try:
         return load(*args, **kwargs)
     except DataNotFoundError as exc:

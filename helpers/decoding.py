@@ -177,10 +177,7 @@ def _simpsons_mismatch(folder: Path, source: DataSource, rel: str, per_file: dic
 
 
 def verify_manifest(folder: Path, source: DataSource, digests: dict[str, str], present: Sequence[str] = ()) -> None:
-    """Check the files listed in ``manifest.csv`` (the offline mirror ships one) against their sha256, and that none of
-    the image files ``present`` (relative paths) is missing from it: an extra file is named and the load stops, because
-    a file that is not in the published set (say, a test image copied into train) would change what the model is trained
-    or scored on."""
+    """Check files against ``manifest.csv`` (sha256); a file ``present`` but not listed stops the load."""
     manifest = folder / "manifest.csv"
     if not manifest.exists():
         return

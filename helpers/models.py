@@ -172,8 +172,7 @@ def _flat_size(features: nn.Module, channels: int, size: int) -> int:
 
 
 def layer_table(model: nn.Module, channels: int, size: int) -> pd.DataFrame:
-    """One row per layer of ``model``: its type, the output shape of one ``channels``×``size``×``size`` image, and its
-    trainable parameters (the total is :func:`count_parameters`)."""
+    """One row per layer: type, output shape for one ``channels``×``size``×``size`` image, parameters."""
     rows: list[dict[str, Any]] = []
     leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
     handles = [m.register_forward_hook(lambda m, i, o, name=name: rows.append(

@@ -27,8 +27,7 @@ def printable(text: str) -> str:
 
 
 def shown(path: Path | str) -> str:
-    """``path`` as shown to a reader: relative to the project when inside it (no machine paths in reports), printable
-    even when its name is not valid UTF-8."""
+    """``path`` for a reader: relative to the project when inside it, printable even if not valid UTF-8."""
     resolved = Path(path).expanduser().resolve()
     try:
         return printable(resolved.relative_to(project_root()).as_posix())

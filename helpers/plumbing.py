@@ -1,5 +1,4 @@
-"""Plumbing every entry point shares: one error path for command lines, the device, and files written atomically with a
-checksum."""
+"""What every entry point shares: one error path, the device, files written atomically with a checksum."""
 
 from __future__ import annotations
 
@@ -105,8 +104,7 @@ def checksum_path(path: Path) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a synced temporary file and a rename: a kill at any moment leaves either the
-    previous file or the new one, never half of one."""
+    """Write ``data`` to ``path`` via a synced temporary file and a rename: never half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

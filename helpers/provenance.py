@@ -31,8 +31,7 @@ CODE_PATHS = ("helpers", ":(exclude)helpers/README.md", "scripts", "requirements
 
 
 def git_state(root: Path | None = None) -> dict[str, object]:
-    """``{"commit": sha or None, "dirty": bool or None}``; dirty when the code (:data:`CODE_PATHS`: changed, new or
-    deleted files there) differs from that commit."""
+    """``{"commit", "dirty"}``: dirty when the code in :data:`CODE_PATHS` differs from that commit."""
     root = Path(root or project_root())
     commit = _git(["rev-parse", "HEAD"], root)
     status = _git(["status", "--porcelain", "--", *CODE_PATHS], root) if commit else None
@@ -85,8 +84,7 @@ class RunStamp:
         self.data: dict[str, str] = {}
 
     def uses(self, *datasets: Any) -> None:
-        """Record the fingerprint of each data set the notebook reads (as loaded, slices included): anything with a
-        ``name`` and a ``fingerprint()``."""
+        """Record the fingerprint of each data set the notebook reads (anything with ``fingerprint()``)."""
         for d in datasets:
             self.data[d.name] = d.fingerprint()
 
@@ -107,10 +105,7 @@ class RunStamp:
 
     def finish(self, notebook: str, headline: Sequence[Mapping[str, Any]] = (), outputs: Outputs | None = None,
                findings: Sequence[Mapping[str, str]] = ()) -> None:
-        """Print the stamp and write the summary of ``notebook`` (its file stem): the stamp's fields and ``headline``
-        rows (keys from :data:`HEADLINE_KEYS`) to ``<outputs>/summary/<notebook>.json`` and, as a display output, into
-        the notebook itself. Returns None, so that a notebook's last cell shows the summary once (a returned dict would
-        be displayed a second time)."""
+        """Print the stamp, write ``notebook``'s summary (file and display output); None, so it shows once."""
         unknown = {k for row in headline for k in row} - set(HEADLINE_KEYS)
         if unknown:
             raise ValueError(f"headline keys must be among {HEADLINE_KEYS}, got {sorted(unknown)}")

@@ -127,8 +127,7 @@ def train_and_evaluate(
 
 
 def save_run(result: RunResult, data: DataSplits, checkpoint: Path, extra: Mapping[str, Any] | None = None) -> Path:
-    """Save one run's weights with its settings and validation (and, if evaluated, test) metrics (``extra``: more
-    metadata, plain values)."""
+    """Save one run's weights with its settings and metrics (``extra``: more plain metadata)."""
     metrics = {"val_acc": result.val.accuracy, "val_loss": result.val.loss, "best_epoch": result.history.best_epoch,
                "seed": result.train_config.seed}
     if result.test is not None:
@@ -144,8 +143,7 @@ def save_run(result: RunResult, data: DataSplits, checkpoint: Path, extra: Mappi
 def reload_run(checkpoint: Path, data: DataSplits, train: TrainConfig, *, name: str,
                model_config: dict[str, Any] | None = None, arch: str = "lenet5",
                device: str | torch.device = "auto", hooks: Sequence[TrainHook] = ()) -> RunResult | None:
-    """The run saved at ``checkpoint`` (with its history, see :func:`save_run`'s ``extra``), if it was trained with
-    exactly ``train`` and ``model_config`` on data with ``data``'s fingerprint; else None."""
+    """The run at ``checkpoint`` if trained with exactly ``train``, ``model_config`` and ``data``; else None."""
     try:
         ck = load_checkpoint(checkpoint)
     except CheckpointError:

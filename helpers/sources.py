@@ -160,8 +160,7 @@ def _write_provenance(folder: Path, kind: str, origin: str) -> None:
 
 
 def provenance(folder: Path) -> dict[str, str] | None:
-    """Where the project got ``folder`` from (``source``: mirror or download, ``from``), or ``None`` for a folder the
-    project did not put there."""
+    """Where the project got ``folder`` from (``source``, ``from``), or None if it did not put it there."""
     try:
         return json.loads((Path(folder) / PROVENANCE).read_text())
     except (OSError, ValueError):
@@ -246,8 +245,7 @@ def download_zip_folder(url: str, inner: str, dest: Path) -> None:
 
 
 def extract_zip_folder(archive: Path, inner: str, dest: Path, origin: str) -> None:
-    """Extract the folder ``inner`` of the zip ``archive`` (from ``origin``) to ``dest``, refusing any member that would
-    be written outside ``dest``."""
+    """Extract folder ``inner`` of zip ``archive`` to ``dest``, refusing members outside ``dest``."""
     root = Path(dest).resolve()
     with zipfile.ZipFile(archive) as zf:
         members = [m for m in zf.namelist() if f"/{inner}/" in f"/{m}"]

@@ -1,5 +1,4 @@
-"""A data set in memory (:class:`DataSplits`) and its reproducible splits: stratified by class, optionally grouped (e.g.
-by patient)."""
+"""A data set in memory (:class:`DataSplits`) and its reproducible, stratified (grouped) splits."""
 
 from __future__ import annotations
 

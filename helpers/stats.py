@@ -38,8 +38,7 @@ PAIRED_RULE = "mean difference paired by seed; its 95 % Student-t interval exclu
 
 @dataclass
 class PairedDifference:
-    """``b − a`` over the same seeds: mean, standard error, 95 % Student-t interval and the outcome of
-    :data:`PAIRED_RULE` ("b better", "a better" or "no clear difference")."""
+    """``b − a`` over the same seeds: mean, standard error, 95 % t interval, :data:`PAIRED_RULE`'s outcome."""
 
     mean: float
     se: float
@@ -87,8 +86,7 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
 
 @dataclass(frozen=True)
 class Decision:
-    """A decision by a stated rule: the value it rests on (and its interval, when there is one), the outcome the rule
-    gives, and the rule's text. Sentences are built from it, never the other way round."""
+    """A decision by a stated rule: value, interval, outcome and the rule's text; sentences come from it."""
 
     name: str
     value: float
@@ -110,8 +108,7 @@ class Decision:
 
 def target(name: str, values: Sequence[float], threshold: float, *, at_most: bool = False, unit: str = "%",
            interval: tuple[float, float] | None = None, where: str = "") -> Decision:
-    """Is the mean of ``values`` (one per seed) at least (``at_most``: at most) ``threshold``? "met" or "missed", with
-    the 95 % interval over the values beside it (or the ``interval`` given, e.g. over images)."""
+    """Met when the mean of ``values`` is ≥ (``at_most``: ≤) ``threshold``, with its 95 % interval."""
     x = np.asarray(values, dtype=float)
     mean = float(x.mean())
     low, high = interval or seed_interval(x)
@@ -121,8 +118,7 @@ def target(name: str, values: Sequence[float], threshold: float, *, at_most: boo
 
 
 def beats(name: str, a: Sequence[float], b: Sequence[float], reference: float = float("nan")) -> Decision:
-    """The target "``b`` above ``a``" (same seeds, same order): "met" when :data:`PAIRED_RULE` says b better, else
-    "missed"; the value is the mean difference b − a in points, with its interval."""
+    """Target "``b`` above ``a``" (same seeds): met when :data:`PAIRED_RULE` says b better; value b − a."""
     d = paired_difference(a, b)
     return Decision(name, d.mean, "met" if d.outcome == "b better" else "missed", d.rule, d.low, d.high, reference,
                     unit="points")
@@ -222,8 +218,7 @@ def diff_in_diff(frame: pd.DataFrame, factor: str, a: Any, b: Any, group: str, g
 def trend(frame: pd.DataFrame, factor: str, order: Sequence[Any], *, metric: str = "final_val_acc",
           claim: str | None = None, always: bool = False, steps: Sequence[tuple[Any, Any]] | None = None,
           per_seed: bool = False) -> Verdict:
-    """Claim "more ``factor`` helps": Spearman correlation of ``metric`` with the position of each run's level in
-    ``order`` (smallest first), over every run and seed."""
+    """Claim "more ``factor`` helps": Spearman ρ of ``metric`` with each run's level position in ``order``."""
     rank = {level: i for i, level in enumerate(order)}
     rows = frame[frame[factor].isin(rank)]
     if per_seed:  # levels of one run (e.g. its epochs) are not independent runs: one ρ per seed, decided over seeds
@@ -289,8 +284,7 @@ HELD_RULE = ("each claim re-tested in the new regime: held when every claim keep
 
 
 def held(claim: str, before: Sequence[Verdict], after: Sequence[Verdict]) -> Verdict:
-    """Did each claim of ``before`` keep its outcome when re-tested in another regime (``after``, same order)? The
-    outcome is ``held`` / ``reversed`` / ``not confirmed`` by :data:`HELD_RULE`."""
+    """Did each claim of ``before`` keep its outcome in ``after``? By :data:`HELD_RULE`."""
     if len(before) != len(after) or not before:
         raise ValueError(f"need the same claims before and after, got {len(before)} and {len(after)}")
     pairs = list(zip((v.outcome for v in before), (v.outcome for v in after)))
@@ -321,8 +315,7 @@ def target_outcome(decision: Decision, band: float = REPRODUCTION_BAND) -> str:
 
 def finding(text: str, value: str, section: str, *, interval: str = "", target: Decision | None = None,
             outcome: str = "") -> dict[str, str]:
-    """One line of the report's findings page: what was found, its number and interval, the target and whether it was
-    met (from ``target``), and the notebook section that shows it (``NN_name.ipynb#anchor``)."""
+    """One line of the findings page: what, value, interval, target met or missed, the section showing it."""
     if target is not None:
         outcome = outcome or target_outcome(target)
     return {"finding": text, "value": value, "interval": interval,

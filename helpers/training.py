@@ -164,8 +164,7 @@ def _make_schedule(opt: torch.optim.Optimizer, config: TrainConfig, steps_per_ep
 
 
 def augment(x: torch.Tensor, hflip: bool, shift: int, gen: torch.Generator, rotate: float = 0.0) -> torch.Tensor:
-    """Random horizontal flips, rotations (up to ``rotate`` degrees) and integer translations (zero padding), each drawn
-    per image, on the device."""
+    """Random flips, rotations (≤ ``rotate`` degrees) and translations, drawn per image, on the device."""
     n, _, h, w = x.shape
     if rotate > 0:
         angle = (torch.rand(n, device=x.device, generator=gen) * 2 - 1) * math.radians(rotate)
@@ -187,11 +186,7 @@ def augment(x: torch.Tensor, hflip: bool, shift: int, gen: torch.Generator, rota
 
 
 class TrainHook:
-    """What a wing adds to :func:`fit`'s batches without the loop knowing what it is (the camera and stretched views,
-    outlier exposure). :meth:`start` is called once per run; :meth:`batch` may replace images of a batch or append rows
-    after them (one hook at most appends); :meth:`extra_loss` is added to the loss, given the model's outputs on the
-    appended rows. :meth:`settings` is recorded with the run (hyperparameters, checkpoints), so that two runs are the
-    same only when their hooks are."""
+    """What a wing adds to :func:`fit`'s batches: ``start``, ``batch``, ``extra_loss``; ``settings`` recorded."""
 
     def settings(self) -> dict[str, Any]:
         return {}
@@ -207,9 +202,7 @@ class TrainHook:
 
 
 class ViewSwap(TrainHook):
-    """Each training image of a batch is replaced, with probability ``prob`` and independently per image, by one of its
-    K stored views (``Split.views``; which one also drawn per image): precomputed augmentations such as the webcam
-    wing's camera views and the X-ray wing's stretched copies."""
+    """Swap each training image, with probability ``prob``, for one of its stored views (``Split.views``)."""
 
     def __init__(self, prob: float) -> None:
         if not 0 < prob <= 1:
@@ -396,8 +389,7 @@ class _Loop:
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Loss weight per class, ``n / (num_classes * n_c)``: every class then carries the same total weight in an epoch,
-    as if the training split were balanced (1.0 each when it is)."""
+    """Loss weight ``n / (num_classes * n_c)`` per class: as if the training split were balanced."""
     counts = torch.bincount(torch.as_tensor(labels).long().cpu(), minlength=num_classes).float()
     if (counts == 0).any():
         missing = [c for c in range(num_classes) if counts[c] == 0]

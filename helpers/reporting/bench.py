@@ -62,8 +62,7 @@ WIDE_LENET = {"conv_channels": (32, 64), "dense_units": (384, 192), "batchnorm":
 
 def engine_epoch(device: torch.device, batch_size: int, max_batches: int | None = None,
                  channels_last: bool = False, model_options: dict | None = None) -> tuple[float, int]:
-    """Seconds and images for one epoch of :func:`helpers.training.fit` (validation pass included) of LeNet-5 (textbook,
-    or with ``model_options`` such as :data:`WIDE_LENET`)."""
+    """Seconds and images for one epoch of :func:`helpers.training.fit` of LeNet-5 (validation included)."""
     data = load_fashion_mnist()
     full_train = Split(torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]),
                        data.train.ids + data.val.ids)

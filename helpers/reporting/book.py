@@ -52,8 +52,7 @@ def _verdict(f: dict[str, str]) -> str:
 
 
 def _short(f: dict[str, str], group: Sequence[dict[str, str]]) -> str:
-    """A finding's name for the brief: what comes before its first colon, with what follows up to the next colon where
-    several findings of the group share that start (e.g. the three X-ray targets)."""
+    """A finding's name for the brief: up to its first colon (the second where a group shares it)."""
     head, _, rest = f["finding"].partition(": ")
     shared = sum(g["finding"].partition(": ")[0] == head for g in group) > 1
     head = head.split(" (")[0].split(", ")[0]
@@ -61,8 +60,7 @@ def _short(f: dict[str, str], group: Sequence[dict[str, str]]) -> str:
 
 
 def brief(notebooks: Sequence[Path]) -> list[str]:
-    """One line per chapter with findings: how many of its targets were met, each target's value and outcome, and the
-    verdicts of its findings without a target (counted by verdict where there are many, as the hunches)."""
+    """One line per chapter: its targets met, each target's value and outcome, the other verdicts."""
     lines = []
     for p in notebooks:
         group = (read_summary(p) or {}).get("findings", [])
@@ -137,8 +135,7 @@ def placeholder(notebook: Path) -> nbformat.NotebookNode:
 
 
 def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Path:
-    """The book's source in ``dest``: its configuration, the findings page, the notebooks (each with a provenance note
-    after its title and without the summary output, which is for machines) and ``docs/``."""
+    """The book's source in ``dest``: config, findings page, notebooks with provenance notes, docs."""
     root = Path(root or project_root())
     if dest.exists():
         shutil.rmtree(dest)
@@ -164,8 +161,7 @@ def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Pa
 
 
 def build(notebooks: Sequence[Path], out: Path, *, strict: bool = True, root: Path | None = None) -> Path:
-    """Stage and build the book into ``out`` (the HTML lands in ``out/_build/html``); ``strict`` turns Sphinx warnings
-    into errors. Nothing is executed. Returns the path of the first page."""
+    """Stage and build the book into ``out`` (``strict``: warnings fail); nothing runs. The first page."""
     source = stage(notebooks, out / "source", root)
     command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--path-output", str(out)]
     if strict:

@@ -113,9 +113,7 @@ def compact_png(png: bytes, colors: int = 256) -> bytes:
 
 
 def tidy(path: Path) -> None:
-    """Merge consecutive stream outputs, keeping what a terminal shows after carriage returns (the final state of each
-    progress bar), store figures as compact PNGs (``compact_png``) and drop papermill's per-cell timing metadata and the
-    machine paths it records (``input_path``, ``output_path``)."""
+    """Merge stream outputs as a terminal shows them, compact PNGs, drop papermill's timings and paths."""
     nb = nbformat.read(path, as_version=4)
     coalesce = CoalesceStreamsPreprocessor()
     for key in ("input_path", "output_path"):  # this machine's absolute paths: not for a committed notebook

@@ -13,8 +13,7 @@ from helpers.provenance import _git
 
 
 def _helpers_imported(source: str) -> set[str]:
-    """Dotted names (below ``helpers``) of the modules and packages that Python source imports from ``helpers``: ``from
-    helpers.tuning import study`` gives ``tuning`` and ``tuning.study``."""
+    """Dotted names below ``helpers`` that ``source`` imports (``tuning`` and ``tuning.study``)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -72,8 +71,7 @@ def _own_entries(tree: ast.Module, notebook: str) -> None:
 
 
 def _code_only(source: str | None, notebook: str | None = None) -> str | None:
-    """Python source as its syntax tree without docstrings (comments never reach the tree): what runs; with ``notebook``
-    ("04"), per-notebook tables keep that notebook's entry only."""
+    """``source``'s syntax tree without docstrings; with ``notebook``, per-notebook tables keep its entry."""
     if source is None:
         return None
     try:

@@ -48,8 +48,7 @@ def plot_optimization_history(frames: Mapping[str, pd.DataFrame], reference: flo
 
 
 def plot_comparison_curves(curves: pd.DataFrame, title: str = "Best so far against epochs spent") -> Figure:
-    """Mean ± sd (band) over search seeds of the best-so-far validation accuracy, one colour per algorithm (columns
-    ``'<algo> #<seed>'`` as from :meth:`helpers.tuning.comparison.AlgorithmComparison.curves`)."""
+    """Mean ± sd over search seeds of the best-so-far validation accuracy, per algorithm."""
     fig, ax = plt.subplots(figsize=(9, 4.2))
     algos = list(dict.fromkeys(c.split(" #")[0] for c in curves.columns))
     for colour, algo in zip(sns.color_palette(n_colors=max(3, len(algos))), algos):

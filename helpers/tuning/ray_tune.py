@@ -80,8 +80,7 @@ class TrialResources:
 
 
 def trial_resources(cpus_per_trial: float = 1.0, trials_per_gpu: int = 4, gpu: bool | None = None) -> TrialResources:
-    """CPUs per trial and, when there is a GPU (``gpu``; default: CUDA is available), ``1/trials_per_gpu`` of one, so
-    that several small LeNets share it."""
+    """CPUs per trial and, with a GPU, ``1/trials_per_gpu`` of it so several LeNets share it."""
     if cpus_per_trial <= 0 or trials_per_gpu < 1:
         raise ValueError(f"need cpus_per_trial > 0 and trials_per_gpu >= 1, got {cpus_per_trial}, {trials_per_gpu}")
     gpu = torch.cuda.is_available() if gpu is None else gpu
@@ -166,8 +165,7 @@ def evaluate_best(frame: pd.DataFrame, data: DataSplits, outputs: Outputs, name:
 
 @contextmanager
 def snapshot_period(seconds: float) -> Iterator[None]:
-    """Within the block, Ray Tune saves its experiment state at most every ``seconds`` (unless the user has set
-    ``$TUNE_GLOBAL_CHECKPOINT_S``); the variable is as before afterwards."""
+    """Ray Tune saves its state at most every ``seconds`` within the block (unless the user set it)."""
     before = os.environ.get(SNAPSHOT_ENV)
     if before is None:
         os.environ[SNAPSHOT_ENV] = f"{seconds:g}"
@@ -270,9 +268,7 @@ def results_frame(grid, rungs: Rungs, data: DataSplits, base_train: Mapping[str,
 
 def beside_notebook03(outputs: Outputs, ray_frame: pd.DataFrame, ray_minutes: float, best: pd.Series,
                       test_acc: float) -> pd.DataFrame:
-    """What notebook 03's one-process search and this Ray search each spent and found, one row each (notebook 03's row
-    only once its trials and tuned model exist): trials, epochs, minutes, epochs per minute, best validation accuracy
-    and test accuracy (notebook 03: its winner's mean over seeds; Ray: the best trial, evaluated once)."""
+    """What notebook 03's search and this Ray search each spent and found (03's row once it has run)."""
     from helpers.checkpoints import load_checkpoint
     from helpers.tuning import search, spaces, tables, trialstore
 

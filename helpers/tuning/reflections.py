@@ -50,8 +50,7 @@ def _key(config: Config, seed: int, data: DataSplits) -> str:
 
 def run_one(config: Config, seed: int, data: DataSplits, study: str, outputs: Outputs,
             device: str | torch.device = "auto", cache_dir: Path | None = None) -> tuple[dict[str, Any], bool]:
-    """Train one (config, seed) through :func:`helpers.runs.train_tracked`, or read it from the cache; returns (result
-    row, trained?)."""
+    """Train one (config, seed) via :func:`helpers.runs.train_tracked` or read it from the cache."""
     cache_dir = cache_dir or outputs.results / study
     path = cache_dir / f"{_key(config, seed, data)}.json"
     labels = {"label": config.label, **config.factors, "dataset": config.dataset, "seed": seed}
@@ -99,9 +98,7 @@ def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: M
 
 
 def tuned_settings(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The LeNet-5 options and training settings (seed left out) of a tuned model, read from the JSON a tuning study
-    writes beside its checkpoint (notebook 03's ``models/simpsons_tuned.json``); None when that notebook has not run
-    yet."""
+    """A tuned model's LeNet-5 options and training settings from its JSON; None before it exists."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -114,9 +111,7 @@ def tuned_settings(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
 
 def batch_size_configs(model: Mapping[str, Any], train: Mapping[str, Any], batch_sizes: Sequence[int], *,
                        dataset: str, budget: str) -> list[Config]:
-    """One condition per batch size × learning-rate rule around a configuration trained at ``train['batch_size']``:
-    ``fixed lr`` keeps its learning rate, ``scaled lr`` multiplies it by batch / its batch (the linear scaling rule).
-    Factors: ``batch_size``, ``lr rule``, ``budget``."""
+    """Per batch size: the learning rate kept (``fixed lr``) or scaled by batch / its batch (``scaled lr``)."""
     base_batch, lr = int(train["batch_size"]), float(train["lr"])
     configs = []
     for bs in batch_sizes:
@@ -193,8 +188,7 @@ SGD: dict[str, Any] = {"optimizer": "sgd", "momentum": 0.9}
 
 
 def reflection_data(slice_: Mapping[str, int]) -> dict[str, DataSplits]:
-    """Notebook 05's data: Simpsons-MNIST rgb and grayscale cut to ``slice_``, and Fashion-MNIST (1,000 validation
-    images) when it is on this machine (only H4 uses it)."""
+    """Notebook 05's data: Simpsons-MNIST rgb and gray cut to ``slice_``, Fashion-MNIST if here."""
     from helpers import data
 
     datasets = {"simpsons-rgb": data.load_simpsons_mnist("rgb").subset(**slice_),
@@ -222,8 +216,7 @@ def plot_epoch_curves(runs: pd.DataFrame, stops: pd.Series, title: str) -> Figur
 
 def batch_grid(base: Mapping[str, Any], *, batches: Sequence[int], lr: float, epochs: int, updates: int,
                n_train: int) -> list[Config]:
-    """H3's conditions: each batch size with the learning rate fixed or scaled (lr × batch / 128), at a fixed number of
-    epochs and at a fixed number of updates. Factors: ``batch_size``, ``lr rule``, ``budget``."""
+    """H3's conditions: each batch size, lr fixed or scaled, at fixed epochs and at fixed updates."""
     configs = []
     for bs in batches:
         for lr_mode, value in (("fixed lr", lr), ("scaled lr", lr * bs / 128)):
@@ -239,8 +232,7 @@ def batch_grid(base: Mapping[str, Any], *, batches: Sequence[int], lr: float, ep
 def regime_check(tuned: tuple[dict[str, Any], dict[str, Any]], before: Sequence[Verdict], regime: Mapping[str, Any],
                  datasets: dict[str, DataSplits], *, outputs: Outputs, device: str | torch.device = "auto",
                  ) -> tuple[Verdict, pd.DataFrame]:
-    """H3c: the fixed-epoch claims ``before`` re-tested at a tuned configuration (model, train) on the complete training
-    split (``regime``: slice, seeds, epochs), by :data:`helpers.stats.HELD_RULE`."""
+    """H3c: the claims ``before`` re-tested at a tuned configuration on the full split (:data:`HELD_RULE`)."""
     from helpers import data
 
     model, train = tuned
@@ -278,9 +270,7 @@ def plot_lr_effect(frame: pd.DataFrame, title: str) -> Figure:
 
 
 def batchnorm_verdict(frame: pd.DataFrame, lrs: Sequence[float], num_classes: int) -> tuple[Verdict, pd.DataFrame]:
-    """H5: BatchNorm beats the plain network at each learning rate away from the plain network's best. A learning rate
-    at which both sit at chance in every seed is reported as degenerate (no evidence) and left out of the combined
-    verdict. Returns the verdict and the mean accuracy table."""
+    """H5: BatchNorm beats the plain network away from its best lr (chance-level lrs left out)."""
     s = aggregate(frame, ["variant", "lr"])
     table = s["mean"].unstack("lr").round(1)
     table["learning rates within 10 % of the best result"] = (s["mean"].unstack("lr") >= 0.9 * s["mean"].max()).sum(axis=1)
@@ -303,8 +293,7 @@ def batchnorm_verdict(frame: pd.DataFrame, lrs: Sequence[float], num_classes: in
 
 
 def interaction_verdict(frame: pd.DataFrame, results: Path) -> tuple[Verdict, str]:
-    """H7: the best learning rate shifts with the batch size (difference in differences), and the learning rate ranks
-    first by η² among notebook 03's finished search trials. Returns the verdict and the importance read-out."""
+    """H7: the best lr shifts with batch size, and lr ranks first by η² in notebook 03."""
     from helpers.tuning import search, spaces, tables, trialstore
 
     s = aggregate(frame, ["batch_size", "lr"])

@@ -36,8 +36,7 @@ class Rungs:
         return float(np.percentile(values, 100 * (1 - 1 / self.eta)))
 
     def stopper(self, recorded: Mapping[int, list[float]]) -> Callable[[dict[str, float]], bool]:
-        """An ``on_epoch`` hook for :func:`helpers.runs.train_tracked`: True (stop) when the epoch is a rung and its
-        validation accuracy falls below that rung's cutoff."""
+        """An ``on_epoch`` hook: True (stop) when an epoch is a rung and its accuracy is below the cutoff."""
         milestones = set(self.milestones())
 
         def should_stop(record: dict[str, float]) -> bool:

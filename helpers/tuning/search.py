@@ -112,8 +112,7 @@ def run_search(
     grid: Mapping[str, Sequence[Any]] | None = None,
     progress: bool = True,
 ) -> Trials:
-    """Run (or resume) a search of up to ``spec.max_evals`` trials and ``spec.epoch_budget`` epochs; the Trials are
-    saved after each trial."""
+    """Run or resume a search within ``spec``'s trial and epoch budgets; Trials saved after each trial."""
     algo = _suggest_function(spec, grid)
     if isinstance(objective, Objective):  # fail fast on an unusable space, before any training
         if objective.rungs != spec.rungs:
@@ -246,8 +245,7 @@ def run_hooks(hooks: Sequence[TrainHook], view_hooks: Mapping[str, Sequence[Trai
 
 
 class Objective:
-    """Trains one configuration (through :func:`helpers.runs.train_tracked`) and reports its validation result to
-    Hyperopt."""
+    """One Hyperopt trial: train a sampled point, report validation loss; stopped at a losing rung."""
 
     def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
                  outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,

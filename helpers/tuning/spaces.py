@@ -91,8 +91,7 @@ def space_source() -> str:
 
 
 def stored_space(trials: Trials) -> dict[str, Any]:
-    """The space a saved search sampled from: :func:`lenet_space` with the ``space_options`` its spec recorded (a
-    narrowed space decodes its ``hp.choice`` indices differently from the default one)."""
+    """The space a saved search sampled from: :func:`lenet_space` with its recorded options."""
     spec = json.loads(trials.attachments.get("search_spec") or "{}")
     options = (spec.get("extra") or {}).get("space_options") or {}
     return lenet_space(**options)

@@ -54,10 +54,7 @@ def search(
     keep_weights: bool = False, hooks: Sequence[TrainHook] = (), quiet_loaded: bool = False,
     view_hooks: Mapping[str, Sequence[TrainHook]] | None = None,
 ) -> SearchOutcome:
-    """One budget-aware search over ``lenet_space(**space_options)`` (or, for ``algo='grid'``, over ``grid`` with
-    ``grid_fixed``); resumes from ``<outputs.results>/<name>-<algo>.json``; TensorBoard runs under ``runs/<name>/``.
-    ``keep_weights`` keeps every finished trial's weights (:func:`helpers.tuning.search.trial_weights`).
-    ``quiet_loaded``: say nothing when a finished search is read back (the caller says it once for several)."""
+    """One resumable budget-aware search over ``lenet_space(**space_options)`` (or a grid)."""
     space = grid_space(grid or {}, grid_fixed or {}) if algo == "grid" else lenet_space(**(space_options or {}))
     settings = {"base_train": {**base_train, **hook_settings(hooks)}, "data": data.sizes(),
                 "space_options": {k: list(v) for k, v in (space_options or {}).items()},
@@ -143,8 +140,7 @@ class TuningStudy:
         return pd.DataFrame(rows).set_index("seed").round(2)
 
     def check_table(self) -> pd.DataFrame:
-        """The retrain checks: per candidate trial, its search score, its first-seed retraining on validation, and the
-        verdict of :func:`retrain_verdict`."""
+        """Per candidate trial: search score, first-seed retraining on validation, :func:`retrain_verdict`."""
         if not self.checks:
             return pd.DataFrame()
         table = pd.DataFrame(self.checks)  # a "none passed" row has no trial and no scores: shown as "–"
@@ -178,8 +174,7 @@ class TuningStudy:
         return rows
 
     def finding(self, target: float, section: str) -> dict[str, str]:
-        """The study's line on the report's findings page: tuned test accuracy, its interval, the paired comparison with
-        the baseline, and the target (:func:`target_decision`) met or missed."""
+        """The study's findings line: tuned test accuracy, its interval, vs baseline, and the target."""
         hit, paired = target_decision(self, target), self.paired()
         base = 100 * float(np.mean([r.test.accuracy for r in self.baseline]))
         verdict = paired.outcome.replace("b better", "tuned better").replace("a better", "baseline better")
@@ -195,9 +190,7 @@ def _ci_text(values: Sequence[float]) -> str:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """One study, as the notebook describes it: what the search holds fixed (``search_train``, with the ``protocol``
-    that the baseline, every trial and the retrained winner share, e.g. class weights), the search's rungs, epoch budget
-    and space, the seeds, and where the winner is saved."""
+    """One study as the notebook describes it: search protocol, rungs, budget, space, seeds, output."""
 
     name: str
     rungs: Rungs
@@ -238,9 +231,7 @@ class _Candidate:
 
 def run_study(config: StudyConfig, data: DataSplits, *, outputs: Outputs, device: str | torch.device = "auto",
               sized: Callable[[int], DataSplits] | None = None) -> TuningStudy:
-    """The steps above, in order: baseline, search, pick and check, retrain, test. TensorBoard runs go to
-    ``runs/<name>`` and ``runs/<name>-final``. ``sized(image_size)`` returns the *full* data at another input size (for
-    a space with an ``image_size`` axis); the search slices it like ``data``."""
+    """The steps in order: baseline, search, pick and check, retrain, test."""
     search_data = data.subset(**config.search_slice) if config.search_slice else data
     baseline, baseline_views = train_baseline(config, data, outputs=outputs, device=device)
     outcome = search(search_data, config.trial_train, name=config.name, algo=config.algo, rungs=config.rungs,
@@ -266,9 +257,7 @@ def _hooks(config: StudyConfig, run: RunConfig) -> tuple[TrainHook, ...]:
 
 def train_baseline(config: StudyConfig, data: DataSplits, *, outputs: Outputs, device: str | torch.device
                    ) -> tuple[list[RunResult], dict[str, list[RunResult]]]:
-    """The textbook baseline over the study's seeds; with ``view_hooks``, once per view option, keeping the option with
-    the higher mean validation accuracy (the rule the search's ``views`` axis is chosen by). Returns the kept runs and
-    every option's runs."""
+    """The textbook baseline over the seeds; with ``view_hooks``, the view option best on validation."""
     options = dict(config.view_hooks or {}) or {None: ()}
     runs = {name: train_over_seeds(data, config.baseline_train, config.seeds,
                                    name="baseline" if name in (None, "none") else f"baseline-{name}",
@@ -288,8 +277,7 @@ def _sliced(sized: Callable[[int], DataSplits] | None, search_slice: Mapping[str
 def pick_and_check(config: StudyConfig, data: DataSplits, outcome: SearchOutcome, baseline: Sequence[RunResult],
                    sized: Callable[[int], DataSplits] | None, *, outputs: Outputs, device: str | torch.device
                    ) -> tuple[_Candidate, list[dict[str, Any]], list[_Candidate], list[RunResult]]:
-    """The finished trials, best search score first, retrained on the full training split (first seed) until one passes
-    :func:`retrain_verdict`; none passing keeps the best on validation, and says so. Test unseen."""
+    """The best finished trials, retrained (first seed) until one passes :func:`retrain_verdict`."""
     baseline_val = [r.val.accuracy for r in baseline]
     candidates = finished(outcome.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
     if candidates.empty:
@@ -318,8 +306,7 @@ def pick_and_check(config: StudyConfig, data: DataSplits, outcome: SearchOutcome
 
 def _first_seed(config: StudyConfig, data: DataSplits, row: pd.Series, sized: Callable[[int], DataSplits] | None,
                 reused: list[RunResult], *, outputs: Outputs, device: str | torch.device) -> _Candidate:
-    """A finished trial's configuration trained with the first seed on the full training split: the search's own run
-    when it is the identical one (then added to ``reused``), else trained now, on validation only."""
+    """A trial's configuration on the full split with the first seed: the search's own run if identical."""
     size = row["point"].get("image_size")
     cand_data = data if size is None or int(size) == data.image_size else sized(int(size))
     run = to_run_config(row["point"], cand_data, {**config.trial_train, "epochs": config.rungs.max_epochs})
@@ -339,8 +326,7 @@ def _first_seed(config: StudyConfig, data: DataSplits, row: pd.Series, sized: Ca
 
 def save_winner(config: StudyConfig, chosen: _Candidate, tuned: Sequence[RunResult], checks: list[dict[str, Any]],
                 outputs: Outputs) -> Path | None:
-    """The best seed's checkpoint as ``<checkpoint_name>.pt``, every seed's beside it (notebook 06 compares the tuned
-    model with its robust variant per seed) and the winner's settings as ``.json``; None without a name."""
+    """The best seed's checkpoint, every seed's beside it, and the winner's settings as JSON."""
     if not config.checkpoint_name:
         return None
     checkpoint = outputs.models / f"{config.checkpoint_name}.pt"
@@ -409,8 +395,7 @@ SELECTION_BIAS_RULE = "validation gain over the baseline > 0 and test gain below
 
 
 def selection_bias(val_gain: float, test_gain: float) -> Decision:
-    """Did a search fit its validation split? By :data:`SELECTION_BIAS_RULE`, from the tuned − baseline gains in mean
-    accuracy (points) on validation and on test; ``value`` is the test gain, ``reference`` the validation gain."""
+    """Did the search fit its validation split? :data:`SELECTION_BIAS_RULE` on the val and test gains."""
     biased = val_gain > 0 and test_gain < val_gain / 2
     return Decision("selection bias", test_gain, "selection bias" if biased else "none shown", SELECTION_BIAS_RULE,
                     reference=val_gain)

@@ -50,8 +50,7 @@ def trials_frame(trials: Trials, space: Mapping[str, Any], algo: str = "") -> pd
 
 
 def add_running_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``epochs_spent`` (running epoch total) and ``best_so_far`` (best finished trial so far) to a frame in
-    proposal order; also used for Ray's results (:func:`helpers.tuning.ray_tune.results_frame`)."""
+    """Add ``epochs_spent`` and ``best_so_far`` to a frame in proposal order (Ray's too)."""
     if not frame.empty:
         frame["epochs_spent"] = frame["epochs"].fillna(0).astype(int).cumsum()
         done = frame["val_acc"].where(frame["state"] == "finished")
@@ -88,8 +87,7 @@ def spend(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4, min_trials: int = 8) -> pd.Series:
-    """A simple importance estimate over the *finished* trials: share of validation-accuracy variance explained by each
-    hyperparameter alone (eta squared; numeric ones binned into ``bins`` quantiles)."""
+    """Share of validation-accuracy variance each hyperparameter explains alone (η², finished trials)."""
     ok = finished(frame)
     if len(ok) < min_trials:
         return pd.Series(np.nan, index=list(params), name="variance explained")
@@ -107,8 +105,7 @@ def importance(frame: pd.DataFrame, params: Sequence[str], bins: int = 4, min_tr
 
 
 def applied_table(trials: Trials, k: int = 6) -> pd.DataFrame:
-    """For the first ``k`` trials: the sampled optimizer, learning rate, batch size and widths beside what the built
-    optimizer and model really received (read off those objects after training)."""
+    """For the first ``k`` trials: sampled settings beside what the optimizer and model received."""
     rows = []
     for t in trials.trials[:k]:
         r = t["result"]
@@ -137,8 +134,7 @@ RANKING_RULE = "η² ranking: first is supported, bottom half is refuted (no sig
 
 
 def ranking_claim(imp: pd.Series | None, name: str = "lr") -> Verdict:
-    """Claim "``name`` matters most" from an importance ranking (:func:`importance`), by :data:`RANKING_RULE`;
-    inconclusive without a ranking (``None``: too few finished trials)."""
+    """Claim "``name`` matters most" from :func:`importance`, by :data:`RANKING_RULE`."""
     claim = f"{name} matters most"
     if imp is None or imp.isna().all() or name not in imp.index:
         return given(claim, "inconclusive", RANKING_RULE,
@@ -150,8 +146,7 @@ def ranking_claim(imp: pd.Series | None, name: str = "lr") -> Verdict:
 
 
 def winner_table(model: Mapping[str, Any], train: Any) -> pd.DataFrame:
-    """The settings of a tuned configuration that differ from textbook LeNet-5 (:data:`helpers.training.TEXTBOOK`, 6/16
-    conv channels, 120/84 dense units), rounded to three significant figures: what the search changed."""
+    """The tuned settings that differ from textbook LeNet-5: what the search changed."""
     from helpers.training import TEXTBOOK, TrainConfig
     from helpers.tuning.spaces import RunConfig
 

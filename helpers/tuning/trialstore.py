@@ -56,8 +56,7 @@ def trials_to_json(trials: Trials) -> str:
 
 
 def trials_from_json(text: str, source: str = "trials file") -> Trials:
-    """Rebuild a :class:`hyperopt.Trials` from :func:`trials_to_json`'s output; TrialsFileError saying what is wrong
-    with a file that is not valid JSON, not ours, or damaged."""
+    """:class:`hyperopt.Trials` from :func:`trials_to_json`'s output; TrialsFileError if damaged."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -54,8 +54,7 @@ class ArtSet(list):
 
 
 def load_art(data_root: Path | None = None, mirror: Path | None = None) -> ArtSet:
-    """Every file of the art set, checked against ``manifest.csv`` (sha256; a listed file missing, or a file not listed,
-    stops the load with its name; hidden files are ignored); DataNotFoundError when it is not here."""
+    """Every art-set file, checked against ``manifest.csv``; DataNotFoundError when it is not here."""
     folder = ensure_dataset(ART, data_root, mirror, allow_download=False)
     with open(folder / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -86,8 +85,7 @@ def try_load_art(**kwargs: Any) -> ArtSet | None:
 
 
 def score_art(predictor: Any, images: Sequence[ArtImage], fit: str) -> pd.DataFrame:
-    """One row per image: the predictor's answer with ``fit`` (``"pad"`` or ``"crop"``), its confidence, whether it was
-    sure and right."""
+    """One row per image: the answer with ``fit`` (pad or crop), its confidence, sure, right."""
     before, predictor.fit = getattr(predictor, "fit", "crop"), fit
     try:
         preds = predictor.predict_many([im.frame for im in images])
@@ -112,8 +110,7 @@ def _rates(rows: pd.DataFrame) -> dict[str, Any]:
 
 
 def art_table(scores: pd.DataFrame, by: Sequence[str] = ("split",)) -> pd.DataFrame:
-    """Top-1, right and sure, wrong and sure, and not sure (%, with Wilson 95 % intervals and image counts) per group of
-    ``by`` (e.g. split, kind, class)."""
+    """Top-1, right and sure, wrong and sure, not sure (%, Wilson 95 %, counts) per group of ``by``."""
     table = pd.DataFrame({key if isinstance(key, tuple) else (key,): _rates(g)
                           for key, g in scores.groupby(list(by), sort=True)}).T.rename_axis(list(by))
     for column in table.columns:
@@ -127,8 +124,7 @@ TARGETS = (("top-1", 80.0, False), ("right and sure", 60.0, False), ("wrong and 
 
 
 def art_targets(scores: Sequence[pd.DataFrame]) -> list[Decision]:
-    """:data:`TARGETS` decided on the test half: each measure's mean over seeds (one :func:`score_art` table per seed),
-    against its threshold, with a Wilson 95 % interval over the half's images at the mean count."""
+    """:data:`TARGETS` decided on the test half: means over seeds, Wilson interval over images."""
     tests = [s[s["split"] == "test"] for s in scores]
     n = len(tests[0])
     if not n or any(len(t) != n for t in tests):
@@ -152,8 +148,7 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class ArtStudy:
-    """Every model and seed scored on the whole art set in both framings (:func:`measure`); the framing the targets use
-    is chosen on the dev half: the one where the robust model (else the first) is right and sure most often."""
+    """Every model and seed scored on the art set in both framings; the framing chosen on the dev half."""
 
     scores: pd.DataFrame  #: one row per model, seed, framing and image (:func:`score_art` plus model and seed)
     framing: str

@@ -112,8 +112,7 @@ def read_image(path: Path | str) -> np.ndarray:
 
 
 def on_white(image: np.ndarray) -> np.ndarray:
-    """A decoded image as 8-bit BGR: gray expanded, 16-bit scaled, and transparency put on white (a print or a drawing
-    on paper, not on black)."""
+    """A decoded image as 8-bit BGR: gray expanded, 16-bit scaled, transparency put on white."""
     if image.dtype == np.uint16:
         image = (image // 257).astype(np.uint8)
     if image.ndim == 2:

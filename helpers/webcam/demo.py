@@ -109,8 +109,7 @@ PREDICT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", "
 
 
 def image_paths(paths: Sequence[Path]) -> Iterator[Path | ValueError]:
-    """Files as given; folders expanded to their image files (sorted, not recursive). A folder with no image files
-    yields a ValueError in its place, so that the other arguments are still classified."""
+    """Files as given, folders expanded to their images; an empty folder yields a ValueError in place."""
     for p in paths:
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in PREDICT_SUFFIXES and f.is_file())

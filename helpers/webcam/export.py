@@ -69,8 +69,7 @@ def jetson_script():
 
 
 def parity(onnx_path: Path, torch_predictor, onnx_predictor, frames, classes) -> tuple[str, Any]:
-    """Do PyTorch, the ONNX predictor and the Jetson script give the same top-1 and "not sure" answers on ``frames``?
-    One line (operators, calibration, largest probability difference) and the agreement table."""
+    """Do PyTorch, ONNX and the Jetson script agree on ``frames``? One line and the agreement table."""
     import cv2
     import numpy as np
 

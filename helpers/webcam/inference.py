@@ -81,8 +81,7 @@ def preprocess(frame_bgr: np.ndarray, image_size: int, in_channels: int, mean: S
 
 
 def to_bgr_frame(image_chw: torch.Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
-    """A data set image (uint8 C×H×W, RGB or gray) as an OpenCV BGR frame, optionally enlarged ``scale`` times with
-    nearest-neighbour (so that area resizing recovers it exactly)."""
+    """A data set image (uint8 C×H×W) as a BGR frame, optionally enlarged ``scale``× (nearest)."""
     arr = image_chw.numpy() if isinstance(image_chw, torch.Tensor) else np.asarray(image_chw)
     frame = cv2.cvtColor(arr[0], cv2.COLOR_GRAY2BGR) if arr.shape[0] == 1 else cv2.cvtColor(arr.transpose(1, 2, 0), cv2.COLOR_RGB2BGR)
     if scale > 1:
@@ -183,8 +182,7 @@ class Predictor(_Base):
 
     @classmethod
     def from_checkpoint(cls, path: Path, device: str | torch.device = "cpu", calibrated: bool = True) -> Predictor:
-        """Load ``path`` (raises :class:`CheckpointError` with the reason if it is not usable) and, with ``calibrated``,
-        the calibration file beside it if there is one."""
+        """Load ``path`` (CheckpointError if unusable) and, if ``calibrated``, its calibration."""
         cal_file = calibration_path(path)
         calibration = Calibration.load(cal_file) if calibrated and cal_file.exists() else None
         return cls(load_checkpoint(path, device), device, calibration)
@@ -258,9 +256,7 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], size: float, color: 
 
 def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = None,
              inset: np.ndarray | None = None, fit: str = "crop") -> np.ndarray:
-    """A copy of the frame with the guide box (the centred square; with ``fit="pad"`` the whole frame, which is what is
-    classified then), the top-3 labels with confidence bars (or "not sure" above them), an FPS counter and, if given,
-    ``inset`` (the model's view) in the bottom-left corner."""
+    """The frame with the guide box, top-3 bars (or "not sure"), FPS and the model's view inset."""
     out = frame_bgr.copy()
     if out.shape[0] < 360:  # small frames (e.g. 112 px): enlarge so the text is readable
         scale = int(np.ceil(360 / out.shape[0]))
@@ -304,9 +300,7 @@ DEMO_CHOICE = "demo_model.json"  #: written by notebook 06 beside the models: wh
 
 
 def demo_choice(budget: str = "full", shipped_model: Path | None = None) -> tuple[Path, str]:
-    """The model the demo and the photo command line use, and why: the one notebook 06 chose on this machine
-    (``demo_model.json`` beside its models), else the committed one (``models/simpsons_demo.pt``). Any other checkpoint
-    is used only when passed with ``--model``."""
+    """The demo's model and why: notebook 06's choice on this machine, else the committed one."""
     from helpers.webcam import shipped
 
     models = paths.Outputs.for_budget(budget).models

@@ -75,9 +75,7 @@ def print_view(image_chw: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def print_views(images: np.ndarray | torch.Tensor, image_size: int, in_channels: int, *, copies: int = 3,
                 seed: int = SEED, camera: Sequence[str] = ()) -> torch.Tensor:
-    """uint8 (copies, N, C, H, W): ``copies`` print-like views of every image, as the model sees them; with ``camera``
-    (shift family names), each view is then seen through one of those camera shifts (family and severity drawn per image
-    and copy), as a print held up to a webcam is."""
+    """uint8 (copies, N, C, H, W) print-like views, each seen through a ``camera`` shift if given."""
     images = np.asarray(images)
     out = np.empty((copies, len(images), in_channels, image_size, image_size), np.uint8)
     for k in range(copies):

@@ -37,8 +37,7 @@ def family_groups() -> dict[str, tuple[str, ...]]:
 
 def camera_views(images: np.ndarray | torch.Tensor, image_size: int, in_channels: int, *,
                  families: Sequence[str] = SEEN, copies: int = COPIES, seed: int = TRAIN_SEED) -> torch.Tensor:
-    """uint8 (copies, N, C, H, W): each image under a shift whose family, severity and parameters are drawn per image
-    and per copy, cropped and resized as the demo does."""
+    """uint8 (copies, N, C, H, W): each image under a random camera shift, as the demo sees it."""
     images = np.asarray(images)
     out = np.empty((copies, len(images), in_channels, image_size, image_size), np.uint8)
     for k in range(copies):
@@ -53,9 +52,7 @@ def camera_views(images: np.ndarray | torch.Tensor, image_size: int, in_channels
 
 def outlier_images(n_per_kind: int, image_size: int, in_channels: int, *, sources: Mapping[str, np.ndarray],
                    kinds: Sequence[str] = shifts.TRAIN_KINDS, seed: int = TRAIN_SEED) -> dict[str, torch.Tensor]:
-    """uint8 (n, C, H, W) images of each training kind without a character (:data:`helpers.webcam.shifts.TRAIN_KINDS`),
-    as the model sees them. ``sources`` gives the images the image-based kinds are made of (``"shuffled tiles"``:
-    Simpsons-MNIST training images; ``"chest X-ray"``: X-ray training images)."""
+    """uint8 (n, C, H, W) images without a character per training kind, as the model sees them."""
     out = {}
     for kind in kinds:
         frames = shifts.ood_frames(kind, n_per_kind, seed=seed, images=sources.get(kind))
@@ -72,8 +69,7 @@ def robust_data(data: DataSplits, views: torch.Tensor, outliers: torch.Tensor) -
 
 @dataclass(frozen=True)
 class Extras:
-    """What the recipes may add to the training images, built once: camera views, print-like views
-    (:func:`helpers.webcam.printlike.print_views`) and outlier images by kind."""
+    """What the recipes may add, built once: camera views, print-like views, outliers by kind."""
 
     camera: torch.Tensor
     prints: torch.Tensor
@@ -91,15 +87,12 @@ class Extras:
 
 
 def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Outlier exposure (Hendrycks et al. 2019): cross-entropy between softmax(logits) and the uniform distribution,
-    averaged over the rows; lowest when an image without a class gets equal probabilities."""
+    """Outlier exposure's loss: cross-entropy of softmax(logits) with the uniform distribution."""
     return -F.log_softmax(logits, dim=1).mean(dim=1).mean()
 
 
 class OutlierExposure(TrainHook):
-    """:func:`helpers.training.fit`'s hook for outlier exposure: each step appends ``share`` × the batch size images
-    without a character (``DataSplits.outliers``, drawn with the run's generator) after the batch, and adds ``weight`` ×
-    :func:`uniform_cross_entropy` on them to the loss."""
+    """A hook appending ``share`` × batch images without a character, with ``weight`` × that loss."""
 
     def __init__(self, weight: float, share: float = 0.5) -> None:
         if weight <= 0 or not 0 < share <= 4:
@@ -151,8 +144,7 @@ _NO_SHAPES = ("shuffled tiles", "chest X-ray")  #: the training outliers without
 
 
 def recipes(epochs: int, longer: int) -> dict[str, Recipe]:
-    """Notebook 06's candidates, one change at a time: camera views with every outlier kind (A); without "random shapes"
-    among the outliers (B); plus print-like views seen through a camera (C); the same for longer (D)."""
+    """Notebook 06's candidates A-D, one change at a time (outlier kinds, print views, epochs)."""
     return {"A": Recipe(epochs=epochs, view_prob=0.75), "B": Recipe(epochs=epochs, view_prob=0.75, outlier_kinds=_NO_SHAPES),
             "C": Recipe(epochs=epochs, view_prob=0.75, print_copies=PRINT_COPIES, outlier_kinds=_NO_SHAPES),
             "D": Recipe(epochs=longer, view_prob=0.75, print_copies=PRINT_COPIES, outlier_kinds=_NO_SHAPES)}
@@ -161,8 +153,7 @@ def recipes(epochs: int, longer: int) -> dict[str, Recipe]:
 def fine_tune(data: DataSplits, tuned: Sequence[Checkpoint], recipe: Recipe, *, outputs: Outputs,
               device: str | torch.device = "auto", experiment: str = "06-robust",
               checkpoint_stem: str = "simpsons_robust") -> list[RunResult]:
-    """One robust run per tuned checkpoint (its seed, its weights), saved as ``<stem>-seed<S>.pt``; ``data`` must carry
-    views and outliers (:func:`robust_data`). The test split is evaluated once."""
+    """One robust run per tuned checkpoint (its seed and weights), saved; test evaluated once."""
     results = []
     for ck in tuned:
         seed = int(ck.train_config["seed"])
@@ -200,9 +191,7 @@ OOD_RULE = ("'not sure' on ≥ {target:g} % of frames without a character (mean 
 
 
 def shift_targets(seeds_table: pd.DataFrame, base: str = "tuned", variant: str = "robust") -> list[Decision]:
-    """The three camera-shift targets of the variant against the base, each decided by its rule: seen families
-    (:data:`GAP_RULE`), held-out families (the paired rule, :data:`helpers.stats.PAIRED_RULE`), clean accuracy
-    (:data:`CLEAN_RULE`)."""
+    """The three camera-shift targets of ``variant`` against ``base``, each by its rule."""
     b, v = seeds_table.loc[base], seeds_table.loc[variant]
     gap = b["clean %"].mean() - b["seen families %"].mean()
     closed = 100 * (v["seen families %"].mean() - b["seen families %"].mean()) / gap if gap > 0 else float("nan")
@@ -233,8 +222,7 @@ def compare(seeds_table: pd.DataFrame, base: str = "tuned", variant: str = "robu
 
 
 def ood_target(ood: pd.DataFrame, calib: pd.DataFrame, model: str = "robust", target: float = OOD_TARGET) -> Decision:
-    """Does ``model`` say "not sure" on at least ``target`` % of the frames without a character, with a threshold that
-    keeps ≥ 90 % of correct validation predictions confident? (:data:`OOD_RULE`)."""
+    """Does ``model`` say "not sure" on ≥ ``target`` % of frames without a character? (:data:`OOD_RULE`)"""
     rate = float(ood["all not sure %"].groupby(level="model").mean()[model])
     kept = float(calib["val correct kept confident %"].groupby(level="model").min()[model])
     return Decision(f"{model}: 'not sure' on frames without a character", rate,
@@ -253,8 +241,7 @@ def tuned_checkpoints(models: Path, seeds: Sequence[int], stem: str = "simpsons_
 
 
 def calibrated(paths: Sequence[Path], val_set: ShiftSet, keep: float = 0.90) -> list[Predictor]:
-    """A predictor per checkpoint, temperature and "not sure" threshold fitted on ``val_set``'s clean frames and saved
-    beside the checkpoint (so the demo, the CLI and the ONNX export use them)."""
+    """A predictor per checkpoint, calibrated on ``val_set``'s clean frames, saved beside it."""
     out = []
     for path in paths:
         predictor = Predictor.from_checkpoint(path, calibrated=False)
@@ -291,8 +278,7 @@ def mean_table(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 def choose_for_demo(val_reports: Mapping[str, Sequence[pd.DataFrame]], models: Mapping[str, Sequence[Predictor]],
                     val_set: ShiftSet) -> tuple[Path, str]:
-    """The demo's model, chosen on *validation*: the variant with the higher mean accuracy over every shift (means over
-    seeds), and within it the seed with the best clean validation accuracy."""
+    """The demo's model, chosen on validation: best variant over all shifts, its best clean seed."""
     score = {name: float(np.mean([group_accuracy(t, FAMILIES) for t in tables])) for name, tables in val_reports.items()}
     best = max(score, key=score.get)
     seed_scores = [float(t.loc[("clean", 0), "accuracy %"]) for t in val_reports[best]]
@@ -338,8 +324,7 @@ def conclusions(targets: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, s
 
 
 def headline(seeds_table: pd.DataFrame, ood: pd.DataFrame, device: str, spent: str) -> list[dict[str, str]]:
-    """Tuned and robust rows for the notebook's summary: clean test accuracy with its spread over seeds, seen and
-    held-out shift accuracy, and the "not sure" rate on frames without a character."""
+    """Tuned and robust rows for the summary: clean, seen and held-out accuracy, "not sure" rate."""
     rows = []
     for model in seeds_table.index.get_level_values("model").unique():
         t = seeds_table.loc[model]
@@ -378,9 +363,7 @@ RECIPE_RULE = ("among the recipes whose clean validation accuracy is at most 1 p
 def choose_recipe(data: DataSplits, extras: Extras, first: Checkpoint, recipes: Mapping[str, Recipe], val_set: ShiftSet,
                   *, art_dev: Sequence[Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
                   stem: str = "simpsons_robust") -> tuple[str, pd.DataFrame, RunResult]:
-    """Fine-tune the first tuned seed with each candidate recipe and choose by :data:`RECIPE_RULE`, on validation and
-    the art set's dev half only. Returns the chosen name, one row per candidate, and the chosen recipe's run (reused as
-    its first seed)."""
+    """Fine-tune the first seed with each recipe; choose by :data:`RECIPE_RULE` (validation, art dev)."""
     from helpers.webcam import art
 
     tuned = shift_report(Predictor(first), val_set)[0]
@@ -415,9 +398,7 @@ def choose_recipe(data: DataSplits, extras: Extras, first: Checkpoint, recipes: 
 
 @dataclass(frozen=True)
 class ShiftSet:
-    """A split under every camera shift, kept as *model pixels* (the demo's crop and resize already applied, uint8
-    N×C×H×W per (family, severity); the clean frames under ``("clean", 0)``), so that several models are measured on
-    identical inputs without rebuilding the frames."""
+    """A split under every camera shift, as model pixels (uint8 N×C×H×W per (family, severity))."""
 
     name: str  #: e.g. "test split, 2,000 images"
     labels: np.ndarray
@@ -454,8 +435,7 @@ def _row(probs: np.ndarray, labels: np.ndarray, predictor: Any) -> dict[str, flo
 
 
 def shift_report(predictor: Any, shift_set: ShiftSet) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """One row for the clean frames and one per (family, severity); and the reliability table of the clean frames and of
-    all shifted frames pooled (for a reliability diagram)."""
+    """One row per (family, severity) plus clean, and reliability tables of clean and all shifts."""
     labels = shift_set.labels
     rows, pooled_p = [], []
     curves: dict[str, pd.DataFrame] = {}
@@ -518,8 +498,7 @@ def latency_ms(predictor: Any, frames: Sequence[np.ndarray], repeats: int = 1) -
 
 
 def agreement(answers: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
-    """Front ends compared on the same frames: ``answers[name] = (top-1 class indices, sure flags)``. Per front end, how
-    many frames have the same top-1 and the same "not sure" decision as the first."""
+    """Per front end: frames with the same top-1 and "not sure" as the first (``answers``)."""
     (ref_name, (ref_top, ref_sure)), *_ = answers.items()
     rows = [{"front end": name, "frames": len(top), f"same top-1 as {ref_name}": int((np.asarray(top) == ref_top).sum()),
              f"same 'not sure' as {ref_name}": int((np.asarray(sure) == ref_sure).sum())}
@@ -535,8 +514,7 @@ def findings(seeds_table: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, 
 
 
 def latency_table(predictors: Mapping[str, Any], frames: Sequence[np.ndarray], repeats: int = 3) -> pd.DataFrame:
-    """Median milliseconds per frame (preprocessing included) of each predictor on this machine's CPU, plus the Jetson
-    Nano row, which is unmeasured here."""
+    """Median ms per frame of each predictor on this CPU, and the unmeasured Jetson Nano row."""
     rows = [{"path": name, "device": "this machine's CPU", "median ms per frame": f"{latency_ms(p, frames, repeats):.2f}"}
             for name, p in predictors.items()]
     rows.append({"path": "ONNX via OpenCV dnn (scripts/webcam_onnx.py)", "device": "Jetson Nano",

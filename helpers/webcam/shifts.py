@@ -104,10 +104,7 @@ def jpeg(frame: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarr
 
 
 def resample(frame: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """A resize round trip: the 28-px image up-sampled 5–8× (bilinear, as a print or screen smooths it), then brought to
-    the frame size with area / bilinear / nearest interpolation (severity picks the method; every method gets the same
-    factor). A factor of 4 would land exactly on the 112-px frame's pixel grid, where all three methods agree, so it is
-    left out."""
+    """A resize round trip: up 5–8× (bilinear), then to the frame with the severity's method."""
     method = list(INTERPOLATIONS.values())[severity - 1]
     small = cv2.resize(frame, (28, 28), interpolation=cv2.INTER_AREA)
     k = int(rng.integers(5, 9))
@@ -217,8 +214,7 @@ def _synthetic(kind: str, rng: np.random.Generator, side: int) -> np.ndarray:
 
 
 def ood_frames(kind: str, n: int, *, seed: int = 0, images: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-    """``n`` frames of one kind. "Fashion-MNIST" and "chest X-ray" take the first ``n`` uint8 C×H×W ``images``;
-    "shuffled tiles" cuts up the first ``n`` of them."""
+    """``n`` frames of one kind without a character (image kinds take them from ``images``)."""
     if kind in _FROM_IMAGES and (images is None or len(images) < n):
         raise ValueError(f"{kind} frames need at least {n} images, got {0 if images is None else len(images)}")
     if kind in ("Fashion-MNIST", "chest X-ray"):

@@ -37,8 +37,7 @@ def clean_accuracy(predictor: Any, images: np.ndarray, labels: np.ndarray) -> fl
 
 
 def card_markdown(card: Mapping[str, Any], heading: bool = True) -> str:
-    """The card as a short page: what the model is, how it was made, and what it scores (``heading``: with its title and
-    what the file is, as ``models/README.md``)."""
+    """The card as a short page (``heading``: with its title, as ``models/README.md``)."""
     lines = [f"# The demo's model: `{STEM}`", "",
              "Written by a full-budget run of `notebooks/06_webcam_inference.ipynb`; the demo "
              "(`python -m helpers.demo`) and the photo command line (`python -m helpers.predict`) use it when "
@@ -55,9 +54,7 @@ def card_markdown(card: Mapping[str, Any], heading: bool = True) -> str:
 
 
 def publish(source: Path, card: Mapping[str, Any], budget: str, dest: Path | None = None) -> Path | None:
-    """Copy the checkpoint ``source`` (with its calibration) into ``models/``, export it to ONNX, and write the card and
-    ``SHA256SUMS``. Only the full budget publishes (a quick run or a test never replaces the committed model): otherwise
-    it says so and returns None."""
+    """Copy the model into ``models/`` with ONNX, card and sums; only the full budget (else None)."""
     from helpers.webcam.export import export_onnx
 
     if budget != "full":
@@ -107,8 +104,7 @@ def verify(dest: Path | None = None) -> list[str]:
 
 
 def card(predictor: Any, why: str, recipe: Any, data: Any, art_rates: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The card of the demo's model: what it is, why it was chosen, its data, recipe and commit, its calibration, and
-    its clean test and art-set figures (``art_rates``: :meth:`helpers.webcam.art.ArtStudy.rates_of`)."""
+    """The demo model's card: what, why, data, recipe, commit, calibration, test and art figures."""
     from dataclasses import asdict
 
     from helpers.provenance import describe_state

@@ -46,7 +46,5 @@ def source_sizes(folder: Path, ids: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def source_aspect_ratios(folder: Path, ids: Sequence[str]) -> list[float | None]:
-    """Width / height of each source file ``ids`` (relative to ``folder``); None for a file stored as an exact square
-    (in the X-ray mirror: the re-encoded 224 x 224 copies, and one test original), which carries no aspect ratio of its
-    own."""
+    """Width / height of each source file; None for an exact square (no ratio of its own)."""
     return [w / h if w != h else None for w, h in source_sizes(folder, ids)]

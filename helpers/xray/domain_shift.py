@@ -28,8 +28,7 @@ PROBE_TRAINING = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "hflip": Tr
 def separability(a: torch.Tensor, b: torch.Tensor, groups_a: Sequence[str], groups_b: Sequence[str], *,
                  folds: int = 5, epochs: int = 15, seed: int = 0,
                  device: str | torch.device | None = "auto") -> tuple[float, float, int]:
-    """Out-of-fold ROC AUC of a LeNet-5 telling uint8 images ``a`` (N, C, H, W) from ``b``, the one-sided Mann-Whitney
-    p-value that ``b`` scores higher, and the images per side (both subsampled to the smaller)."""
+    """Out-of-fold ROC AUC of a LeNet-5 telling ``a`` from ``b``, its p-value, images per side."""
     if folds < 3:
         raise ValueError(f"need at least 3 folds (train, validation, held out), got {folds}")
     if len(a) < folds or len(b) < folds:
@@ -64,8 +63,7 @@ def separability(a: torch.Tensor, b: torch.Tensor, groups_a: Sequence[str], grou
 
 def aspect_matched(aspect_a: Sequence[float], aspect_b: Sequence[float], *, tolerance: float = 0.02,
                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (into ``aspect_a``, into ``aspect_b``) with aspect ratios at most ``tolerance`` apart: each ``b`` in
-    a seeded random order takes the closest ``a`` not yet taken; ``b`` without one is left out."""
+    """Index pairs of ``a`` and ``b`` with aspect ratios ≤ ``tolerance`` apart (greedy, seeded)."""
     a = np.asarray(aspect_a, dtype=float)
     b = np.asarray(aspect_b, dtype=float)
     free = np.ones(len(a), dtype=bool)
@@ -81,8 +79,7 @@ def aspect_matched(aspect_a: Sequence[float], aspect_b: Sequence[float], *, tole
 
 
 def score_auc(score_a: Sequence[float], score_b: Sequence[float]) -> float:
-    """P(a ``b`` score > an ``a`` score) + half the ties: the ROC AUC of one number as the domain classifier (NaN when a
-    side is empty)."""
+    """ROC AUC of one number as the domain classifier (NaN when a side is empty)."""
     a, b = np.asarray(score_a, dtype=float), np.asarray(score_b, dtype=float)
     if not len(a) or not len(b):
         return float("nan")
@@ -90,17 +87,14 @@ def score_auc(score_a: Sequence[float], score_b: Sequence[float]) -> float:
 
 
 def pixel_scores(x: torch.Tensor) -> dict[str, np.ndarray]:
-    """Two single numbers per uint8 image (N, C, H, W), in [0, 1]: its mean pixel ("brightness") and the standard
-    deviation of its pixels ("contrast"), as the model sees the image (after the loader's resize)."""
+    """Each image's mean pixel ("brightness") and pixel standard deviation ("contrast")."""
     flat = x.flatten(1).to(torch.float64) / 255
     return {"brightness": flat.mean(1).numpy(), "contrast": flat.std(1).numpy()}
 
 
 @dataclass(frozen=True)
 class ClassSides:
-    """One class's two sides of the probe: indices into the training pool (train + validation, in that order) and into
-    the test split of the images whose source file is not an exact square, their aspect ratios, and the pairs matched on
-    it (positions in ``pool`` / ``test``, :func:`aspect_matched`)."""
+    """One class's two sides of the probe: pool and test indices, aspect ratios, matched pairs."""
 
     pool: list[int]
     test: list[int]
@@ -111,8 +105,7 @@ class ClassSides:
 
 
 def class_sides(data: DataSplits, folder: Path, *, tolerance: float = 0.02) -> dict[str, ClassSides]:
-    """:class:`ClassSides` of every class (``folder`` holds the source files). Square files are left out: the X-ray
-    mirror's re-encoded 224 x 224 training copies would otherwise be a difference of their own."""
+    """:class:`ClassSides` of every class; exact-square source files left out."""
     pool_y = torch.cat([data.train.y, data.val.y]).tolist()
     pool_aspect = source_aspect_ratios(folder, list(data.train.ids) + list(data.val.ids))
     test_aspect = source_aspect_ratios(folder, data.test.ids)
@@ -126,8 +119,7 @@ def class_sides(data: DataSplits, folder: Path, *, tolerance: float = 0.02) -> d
 
 
 def _check_sides(data: DataSplits, sides: dict[str, ClassSides]) -> None:
-    """Refuse ``sides`` that were not made by :func:`class_sides` from ``data`` (their indices would pick other
-    images)."""
+    """Refuse ``sides`` not made by :func:`class_sides` from ``data``."""
     pool_y, test_y = torch.cat([data.train.y, data.val.y]), data.test.y
     for label, name in enumerate(data.classes):
         sd = sides.get(name)
@@ -138,8 +130,7 @@ def _check_sides(data: DataSplits, sides: dict[str, ClassSides]) -> None:
 
 
 def mean_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The mean image of uint8 images ``a`` and of ``b`` (N, C, H, W; channels averaged, in [0, 1]) and, per pixel,
-    their difference b - a in standard errors (Welch's z; it treats images as independent)."""
+    """Mean images of ``a`` and ``b`` and their per-pixel difference in standard errors."""
     fa, fb = (x.to(torch.float64).mean(1) / 255 for x in (a, b))
     se = torch.sqrt(fa.var(0) / len(fa) + fb.var(0) / len(fb)).clamp_min(1e-9)
     return fa.mean(0).numpy(), fb.mean(0).numpy(), ((fb.mean(0) - fa.mean(0)) / se).numpy()
@@ -147,9 +138,7 @@ def mean_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.nd
 
 def plot_matched_difference(data: DataSplits, sides: dict[str, ClassSides], *, z_limit: float = 8.0,
                             title: str = "Training pool vs test, matched on aspect ratio") -> plt.Figure:
-    """Per class of ``sides`` (:func:`class_sides` of ``data``; rows): the mean aspect-matched pool image, the mean
-    matched test image and the per-pixel z of test - pool (:func:`mean_difference`; red: test brighter), with the images
-    per side and the share of pixels beyond |z| = 4 in the row's titles."""
+    """Per class: mean matched pool and test images and the per-pixel z of test − pool."""
     _check_sides(data, sides)
     pool_x = torch.cat([data.train.x, data.val.x])
     fig, axes = plt.subplots(len(sides), 3, figsize=(9.5, 3 * len(sides)), squeeze=False)
@@ -178,11 +167,7 @@ def plot_matched_difference(data: DataSplits, sides: dict[str, ClassSides], *, z
 
 def class_shift(data: DataSplits, sides: dict[str, ClassSides], *, seeds: Sequence[int] = (0, 1), folds: int = 5,
                 epochs: int = 15, device: str | torch.device | None = "auto") -> pd.DataFrame:
-    """Per class: how well a LeNet-5 tells the training pool (train + validation) from the test split, the control (two
-    patient-disjoint halves of the pool), mean over ``seeds``, and how much of it single numbers explain: the source
-    files' aspect ratio, each image's brightness and contrast (:func:`pixel_scores`), each alone as the score
-    (:func:`score_auc`), and the probe again on pool and test images matched on the aspect ratio (the pairs in
-    ``sides``, :func:`class_sides` of ``data``)."""
+    """Per class: the probe's AUC (pool vs test), its control, and what single numbers explain."""
     _check_sides(data, sides)
     pool_x = torch.cat([data.train.x, data.val.x])
     pool_ids = list(data.train.ids) + list(data.val.ids)
@@ -226,10 +211,7 @@ SHIFT_RULE = ("a class's test images are shifted from the training pool when eve
 
 
 def shift_decisions(table: pd.DataFrame, alpha: float = 0.05, margin: float = 0.1) -> dict[str, tuple[Decision, Decision]]:
-    """Per class of :func:`class_shift`'s table: is its test split *shifted* (:data:`SHIFT_RULE`), and is a shifted
-    class shifted *beyond the aspect ratio* (the aspect-matched probe meets the same rule)? Outcomes "shifted" / "no
-    shift shown" and "beyond the aspect ratio" / "not shown beyond the aspect ratio" / "too few matched" / "not tested"
-    (for a class not shifted)."""
+    """Per class: *shifted* by :data:`SHIFT_RULE`, and shifted beyond the aspect ratio?"""
     rule = SHIFT_RULE.format(alpha=alpha, margin=margin)
 
     def meets(auc: float, p: float, control: float) -> bool:
@@ -282,8 +264,7 @@ def shift_summary(table: pd.DataFrame, alpha: float = 0.05, margin: float = 0.1)
 
 
 def finding(table: pd.DataFrame, section: str, class_name: str = "normal") -> dict[str, str]:
-    """The diagnosis as a line of the report's findings page: how well a domain classifier tells ``class_name``'s test
-    images from the training pool's, against its control, and the outcome of :func:`shift_decisions`."""
+    """The diagnosis as a findings line: the probe's AUC against its control, and the outcome."""
     from helpers.stats import finding as make
 
     shifted, beyond = shift_decisions(table)[class_name]

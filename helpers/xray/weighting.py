@@ -67,9 +67,7 @@ def _grouped_holdout(ids: list[str], share: float, rng: np.random.Generator) -> 
 
 def domain_weights(data: DataSplits, *, epochs: int = 15, seed: int = 0, clip: float = CLIP,
                    device: str | torch.device = "auto") -> ShiftWeights:
-    """Importance weights w(x) = p(test | x) / p(pool | x) for ``data``'s validation images, from a LeNet-5 that tells
-    training-split images from test images (pixels only; a patient-grouped fifth of each side is held out to pick its
-    epoch and measure its AUC). The classes are balanced in its loss, so its odds are the ratio."""
+    """Importance weights p(test | x) / p(pool | x) of the validation images, from a LeNet-5."""
     rng = np.random.default_rng(seed)
     pool, test = data.train, data.test
     hold_pool, hold_test = _grouped_holdout(pool.ids, 0.2, rng), _grouped_holdout(test.ids, 0.2, rng)
@@ -112,9 +110,7 @@ def integer_counts(weights: np.ndarray, total: int) -> np.ndarray:
 
 
 def weighted_validation(data: DataSplits, weights: ShiftWeights, per_image: int = TOTAL_PER_IMAGE) -> DataSplits:
-    """``data`` with its validation split importance-weighted: image i counts about per_image × w_i times
-    (``Split.weights``), so that plain accuracy on it is the importance-weighted validation accuracy (to rounding);
-    images that round to 0 leave the split."""
+    """``data`` with validation images counted by their weights (``Split.weights``)."""
     if len(weights.weights) != len(data.val):
         raise ValueError(f"{len(weights.weights)} weights for {len(data.val)} validation images")
     counts = integer_counts(weights.weights, per_image * len(data.val))
@@ -132,9 +128,7 @@ def weighted_accuracy(correct: np.ndarray, weights: np.ndarray) -> float:
 
 
 class ZoomViews(TrainHook):
-    """Each training image of a batch is zoomed by a factor drawn log-uniformly from ``scale``, its aspect changed by a
-    factor from ``aspect`` and moved by up to ``move`` of the frame, per image and per step (reflection fills the
-    border): views that change the anatomy's scale and position in the frame."""
+    """A hook zooming, stretching and moving each training image, drawn per image and step."""
 
     def __init__(self, scale: tuple[float, float] = (0.8, 1.25), aspect: tuple[float, float] = (0.85, 1.18),
                  move: float = 0.08) -> None:
@@ -162,9 +156,7 @@ class ZoomViews(TrainHook):
 
 def val_table(groups: dict[str, list], plain: DataSplits | None = None, sized=None,
               device: str | torch.device = "auto") -> pd.DataFrame:
-    """Per model (a list of runs over seeds, trained with the weighted validation split): plain validation accuracy
-    (``plain``'s, or ``sized(image_size)``'s for a run at another input size), the weighted one each run was chosen by,
-    and test accuracy, balanced accuracy and normal recall; means over seeds, in %."""
+    """Per model: plain and weighted validation accuracy, test accuracy, balanced accuracy, recall."""
     from helpers.training import evaluate
 
     rows = []
@@ -184,8 +176,7 @@ def val_table(groups: dict[str, list], plain: DataSplits | None = None, sized=No
 
 
 def xray_targets(baseline: list, tuned: list, accuracy: float = 78.0, normal_recall: float = 60.0) -> list:
-    """The X-ray targets as decisions: tuned test accuracy ≥ ``accuracy`` % and normal recall ≥ ``normal_recall`` %
-    (means over seeds, :func:`helpers.stats.target`), and tuned above the baseline by the one paired rule."""
+    """The X-ray targets as decisions: accuracy, normal recall, and above the baseline."""
     from helpers.stats import beats, target
 
     acc = target("X-rays: tuned test accuracy", [100 * r.test.accuracy for r in tuned], accuracy)
