@@ -245,7 +245,7 @@ def run_hooks(hooks: Sequence[TrainHook], view_hooks: Mapping[str, Sequence[Trai
 
 
 class Objective:
-    """One Hyperopt trial: train a sampled point, report validation loss; stopped at a losing rung."""
+    """One Hyperopt trial: train a sampled point, report 1 − validation accuracy; stopped at a losing rung."""
 
     def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
                  outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,
