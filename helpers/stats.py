@@ -32,7 +32,7 @@ def binomial_interval(correct: int, n: int, level: float = 0.95) -> tuple[float,
     return centre - half, centre + half
 
 
-#: The one rule for "B beats A", used by every study, the robust model, the swap diagnosis and the reflections.
+#: The one rule for "B beats A", used by every study, the robust model, the X-ray targets and the reflections.
 PAIRED_RULE = "mean difference paired by seed; its 95 % Student-t interval excludes 0"
 
 

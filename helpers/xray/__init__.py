@@ -1,1 +1,1 @@
-"""Wing: the chest X-ray investigation (aspect-ratio shortcut, domain shift, swap-in diagnosis)."""
+"""Wing: the chest X-ray investigation (aspect-ratio shortcut, domain shift, importance-weighted validation)."""
