@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
 import warnings
@@ -22,9 +21,12 @@ from helpers.decoding import (
     decode_image,
     list_images,
     read_idx_gz,
+    read_manifest,
     verify_manifest,
     verify_simpsons,
+    xray_file,
 )
+from helpers.paths import visible
 from helpers.sources import (
     FASHION,
     SIMPSONS,
@@ -35,7 +37,6 @@ from helpers.sources import (
     content_key,
     ensure_dataset,
     file_digest,
-    visible,
 )
 from helpers.splits import DataSplits, Split, grouped_stratified_split, stratified_split
 
@@ -237,8 +238,7 @@ def _source_kinds(folder: Path, ids: Sequence[str]) -> dict[str, int]:
     manifest = folder / "manifest.csv"
     if not manifest.exists():
         return {}
-    with open(manifest, newline="") as f:
-        kinds = {f"{r['split']}/{r['folder']}/{r['file']}": r.get("source_kind") for r in csv.DictReader(f)}
+    kinds = {xray_file(r): r.get("source_kind") for r in read_manifest(manifest, ("split", "folder", "file"), xray_file)}
     counts: dict[str, int] = {}
     for image_id in ids:
         kind = kinds.get(image_id)

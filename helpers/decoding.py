@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from helpers import paths
-from helpers.paths import printable
+from helpers.paths import printable, visible
 from helpers.plumbing import read_checked, remove_checked, write_checked
 from helpers.sources import (
     CorruptDataError,
@@ -27,7 +27,6 @@ from helpers.sources import (
     content_key,
     damaged_file_advice,
     file_digest,
-    visible,
 )
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -45,6 +44,7 @@ def cached_tensors(key: str, content: str, cache_dir: Path, build: Callable[[], 
             lacking = [k for k in required if not isinstance(cached, dict) or k not in cached]
             if lacking:
                 raise ValueError(f"{path.name} lacks {', '.join(lacking)}")
+            check_shapes(cached)
             return cached
         except Exception as exc:  # a damaged cache is rebuilt, never trusted
             reason = ("it holds objects other than tensors, which are not loaded" if isinstance(exc, pickle.UnpicklingError)
@@ -66,12 +66,35 @@ def cached_tensors(key: str, content: str, cache_dir: Path, build: Callable[[], 
     return raw
 
 
+def check_shapes(tensors: dict) -> None:
+    """ValueError unless each split's images (N, C, H, W uint8), labels (N integers from 0) and ids (N) fit together."""
+    shapes = set()
+    for split in sorted(k.removesuffix("_x") for k in tensors if k.endswith("_x")):
+        x, y, ids = (tensors.get(f"{split}_{what}") for what in ("x", "y", "ids"))
+        fits = (isinstance(x, torch.Tensor) and x.ndim == 4 and x.dtype == torch.uint8
+                and isinstance(y, torch.Tensor) and y.shape == (len(x),) and not y.is_floating_point()
+                and (len(y) == 0 or int(y.min()) >= 0) and ids is not None and len(ids) == len(x))
+        if not fits:
+            raise ValueError(f"its {split} images, labels and ids do not fit together (shapes "
+                             f"{tuple(getattr(x, 'shape', ()))} and {tuple(getattr(y, 'shape', ()))}, "
+                             f"{len(ids) if ids is not None else 'no'} ids)")
+        shapes.add(tuple(x.shape[1:]))
+    if len(shapes) > 1:
+        raise ValueError(f"its splits hold images of different sizes {sorted(shapes)}")
+
+
 def list_images(folder: Path, dataset: str, root: Path) -> list[Path]:
     """The visible image files of one class folder (hidden ``._x.jpg`` / ``.DS_Store`` are skipped)."""
     fix = f"Put its images back, or move '{root}' away and load again for a fresh copy."
     if not folder.is_dir():
         raise DataNotFoundError(f"{dataset}: class folder {folder} is missing. {fix}")
     files = sorted(p for p in folder.iterdir() if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+    special = [p for p in files if not p.is_file()]  # a pipe or a device (a link to /dev/zero) would hang the reader
+    if special:
+        names = ", ".join(printable(p.name) for p in special[:5]) + (" ..." if len(special) > 5 else "")
+        raise CorruptDataError(f"{dataset}: {printable(str(folder))} holds {len(special):,} image name(s) that are not "
+                               f"regular files (a pipe, a device or a folder): {names}. Nothing was loaded; move them "
+                               f"out of the folder, then load again")
     if not files:
         raise DataNotFoundError(f"{dataset}: class folder {folder} holds no images. {fix}")
     return files
@@ -93,6 +116,8 @@ def decode_image(path: Path, mode: str, origin: tuple[Path, DataSource], size: i
             else:
                 im = im.convert(mode)
             arr = np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:  # far larger than any image of these data sets
+        raise damaged(path, f"not an image of this data set: {exc}", origin) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise damaged(path, f"cannot decode image ({exc})", origin) from exc
     if expect is not None and arr.shape[:2] != (expect, expect):
@@ -176,24 +201,52 @@ def _simpsons_mismatch(folder: Path, source: DataSource, rel: str, per_file: dic
     return msg + f". Replace the folder with a good copy from {source.homepage}, or move '{folder}' away and load again."
 
 
+def read_manifest(manifest: Path, columns: Sequence[str], where: Callable[[dict[str, str]], str]) -> list[dict[str, str]]:
+    """A manifest's rows, checked: the ``columns`` present, each row's file (``where``) inside its folder and once."""
+    with open(manifest, newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of a name
+        reader = csv.DictReader(f)
+        lacking = [c for c in columns if c not in (reader.fieldnames or [])]
+        if lacking:
+            raise CorruptDataError(f"{manifest} lacks the column(s) {', '.join(lacking)} (it has: "
+                                   f"{', '.join(reader.fieldnames or []) or 'none'}); restore it from the mirror")
+        rows = list(reader)
+    seen: set[str] = set()
+    for n, row in enumerate(rows, start=2):  # line 1 is the header
+        rel = where(row)
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise CorruptDataError(f"{manifest}, line {n}: {printable(rel)!r} is not a file inside "
+                                   f"{printable(str(manifest.parent))}; a manifest names its own files only. "
+                                   f"Restore it from the mirror")
+        if rel in seen:
+            raise CorruptDataError(f"{manifest}, line {n}: {printable(rel)} is listed twice (it would count twice); "
+                                   f"restore the manifest from the mirror")
+        seen.add(rel)
+    return rows
+
+
+def xray_file(row: dict[str, str]) -> str:
+    """An X-ray manifest row's file, relative to the data set's folder."""
+    return f"{row['split']}/{row['folder']}/{row['file']}"
+
+
 def verify_manifest(folder: Path, source: DataSource, digests: dict[str, str], present: Sequence[str] = ()) -> None:
     """Check files against ``manifest.csv`` (sha256); a file ``present`` but not listed stops the load."""
     manifest = folder / "manifest.csv"
     if not manifest.exists():
         return
     listed = set()
-    with open(manifest, newline="") as f:
-        for row in csv.DictReader(f):
-            rel = f"{row['split']}/{row['folder']}/{row['file']}"
-            listed.add(rel)
-            path = folder / rel
-            if not path.exists():
-                raise DataNotFoundError(
-                    f"chest X-ray: {path} is listed in {manifest} but missing. Put it back, or move '{folder}' away "
-                    f"and load again for a fresh copy.")
-            if digests.get(rel, file_digest(path)) != row["sha256"]:
-                raise damaged(path, f"does not match its sha256 in {manifest.name} (truncated or altered)",
-                               (folder, source))
+    for row in read_manifest(manifest, ("split", "folder", "file", "sha256"), xray_file):
+        rel = xray_file(row)
+        listed.add(rel)
+        path = folder / rel
+        if not path.is_file():  # missing, or a pipe or device that hashing would wait on forever
+            raise DataNotFoundError(
+                f"chest X-ray: {path} is listed in {manifest} but is not a regular file there. Put it back, or move "
+                f"'{folder}' away and load again for a fresh copy.")
+        if (digests[rel] if rel in digests else file_digest(path)) != row["sha256"]:
+            raise damaged(path, f"does not match its sha256 in {manifest.name} (truncated or altered)",
+                          (folder, source))
     extra = sorted(set(present) - listed)
     if extra:
         raise CorruptDataError(extra_files_message(f"chest X-ray: {folder}", extra, f"its {manifest.name}", folder))

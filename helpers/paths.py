@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +22,27 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+#: Control characters (newline, escape, ...) a file name may hold: printed as escapes, never raw.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def printable(text: str) -> str:
-    """``text`` with the undecodable bytes of a file name (surrogate escapes) shown as ``\\xff``: safe to print."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """``text`` safe to print: undecodable bytes as ``\\xff``, control characters as ``\\n`` / ``\\x1b``."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def visible(path: Path) -> bool:
+    """False for hidden files and folders (``.DS_Store``, macOS's ``._x.jpg``, ``.ipynb_checkpoints``)."""
+    return not path.name.startswith(".")
 
 
 def shown(path: Path | str) -> str:
     """``path`` for a reader: relative to the project when inside it, printable even if not valid UTF-8."""
-    resolved = Path(path).expanduser().resolve()
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):  # a symbolic-link loop: named as given
+        return printable(str(path))
     try:
         return printable(resolved.relative_to(project_root()).as_posix())
     except ValueError:

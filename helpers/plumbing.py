@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,15 +16,48 @@ USER_ERRORS = (OSError, ValueError, RuntimeError, KeyError)
 
 
 def has_display() -> bool:
-    """Whether a window can be opened: always on macOS and Windows; on Linux only with X11 or Wayland."""
+    """Whether a window can be opened: always on macOS and Windows; on Linux only with a reachable X11 or Wayland."""
     if not sys.platform.startswith("linux"):
         return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    # a DISPLAY that names no running server makes Qt abort the whole process (SIGABRT) when OpenCV opens a window
+    return _x11_reachable(os.environ.get("DISPLAY", "")) or _wayland_reachable(os.environ.get("WAYLAND_DISPLAY", ""))
 
 
-def complain(message: str) -> None:
-    """One ``error: <message>`` line on stderr: how every entry point reports bad input."""
-    print(f"error: {message}", file=sys.stderr)
+def _connects(family: int, address: str | tuple[str, int]) -> bool:
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(address)
+        except OSError:
+            return False
+    return True
+
+
+def _x11_reachable(display: str) -> bool:
+    """Whether an X server answers at ``display`` (``:0``, ``:1.0``, ``host:10.0``, ``unix:0``)."""
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        return False
+    if host in ("", "unix"):  # a local server: its socket, named or in Linux's abstract namespace
+        return any(_connects(socket.AF_UNIX, path) for path in
+                   (f"/tmp/.X11-unix/X{number}", f"\0/tmp/.X11-unix/X{number}"))
+    if host.startswith("/"):  # a socket path (e.g. /tmp/launch-x/org.xquartz:0)
+        return _connects(socket.AF_UNIX, display)
+    return _connects(socket.AF_INET, (host, 6000 + int(number)))
+
+
+def _wayland_reachable(name: str) -> bool:
+    """Whether a Wayland compositor answers at ``$WAYLAND_DISPLAY`` (a socket in ``$XDG_RUNTIME_DIR``)."""
+    if not name:
+        return False
+    path = name if name.startswith("/") else os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), name)
+    return _connects(socket.AF_UNIX, path)
+
+
+def complain(message: str, prefix: str = "error: ") -> None:
+    """One ``error: <message>`` line on stderr: how every entry point reports bad input (or a note, by ``prefix``)."""
+    print(f"{prefix}{message}", file=sys.stderr)
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
+import os
 import shutil
+import socket
 import tempfile
 import time
 import urllib.request
@@ -36,11 +39,6 @@ class IncompleteDataError(DataError):
 
 
 PROVENANCE = ".provenance.json"
-
-
-def visible(path: Path) -> bool:
-    """False for hidden files and folders (``.DS_Store``, ``._x.jpg``, ``.ipynb_checkpoints``)."""
-    return not path.name.startswith(".")
 
 
 def list_files(folder: Path) -> set[str]:
@@ -82,6 +80,7 @@ def ensure_dataset(
     data_root = Path(data_root) if data_root is not None else paths.data_dir()
     mirror = Path(mirror) if mirror is not None else paths.mirror_dir()
     target = data_root / source.folder
+    remove_abandoned(target)
     if not source.missing_in(target):
         return target
     if target.exists() and any(target.iterdir()):  # somebody's folder: never changed, never replaced
@@ -119,9 +118,45 @@ def ensure_dataset(
     )
 
 
-def _copy_atomically(src: Path, dst: Path, source: DataSource) -> None:
+#: In each temporary folder a copy or download is made in: who is making it (a killed process leaves it behind).
+OWNER = ".portfolio-partial"
+
+
+def _partial_folder(dst: Path) -> Path:
+    """A new hidden folder beside ``dst`` to build it in, marked with this process as its owner."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
+    (tmp / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
+    return tmp
+
+
+def remove_abandoned(dst: Path) -> list[Path]:
+    """Delete the partial folders of ``dst`` whose owner process is gone (killed mid-copy); returns them."""
+    removed = []
+    for tmp in dst.parent.glob(f".{glob.escape(dst.name)}-*") if dst.parent.is_dir() else ():
+        try:
+            owner = json.loads((tmp / OWNER).read_text())
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except (OSError, ValueError, KeyError, TypeError):  # no owner record: not ours to delete
+            continue
+        if host == socket.gethostname() and not _alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+def _copy_atomically(src: Path, dst: Path, source: DataSource) -> None:
+    tmp = _partial_folder(dst)
     try:
         # copyfile, not copy2: mirrors are often read-only and the copy must stay writable.
         try:
@@ -144,12 +179,12 @@ def _copy_atomically(src: Path, dst: Path, source: DataSource) -> None:
 
 def _download_atomically(source: DataSource, dst: Path) -> None:
     assert source.download is not None
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
+    tmp = _partial_folder(dst)
     try:
-        source.download(tmp)
-        _write_provenance(tmp, "download", source.homepage)
-        _move_into_place(tmp, dst, source)
+        (tmp / "x").mkdir()
+        source.download(tmp / "x")
+        _write_provenance(tmp / "x", "download", source.homepage)
+        _move_into_place(tmp / "x", dst, source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

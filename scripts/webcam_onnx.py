@@ -17,8 +17,10 @@ pipeline, because the Jetson has neither PyTorch nor this project's package. Tes
 the same top-1 and the same "not sure" decisions.
 """
 import argparse
+import hashlib
 import json
 import os
+import socket
 import sys
 import time
 
@@ -100,6 +102,22 @@ def check_meta(meta, net, where):
         raise fail("the network gives {} scores but the metadata names {} classes".format(outputs, len(classes)))
 
 
+def check_sums(*files):
+    """Refuse (SystemExit) files that a SHA256SUMS beside them lists with another sha256 (the committed model)."""
+    sums = os.path.join(os.path.dirname(os.path.abspath(files[0])), "SHA256SUMS")
+    if not os.path.isfile(sums):
+        return
+    with open(sums, "rb") as f:
+        listed = dict(reversed(line.split("  ", 1)) for line in f.read().decode("utf-8").splitlines() if "  " in line)
+    for path in files:
+        name = os.path.basename(path)
+        if name in listed:
+            with open(path, "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != listed[name]:
+                    raise SystemExit("error: {} does not match its sha256 in {}: it was changed or damaged since it "
+                                     "was written; copy it again".format(path, sums))
+
+
 def load_model(onnx_path):
     """(cv2.dnn network, metadata dict) from MODEL.onnx and MODEL.json beside it, checked against each other."""
     meta_path = os.path.splitext(onnx_path)[0] + ".json"
@@ -112,6 +130,7 @@ def load_model(onnx_path):
             meta = json.loads(f.read().decode("utf-8"))
     except ValueError as exc:
         raise SystemExit("error: {} is not valid JSON ({})".format(meta_path, exc))
+    check_sums(onnx_path, meta_path)
     try:
         net = read_net(onnx_path)
     except cv2.error as exc:
@@ -129,6 +148,10 @@ def write_frame(path, image):
         with open(path, "wb") as f:
             f.write(encoded.tobytes())
     except (IOError, OSError) as exc:
+        try:  # e.g. a full disk: no empty or half frame is left behind
+            os.remove(path)
+        except OSError:
+            pass
         raise SystemExit("error: could not write {} ({})".format(path, exc.strerror or exc))
 
 
@@ -219,6 +242,42 @@ def annotate(frame, probs, classes, fps, is_sure=True, inset=None):
     return out
 
 
+def _connects(family, address):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(address)
+        return True
+    except (OSError, socket.error):
+        return False
+    finally:
+        s.close()
+
+
+def has_display():
+    """Whether a window can be opened: not on Linux unless an X11 or Wayland server answers (as helpers.plumbing)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    display = os.environ.get("DISPLAY", "")
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if number.isdigit():
+        if host in ("", "unix"):
+            paths = ["/tmp/.X11-unix/X" + number, "\0/tmp/.X11-unix/X" + number]
+            if any(_connects(socket.AF_UNIX, p) for p in paths):
+                return True
+        elif host.startswith("/"):
+            if _connects(socket.AF_UNIX, display):
+                return True
+        elif _connects(socket.AF_INET, (host, 6000 + int(number))):
+            return True
+    wayland = os.environ.get("WAYLAND_DISPLAY", "")
+    if wayland:
+        path = wayland if wayland.startswith("/") else os.path.join(os.environ.get("XDG_RUNTIME_DIR", ""), wayland)
+        return _connects(socket.AF_UNIX, path)
+    return False
+
+
 def open_capture(source, width, height, fps, flip):
     if source == "csi":
         cap = cv2.VideoCapture(gstreamer_pipeline(display_width=width, display_height=height, framerate=fps,
@@ -240,16 +299,18 @@ def main(argv=None):
     parser.add_argument("--source", default="0", help="camera index, 'csi' or a video file")
     parser.add_argument("--headless", action="store_true", help="write annotated frames to --out instead of a window")
     parser.add_argument("--out", default="frames")
-    parser.add_argument("--max-frames", type=int, default=0)
+    parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: never)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--flip", type=int, default=0)
     args = parser.parse_args(argv)
-    if not args.headless and sys.platform.startswith("linux") and not (
-            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        args.headless = True  # OpenCV's window would abort the process without a display
-        print("no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless, frames go to {}".format(args.out))
+    if args.max_frames < 0:
+        parser.error("--max-frames must be 0 (no limit) or more, got {}".format(args.max_frames))
+    if not args.headless and not has_display():
+        args.headless = True  # OpenCV's window would abort the process (Qt, SIGABRT) without a reachable display
+        print("no display reachable (DISPLAY / WAYLAND_DISPLAY unset, or no server answers there): running "
+              "headless, frames go to {}".format(args.out))
     net, meta = load_model(args.model)
     cap = open_capture(args.source, args.width, args.height, args.fps, args.flip)
     if args.headless and not os.path.isdir(args.out):

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from helpers import paths
+from helpers import decoding, paths
+from helpers.checkpoints import save_checkpoint
+from helpers.models import build_model
+from helpers.webcam.calibration import Calibration, calibration_path
+from helpers.webcam.export import export_onnx
 
 ROOT = paths.project_root()
 DEFAULT_MIRROR = ROOT.parent / "shared" / "data"
@@ -91,3 +100,45 @@ def small_xray_tree(mirror: Path, dest_root: Path, per_label: int = 10, manifest
     if manifest:
         picked.to_csv(dest / "manifest.csv", index=False)
     return dest
+
+
+# Probing commands and model files (tests/test_hostile_input*.py)
+
+
+def cli(*args: str, cwd: Path = ROOT, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("HELPERS_DEBUG", None)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=180,
+                          errors="backslashreplace")
+
+
+@pytest.fixture(scope="module")
+def real_image(mirror: Path) -> Path:
+    """One real Simpsons-MNIST test image (a 28x28 JPEG)."""
+    return mirror / "simpsons-mnist" / "dataset" / "rgb" / "test" / "homer_simpson" / sorted(
+        p.name for p in (mirror / "simpsons-mnist" / "dataset" / "rgb" / "test" / "homer_simpson").iterdir())[0]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    """An untrained LeNet-5 with the ten Simpsons-MNIST classes and a valid calibration: for the plumbing only."""
+    classes = sorted(json.loads(decoding.SIMPSONS_CHECKSUMS.read_text())["folders"])
+    classes = sorted({c.split("/")[-1] for c in classes})
+    path = save_checkpoint(tmp_path_factory.mktemp("model") / "m.pt", build_model(in_channels=3, seed=0), classes,
+                           (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    Calibration(1.5, 0.2, 0.9, "a test").save(calibration_path(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model_file: Path, tmp_path_factory) -> Path:
+    return export_onnx(model_file, tmp_path_factory.mktemp("onnx") / "m.onnx")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` gray pixels (its data is cut short: only the header matters)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")

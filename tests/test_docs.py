@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from helpers import budgets
 from helpers.paths import project_root

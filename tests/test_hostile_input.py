@@ -13,11 +13,7 @@ import json
 import os
 import re
 import shutil
-import struct
-import subprocess
-import sys
 import zipfile
-import zlib
 from pathlib import Path
 
 import cv2
@@ -25,17 +21,17 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from conftest import cli as _cli
+from conftest import png_header as _png_header
 from conftest import small_xray_tree
 
 from helpers import data, decoding, plumbing, sources
-from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from helpers.models import build_model
+from helpers.checkpoints import CheckpointError, load_checkpoint
 from helpers.paths import Outputs
 from helpers.reporting import report
 from helpers.tuning import ray_tune, search, trialstore
 from helpers.webcam import camera, demo
-from helpers.webcam.calibration import Calibration, calibration_path
-from helpers.webcam.export import export_onnx
+from helpers.webcam.calibration import calibration_path
 from helpers.webcam.inference import DEMO_CHOICE, OnnxPredictor, Predictor, demo_choice
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,36 +47,6 @@ def _load_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _cli(*args: str, cwd: Path = ROOT, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env_extra or {})}
-    env.pop("HELPERS_DEBUG", None)
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=180,
-                          errors="backslashreplace")
-
-
-@pytest.fixture(scope="module")
-def real_image(mirror: Path) -> Path:
-    """One real Simpsons-MNIST test image (a 28x28 JPEG)."""
-    return mirror / "simpsons-mnist" / "dataset" / "rgb" / "test" / "homer_simpson" / sorted(
-        p.name for p in (mirror / "simpsons-mnist" / "dataset" / "rgb" / "test" / "homer_simpson").iterdir())[0]
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    """An untrained LeNet-5 with the ten Simpsons-MNIST classes and a valid calibration: for the plumbing only."""
-    classes = sorted(json.loads(decoding.SIMPSONS_CHECKSUMS.read_text())["folders"])
-    classes = sorted({c.split("/")[-1] for c in classes})
-    path = save_checkpoint(tmp_path_factory.mktemp("model") / "m.pt", build_model(in_channels=3, seed=0), classes,
-                           (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    Calibration(1.5, 0.2, 0.9, "a test").save(calibration_path(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def onnx_file(model_file: Path, tmp_path_factory) -> Path:
-    return export_onnx(model_file, tmp_path_factory.mktemp("onnx") / "m.onnx")
 
 
 # ----------------------------------------------------------------------------------- 1. non-UTF-8 file names
@@ -196,15 +162,6 @@ def test_an_extra_simpsons_file_is_called_extra_not_a_differing_copy(tmp_path: P
 
 
 # ----------------------------------------------------------------------------------- 4. images too large
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` gray pixels (its data is cut short: only the header matters)."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.slow
@@ -516,7 +473,8 @@ def test_a_folder_without_images_does_not_stop_the_others(tmp_path: Path, real_i
     result = _cli("-m", "helpers.predict", str(tmp_path / "empty"), str(real_image), "--json", "--model",
                   str(model_file))
     assert result.returncode == 1 and "folder holds no image files" in result.stderr
-    assert len(json.loads(result.stdout)) == 1
+    rows = json.loads(result.stdout)  # the empty folder is an entry of its own, with its error
+    assert len(rows) == 2 and "folder holds no image files" in rows[0]["error"] and "answer" in rows[1]
 
 
 def test_a_demo_choice_naming_a_missing_file_says_so(tmp_path: Path, monkeypatch, model_file: Path) -> None:
@@ -544,8 +502,9 @@ def test_a_hand_edited_trials_file_is_refused_and_an_old_one_accepted_once(tmp_p
     path.write_text(json.dumps(doc))
     with pytest.raises(trialstore.TrialsFileError, match="does not match its checksum"):
         trialstore.load_trials(path)
-    plumbing.checksum_path(path).unlink()  # as written by an earlier version: no checksum yet
-    with pytest.warns(UserWarning, match="no checksum beside it.*written now"):
+    plumbing.checksum_path(path).unlink()  # as written by an earlier version: no checksum yet, format 1
+    path.write_text(path.read_text().replace(trialstore.FORMAT, "lenet5-portfolio-trials/1"))
+    with pytest.warns(UserWarning, match="no checksum beside it.*saved again with its sha256"):
         assert len(trialstore.load_trials(path).trials) == 2
     assert len(trialstore.load_trials(path).trials) == 2  # from now on it is checked
     path.write_text(path.read_text().replace("-0.99", "-0.5"))

@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt
 import nbformat
 import pytest
 import torch
-from bs4 import BeautifulSoup
 
 from helpers import provenance
 from helpers.checkpoints import load_checkpoint, save_checkpoint

@@ -41,7 +41,7 @@ def test_json_round_trip_makes_tpe_propose_the_same_next_point(tmp_path: Path) -
     path = tmp_path / "t.json"
     trialstore.save_trials(trials, path)
     loaded = trialstore.load_trials(path)
-    assert path.read_text().startswith('{"format": "lenet5-portfolio-trials/1"')
+    assert path.read_text().startswith('{"format": "lenet5-portfolio-trials/2"')
     assert [t["misc"]["vals"] for t in loaded.trials] == [t["misc"]["vals"] for t in trials.trials]
     assert [t["result"]["loss"] for t in loaded.trials] == [t["result"]["loss"] for t in trials.trials]
     assert loaded.trials[0]["book_time"] == trials.trials[0]["book_time"]  # datetimes come back as datetimes
@@ -69,7 +69,7 @@ def test_a_file_of_another_kind_is_refused_with_its_name(tmp_path: Path) -> None
     path.write_text('{"trials": []}')
     with pytest.raises(trialstore.TrialsFileError, match="t.json is not a trials file"):
         trialstore.load_trials(path)
-    path.write_text('{"format": "lenet5-portfolio-trials/1", "tri')
+    path.write_text('{"format": "lenet5-portfolio-trials/2", "tri')
     with pytest.raises(trialstore.TrialsFileError, match="not valid JSON"):
         trialstore.load_trials(path)
 

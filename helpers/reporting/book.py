@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from helpers.paths import project_root
+from helpers.paths import project_root, shown
 from helpers.provenance import SUMMARY_MIME, read_summary
 from helpers.reporting.staleness import stale
 from helpers.stats import REPRODUCTION_BAND
@@ -134,12 +134,21 @@ def placeholder(notebook: Path) -> nbformat.NotebookNode:
         f"`notebooks/{notebook.name}` (`make book` shows it).")])
 
 
+#: The file that marks a book source folder as this project's, so that a rebuild may delete it.
+MARKER = ".portfolio-book-source"
+
+
 def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Path:
     """The book's source in ``dest``: config, findings page, notebooks with provenance notes, docs."""
     root = Path(root or project_root())
-    if dest.exists():
+    if dest.exists() and any(dest.iterdir()):
+        if not (dest / MARKER).is_file():  # a folder somebody else made: never deleted
+            raise ValueError(f"{shown(dest)} already exists and was not made by this project's book build (no "
+                             f"{MARKER} in it), so it is left as it is: choose another --report-dir, or move the "
+                             f"folder away (an earlier version's build may be deleted: `rm -r {shown(dest)}`)")
         shutil.rmtree(dest)
-    (dest / "notebooks").mkdir(parents=True)
+    (dest / "notebooks").mkdir(parents=True, exist_ok=True)
+    (dest / MARKER).write_text("made by helpers.reporting.book.stage; rebuilt (deleted first) on every build\n")
     shutil.copy2(root / "book" / "_config.yml", dest / "_config.yml")
     shutil.copytree(root / "docs", dest / "docs")
     given = {p.name for p in notebooks}

@@ -21,7 +21,9 @@ from hyperopt.base import TRIAL_KEYS, TRIAL_MISC_KEYS, InvalidTrial, trials_from
 
 from helpers.plumbing import checksum_path, write_atomic
 
-FORMAT = "lenet5-portfolio-trials/1"
+#: Version 2 is always written with its sha256 beside it; version 1 files (older) are migrated once.
+FORMAT = "lenet5-portfolio-trials/2"
+_UNCHECKED = "lenet5-portfolio-trials/1"
 _TIME_KEYS = ("book_time", "refresh_time")
 
 
@@ -61,7 +63,7 @@ def trials_from_json(text: str, source: str = "trials file") -> Trials:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TrialsFileError(f"{source} is not valid JSON ({exc}); move it away to start the search afresh") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, _UNCHECKED):
         raise TrialsFileError(f"{source} is not a trials file of this project (format {FORMAT!r} expected)")
 
     def damaged(what: str) -> TrialsFileError:
@@ -111,11 +113,17 @@ def load_trials(path: Path) -> Trials | None:
                 f"it, so its results are not trusted. Move both files away to start the search afresh, or restore "
                 f"them from a backup")
         return trials_from_json(raw.decode("utf-8", errors="replace"), str(path))
-    trials = trials_from_json(raw.decode("utf-8", errors="replace"), str(path))
+    text = raw.decode("utf-8", errors="replace")
+    trials = trials_from_json(text, str(path))
+    if json.loads(text).get("format") != _UNCHECKED:  # a checked file whose checksum was deleted: not trusted
+        raise TrialsFileError(
+            f"{path} has no checksum beside it ({side.name}), although this version always writes one: it was "
+            f"deleted, so an edit to the trials cannot be ruled out. Restore {side.name} from a backup, or move the "
+            f"trials file away to start the search afresh")
     warnings.warn(f"{path} has no checksum beside it (written by an earlier version): its trials are used as they "
-                  f"are, and its sha256 is written now to {side.name}, so a later change to it is noticed",
-                  stacklevel=2)
-    write_atomic(side, (_digest(raw) + "\n").encode())
+                  f"are, once, and the file is saved again with its sha256 in {side.name}, so a later change to it, or "
+                  f"a deleted checksum, is noticed", stacklevel=2)
+    save_trials(trials, path)
     return trials
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers.decoding import extra_files_message
+from helpers.decoding import extra_files_message, read_manifest
 from helpers.provenance import fingerprint_bytes
 from helpers.sources import CorruptDataError, DataNotFoundError, DataSource, ensure_dataset, file_digest, list_files
 from helpers.stats import Decision, binomial_interval, finding, target
@@ -56,8 +55,8 @@ class ArtSet(list):
 def load_art(data_root: Path | None = None, mirror: Path | None = None) -> ArtSet:
     """Every art-set file, checked against ``manifest.csv``; DataNotFoundError when it is not here."""
     folder = ensure_dataset(ART, data_root, mirror, allow_download=False)
-    with open(folder / "manifest.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_manifest(folder / "manifest.csv", ("file", "class", "split", "artgroup", "kind", "sha256"),
+                         lambda row: row["file"])
     listed = {r["file"] for r in rows}
     extra = sorted(list_files(folder) - listed - {"manifest.csv"})
     if extra:

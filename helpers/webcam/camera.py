@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import platform
 import queue
@@ -11,16 +12,18 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from helpers.paths import shown
+from helpers.paths import shown, visible
 from helpers.plumbing import WriteError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+#: The image files the demo's folder source and the photo command read (others in a folder are not images).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 MAC_HINT = ("On macOS the app running Python (Terminal, iTerm, VS Code, JupyterLab's browser) needs Camera "
             "permission: System Settings > Privacy & Security > Camera; the first attempt often fails until "
@@ -63,58 +66,99 @@ def opencv_path(path: Path | str) -> str:
     return text
 
 
-def image_size_of(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from an image file's header without decoding it, or ``None`` if Pillow does not know it."""
+@dataclass(frozen=True)
+class Header:
+    """What an image file's header says, read by Pillow without decoding the pixels."""
+
+    size: tuple[int, int]  #: (width, height)
+    frames: int = 1  #: more than 1 for an animation (GIF, APNG, WebP) or a multi-page TIFF
+    orientation: int = 1  #: the EXIF orientation tag (1: upright; 6: saved on its side, as phones do)
+
+
+def image_header(data: bytes) -> Header | None:
+    """An image file's :class:`Header` (size, frames, EXIF orientation), or ``None`` if Pillow does not know it."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():  # the size is judged here (MAX_PIXELS), not by Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
-                return im.size
+                try:
+                    orientation = int(im.getexif().get(_ORIENTATION, 1))
+                except Exception:  # a damaged EXIF block: the pixels are still read, upright as stored
+                    orientation = 1
+                return Header(im.size, int(getattr(im, "n_frames", 1) or 1), orientation)
     except Image.DecompressionBombError as exc:  # Pillow refuses to even open very large images
         found = re.search(r"(\d+) pixels", str(exc))
-        return (int(found.group(1)), 1) if found else (MAX_PIXELS + 1, 1)
+        return Header((int(found.group(1)), 1) if found else (MAX_PIXELS + 1, 1))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """A BGR frame from an image file, read as bytes (any file name); ValueError with the reason if there is none."""
+_ORIENTATION = 0x0112  #: the EXIF tag
+#: EXIF orientation → how to turn the stored pixels upright, as a photo viewer does (Pillow's exif_transpose).
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud, 5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(np.swapaxes(a, 0, 1), 2), 8: lambda a: np.rot90(a, 1)}
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixels turned as their EXIF ``orientation`` says (1 or unknown: unchanged)."""
+    turn = _UPRIGHT.get(orientation)
+    return np.ascontiguousarray(turn(image)) if turn else image
+
+
+def read_image(path: Path | str, note: Callable[[str], None] | None = None) -> np.ndarray:
+    """A BGR frame from an image file, read as bytes (any file name), upright; ValueError with the reason if none."""
+    # ``note`` hears what is read differently from the file (an animation: its first frame only); default a warning
     path = Path(path)
     name = shown(path)
     if not path.exists():
-        raise ValueError(f"{name}: no such file")
+        raise ValueError(f"{name}: " + ("a symbolic link that leads nowhere (a loop, or its target is gone)"
+                                        if path.is_symlink() else "no such file"))
     if not path.is_file():
-        raise ValueError(f"{name}: not a file")
+        raise ValueError(f"{name}: not a regular file (a folder, device or pipe); give an image file")
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"{name}: cannot be read ({exc.strerror or exc})") from None
-    flag = cv2.IMREAD_UNCHANGED  # keep the alpha channel: transparency is put on white below
-    size = image_size_of(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        pixels = size[0] * size[1]
+    # keep the alpha channel (transparency is put on white below); the EXIF orientation is applied below, once
+    flag = cv2.IMREAD_UNCHANGED
+    header = image_header(data)
+    if header is not None and header.size[0] * header.size[1] > MAX_PIXELS:
+        pixels = header.size[0] * header.size[1]
         factor = next(((f, fl) for f, fl in _REDUCED if pixels / f**2 <= MAX_PIXELS), None)
         if not data.startswith(b"\xff\xd8") or factor is None:  # only JPEG decodes reduced without the full image
             raise ValueError(f"{name}: the image has {pixels / 1e6:,.0f} million pixels, over the "
                              f"{MAX_PIXELS / 1e6:.0f} million this reads; make a smaller copy of it first")
-        flag = factor[1]
-    try:
-        frame = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        flag = factor[1] | cv2.IMREAD_IGNORE_ORIENTATION
+    try:  # quietly: a truncated file is reported once, below, not also by OpenCV's own log
+        frame = _quietly(cv2.imdecode, np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:
         raise ValueError(f"{name}: OpenCV refused to decode it ({one_line(exc.err)})") from None
     if frame is None and flag == cv2.IMREAD_UNCHANGED:
         frame = _pillow_decode(data)  # formats OpenCV cannot read (GIF)
     if frame is None or frame.size == 0:
         raise ValueError(f"{name}: not a readable image (OpenCV could not decode its {len(data):,} bytes)")
-    return on_white(frame)
+    if header is not None and header.frames > 1:
+        (note or (lambda text: warnings.warn(text, stacklevel=3)))(
+            f"{name}: holds {header.frames} frames (an animation or a multi-page file); only the first is used")
+    return upright(on_white(frame, name), header.orientation if header else 1)
 
 
-def on_white(image: np.ndarray) -> np.ndarray:
-    """A decoded image as 8-bit BGR: gray expanded, 16-bit scaled, transparency put on white."""
+def on_white(image: np.ndarray, name: str = "the image") -> np.ndarray:
+    """A decoded image as 8-bit BGR: gray expanded, 16-bit and floating point scaled, transparency put on white."""
     if image.dtype == np.uint16:
         image = (image // 257).astype(np.uint8)
+    elif image.dtype.kind == "f":  # 32-bit TIFF, Radiance .hdr: light as 0-1 (brighter for HDR), not 0-255
+        finite = image[np.isfinite(image)]
+        if not finite.size or finite.min() < 0:
+            raise ValueError(f"{name}: its floating-point pixels are not light levels from 0 up (NaN or negative); "
+                             f"save it as an 8-bit PNG or JPEG")
+        top = max(1.0, float(finite.max()))  # HDR: brightest pixel → white
+        image = np.clip(np.nan_to_num(image, nan=0.0) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"{name}: pixels of type {image.dtype} are not read; save it as an 8-bit PNG or JPEG")
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
@@ -147,7 +191,9 @@ def write_image(path: Path | str, image: np.ndarray) -> Path:
         raise ValueError(f"{shown(path)}: OpenCV could not encode the image as {path.suffix!r}")
     try:
         path.write_bytes(encoded.tobytes())
-    except OSError as exc:
+    except OSError as exc:  # e.g. a full disk: no empty or half frame is left behind
+        with contextlib.suppress(OSError):
+            path.unlink()
         raise WriteError(exc.errno, f"could not write {shown(path)} ({exc.strerror or exc})") from None
     return path
 
@@ -214,13 +260,19 @@ class CaptureSource(FrameSource):
         _with_timeout(self.cap.release, 1.0)
 
 
+def image_files(folder: Path) -> list[Path]:
+    """A folder's images in name order: visible regular files with an image suffix (not ``._x.png``, not pipes)."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 class ImageFolderSource(FrameSource):
     """The images of a folder, in name order; unreadable files are skipped with a warning."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.name = shown(folder)
-        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = image_files(self.folder)
         if not self.files:
             raise CameraError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
         self._next, self.skipped = 0, 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -13,8 +15,17 @@ from typing import Any
 import cv2
 
 from helpers import plumbing
-from helpers.paths import output_dir, shown
-from helpers.webcam.camera import FrameSource, one_line, open_source, read_image, write_image
+from helpers.checkpoints import CheckpointError
+from helpers.paths import output_dir, printable, shown
+from helpers.webcam.camera import (
+    IMAGE_SUFFIXES,
+    FrameSource,
+    image_files,
+    one_line,
+    open_source,
+    read_image,
+    write_image,
+)
 
 
 def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Path | None, max_frames: int | None,
@@ -58,6 +69,34 @@ def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Pa
     return count
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+FRAME_NAME = re.compile(r"frame_\d{5}\.png")
+
+
+def frames_folder(out: Path | None) -> Path:
+    """Where the headless demo writes its frames: ``--out`` if it holds no earlier run's frames, else refused."""
+    if out is None:  # our own folder: an earlier run's frames are replaced, so none is mixed with this run's
+        out = output_dir() / "demo-frames"
+        for old in (out.iterdir() if out.is_dir() else ()):
+            if FRAME_NAME.fullmatch(old.name) and old.is_file():
+                old.unlink()
+        return out
+    earlier = sorted(p.name for p in out.iterdir() if FRAME_NAME.fullmatch(p.name) and p.is_file()) \
+        if out.is_dir() else []
+    if earlier:
+        raise ValueError(f"{shown(out)} already holds {len(earlier):,} annotated frame(s) of an earlier run "
+                         f"({earlier[0]} ...); they are not overwritten or mixed with this run's: choose another --out "
+                         f"or move them away")
+    return out
+
+
 class WindowError(RuntimeError):
     """OpenCV cannot open a window here (no display, or a build without GUI support)."""
 
@@ -69,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", default="0", help="camera index (0), 'csi' (Jetson), video file or image folder")
     parser.add_argument("--fallback", help="video file or folder to use if the camera fails")
     parser.add_argument("--checkpoint", "--model", type=Path,
-                        help="model file, .pt or .onnx (default: the one notebook 06 chose, else tuned, else baseline)")
+                        help="model file, .pt or .onnx (default: the one notebook 06 chose on this machine, else the "
+                             "committed models/simpsons_demo.pt)")
     parser.add_argument("--headless", action="store_true", help="no window: write annotated frames to --out")
     parser.add_argument("--out", type=Path, help="folder for annotated frames (with --headless)")
-    parser.add_argument("--max-frames", type=int)
+    parser.add_argument("--max-frames", type=positive, help="stop after this many frames (1 or more)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--fps", type=int, default=30)
@@ -83,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                              "classify the whole frame, padded to a square on white (the box then frames everything)")
     args = parser.parse_args(argv)
     if not args.headless and not plumbing.has_display():
-        args.headless, args.out = True, args.out or output_dir() / "demo-frames"
-        print(f"no display found (DISPLAY / WAYLAND_DISPLAY unset): running headless, annotated frames go to {args.out}")
+        args.headless = True
+        print("no display reachable (DISPLAY / WAYLAND_DISPLAY unset, or no server answers there): running headless")
+    if args.headless:
+        args.out = frames_folder(args.out)
+        print(f"annotated frames go to {shown(args.out)}")
     try:
         model, why = (args.checkpoint, "given with --checkpoint") if args.checkpoint else demo_choice()
         predictor = load_predictor(model, args.device)
@@ -105,25 +148,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-PREDICT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-
-
-def image_paths(paths: Sequence[Path]) -> Iterator[Path | ValueError]:
-    """Files as given, folders expanded to their images; an empty folder yields a ValueError in place."""
+def image_paths(paths: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
+    """(file, None) for each file given or image in a folder given; (folder, why) for a folder empty or unreadable."""
     for p in paths:
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in PREDICT_SUFFIXES and f.is_file())
-            if not found:
-                yield ValueError(f"{shown(p)}: folder holds no image files ({', '.join(sorted(PREDICT_SUFFIXES))})")
-            yield from found
-        else:
-            yield p
+        try:
+            if not p.is_dir():
+                yield p, None
+                continue
+            found = image_files(p)
+        except OSError as exc:  # an unreadable folder: reported in its place, the other paths still read
+            yield p, f"{shown(p)}: cannot be listed ({exc.strerror or exc})"
+            continue
+        if not found:
+            yield p, f"{shown(p)}: folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        yield from ((f, None) for f in found)
+
+
+def answer_row(path: Path, problem: str | None, predictor: Any, notes: list[str]) -> dict[str, Any]:
+    """One image's JSON entry: its name, the answer, sure or not and the top 3; or the error that stopped it."""
+    row: dict[str, Any] = {"file": shown(path)}
+    if printable(str(path)) != str(path):  # escaped for printing: the name's own bytes too
+        row["file_hex"] = os.fsencode(path).hex()
+    try:
+        if problem:
+            raise ValueError(problem)
+        p = predictor.predict(read_image(path, note=notes.append))
+    except (ValueError, CheckpointError) as exc:
+        return {**row, "error": str(exc)}
+    return {**row, "answer": p.shown, "sure": p.sure,
+            "top3": [{"class": c, "probability": round(q, 4)} for c, q in p.top], **({"notes": notes} if notes else {})}
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-    from helpers.webcam.inference import FITS, NOT_SURE, demo_choice, load_predictor
+    from helpers.webcam.inference import FITS, demo_choice, load_predictor
 
-    parser = argparse.ArgumentParser(description="Classify image files or folders with the Simpsons-MNIST model.")
+    parser = argparse.ArgumentParser(
+        description="Classify image files or folders with the Simpsons-MNIST model.",
+        epilog="A file name that is not valid UTF-8 or holds control characters is printed with backslash escapes "
+               "(\\xff, \\n); with --json its bytes are given too, as hexadecimal in 'file_hex'.")
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders of images")
     parser.add_argument("--model", type=Path, help="checkpoint (.pt) or ONNX file (default: the demo's model, see notebook 06)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of one line per file")
@@ -136,23 +198,26 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     predictor.fit = args.fit
     if not args.json and not args.model:  # say which model answers when the user did not name one
         print(f"model: {shown(model)} ({why})")
-    rows, failed = [], 0
-    for path in image_paths(args.paths):
-        try:
-            if isinstance(path, ValueError):
-                raise path
-            frame = read_image(path)
-        except ValueError as exc:
-            plumbing.complain(str(exc))
-            failed += 1
-            continue
-        p = predictor.predict(frame)
-        rows.append({"file": shown(path), "answer": p.shown, "sure": p.sure,
-                     "top3": [{"class": c, "probability": round(q, 4)} for c, q in p.top]})
-        if not args.json:
-            top = ", ".join(f"{c} {100 * q:.1f} %" for c, q in p.top)
-            print(f"{shown(path)}: {p.shown if p.sure else NOT_SURE}  (top 3: {top})")
+    if predictor.calibration is None:
+        plumbing.complain(f"note: {shown(model)} is not calibrated (no calibration beside it): every answer names a "
+                          f"character, none says 'not sure'", prefix="")
+    rows: list[dict[str, Any]] = []
+    try:
+        for path, problem in image_paths(args.paths):
+            row = answer_row(path, problem, predictor, notes := [])
+            rows.append(row)
+            for note in notes:
+                plumbing.complain(f"note: {note}", prefix="")
+            if "error" in row:
+                plumbing.complain(row["error"])
+            elif not args.json:
+                top = ", ".join(f"{t['class']} {100 * t['probability']:.1f} %" for t in row["top3"])
+                print(f"{row['file']}: {row['answer']}  (top 3: {top})")
+    except KeyboardInterrupt:  # what is done is still printed, then the usual exit code of an interrupt
+        if args.json:
+            print(json.dumps(rows, indent=2, allow_nan=False))
+        plumbing.complain(f"interrupted after {len(rows):,} image(s)", prefix="")
+        return 130
     if args.json:
-        print(json.dumps(rows, indent=2))
-    return 1 if failed else 0
-
+        print(json.dumps(rows, indent=2, allow_nan=False))
+    return 1 if any("error" in r for r in rows) else 0

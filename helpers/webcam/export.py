@@ -11,7 +11,9 @@ from typing import Any
 import onnx
 import torch
 
-from helpers.checkpoints import load_checkpoint
+from helpers.checkpoints import checksum_path, load_checkpoint
+from helpers.paths import output_dir, shown
+from helpers.plumbing import write_atomic
 from helpers.webcam.calibration import Calibration, calibration_path
 
 OPSET = 9
@@ -24,8 +26,9 @@ class ExportError(RuntimeError):
 
 def export_onnx(checkpoint_path: Path, onnx_path: Path | None = None) -> Path:
     """Write ``<name>.onnx`` and ``<name>.json`` (classes, mean, std, input shape); returns the .onnx path."""
-    ckpt = load_checkpoint(checkpoint_path)
     onnx_path = Path(onnx_path) if onnx_path else Path(checkpoint_path).with_suffix(".onnx")
+    check_destination(Path(checkpoint_path), onnx_path)
+    ckpt = load_checkpoint(checkpoint_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, ckpt.in_channels, ckpt.image_size, ckpt.image_size)
     tmp = onnx_path.with_name(f".{onnx_path.name}.tmp")
@@ -47,8 +50,27 @@ def export_onnx(checkpoint_path: Path, onnx_path: Path | None = None) -> Path:
     cal_file = calibration_path(checkpoint_path)
     if cal_file.exists():  # temperature and "not sure" threshold, so the Jetson abstains like helpers.webcam.demo
         meta["calibration"] = asdict(Calibration.load(cal_file))
-    onnx_path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    write_atomic(onnx_path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
     return onnx_path
+
+
+def check_destination(checkpoint_path: Path, onnx_path: Path) -> None:
+    """ValueError unless ``onnx_path`` ends in ``.onnx`` and neither it nor its ``.json`` is a file of the model."""
+    if onnx_path.suffix.lower() != ".onnx":
+        raise ValueError(f"--out {shown(onnx_path)}: the exported model's name must end in .onnx (its .json is "
+                         f"written beside it)")
+    own = [checkpoint_path, checksum_path(checkpoint_path), calibration_path(checkpoint_path)]
+    for target in (onnx_path, onnx_path.with_suffix(".json")):
+        if any(_same_file(target, f) for f in own):
+            raise ValueError(f"--out {shown(onnx_path)} would overwrite {shown(target)}, a file of the model being "
+                             f"exported; choose another name")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except (OSError, RuntimeError):
+        return False
 
 
 def graph_ops(path: Path) -> set[str]:
@@ -98,11 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     from helpers.webcam.inference import demo_choice
 
     parser = argparse.ArgumentParser(description="Export a checkpoint to ONNX for scripts/webcam_onnx.py")
-    parser.add_argument("--checkpoint", type=Path, help="default: the tuned (else baseline) Simpsons-MNIST model")
-    parser.add_argument("--out", type=Path, help="default: beside the checkpoint, with .onnx")
+    parser.add_argument("--checkpoint", type=Path, help="default: the demo's model (notebook 06's choice on this "
+                                                            "machine, else the committed models/simpsons_demo.pt)")
+    parser.add_argument("--out", type=Path, help="the .onnx file to write (default: outputs/webcam/<model>.onnx; "
+                                                 "the committed models/ folder is never rewritten)")
     args = parser.parse_args(argv)
-    path = export_onnx(args.checkpoint or demo_choice()[0], args.out)
-    print(f"wrote {path} and {path.with_suffix('.json')}")
+    checkpoint = args.checkpoint or demo_choice()[0]
+    path = export_onnx(checkpoint, args.out or output_dir() / "webcam" / f"{Path(checkpoint).stem}.onnx")
+    print(f"wrote {shown(path)} and {shown(path.with_suffix('.json'))}")
     return 0
 
 

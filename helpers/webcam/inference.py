@@ -14,6 +14,7 @@ import torch
 from helpers import paths
 from helpers.checkpoints import Checkpoint, CheckpointError, check_metadata, load_checkpoint
 from helpers.paths import shown
+from helpers.webcam import shipped
 from helpers.webcam.calibration import Calibration, calibration_path, softmax
 from helpers.webcam.camera import one_line
 
@@ -37,8 +38,23 @@ def center_crop_square(frame: np.ndarray) -> np.ndarray:
 FITS = ("crop", "pad")
 
 
+#: The longest side an image is worked on at (larger ones are shrunk first): a 1 x 100,000 image padded to a
+#: square would otherwise need 30 GB.
+MAX_SIDE = 4096
+
+
+def bounded(frame: np.ndarray, longest: int = MAX_SIDE) -> np.ndarray:
+    """``frame`` shrunk (area-averaged, aspect kept, at least 1 px a side) so its longest side is at most ``longest``."""
+    h, w = frame.shape[:2]
+    if max(h, w) <= longest:
+        return frame
+    scale = longest / max(h, w)
+    return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 def pad_square(frame: np.ndarray, fill: int = 255) -> np.ndarray:
-    """An (H, W[, C]) image centred on a square of side max(H, W) filled with ``fill`` (white)."""
+    """An (H, W[, C]) image centred on a square of side max(H, W) filled with ``fill`` (white), size bounded first."""
+    frame = bounded(frame)
     h, w = frame.shape[:2]
     side = max(h, w)
     out = np.full((side, side) + frame.shape[2:], fill, dtype=frame.dtype)
@@ -151,6 +167,9 @@ class _Base:
     def predict_many(self, frames: Sequence[np.ndarray], k: int = 3) -> list[Prediction]:
         """Predictions for several frames at once (temperature-scaled and thresholded if calibrated)."""
         probs = self.probabilities(self.pixels(frames))
+        if not np.isfinite(probs).all():  # a damaged model: NaN is no answer (and no valid JSON either)
+            raise CheckpointError("the model gave scores that are not numbers (NaN or infinite): the model file is "
+                                  "damaged or was not trained by this project; export or train it again")
         return [self._prediction(p, k, bool(ok)) for p, ok in zip(probs, self.sure(probs))]
 
     def predict(self, frame: np.ndarray, k: int = 3) -> Prediction:
@@ -167,6 +186,15 @@ class _Base:
         return Prediction(probs, [(self.classes[i], float(probs[i])) for i in order], sure)
 
 
+def check_calibration(calibration: Calibration | None, classes: Sequence[str], where: str) -> Calibration | None:
+    """``calibration`` if its threshold can say "not sure" for these classes; CheckpointError otherwise."""
+    if calibration is not None and calibration.threshold <= 1 / len(classes):
+        raise CheckpointError(f"{where}: the 'not sure' threshold {calibration.threshold:g} is at or below "
+                              f"1/{len(classes)}, the least a top-1 probability can be, so every answer would be "
+                              f"sure; calibrate the model again (notebook 06)")
+    return calibration
+
+
 class Predictor(_Base):
     """A trained checkpoint wrapped for frames: ``predict(frame_bgr) -> Prediction``."""
 
@@ -178,7 +206,7 @@ class Predictor(_Base):
         self.classes = checkpoint.classes
         self.image_size, self.in_channels = checkpoint.image_size, checkpoint.in_channels
         self.mean, self.std = checkpoint.mean, checkpoint.std
-        self.calibration = calibration
+        self.calibration = check_calibration(calibration, self.classes, shown(calibration_path(checkpoint.path)))
 
     @classmethod
     def from_checkpoint(cls, path: Path, device: str | torch.device = "cpu", calibrated: bool = True) -> Predictor:
@@ -223,7 +251,8 @@ class OnnxPredictor(_Base):
             where, meta.get("classes"), meta.get("image_size"), meta.get("in_channels"), meta.get("mean"),
             meta.get("std"))
         cal = meta.get("calibration")
-        self.calibration = Calibration.from_dict(cal, f"the calibration in {shown(meta_path)}") if cal else None
+        where_cal = f"the calibration in {shown(meta_path)}"
+        calibration = Calibration.from_dict(cal, where_cal) if cal else None
         try:  # one blank input: does the network take the metadata's input and give one score per class?
             self.net.setInput(np.zeros((1, self.in_channels, self.image_size, self.image_size), np.float32))
             outputs = int(np.asarray(self.net.forward()).size)
@@ -231,6 +260,7 @@ class OnnxPredictor(_Base):
             raise CheckpointError(f"{where}: the network does not take the {self.in_channels}x{self.image_size}x"
                                   f"{self.image_size} input its metadata names ({one_line(exc.err)}); export it again") from None
         check_metadata(where, self.classes, self.image_size, self.in_channels, self.mean, self.std, outputs=outputs)
+        self.calibration = check_calibration(calibration, self.classes, where_cal)
 
     def logits_pixels(self, pixels: np.ndarray) -> np.ndarray:
         out = []
@@ -244,6 +274,7 @@ class OnnxPredictor(_Base):
 def load_predictor(path: Path, device: str | torch.device = "cpu") -> Predictor | OnnxPredictor:
     """A :class:`Predictor` for a ``.pt`` checkpoint, an :class:`OnnxPredictor` for an ``.onnx`` file."""
     path = Path(path)
+    shipped.check_loaded(path)  # the committed model: every file the loader reads, against models/SHA256SUMS
     return OnnxPredictor(path) if path.suffix == ".onnx" else Predictor.from_checkpoint(path, device)
 
 
@@ -257,9 +288,9 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], size: float, color: 
 def annotate(frame_bgr: np.ndarray, prediction: Prediction, fps: float | None = None,
              inset: np.ndarray | None = None, fit: str = "crop") -> np.ndarray:
     """The frame with the guide box, top-3 bars (or "not sure"), FPS and the model's view inset."""
-    out = frame_bgr.copy()
-    if out.shape[0] < 360:  # small frames (e.g. 112 px): enlarge so the text is readable
-        scale = int(np.ceil(360 / out.shape[0]))
+    out = bounded(frame_bgr).copy()
+    if out.shape[0] < 360:  # small frames (e.g. 112 px): enlarge so the text is readable, never past MAX_SIDE
+        scale = max(1, min(int(np.ceil(360 / out.shape[0])), MAX_SIDE // out.shape[1]))
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
     h, w = out.shape[:2]
     left, top, side = guide_box(h, w)
@@ -301,8 +332,6 @@ DEMO_CHOICE = "demo_model.json"  #: written by notebook 06 beside the models: wh
 
 def demo_choice(budget: str = "full", shipped_model: Path | None = None) -> tuple[Path, str]:
     """The demo's model and why: notebook 06's choice on this machine, else the committed one."""
-    from helpers.webcam import shipped
-
     models = paths.Outputs.for_budget(budget).models
     choice = models / DEMO_CHOICE
     if choice.is_file():

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from helpers.checkpoints import checksum_path
+from helpers.checkpoints import CheckpointError, checksum_path
 from helpers.paths import project_root
 from helpers.sources import file_digest
 from helpers.webcam.calibration import calibration_path
@@ -86,21 +86,47 @@ def publish(source: Path, card: Mapping[str, Any], budget: str, dest: Path | Non
     return dest / f"{STEM}.pt"
 
 
-def verify(dest: Path | None = None) -> list[str]:
-    """Problems with the committed model's files against ``SHA256SUMS`` (an empty list when all match)."""
+def verify(dest: Path | None = None, names: Collection[str] | None = None) -> list[str]:
+    """Problems with the committed model's files (or only ``names``) against ``SHA256SUMS`` (empty: all match)."""
     dest = Path(dest or folder())
     sums = dest / SUMS
     if not sums.is_file():
-        return [f"{sums} is missing"]
-    problems = []
-    for line in sums.read_text(encoding="utf-8").splitlines():
-        digest, _, name = line.partition("  ")
+        return [f"{SUMS} is missing"]
+    listed = dict(reversed(line.split("  ", 1)) for line in sums.read_text(encoding="utf-8").splitlines() if "  " in line)
+    problems = [f"{name} is not listed in {SUMS}" for name in sorted(set(names or ()) - set(listed))]
+    for name, digest in listed.items():
+        if names is not None and name not in names:
+            continue
         path = dest / name
         if not path.is_file():
             problems.append(f"{name} is missing")
         elif file_digest(path) != digest:
             problems.append(f"{name} does not match its sha256")
     return problems
+
+
+def read_by_loader(model: Path) -> list[Path]:
+    """The files the demo's loader reads for ``model``: the ONNX file and its JSON, or checkpoint, sum, calibration."""
+    model = Path(model)
+    if model.suffix == ".onnx":
+        return [model, model.with_suffix(".json")]
+    return [model, checksum_path(model), calibration_path(model)]
+
+
+def check_loaded(model: Path) -> None:
+    """CheckpointError naming the file if ``model`` is the committed demo model and a file it reads differs."""
+    model = Path(model)
+    try:
+        committed = model.resolve().parent == folder().resolve() and model.stem == STEM
+    except (OSError, RuntimeError):  # a link loop: the loader says what is wrong with it
+        return
+    if not committed:
+        return
+    problems = verify(folder(), [p.name for p in read_by_loader(model)])
+    if problems:
+        raise CheckpointError(f"the demo model in models/ is not as committed: {'; '.join(problems)}. Restore it "
+                              f"with `git checkout -- models/`; put a model of your own elsewhere and pass it with "
+                              f"--model")
 
 
 def card(predictor: Any, why: str, recipe: Any, data: Any, art_rates: Mapping[str, Any] | None) -> dict[str, Any]:
