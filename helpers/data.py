@@ -269,7 +269,7 @@ LOADERS: dict[str, Callable[..., DataSplits]] = {
 }
 
 
-def load_dataset(name: str, **kwargs) -> DataSplits:
+def load_dataset(name: str, **kwargs: Any) -> DataSplits:
     """Load a data set by short name: ``fashion``, ``simpsons-rgb``, ``simpsons-gray`` or ``xray``."""
     if name not in LOADERS:
         raise KeyError(f"unknown data set {name!r}; choose from {sorted(LOADERS)}")

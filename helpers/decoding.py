@@ -29,7 +29,8 @@ from helpers.sources import (
     file_digest,
 )
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+#: The image files of the three data sets (a photo of a print is read by helpers.webcam.camera, PHOTO_SUFFIXES).
+DATASET_SUFFIXES = {".jpg", ".jpeg", ".png"}
 #: What every loader's decoded cache holds: images, labels and file ids of the training pool and the test split.
 CACHE_KEYS = tuple(f"{split}_{what}" for split in ("train", "test") for what in ("x", "y", "ids"))
 
@@ -88,7 +89,7 @@ def list_images(folder: Path, dataset: str, root: Path) -> list[Path]:
     fix = f"Put its images back, or move '{root}' away and load again for a fresh copy."
     if not folder.is_dir():
         raise DataNotFoundError(f"{dataset}: class folder {folder} is missing. {fix}")
-    files = sorted(p for p in folder.iterdir() if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if visible(p) and p.suffix.lower() in DATASET_SUFFIXES)
     special = [p for p in files if not p.is_file()]  # a pipe or a device (a link to /dev/zero) would hang the reader
     if special:
         names = ", ".join(printable(p.name) for p in special[:5]) + (" ..." if len(special) > 5 else "")
@@ -185,7 +186,7 @@ def _simpsons_mismatch(folder: Path, source: DataSource, rel: str, per_file: dic
     msg = (f"Simpsons-MNIST: the files in {where} do not match the published data set's checksums "
            f"({len(per_file)} files here, {expected['files']} published)")
     reference = (Path(mirror) if mirror is not None else paths.mirror_dir() or Path("/nonexistent")) / source.folder
-    ref_files = [p for p in (reference / "dataset" / rel).glob("*") if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES]
+    ref_files = [p for p in (reference / "dataset" / rel).glob("*") if visible(p) and p.suffix.lower() in DATASET_SUFFIXES]
     if ref_files:
         ref_digest, ref_per_file = _folder_digest(ref_files)
         if ref_digest == expected["sha256"]:

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -113,7 +114,8 @@ def plot_learning_curves(histories: Mapping[str, History], title: str = "Learnin
     return fig
 
 
-def plot_confusion(evaluation: Evaluation, split: str = "test", title: str | None = None, ax=None) -> Figure:
+def plot_confusion(evaluation: Evaluation, split: str = "test", title: str | None = None,
+                   ax: Axes | None = None) -> Figure:
     """Row-normalised confusion matrix (% of each true class), with counts in the title."""
     conf = evaluation.confusion
     pct = 100 * conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)

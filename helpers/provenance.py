@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import platform
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import nbformat
 import torch
@@ -18,12 +20,30 @@ from helpers.paths import BUDGETS, Outputs, project_root
 from helpers.plumbing import describe, write_atomic
 
 
-def _git(args: list[str], root: Path) -> str | None:
+def git(args: list[str], root: Path) -> str | None:
+    """What ``git args`` prints in ``root`` (stripped), or None when git is missing or the command fails."""
     try:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+def code_only(source: str, transform: Callable[[ast.Module], None] | None = None) -> str:
+    """``source``'s syntax tree without docstrings (``transform``ed first), as text: what a run's result depends on."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # not Python: compared as it is
+        return source
+    if transform is not None:
+        transform(tree)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 #: what can change a result: a change here since the commit makes the tree "dirty" (notebooks and prose do not)
@@ -33,8 +53,8 @@ CODE_PATHS = ("helpers", ":(exclude)helpers/README.md", "scripts", "requirements
 def git_state(root: Path | None = None) -> dict[str, object]:
     """``{"commit", "dirty"}``: dirty when the code in :data:`CODE_PATHS` differs from that commit."""
     root = Path(root or project_root())
-    commit = _git(["rev-parse", "HEAD"], root)
-    status = _git(["status", "--porcelain", "--", *CODE_PATHS], root) if commit else None
+    commit = git(["rev-parse", "HEAD"], root)
+    status = git(["status", "--porcelain", "--", *CODE_PATHS], root) if commit else None
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
@@ -47,8 +67,6 @@ def describe_state(state: dict[str, object]) -> str:
 
 def fingerprint_bytes(chunks: Iterable[bytes]) -> str:
     """A short sha256 of byte chunks (16 hex digits)."""
-    import hashlib
-
     h = hashlib.sha256()
     for chunk in chunks:
         h.update(chunk)
@@ -61,21 +79,12 @@ HEADLINE_KEYS = ("data set", "model", "val acc %", "test acc %", "test interval"
 #: the fields of one finding (:func:`helpers.stats.finding`): what the report's findings page shows
 FINDING_KEYS = ("finding", "value", "interval", "target", "outcome", "section")
 
-T = TypeVar("T")
-
-
-def choose(budget: str, quick: T, full: T) -> T:
-    """The settings for ``budget`` (``"quick"`` for tests, ``"full"`` for the report)."""
-    if budget not in BUDGETS:
-        raise ValueError(f"BUDGET must be one of {BUDGETS}, got {budget!r}")
-    return quick if budget == "quick" else full
-
-
 class RunStamp:
     """Started at the top of a notebook; :meth:`summary` says budget, device and wall time."""
 
     def __init__(self, budget: str, device: torch.device) -> None:
-        choose(budget, None, None)  # validates the budget name
+        if budget not in BUDGETS:
+            raise ValueError(f"BUDGET must be one of {BUDGETS}, got {budget!r}")
         self.budget = budget
         self.device = device
         self.started = time.perf_counter()
@@ -121,7 +130,7 @@ class RunStamp:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / f"{notebook}.json", json.dumps(summary, indent=2).encode())
         print(text)
-        try:
+        try:  # IPython is there inside a notebook, not always in a plain script
             from IPython.display import display
             display({"text/plain": f"summary written to outputs/summary/{notebook}.json", SUMMARY_MIME: summary}, raw=True)
         except ImportError:

@@ -181,7 +181,7 @@ def recall_table(results: Sequence[RunResult], split: str = "test") -> pd.DataFr
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("run").round(2)
 
 
-def headline(results: Sequence[RunResult], device: str) -> list[dict[str, str]]:
+def run_headlines(results: Sequence[RunResult], device: str) -> list[dict[str, str]]:
     """One summary row per run (:meth:`helpers.provenance.RunStamp.finish`): validation and test accuracy."""
     return [{"data set": r.dataset, "model": ARCH_LABELS.get(r.arch, r.arch),
              "val acc %": f"{100 * r.val.accuracy:.2f}",

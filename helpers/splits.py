@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from helpers.provenance import fingerprint_bytes
+
 
 def stratified_split(
     labels: Sequence[int] | np.ndarray, fraction: float, seed: int = 0
@@ -138,8 +140,6 @@ class DataSplits:
 
     def fingerprint(self) -> str:
         """A short sha256 of every split's pixels and labels: the same images in the same order, the same value."""
-        from helpers.provenance import fingerprint_bytes
-
         return fingerprint_bytes(t.contiguous().numpy().tobytes() for s in (self.train, self.val, self.test)
                                  for t in (s.x, s.y, s.weights) if t is not None)
 

@@ -105,6 +105,15 @@ class Decision:
             return f"95 % CI {self.low:+.1f} to {self.high:+.1f} points"
         return f"95 % CI {self.low:.1f}–{self.high:.1f} {self.unit}".rstrip()
 
+    def outcome_text(self, band: float | None = None) -> str:
+        """The outcome, with its margin to the threshold and "within the band" when that is under ``band`` points."""
+        band = REPRODUCTION_BAND if band is None else band
+        margin = abs(self.value - self.reference)
+        if not math.isfinite(margin):  # a decision without a threshold (e.g. a paired comparison)
+            return self.outcome
+        within = f" (within the {band:g}-point band)" if margin < band else ""
+        return f"{self.outcome} by {margin:.2f} points{within}"
+
 
 def target(name: str, values: Sequence[float], threshold: float, *, at_most: bool = False, unit: str = "%",
            interval: tuple[float, float] | None = None, where: str = "") -> Decision:
@@ -304,19 +313,10 @@ def held(claim: str, before: Sequence[Verdict], after: Sequence[Verdict]) -> Ver
 REPRODUCTION_BAND = 1.5  # points
 
 
-def target_outcome(decision: Decision, band: float = REPRODUCTION_BAND) -> str:
-    """A target's outcome, with "within the reproduction band" when the margin is under ``band`` points."""
-    margin = abs(decision.value - decision.reference)
-    if not math.isfinite(margin):  # a decision without a threshold (e.g. a paired comparison)
-        return decision.outcome
-    within = margin < band
-    return f"{decision.outcome} by {margin:.2f} points" + (f" (within the {band:g}-point band)" if within else "")
-
-
 def finding(text: str, value: str, section: str, *, interval: str = "", target: Decision | None = None,
             outcome: str = "") -> dict[str, str]:
     """One line of the findings page: what, value, interval, target met or missed, the section showing it."""
     if target is not None:
-        outcome = outcome or target_outcome(target)
+        outcome = outcome or target.outcome_text()
     return {"finding": text, "value": value, "interval": interval,
             "target": target.rule if target is not None else "", "outcome": outcome, "section": section}

@@ -255,41 +255,128 @@ def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tens
     return loss.item(), ((logits.argmax(1) == y).float() * w).sum().div(w.sum()).item()
 
 
-def fit(
-    model: nn.Module,
-    data: DataSplits,
-    config: TrainConfig,
-    device: str | torch.device | None = "auto",
-    on_epoch: Callable[[dict[str, float]], bool | None] | None = None,
-    tracker: Any | None = None,
-    hooks: Sequence[TrainHook] = (),
-) -> FitResult:
+@dataclass
+class Optimisation:
+    """What changes the weights in one run: optimizer, learning-rate schedule, seeded generator, loss weights."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any | None  #: a torch LR scheduler, or None for a constant learning rate
+    per_batch: bool  #: the schedule steps after every batch (one-cycle, cosine), else after every epoch (step)
+    gen: torch.Generator  #: batch order and augmentation, seeded by the run's seed
+    class_weights: torch.Tensor | None = None  #: cross-entropy weight per class (``config.class_weights``)
+
+    def settings(self, batch_size: int) -> dict[str, Any]:
+        """What the optimizer object was really built with (recorded in the history)."""
+        group = self.optimizer.param_groups[0]
+        return {"class": type(self.optimizer).__name__,
+                "lr": float(group.get("max_lr", group.get("initial_lr", group["lr"]))),  # one-cycle rewrites lr
+                "weight_decay": float(group["weight_decay"]), "batch_size": batch_size,
+                **({"momentum": float(group["momentum"])} if "momentum" in group else {})}
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch: full batches only (the remainder waits for the next permutation)."""
+    return max(1, n_train // batch_size) if n_train > batch_size else 1
+
+
+def make_optimisation(model: nn.Module, config: TrainConfig, n_train: int, device: torch.device,
+                      gen: torch.Generator, class_weights: torch.Tensor | None = None) -> Optimisation:
+    """The optimizer and schedule ``config`` names for ``model``, for ``n_train`` training images."""
+    opt = make_optimizer(model, config, device)
+    scheduler, unit = _make_schedule(opt, config, steps_per_epoch(n_train, config.batch_size))
+    return Optimisation(opt, scheduler, unit == "batch", gen, class_weights)
+
+
+def train_epoch(model: nn.Module, train: DeviceSplit, config: TrainConfig, optim: Optimisation, history: History,
+                hooks: Sequence[TrainHook] = ()) -> tuple[float, float]:
+    """One pass over a seeded permutation of ``train``; returns (mean loss, accuracy)."""
+    model.train()
+    n, bs = len(train), config.batch_size
+    perm = torch.randperm(n, device=train.x.device, generator=optim.gen)
+    loss_sum = torch.zeros((), device=train.x.device)  # summed on the device: no sync per batch
+    correct = torch.zeros((), device=train.x.device, dtype=torch.long)
+    seen = 0
+    for step in range(steps_per_epoch(n, bs)):
+        idx = perm[step * bs : (step + 1) * bs] if n > bs else perm
+        xb, yb = train.x[idx], train.y[idx]
+        loss, logits = train_step(model, xb, yb, idx, config, optim, hooks)
+        history.updates += 1
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.argmax(1) == yb).sum()
+        seen += len(yb)
+        if step % 50 == 49 and not torch.isfinite(loss_sum):  # diverged: the epoch's loss says so, stop early
+            break
+        if config.max_updates and history.updates >= config.max_updates:
+            break
+    if optim.scheduler is not None and not optim.per_batch:
+        optim.scheduler.step()
+    return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1)
+
+
+def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, config: TrainConfig,
+               optim: Optimisation, hooks: Sequence[TrainHook] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch (hooks, augmentation, loss, backward, step); returns (loss, logits)."""
+    n_in = len(yb)
+    for hook in hooks:  # views swapped in, outliers appended after the n_in images
+        xb = hook.batch(xb, idx)
+    if config.channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    if config.hflip or config.shift or config.rotate:
+        xb = augment(xb, config.hflip, config.shift, optim.gen, config.rotate)
+    with _autocast(xb.device, config.amp):
+        out = model(xb).float()  # one pass over images and appended rows: BatchNorm sees both
+        logits = out[:n_in]
+        loss = F.cross_entropy(logits, yb, weight=optim.class_weights, label_smoothing=config.label_smoothing)
+        for hook in hooks:
+            extra = hook.extra_loss(out[n_in:]) if len(out) > n_in else None
+            if extra is not None:
+                loss = loss + extra
+    optim.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.optimizer.step()
+    if optim.scheduler is not None and optim.per_batch:
+        optim.scheduler.step()
+    return loss, logits
+
+
+class BestEpoch:
+    """The best epoch so far by ``config.monitor``, its weights, and whether early stopping's patience ran out."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig) -> None:
+        self.model, self.config = model, config
+        self.state = copy.deepcopy(model.state_dict())  # the untrained weights, until an epoch improves
+        self.score, self.wait = math.inf, 0  # lower is better: val_loss, or -val_acc
+
+    def update(self, record: dict[str, float], history: History) -> bool:
+        """Keep the weights if ``record`` improves on the best; True when patience has run out."""
+        score = record["val_loss"] if self.config.monitor == "val_loss" else -record["val_acc"]
+        if score < self.score - self.config.min_delta:
+            self.score, self.wait = score, 0
+            history.best_val_loss, history.best_epoch = record["val_loss"], int(record["epoch"])
+            self.state = copy.deepcopy(self.model.state_dict())
+            return False
+        self.wait += 1
+        return self.config.patience is not None and self.wait >= self.config.patience
+
+
+def fit(model: nn.Module, data: DataSplits, config: TrainConfig, device: str | torch.device | None = "auto",
+        on_epoch: Callable[[dict[str, float]], bool | None] | None = None, tracker: Any | None = None,
+        hooks: Sequence[TrainHook] = ()) -> FitResult:
     """Train ``model`` on ``data.train``, validate on ``data.val`` each epoch; never touches test."""
     device = device if isinstance(device, torch.device) else pick_device(device)
     torch.manual_seed(config.seed)  # dropout masks
     gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
-    train = DeviceSplit(data.train, data.mean, data.std, device)
-    val = DeviceSplit(data.val, data.mean, data.std, device)
+    train, val = DeviceSplit(data.train, data.mean, data.std, device), DeviceSplit(data.val, data.mean, data.std, device)
     for hook in hooks:
         hook.start(data, train, device, gen)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-        train.x, val.x = (t.contiguous(memory_format=torch.channels_last) for t in (train.x, val.x))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    _place(model, config, device, train, val)
     weights = balanced_class_weights(data.train.y, data.num_classes).to(device) if config.class_weights else None
-    loop = _Loop(model, config, device, gen, n_train=len(train), hooks=hooks, class_weights=weights)
-    history = History(optimizer=loop.optimizer_settings())
-    best_state = copy.deepcopy(model.state_dict())
-    wait = 0
-    best_score = math.inf  # lower is better: val_loss, or -val_acc
-    started = time.perf_counter()
-
+    optim = make_optimisation(model, config, len(train), device, gen, weights)
+    history = History(optimizer=optim.settings(config.batch_size))
+    best, started = BestEpoch(model, config), time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        t0 = time.perf_counter()
-        lr_now = loop.opt.param_groups[0]["lr"]
-        train_loss, train_acc = loop.train_epoch(train, history)
+        t0, lr_now = time.perf_counter(), optim.optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_epoch(model, train, config, optim, history, hooks)
         history.diverged = _divergence(train_loss, epoch, config, math.log(data.num_classes))
         if history.diverged:
             break
@@ -299,93 +386,27 @@ def fit(
         history.epochs.append(record)
         if tracker is not None:
             tracker.log_epoch(record)
-        stop_requested = bool(on_epoch(record)) if on_epoch is not None else False
+        stop_requested = bool(on_epoch(record)) if on_epoch is not None else False  # e.g. a losing ASHA rung
         if not math.isfinite(val_loss):
             history.diverged = f"validation loss not finite in epoch {epoch}"
             break
-        score = val_loss if config.monitor == "val_loss" else -val_acc
-        if score < best_score - config.min_delta:
-            best_score, history.best_val_loss, history.best_epoch, wait = score, val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            wait += 1
-            if config.patience is not None and wait >= config.patience:
-                history.stopped_early = True
-                break
-        if stop_requested:
-            history.stopped_early = True
+        history.stopped_early = best.update(record, history) or stop_requested
+        if history.stopped_early or (config.max_updates and history.updates >= config.max_updates):
             break
-        if config.max_updates and history.updates >= config.max_updates:
-            break
-
-    model.load_state_dict(best_state)
+    model.load_state_dict(best.state)  # the best epoch's weights, not the last epoch's
     history.seconds = time.perf_counter() - started
     return FitResult(model, history, config, str(device))
 
 
-class _Loop:
-    """The optimizer, schedule and batching of one run: one call of :meth:`train_epoch` per epoch."""
-
-    def __init__(self, model: nn.Module, config: TrainConfig, device: torch.device, gen: torch.Generator,
-                 n_train: int, hooks: Sequence[TrainHook] = (), class_weights: torch.Tensor | None = None) -> None:
-        self.model, self.config, self.device, self.gen = model, config, device, gen
-        self.hooks, self.class_weights = hooks, class_weights
-        self.opt = make_optimizer(model, config, device)
-        self.n, self.bs = n_train, config.batch_size
-        self.steps_per_epoch = max(1, self.n // self.bs) if self.n > self.bs else 1
-        self.scheduler, self.sched_unit = _make_schedule(self.opt, config, self.steps_per_epoch)
-
-    def optimizer_settings(self) -> dict[str, Any]:
-        """What the optimizer object was really built with (recorded in the history)."""
-        group = self.opt.param_groups[0]
-        return {
-            "class": type(self.opt).__name__, "lr": float(group.get("max_lr", group.get("initial_lr", group["lr"]))),
-            "weight_decay": float(group["weight_decay"]), "batch_size": self.bs,
-            **({"momentum": float(group["momentum"])} if "momentum" in group else {}),
-        }
-
-    def train_epoch(self, train: DeviceSplit, history: History) -> tuple[float, float]:
-        """One pass over a seeded permutation of ``train``; returns (mean loss, accuracy)."""
-        config, device, n, bs = self.config, self.device, self.n, self.bs
-        self.model.train()
-        perm = torch.randperm(n, device=device, generator=self.gen)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for step in range(self.steps_per_epoch):
-            idx = perm[step * bs : (step + 1) * bs] if n > bs else perm
-            xb, yb = train.x[idx], train.y[idx]
-            n_in = len(yb)
-            for hook in self.hooks:  # views swapped in, outliers appended after the n_in images
-                xb = hook.batch(xb, idx)
-            if config.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            if config.hflip or config.shift or config.rotate:
-                xb = augment(xb, config.hflip, config.shift, self.gen, config.rotate)
-            with _autocast(device, config.amp):
-                out = self.model(xb).float()  # one pass over images and appended rows: BatchNorm sees both
-                logits = out[:n_in]
-                loss = F.cross_entropy(logits, yb, weight=self.class_weights, label_smoothing=config.label_smoothing)
-                for hook in self.hooks:
-                    extra = hook.extra_loss(out[n_in:]) if len(out) > n_in else None
-                    if extra is not None:
-                        loss = loss + extra
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            if self.sched_unit == "batch":
-                self.scheduler.step()
-            history.updates += 1
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.argmax(1) == yb).sum()
-            seen += len(yb)
-            if step % 50 == 49 and not torch.isfinite(loss_sum):
-                break
-            if config.max_updates and history.updates >= config.max_updates:
-                break
-        if self.sched_unit == "epoch":
-            self.scheduler.step()
-        return (loss_sum / max(seen, 1)).item(), correct.item() / max(seen, 1)
+def _place(model: nn.Module, config: TrainConfig, device: torch.device, *splits: DeviceSplit) -> None:
+    """Move ``model`` to ``device``, in channels-last layout (with the splits' images) when ``config`` asks."""
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+        for split in splits:
+            split.x = split.x.contiguous(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from helpers.tuning import cache_version, reflections, search, spaces
-from helpers.tuning.cache_version import _code_only
+from helpers.provenance import code_only as _code_only
 
 
 def test_training_code_unchanged_since_the_cache_version_was_set() -> None:

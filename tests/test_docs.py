@@ -7,7 +7,7 @@ import re
 from helpers import budgets
 from helpers.paths import project_root
 from helpers.provenance import read_summary
-from helpers.reporting.report import notebook_paths
+from helpers.reporting.runner import notebook_paths
 
 ROOT = project_root()
 README = ROOT / "README.md"

@@ -98,11 +98,11 @@ def test_brightness_and_contrast_scores_of_real_xrays(xr) -> None:
         assert (halved[k] < scores[k]).all() and domain_shift.score_auc(scores[k], halved[k]) < 0.01
 
 
-def test_mean_difference_marks_only_where_the_test_side_differs(xr) -> None:
+def test_pixel_difference_marks_only_where_the_test_side_differs(xr) -> None:
     x, _ = _pool(xr[0])
     marked = x.clone()
     marked[..., 10:20, 5:15] = 255  # a bright label burnt into every "test" image
-    mean_a, mean_b, z = domain_shift.mean_difference(x, marked)
+    mean_a, mean_b, z = domain_shift.pixel_difference(x, marked)
     assert mean_a.shape == z.shape == x.shape[-2:]
     assert np.allclose(mean_a, x.double().mean(1).mean(0).numpy() / 255)
     assert (z[10:20, 5:15] > 4).all() and np.allclose(mean_b[10:20, 5:15], 1.0)

@@ -28,9 +28,9 @@ from conftest import small_xray_tree
 from helpers import data, decoding, plumbing, sources
 from helpers.checkpoints import CheckpointError, load_checkpoint
 from helpers.paths import Outputs
-from helpers.reporting import report
+from helpers.reporting import runner
 from helpers.tuning import ray_tune, search, trialstore
-from helpers.webcam import camera, demo
+from helpers.webcam import camera, live
 from helpers.webcam.calibration import calibration_path
 from helpers.webcam.inference import DEMO_CHOICE, OnnxPredictor, Predictor, demo_choice
 
@@ -74,7 +74,7 @@ def test_the_demo_reads_and_writes_frames_under_non_utf8_names(tmp_path: Path, r
     for i in range(3):
         shutil.copyfile(real_image, frames / f"{BAD}-{i}.jpg")
     out = tmp_path / f"out-{BAD}"
-    assert demo.main(["--source", str(frames), "--checkpoint", str(model_file), "--headless", "--out", str(out)]) == 0
+    assert live.main(["--source", str(frames), "--checkpoint", str(model_file), "--headless", "--out", str(out)]) == 0
     assert len(list(out.glob("frame_*.png"))) == 3
     with camera.open_source(str(frames)) as source:
         camera.snapshot_series(source, 2, interval=0, out_dir=out / BAD)
@@ -351,7 +351,7 @@ def test_an_opencv_error_is_not_reported_as_a_missing_window(tmp_path: Path, rea
         raise cv2.error("a shape mismatch")
 
     monkeypatch.setattr(Predictor, "predict", lambda self, frame, k=3: broken(frame))
-    code = plumbing.run(demo.main, ["--source", str(frames), "--checkpoint", str(model_file), "--headless", "--out",
+    code = plumbing.run(live.main, ["--source", str(frames), "--checkpoint", str(model_file), "--headless", "--out",
                                str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: OpenCV failed") and "window" not in err
@@ -365,9 +365,9 @@ def test_report_refuses_an_empty_or_unmatched_selection(argv: list[str], monkeyp
     def never(*args, **kwargs):
         raise AssertionError("no notebook may run")
 
-    monkeypatch.setattr(report, "execute", never)
-    monkeypatch.setattr(report.book, "build", never)
-    assert plumbing.run(report.main, [*argv, "--report-dir", str(tmp_path)]) == 2
+    monkeypatch.setattr(runner, "execute", never)
+    monkeypatch.setattr(runner.book, "build", never)
+    assert plumbing.run(runner.main, [*argv, "--report-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and ("at least one notebook" in err or "no notebooks matched --only 99" in err)
 
@@ -538,7 +538,7 @@ def test_a_ray_state_linking_into_a_world_writable_folder_is_not_restored(tmp_pa
 
 
 def test_committed_notebooks_hold_no_machine_paths() -> None:
-    for path in report.notebook_paths():
+    for path in runner.notebook_paths():
         meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
         assert "input_path" not in meta and "output_path" not in meta, path.name
 
@@ -548,5 +548,5 @@ def test_tidy_strips_papermills_machine_paths(tmp_path: Path) -> None:
     nb.metadata["papermill"] = {"input_path": "/home/me/x.ipynb", "output_path": "/home/me/.x.ipynb", "duration": 1}
     path = tmp_path / "x.ipynb"
     nbformat.write(nb, path)
-    report.tidy(path)
+    runner.tidy(path)
     assert nbformat.read(path, as_version=4).metadata["papermill"] == {"duration": 1}

@@ -30,7 +30,7 @@ from helpers import data, decoding, plumbing, sources
 from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from helpers.reporting import book
 from helpers.tuning import trialstore
-from helpers.webcam import art, camera, demo, export, inference, shipped
+from helpers.webcam import art, camera, export, inference, live, shipped
 from helpers.webcam.calibration import Calibration, calibration_path
 
 MEMORY = 6 << 30  #: address space for a probe: enough to import torch, far below what an unbounded image takes
@@ -203,7 +203,7 @@ def test_a_committed_checkpoint_replaced_with_its_sum_is_refused(models_copy: Pa
     shutil.copyfile(model_file, models_copy / "simpsons_demo.pt")  # another model, with a matching .pt.sha256
     shutil.copyfile(model_file.with_name("m.pt.sha256"), models_copy / "simpsons_demo.pt.sha256")
     assert load_checkpoint(models_copy / "simpsons_demo.pt").classes  # the checkpoint's own checksum is satisfied
-    assert plumbing.run(demo.predict_main, [str(ROOT / "models" / "README.md")]) == 2  # predict: the demo's model
+    assert plumbing.run(live.predict_main, [str(ROOT / "models" / "README.md")]) == 2  # predict: the demo's model
     err = capsys.readouterr().err
     assert err.startswith("error: the demo model in models/ is not as committed: simpsons_demo.pt does not match")
     assert "git checkout -- models/" in err
@@ -285,9 +285,9 @@ def test_one_bad_path_is_one_entry_and_the_others_are_answered(tmp_path: Path, r
             raise PermissionError(errno.EACCES, "Permission denied")
         return listing(folder)
 
-    monkeypatch.setattr(demo, "image_files", unreadable)
+    monkeypatch.setattr(live, "image_files", unreadable)
     paths = [tmp_path / "a.png", tmp_path / "loop.png", locked, tmp_path / "b.png"]
-    assert demo.predict_main(["--json", *map(str, paths), "--model", str(model_file)]) == 1
+    assert live.predict_main(["--json", *map(str, paths), "--model", str(model_file)]) == 1
     out, err = capsys.readouterr()
     rows = json.loads(out)
     assert [r["file"] for r in rows] == [str(p) for p in paths]
@@ -300,7 +300,7 @@ def test_an_interrupted_json_run_prints_what_is_done(tmp_path: Path, real_image:
                                                      monkeypatch, capsys) -> None:
     for name in "abc":
         shutil.copyfile(real_image, tmp_path / f"{name}.png")
-    answer = demo.answer_row
+    answer = live.answer_row
     calls = []
 
     def ctrl_c_on_the_third(*args):
@@ -309,8 +309,8 @@ def test_an_interrupted_json_run_prints_what_is_done(tmp_path: Path, real_image:
             raise KeyboardInterrupt
         return answer(*args)
 
-    monkeypatch.setattr(demo, "answer_row", ctrl_c_on_the_third)
-    assert demo.predict_main(["--json", str(tmp_path), "--model", str(model_file)]) == 130
+    monkeypatch.setattr(live, "answer_row", ctrl_c_on_the_third)
+    assert live.predict_main(["--json", str(tmp_path), "--model", str(model_file)]) == 130
     out, err = capsys.readouterr()
     assert [r["file"] for r in json.loads(out)] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
     assert "interrupted after 2 image(s)" in err
@@ -439,7 +439,7 @@ def test_an_animation_is_read_as_its_first_frame_and_says_so(tmp_path: Path, mod
                                                              f"or a multi-page file); only the first is used"]
     with pytest.warns(UserWarning, match="holds 3 frames"):
         camera.read_image(tmp_path / "anim.gif")
-    assert demo.predict_main(["--json", str(tmp_path / "anim.gif"), "--model", str(model_file)]) == 0
+    assert live.predict_main(["--json", str(tmp_path / "anim.gif"), "--model", str(model_file)]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)[0]["notes"] == heard and "note: " in err
 
@@ -451,7 +451,7 @@ def test_macos_resource_forks_in_a_folder_are_skipped(tmp_path: Path, real_image
                                                       capsys) -> None:
     shutil.copyfile(real_image, tmp_path / "homer.png")
     (tmp_path / "._homer.png").write_bytes(b"\x00\x05\x16\x07" + bytes(100))  # AppleDouble: not an image
-    assert demo.predict_main([str(tmp_path), "--model", str(model_file)]) == 0
+    assert live.predict_main([str(tmp_path), "--model", str(model_file)]) == 0
     assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [str(tmp_path / "homer.png")]
     assert camera.ImageFolderSource(tmp_path).files == [tmp_path / "homer.png"]
 
@@ -467,7 +467,7 @@ def test_a_model_that_outputs_nan_gives_an_error_not_invalid_json(tmp_path: Path
     path = save_checkpoint(tmp_path / "nan.pt", ckpt.model, ckpt.classes, ckpt.mean, ckpt.std)
     onnx = export.export_onnx(path, tmp_path / "nan.onnx")
     for model in (path, onnx):
-        assert demo.predict_main(["--json", str(real_image), "--model", str(model)]) == 1
+        assert live.predict_main(["--json", str(real_image), "--model", str(model)]) == 1
         out, err = capsys.readouterr()
         (row,) = json.loads(out)  # strict JSON: no NaN
         assert "not numbers (NaN or infinite)" in row["error"] and err.count("error: ") == 1
@@ -477,7 +477,7 @@ def test_predict_says_when_its_model_is_not_calibrated(tmp_path: Path, model_fil
                                                        capsys) -> None:
     shutil.copyfile(model_file, tmp_path / "m.pt")
     shutil.copyfile(model_file.with_name("m.pt.sha256"), tmp_path / "m.pt.sha256")
-    assert demo.predict_main([str(real_image), "--model", str(tmp_path / "m.pt")]) == 0
+    assert live.predict_main([str(real_image), "--model", str(tmp_path / "m.pt")]) == 0
     assert "is not calibrated" in capsys.readouterr().err
 
 
@@ -525,10 +525,10 @@ def test_control_characters_in_names_are_escaped_and_json_gives_the_bytes(tmp_pa
                                                                          model_file: Path, capsys) -> None:
     name = "a\nb\x1b[31mred.png"
     shutil.copyfile(real_image, tmp_path / name)
-    assert demo.predict_main([str(tmp_path), "--model", str(model_file)]) == 0
+    assert live.predict_main([str(tmp_path), "--model", str(model_file)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and len(out.splitlines()) == 1 and out.startswith(f"{tmp_path}/a\\nb\\x1b[31mred.png: ")
-    assert demo.predict_main(["--json", str(tmp_path), "--model", str(model_file)]) == 0
+    assert live.predict_main(["--json", str(tmp_path), "--model", str(model_file)]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert bytes.fromhex(row["file_hex"]) == os.fsencode(tmp_path / name)
 
@@ -543,16 +543,16 @@ def test_the_demo_never_mixes_runs_in_one_folder_and_needs_a_frame_count_of_1_or
     for i in range(3):
         shutil.copyfile(real_image, frames / f"{i}.jpg")
     args = ["--source", str(frames), "--checkpoint", str(model_file), "--headless"]
-    assert demo.main([*args, "--out", str(tmp_path / "out")]) == 0
-    assert plumbing.run(demo.main, [*args, "--out", str(tmp_path / "out"), "--max-frames", "1"]) == 2
+    assert live.main([*args, "--out", str(tmp_path / "out")]) == 0
+    assert plumbing.run(live.main, [*args, "--out", str(tmp_path / "out"), "--max-frames", "1"]) == 2
     assert "already holds 3 annotated frame(s)" in capsys.readouterr().err
     assert len(list((tmp_path / "out").glob("frame_*.png"))) == 3
     monkeypatch.setenv("PORTFOLIO_OUTPUT_DIR", str(tmp_path / "own"))
-    assert demo.main(args) == 0 and demo.main([*args, "--max-frames", "2"]) == 0  # its own folder: replaced
+    assert live.main(args) == 0 and live.main([*args, "--max-frames", "2"]) == 0  # its own folder: replaced
     assert len(list((tmp_path / "own" / "outputs" / "demo-frames").glob("frame_*.png"))) == 2
     for bad in ("0", "-1"):
         with pytest.raises(SystemExit):
-            demo.main([*args, "--max-frames", bad])
+            live.main([*args, "--max-frames", bad])
         assert "must be 1 or more" in capsys.readouterr().err
 
 

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from helpers import budgets
-from helpers.reporting.report import notebook_paths
+from helpers.reporting.runner import notebook_paths
 
 NOTEBOOKS = notebook_paths()
 #: A result figure: a number followed by %, "points", "s" or "min", or a ± value.

@@ -16,7 +16,7 @@ from bs4 import BeautifulSoup
 from PIL import Image
 
 from helpers import data, paths, plots
-from helpers.reporting.report import compact_png, execute, notebook_paths, tidy
+from helpers.reporting.runner import compact_png, execute, notebook_paths, tidy
 
 NOTEBOOKS = notebook_paths()
 

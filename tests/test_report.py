@@ -76,7 +76,7 @@ def test_the_findings_page_shows_every_finding_with_its_link_and_each_chapter(tm
 
 def test_the_findings_page_of_the_committed_notebooks_carries_their_findings() -> None:
     from helpers.reporting.book import findings_page
-    from helpers.reporting.report import notebook_paths
+    from helpers.reporting.runner import notebook_paths
 
     page = findings_page(notebook_paths())
     findings = [f for p in notebook_paths() if (s := read_summary(p)) for f in s.get("findings", [])]

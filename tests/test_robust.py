@@ -236,7 +236,7 @@ def test_recall_table_per_class_clean_and_shifted() -> None:
             pred = labels if px.max() == 0 else np.zeros(4, int)
             return np.eye(2)[pred]
 
-    table = robust.recall_table({"m": [Stub(), Stub()]}, shift_set, ["a", "b"])
+    table = robust.shift_recall_table({"m": [Stub(), Stub()]}, shift_set, ["a", "b"])
     assert list(table[("m", "clean")]) == [100.0, 100.0]
     assert list(table[("m", "all shifts")]) == [100.0, 0.0]
 

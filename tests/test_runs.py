@@ -14,7 +14,7 @@ from helpers.data import load_fashion_mnist
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
 from helpers.training import TrainConfig, fit
-from helpers.tuning import reflections
+from helpers.tuning import reflections, search
 from helpers.tuning.search import Objective
 
 
@@ -60,8 +60,8 @@ def test_trials_and_reflections_train_through_the_one_path(tiny: DataSplits, tmp
         calls.append(kwargs["name"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runs, "train_tracked", counting)
-    monkeypatch.setattr(reflections, "train_tracked", counting)
+    for module in (runs, search, reflections):  # each binds the one path at import
+        monkeypatch.setattr(module, "train_tracked", counting)
     objective = Objective(tiny, {"epochs": 1, "seed": 0}, "search", "random", outputs=Outputs(tmp_path), device="cpu")
     point = {"optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 64, "conv1": 6, "conv2": 16, "dense1": 64,
              "dense2": 32, "dropout": 0.1, "batchnorm": False, "augment": "none", "weight_decay": 0.0}

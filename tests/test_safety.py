@@ -12,7 +12,7 @@ from conftest import small_xray_tree
 from torchvision.datasets import FashionMNIST
 
 from helpers import data, sources
-from helpers.reporting import report
+from helpers.reporting import runner
 from helpers.sources import CorruptDataError, IncompleteDataError, ensure_dataset, list_files
 
 
@@ -132,26 +132,26 @@ def test_only_a_successful_full_run_replaces_a_committed_notebook(tmp_path: Path
     folder.mkdir()
     good = _notebook(folder / "01_good.ipynb", "print('ran with', BUDGET)")
     committed = good.read_bytes()
-    monkeypatch.setattr(report, "notebook_paths", lambda folder_=None: [good])
+    monkeypatch.setattr(runner, "notebook_paths", lambda folder_=None: [good])
     report_dir = tmp_path / "report"
-    report.run_all("quick", report_dir)
+    runner.run_all("quick", report_dir)
     assert good.read_bytes() == committed  # a quick run never replaces it
-    quick_copy = report.output_dir("quick") / "notebooks" / good.name
+    quick_copy = runner.output_dir("quick") / "notebooks" / good.name
     assert "ran with quick" in quick_copy.read_text() and (report_dir / "_build" / "html" / "notebooks" / "01_good.html").exists()
 
     bad = _notebook(folder / "02_bad.ipynb", "raise RuntimeError('damaged data')")
     bad_before = bad.read_bytes()
-    monkeypatch.setattr(report, "notebook_paths", lambda folder_=None: [bad])
+    monkeypatch.setattr(runner, "notebook_paths", lambda folder_=None: [bad])
     with pytest.raises(Exception, match="damaged data"):
-        report.run_all("full", report_dir)
+        runner.run_all("full", report_dir)
     assert bad.read_bytes() == bad_before and (report_dir / "02_bad.failed.ipynb").exists()
 
     skipping = _notebook(folder / "03_skips.ipynb", "print('SKIPPED xray: Chest X-ray not found.')")
     skipping_before = skipping.read_bytes()
-    monkeypatch.setattr(report, "notebook_paths", lambda folder_=None: [skipping])
-    report.run_all("full", report_dir)  # finishes, but without a data set: not a full run
+    monkeypatch.setattr(runner, "notebook_paths", lambda folder_=None: [skipping])
+    runner.run_all("full", report_dir)  # finishes, but without a data set: not a full run
     assert skipping.read_bytes() == skipping_before and (report_dir / "03_skips.partial.ipynb").exists()
 
-    monkeypatch.setattr(report, "notebook_paths", lambda folder_=None: [good])
-    report.run_all("full", report_dir)
+    monkeypatch.setattr(runner, "notebook_paths", lambda folder_=None: [good])
+    runner.run_all("full", report_dir)
     assert "ran with full" in good.read_text()  # the one run that may replace it

@@ -11,7 +11,7 @@ import torch
 
 from helpers import data
 from helpers.checkpoints import checksum_path, load_checkpoint
-from helpers.webcam import shipped
+from helpers.webcam import export, shipped
 from helpers.webcam.calibration import Calibration, calibration_path
 from helpers.webcam.inference import Predictor
 
@@ -54,11 +54,11 @@ def test_publish_writes_only_at_full_budget_and_verify_catches_a_changed_file(tm
                      (calibration_path(shipped.checkpoint()), calibration_path(source))):
         shutil.copy2(src, dst)
     dest = tmp_path / "models"
-    assert shipped.publish(source, {"note": "test"}, "quick", dest) is None and not dest.exists()
+    assert export.publish(source, {"note": "test"}, "quick", dest) is None and not dest.exists()
     assert "only a full-budget run" in capsys.readouterr().out
     (dest / "mine.txt").parent.mkdir()
     (dest / "mine.txt").write_text("a user's file")
-    assert shipped.publish(source, {"note": "test"}, "full", dest) == dest / f"{shipped.STEM}.pt"
+    assert export.publish(source, {"note": "test"}, "full", dest) == dest / f"{shipped.STEM}.pt"
     assert shipped.verify(dest) == [] and (dest / "mine.txt").read_text() == "a user's file"
     assert json.loads((dest / "card.json").read_text())["note"] == "test"
     assert "**note**: test" in (dest / "README.md").read_text()
@@ -66,7 +66,7 @@ def test_publish_writes_only_at_full_budget_and_verify_catches_a_changed_file(tm
     assert shipped.verify(dest) == [f"{shipped.STEM}.onnx does not match its sha256"]
     calibration_path(source).unlink()
     with pytest.raises(FileNotFoundError, match="calibrat"):
-        shipped.publish(source, {}, "full", tmp_path / "other")
+        export.publish(source, {}, "full", tmp_path / "other")
 
 
 @pytest.mark.slow

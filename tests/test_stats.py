@@ -181,8 +181,8 @@ def test_a_trend_within_runs_is_decided_over_seeds_not_over_epochs() -> None:
 def test_a_target_within_the_reproduction_band_says_so() -> None:
     near = stats.target("x", [87.5, 88.0, 87.96], 88.0)
     far = stats.target("x", [80.0, 81.0, 82.0], 88.0)
-    assert near.outcome == "missed" and "within the 1.5-point band" in stats.target_outcome(near)
-    assert stats.target_outcome(far) == "missed by 7.00 points"
+    assert near.outcome == "missed" and "within the 1.5-point band" in near.outcome_text()
+    assert far.outcome_text() == "missed by 7.00 points"
     line = stats.finding("tuned", "87.82 %", "03_hyperopt_tuning.ipynb#x", interval="95 % CI", target=near)
     assert set(line) == {"finding", "value", "interval", "target", "outcome", "section"}
     assert line["target"] == near.rule and line["outcome"].startswith("missed by 0.18")

@@ -22,7 +22,7 @@ from helpers.data import load_simpsons_mnist
 from helpers.models import build_model
 from helpers.splits import DataSplits
 from helpers.training import DeviceSplit, TrainConfig, evaluate, fit
-from helpers.webcam import camera, demo
+from helpers.webcam import camera, live
 from helpers.webcam.export import OPENCV41_OPS, OPSET, export_onnx, graph_ops
 from helpers.webcam.inference import Predictor, annotate, preprocess, to_bgr_frame
 
@@ -216,7 +216,7 @@ def test_wrong_model_files_give_clear_errors(tmp_path: Path, checkpoint: Path, v
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         Predictor.from_checkpoint(junk)
     argv = ["--source", str(video), "--checkpoint", str(junk), "--headless", "--out", str(tmp_path)]
-    assert plumbing.run(demo.main, argv) == 2
+    assert plumbing.run(live.main, argv) == 2
     assert "error:" in capsys.readouterr().err
     onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx")
     onnx_path.with_suffix(".json").unlink()
@@ -231,7 +231,7 @@ def test_wrong_model_files_give_clear_errors(tmp_path: Path, checkpoint: Path, v
 
 def test_cli_headless_writes_annotated_frames(checkpoint: Path, video: Path, tmp_path: Path) -> None:
     out = tmp_path / "frames"
-    assert demo.main(["--source", str(video), "--checkpoint", str(checkpoint), "--headless", "--out", str(out),
+    assert live.main(["--source", str(video), "--checkpoint", str(checkpoint), "--headless", "--out", str(out),
                         "--max-frames", "5"]) == 0
     written = sorted(out.glob("*.png"))
     assert len(written) == 5
@@ -265,7 +265,7 @@ def test_without_a_display_the_demo_falls_back_to_headless(checkpoint: Path, vid
     assert not plumbing.has_display()
     out = tmp_path / "frames"
     if runner == "helpers":
-        code = demo.main(["--source", str(video), "--checkpoint", str(checkpoint), "--out", str(out),
+        code = live.main(["--source", str(video), "--checkpoint", str(checkpoint), "--out", str(out),
                             "--max-frames", "3"])  # no --headless: a window would abort in Qt
     else:
         onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx")

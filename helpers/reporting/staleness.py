@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 
 from helpers.paths import project_root
-from helpers.provenance import _git
+from helpers.provenance import code_only, git
 
 
 def _helpers_imported(source: str) -> set[str]:
@@ -70,23 +70,9 @@ def _own_entries(tree: ast.Module, notebook: str) -> None:
             table.keys, table.values = [k for k, _ in kept], [v for _, v in kept]
 
 
-def _code_only(source: str | None, notebook: str | None = None) -> str | None:
-    """``source``'s syntax tree without docstrings; with ``notebook``, per-notebook tables keep its entry."""
-    if source is None:
-        return None
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return source
-    if notebook:
-        _own_entries(tree, notebook)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
+def _notebook_code(source: str | None, notebook: str) -> str | None:
+    """:func:`helpers.provenance.code_only` of ``source`` with only ``notebook``'s entry of per-notebook tables."""
+    return None if source is None else code_only(source, lambda tree: _own_entries(tree, notebook))
 
 
 def stale(notebook: Path, recorded: dict[str, object] | None, root: Path | None = None) -> str | None:
@@ -96,13 +82,13 @@ def stale(notebook: Path, recorded: dict[str, object] | None, root: Path | None 
         return "its run recorded no git commit (it predates provenance stamps): re-run it"
     commit = str(recorded["commit"])
     files = code_files(notebook, root)
-    if _git(["cat-file", "-e", f"{commit}^{{commit}}"], root) is None:
+    if git(["cat-file", "-e", f"{commit}^{{commit}}"], root) is None:
         return f"its commit {commit[:7]} is not in this repository's history: re-run it"
     # no helpers imported: nothing to compare (a diff without paths would list every file, binaries too)
-    changed = _git(["diff", "--name-only", commit, "--", *files], root) if files else ""
+    changed = git(["diff", "--name-only", commit, "--", *files], root) if files else ""
     key = notebook.name[:2]
     changed = [f for f in (changed or "").splitlines()
-               if _code_only(_git(["show", f"{commit}:{f}"], root), key) != _code_only(_read(root / f), key)]
+               if _notebook_code(git(["show", f"{commit}:{f}"], root), key) != _notebook_code(_read(root / f), key)]
     if changed:
         names = ", ".join(Path(f).stem for f in changed)
         return f"code it imports changed since its run ({commit[:7]}): {names}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
 from pathlib import Path
+
+from helpers.provenance import code_only
 
 #: Part of every trials-file and reflections-cache key: bump it when training code changes.
 CACHE_VERSION = 1
@@ -12,18 +13,7 @@ CACHE_VERSION = 1
 #: mapping in ``tuning/spaces.py`` included).
 CACHED_MODULES = ("models.py", "training.py", "runs.py", "tuning/spaces.py", "tuning/search.py")
 #: :func:`sources_hash` of those modules when CACHE_VERSION was last set.
-SOURCES_HASH = "8f456b1207afbec6"
-
-
-def _code_only(source: str) -> str:
-    """The module's syntax tree without docstrings: comments and docstrings do not change results."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, include_attributes=False)
+SOURCES_HASH = "22fd14ef17a658e7"
 
 
 def sources_hash(modules: tuple[str, ...] = CACHED_MODULES) -> str:
@@ -31,5 +21,5 @@ def sources_hash(modules: tuple[str, ...] = CACHED_MODULES) -> str:
     folder = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
     for name in modules:
-        h.update(name.encode() + b"\0" + _code_only((folder / name).read_text(encoding="utf-8")).encode())
+        h.update(name.encode() + b"\0" + code_only((folder / name).read_text(encoding="utf-8")).encode())
     return h.hexdigest()[:16]

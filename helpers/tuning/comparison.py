@@ -64,7 +64,7 @@ class AlgorithmComparison:
         return (f"Rule: {t.rule}. Final best validation accuracy at {self.epoch_budget} epochs: {means}; "
                 f"U = {t.u:g}, p = {t.p:.3f}: **{outcome}**, so the full search uses **{self.chosen}**.")
 
-    def finding(self, section: str) -> dict[str, str]:
+    def as_finding(self, section: str) -> dict[str, str]:
         """The comparison's line on the report's findings page."""
         s = self.summary()
         n = int(s["searches"].max())
@@ -76,13 +76,14 @@ class AlgorithmComparison:
 
 
 def compare_at_equal_epochs(
-    data: DataSplits, base_train: Mapping[str, Any], *, name: str, epoch_budget: int, rungs: Rungs,
+    data: DataSplits, base_train: Mapping[str, Any], *, name: str, epoch_budget: int, rungs: Rungs | Mapping[str, int],
     search_seeds: Sequence[int], outputs: Outputs, algos: tuple[str, str] = ("tpe", "random"),
     grid: Mapping[str, Sequence[Any]] | None = None, grid_fixed: Mapping[str, Any] | None = None,
     space_options: Mapping[str, Any] | None = None, n_startup_jobs: int = 8, device: str | torch.device = "auto",
     progress: bool = True,
 ) -> AlgorithmComparison:
     """Run each algorithm once per search seed (and the grid once, if given) with ``epoch_budget`` epochs each."""
+    rungs = Rungs.of(rungs)
     if epoch_budget < rungs.max_epochs:
         raise ValueError(f"epoch_budget {epoch_budget} is below one full trial ({rungs.max_epochs} epochs)")
     frames: dict[tuple[str, int], pd.DataFrame] = {}

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,11 +21,16 @@ from tqdm import TqdmWarning
 
 from helpers.checkpoints import load_checkpoint, save_checkpoint
 from helpers.paths import Outputs
+from helpers.runs import train_tracked
 from helpers.splits import DataSplits
 from helpers.training import Evaluation, evaluate
+from helpers.tuning import search, spaces, tables, trialstore
 from helpers.tuning.rungs import Rungs
 from helpers.tuning.spaces import lenet_space, to_run_config
 from helpers.tuning.tables import add_running_columns, best_trial, layer_widths
+
+if TYPE_CHECKING:  # Ray is imported only where a run needs it (it takes seconds)
+    from ray.tune import ResultGrid
 
 LOCAL_BIND_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  #: "0" before Ray starts: bind to 127.0.0.1
 SNAPSHOT_ENV = "TUNE_GLOBAL_CHECKPOINT_S"  #: Ray Tune's experiment-state snapshot period, read when a search starts
@@ -35,10 +40,8 @@ TRIAL_DIR = re.compile(r"_([0-9a-f]{8})_(\d+)_")  #: Tune's trial folder: <train
 class RayStateError(RuntimeError):
     """An interrupted Ray run whose saved state is damaged: it cannot be resumed."""
 
-
 class UnsafeRestoreError(RuntimeError):
     """An interrupted Ray run whose state files others could have written: not restored."""
-
 
 def check_restorable(path: Path, levels_up: int = 2) -> None:
     """Refuse to restore ``path`` unless this user owns it and nobody else can write it or where it points."""
@@ -70,7 +73,6 @@ def check_restorable(path: Path, levels_up: int = 2) -> None:
 @dataclass(frozen=True)
 class TrialResources:
     """What one trial asks Ray for."""
-
     cpus: float = 1.0
     gpus: float = 0.0
 
@@ -99,6 +101,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TqdmWarning)
+        # Ray here, not at the top: it takes seconds to import, and only notebook 07 needs it
         import ray
         import ray.tune  # noqa: F401
 
@@ -117,9 +120,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
 def _trial(config: dict[str, Any], *, data: DataSplits, base_train: dict[str, Any], max_epochs: int, experiment: str,
            outputs_root: str, device: str, threads: int) -> None:
     """One Ray trial: the point through the project's tracked-training path, every epoch reported to Tune."""
-    from ray import tune
-
-    from helpers.runs import train_tracked
+    from ray import tune  # heavy and optional: imported where a Ray run needs it
 
     torch.set_num_threads(threads)
     run = to_run_config(config, data, {**base_train, "epochs": max_epochs})
@@ -177,17 +178,18 @@ def snapshot_period(seconds: float) -> Iterator[None]:
 
 
 def run_ray_search(
-    data: DataSplits, base_train: Mapping[str, Any], *, name: str, rungs: Rungs, num_samples: int, outputs: Outputs,
-    seed: int = 0, n_startup_jobs: int = 8, max_concurrent: int = 2, resources: TrialResources | None = None,
+    data: DataSplits, base_train: Mapping[str, Any], *, name: str, rungs: Rungs | Mapping[str, int], num_samples: int,
+    outputs: Outputs, seed: int = 0, n_startup_jobs: int = 8, max_concurrent: int = 2, resources: TrialResources | None = None,
     space_options: Mapping[str, Any] | None = None, device: str = "cpu", snapshot_s: float = 1.0,
-):
+) -> ResultGrid:
     """Run (or, if ``outputs/ray/<name>`` holds an interrupted run, resume) the search; returns the ``ResultGrid``."""
+    # Ray here, not at the top: it takes seconds to import, and only notebook 07 needs it
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.hyperopt import HyperOptSearch
 
-    resources = resources or trial_resources()
+    rungs, resources = Rungs.of(rungs), resources or trial_resources()
     storage = (Path(outputs.root) / "ray").resolve()
     threads = max(1, int(resources.cpus))
     trainable = tune.with_resources(
@@ -222,7 +224,7 @@ def run_ray_search(
 @contextlib.contextmanager
 def _no_rich_display() -> Iterator[None]:
     """Ray Tune's Jupyter reporter displays an HTML object even with ``verbose=0``: an empty box in a notebook."""
-    try:
+    try:  # IPython is there inside a notebook, not always in a plain script
         from IPython.utils.capture import capture_output
     except ImportError:
         yield
@@ -231,7 +233,7 @@ def _no_rich_display() -> Iterator[None]:
         yield
 
 
-def search_minutes(grid) -> float:
+def search_minutes(grid: ResultGrid) -> float:
     """Wall time of the search from the trials' own reports (first start to last report), in minutes."""
     starts, ends = [], []
     for result in grid:
@@ -243,10 +245,10 @@ def search_minutes(grid) -> float:
     return (max(ends) - min(starts)) / 60 if starts else 0.0
 
 
-def results_frame(grid, rungs: Rungs, data: DataSplits, base_train: Mapping[str, Any],
+def results_frame(grid: ResultGrid, rungs: Rungs | Mapping[str, int], data: DataSplits, base_train: Mapping[str, Any],
                   algo: str = "tpe (ray)") -> pd.DataFrame:
     """The ``ResultGrid`` in :func:`helpers.tuning.tables.trials_frame`'s columns, numbered in proposal order."""
-    rows = []
+    rungs, rows = Rungs.of(rungs), []
     for result in grid:
         metrics = result.metrics_dataframe
         epochs = int(metrics["training_iteration"].max()) if metrics is not None and len(metrics) else 0
@@ -269,9 +271,6 @@ def results_frame(grid, rungs: Rungs, data: DataSplits, base_train: Mapping[str,
 def beside_notebook03(outputs: Outputs, ray_frame: pd.DataFrame, ray_minutes: float, best: pd.Series,
                       test_acc: float) -> pd.DataFrame:
     """What notebook 03's search and this Ray search each spent and found (03's row once it has run)."""
-    from helpers.checkpoints import load_checkpoint
-    from helpers.tuning import search, spaces, tables, trialstore
-
     rows = []
     path = search.trials_file(outputs.results, "03-simpsons", "tpe")
     if path.exists():

@@ -15,22 +15,23 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from helpers import data
 from helpers.paths import Outputs
 from helpers.plumbing import ChecksumError, read_checked, remove_checked, write_checked
 from helpers.runs import train_tracked
 from helpers.splits import DataSplits
 from helpers.stats import COMBINE_RULE, Verdict, combine, diff_in_diff, given, held, paired
 from helpers.training import TrainConfig
-from helpers.tuning import cache_version
+from helpers.tuning import cache_version, search, spaces, tables, trialstore
 
 
 @dataclass(frozen=True)
 class Config:
     """One experimental condition: a label, the factor values it stands for, model and training settings."""
-
     label: str
     factors: Mapping[str, Any]  #: e.g. {"dense": "256/128"}: the columns the analysis groups by
     model: Mapping[str, Any] = field(default_factory=dict)  #: LeNet-5 options (data dims are added)
@@ -132,7 +133,7 @@ def aggregate(frame: pd.DataFrame, by: Sequence[str] | str, metric: str = "final
 
 
 def plot_effect(frame: pd.DataFrame, x: str, title: str, metric: str = "final_val_acc", hue: str | None = None,
-                xlabel: str | None = None, order: Sequence[Any] | None = None, ax=None) -> Figure:
+                xlabel: str | None = None, order: Sequence[Any] | None = None, ax: Axes | None = None) -> Figure:
     """Mean ± standard deviation over seeds (bars), with each seed as a dot."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(7.5, 4))
@@ -189,8 +190,6 @@ SGD: dict[str, Any] = {"optimizer": "sgd", "momentum": 0.9}
 
 def reflection_data(slice_: Mapping[str, int]) -> dict[str, DataSplits]:
     """Notebook 05's data: Simpsons-MNIST rgb and gray cut to ``slice_``, Fashion-MNIST if here."""
-    from helpers import data
-
     datasets = {"simpsons-rgb": data.load_simpsons_mnist("rgb").subset(**slice_),
                 "simpsons-gray": data.load_simpsons_mnist("grayscale").subset(**slice_)}
     fashion = data.try_load("fashion")
@@ -233,8 +232,6 @@ def regime_check(tuned: tuple[dict[str, Any], dict[str, Any]], before: Sequence[
                  datasets: dict[str, DataSplits], *, outputs: Outputs, device: str | torch.device = "auto",
                  ) -> tuple[Verdict, pd.DataFrame]:
     """H3c: the claims ``before`` re-tested at a tuned configuration on the full split (:data:`HELD_RULE`)."""
-    from helpers import data
-
     model, train = tuned
     train = dict(train, epochs=regime["epochs"] or train["epochs"])
     full = data.load_simpsons_mnist("rgb")
@@ -294,8 +291,6 @@ def batchnorm_verdict(frame: pd.DataFrame, lrs: Sequence[float], num_classes: in
 
 def interaction_verdict(frame: pd.DataFrame, results: Path) -> tuple[Verdict, str]:
     """H7: the best lr shifts with batch size, and lr ranks first by η² in notebook 03."""
-    from helpers.tuning import search, spaces, tables, trialstore
-
     s = aggregate(frame, ["batch_size", "lr"])
     best_lr = s["mean"].unstack("lr").idxmax(axis=1)
     small, large = int(frame["batch_size"].min()), int(frame["batch_size"].max())

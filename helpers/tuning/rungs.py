@@ -16,6 +16,11 @@ class Rungs:
     eta: int = 3
     max_epochs: int = 27
 
+    @classmethod
+    def of(cls, value: Rungs | Mapping[str, int]) -> Rungs:
+        """``value`` as Rungs: Rungs as they are, or the plain dict a budget table holds (grace, eta, max_epochs)."""
+        return value if isinstance(value, cls) else cls(**value)
+
     def __post_init__(self) -> None:
         if self.grace < 1 or self.eta < 2 or self.max_epochs < self.grace:
             raise ValueError(f"need grace >= 1, eta >= 2 and max_epochs >= grace, got {self}")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from helpers.paths import Outputs
 from helpers.provenance import git_state
+from helpers.runs import save_run, train_tracked
 from helpers.splits import DataSplits
 from helpers.training import TrainHook, fit
 from helpers.tuning import cache_version
@@ -58,7 +59,6 @@ def grid_algo(grid: Mapping[str, Sequence[Any]]) -> Callable:
 @dataclass
 class SearchSpec:
     """What identifies a search (stored with its trials so a resume cannot mix searches)."""
-
     name: str
     algo: str
     seed: int
@@ -80,10 +80,8 @@ class SearchSpec:
 class SearchMismatchError(RuntimeError):
     """The trials file on disk belongs to a different search."""
 
-
 class SearchFailedError(RuntimeError):
     """Every trial of a search's whole budget failed."""
-
 
 def trials_file(results_dir: Path, name: str, algo: str) -> Path:
     """Where the trials of search ``name`` with ``algo`` are saved (JSON)."""
@@ -246,7 +244,6 @@ def run_hooks(hooks: Sequence[TrainHook], view_hooks: Mapping[str, Sequence[Trai
 
 class Objective:
     """One Hyperopt trial: train a sampled point, report 1 − validation accuracy; stopped at a losing rung."""
-
     def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
                  outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,
                  rungs: Rungs | None = None, sized: Callable[[int], DataSplits] | None = None,
@@ -271,7 +268,6 @@ class Objective:
         return self.sized(int(size))
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
-        from helpers.runs import train_tracked
 
         data = self.data_for(params)
         run = to_run_config(params, data, self.base_train)
@@ -302,7 +298,6 @@ class Objective:
             return {"status": STATUS_OK, "outcome": "stopped", "loss": 1.0 - last["val_acc"], "val_acc": last["val_acc"],
                     "val_loss": last["val_loss"], "best_epoch": last["epoch"], "rung_scores": rung_scores, **common}
         if self.keep_weights:  # a finished trial may be reused as a retraining run (helpers.tuning.study)
-            from helpers.runs import save_run
 
             weights = trial_weights(self.outputs, self.experiment, self.algo, self.trial_index)
             save_run(result, data, weights, extra={"history": h.to_dict()})

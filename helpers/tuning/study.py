@@ -18,15 +18,7 @@ from helpers.paths import Outputs
 from helpers.plumbing import describe, pick_device
 from helpers.runs import RunResult, reload_run, save_best, save_run, seed_summary, train_and_evaluate, train_over_seeds
 from helpers.splits import DataSplits
-from helpers.stats import (
-    Decision,
-    PairedDifference,
-    binomial_interval,
-    finding,
-    paired_difference,
-    seed_interval,
-    target_outcome,
-)
+from helpers.stats import Decision, PairedDifference, binomial_interval, finding, paired_difference, seed_interval
 from helpers.stats import target as stats_target
 from helpers.training import TEXTBOOK, TrainConfig, TrainHook, evaluate, hook_settings
 from helpers.tuning.rungs import Rungs
@@ -152,7 +144,7 @@ class TuningStudy:
         """The retrained run with the best validation accuracy (the saved one)."""
         return max(self.tuned, key=lambda r: r.val.accuracy)
 
-    def headline(self) -> list[dict[str, str]]:
+    def headlines(self) -> list[dict[str, str]]:
         """Baseline and tuned rows for the summary a notebook writes (:meth:`helpers.provenance.RunStamp.finish`)."""
         table, spent, paired = self.summary(), self.spent(), self.paired()
         search = spent.iloc[0]
@@ -173,9 +165,14 @@ class TuningStudy:
                                   if label.startswith("tuned") else "")})
         return rows
 
-    def finding(self, target: float, section: str) -> dict[str, str]:
+    def target(self, threshold: float) -> Decision:
+        """Is the tuned model's mean test accuracy over seeds at least ``threshold`` %? ("met" / "missed")."""
+        return stats_target(f"{self.data.name}: tuned test accuracy", [100 * r.test.accuracy for r in self.tuned],
+                            threshold)
+
+    def as_finding(self, target: float, section: str) -> dict[str, str]:
         """The study's findings line: tuned test accuracy, its interval, vs baseline, and the target."""
-        hit, paired = target_decision(self, target), self.paired()
+        hit, paired = self.target(target), self.paired()
         base = 100 * float(np.mean([r.test.accuracy for r in self.baseline]))
         verdict = paired.outcome.replace("b better", "tuned better").replace("a better", "baseline better")
         return finding(f"{self.data.name}: tuned LeNet-5 (textbook baseline {base:.2f} %)", f"{hit.value:.2f} %",
@@ -209,6 +206,9 @@ class StudyConfig:
     #: named view options (the space's ``views`` axis, ``space_options["views"]``) and the hooks each adds; the
     #: baseline is trained with each and keeps the one with the higher mean validation accuracy (the same rule)
     view_hooks: Mapping[str, Sequence[TrainHook]] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rungs", Rungs.of(self.rungs))  # a budget table's plain dict, or Rungs
 
     @property
     def trial_train(self) -> dict[str, Any]:
@@ -385,8 +385,8 @@ def conclusions(study: TuningStudy, target: float | None = None) -> str:
             f"validation images, or the test split differs from the training pool that validation is drawn from "
             f"(a shift that validation cannot show); the gains alone do not tell them apart.")
     if target is not None:
-        hit = target_decision(study, target)
-        lines.append(f"- Target for the full budget: {hit.rule}: **{target_outcome(hit)}** ({hit.value:.2f} %, "
+        hit = study.target(target)
+        lines.append(f"- Target for the full budget: {hit.rule}: **{hit.outcome_text()}** ({hit.value:.2f} %, "
                      f"{hit.interval_text() or 'one seed'}).")
     return "\n".join(lines)
 
@@ -399,8 +399,3 @@ def selection_bias(val_gain: float, test_gain: float) -> Decision:
     biased = val_gain > 0 and test_gain < val_gain / 2
     return Decision("selection bias", test_gain, "selection bias" if biased else "none shown", SELECTION_BIAS_RULE,
                     reference=val_gain)
-
-
-def target_decision(study: TuningStudy, target: float) -> Decision:
-    """Is the tuned model's mean test accuracy over seeds at least ``target`` %? ("met" / "missed")."""
-    return stats_target(f"{study.data.name}: tuned test accuracy", [100 * r.test.accuracy for r in study.tuned], target)

@@ -10,6 +10,8 @@ import pandas as pd
 from hyperopt import STATUS_FAIL, STATUS_OK, Trials, space_eval
 
 from helpers.stats import Verdict, given
+from helpers.training import TEXTBOOK, TrainConfig
+from helpers.tuning.spaces import RunConfig
 
 
 def trial_state(result: Mapping[str, Any]) -> str:
@@ -147,9 +149,6 @@ def ranking_claim(imp: pd.Series | None, name: str = "lr") -> Verdict:
 
 def winner_table(model: Mapping[str, Any], train: Any) -> pd.DataFrame:
     """The tuned settings that differ from textbook LeNet-5: what the search changed."""
-    from helpers.training import TEXTBOOK, TrainConfig
-    from helpers.tuning.spaces import RunConfig
-
     textbook_model = {**model, "conv_channels": (6, 16), "dense_units": (120, 84), "dropout": 0.0, "batchnorm": False}
     textbook_train = TrainConfig(**{**TEXTBOOK, "epochs": train.epochs, "schedule": "none"})
     rows = []

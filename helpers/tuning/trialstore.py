@@ -144,7 +144,7 @@ def save_trials(trials: Trials, path: Path) -> None:
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<path>.lock`` while the block runs (one search per trials file)."""
-    try:
+    try:  # fcntl is POSIX only
         import fcntl
     except ImportError:  # Windows: no flock; searches there are not protected against each other
         yield

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from helpers.data import if_present
 from helpers.decoding import extra_files_message, read_manifest
 from helpers.provenance import fingerprint_bytes
 from helpers.sources import CorruptDataError, DataNotFoundError, DataSource, ensure_dataset, file_digest, list_files
@@ -32,7 +33,6 @@ SPLITS = ("dev", "test")
 @dataclass
 class ArtImage:
     """One file of the art set: its character, half, drawing group and kind, and its pixels (BGR, on white)."""
-
     file: str
     label: str
     split: str
@@ -44,7 +44,6 @@ class ArtImage:
 
 class ArtSet(list):
     """The art set's images (a list of :class:`ArtImage`), with a name and a fingerprint for the run stamp."""
-
     name = "Simpsons character art"
 
     def fingerprint(self) -> str:
@@ -78,8 +77,6 @@ def load_art(data_root: Path | None = None, mirror: Path | None = None) -> ArtSe
 
 def try_load_art(**kwargs: Any) -> ArtSet | None:
     """:func:`load_art`, or None with one ``SKIPPED`` line saying how to get the set (the rest of a notebook runs)."""
-    from helpers.data import if_present
-
     return if_present("simpsons-art", load_art, **kwargs)
 
 
@@ -148,7 +145,6 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
 @dataclass
 class ArtStudy:
     """Every model and seed scored on the art set in both framings; the framing chosen on the dev half."""
-
     scores: pd.DataFrame  #: one row per model, seed, framing and image (:func:`score_art` plus model and seed)
     framing: str
     judged: str  #: the model whose framing and targets are reported

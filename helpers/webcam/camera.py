@@ -1,4 +1,4 @@
-"""Frame sources over OpenCV's ``VideoCapture`` (the live demo itself is :mod:`helpers.webcam.demo`)."""
+"""Frame sources over OpenCV's ``VideoCapture`` (the live demo itself is :mod:`helpers.webcam.live`)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from helpers.paths import shown, visible
 from helpers.plumbing import WriteError
 
 #: The image files the demo's folder source and the photo command read (others in a folder are not images).
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 MAC_HINT = ("On macOS the app running Python (Terminal, iTerm, VS Code, JupyterLab's browser) needs Camera "
             "permission: System Settings > Privacy & Security > Camera; the first attempt often fails until "
@@ -43,7 +44,6 @@ def camera_hint(system: str, machine: str) -> str:
 
 class CameraError(RuntimeError):
     """A camera or stream that cannot be opened or stopped delivering frames."""
-
 
 #: The largest image decoded at full size (about 8,000 x 6,000); a larger JPEG is decoded reduced, any other refused.
 MAX_PIXELS = 50_000_000
@@ -69,7 +69,6 @@ def opencv_path(path: Path | str) -> str:
 @dataclass(frozen=True)
 class Header:
     """What an image file's header says, read by Pillow without decoding the pixels."""
-
     size: tuple[int, int]  #: (width, height)
     frames: int = 1  #: more than 1 for an animation (GIF, APNG, WebP) or a multi-page TIFF
     orientation: int = 1  #: the EXIF orientation tag (1: upright; 6: saved on its side, as phones do)
@@ -77,8 +76,6 @@ class Header:
 
 def image_header(data: bytes) -> Header | None:
     """An image file's :class:`Header` (size, frames, EXIF orientation), or ``None`` if Pillow does not know it."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with warnings.catch_warnings():  # the size is judged here (MAX_PIXELS), not by Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -169,8 +166,6 @@ def on_white(image: np.ndarray, name: str = "the image") -> np.ndarray:
 
 def _pillow_decode(data: bytes) -> np.ndarray | None:
     """The first frame of an image Pillow reads and OpenCV does not (GIF), as BGRA; None if Pillow cannot either."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.seek(0)
@@ -200,7 +195,6 @@ def write_image(path: Path | str, image: np.ndarray) -> Path:
 
 class FrameSource:
     """Yields BGR frames; :meth:`read` returns ``None`` when a finite source is exhausted."""
-
     name = "source"
 
     def read(self) -> np.ndarray | None:
@@ -222,7 +216,6 @@ class FrameSource:
 
 class CaptureSource(FrameSource):
     """A ``cv2.VideoCapture`` (camera index, GStreamer pipeline or video file) with time limits."""
-
     def __init__(self, target: int | str, *, live: bool, api: int = cv2.CAP_ANY, open_timeout: float = 10.0,
                  frame_timeout: float = 3.0, properties: dict[int, float] | None = None,
                  capture_factory: Callable[..., Any] = cv2.VideoCapture, name: str | None = None) -> None:
@@ -263,18 +256,17 @@ class CaptureSource(FrameSource):
 def image_files(folder: Path) -> list[Path]:
     """A folder's images in name order: visible regular files with an image suffix (not ``._x.png``, not pipes)."""
     return sorted(p for p in Path(folder).iterdir()
-                  if visible(p) and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                  if visible(p) and p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
 
 
 class ImageFolderSource(FrameSource):
     """The images of a folder, in name order; unreadable files are skipped with a warning."""
-
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.name = shown(folder)
         self.files = image_files(self.folder)
         if not self.files:
-            raise CameraError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+            raise CameraError(f"{folder}: no images ({', '.join(sorted(PHOTO_SUFFIXES))}) in this folder")
         self._next, self.skipped = 0, 0
 
     def read(self) -> np.ndarray | None:
@@ -293,7 +285,6 @@ class ImageFolderSource(FrameSource):
 
 class FallbackSource(FrameSource):
     """Reads from ``primary``; if it fails (now or later), says so and continues from the fallback."""
-
     def __init__(self, primary: Callable[[], FrameSource], fallback: Callable[[], FrameSource],
                  log: Callable[[str], None] = print) -> None:
         self._fallback, self._log = fallback, log

@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
+import shutil
+import sys
+import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import cv2
+import numpy as np
 import onnx
+import pandas as pd
 import torch
 
+from helpers import plumbing
 from helpers.checkpoints import checksum_path, load_checkpoint
-from helpers.paths import output_dir, shown
+from helpers.paths import output_dir, project_root, shown
 from helpers.plumbing import write_atomic
+from helpers.sources import file_digest
+from helpers.webcam import shipped
 from helpers.webcam.calibration import Calibration, calibration_path
+from helpers.webcam.inference import OnnxPredictor, Predictor, demo_choice
+from helpers.webcam.robust import agreement
 
 OPSET = 9
 OPENCV41_OPS = {"Conv", "Relu", "Tanh", "Elu", "LeakyRelu", "MaxPool", "AveragePool", "Flatten", "Gemm"}
@@ -48,7 +63,7 @@ def export_onnx(checkpoint_path: Path, onnx_path: Path | None = None) -> Path:
             "metrics": {k: v for k, v in ckpt.metrics.items() if isinstance(v, (int, float, str))},
             "crop": "guide box: the largest centred square of the frame", "calibration": None}
     cal_file = calibration_path(checkpoint_path)
-    if cal_file.exists():  # temperature and "not sure" threshold, so the Jetson abstains like helpers.webcam.demo
+    if cal_file.exists():  # temperature and "not sure" threshold, so the Jetson abstains like helpers.webcam.live
         meta["calibration"] = asdict(Calibration.load(cal_file))
     write_atomic(onnx_path.with_suffix(".json"), json.dumps(meta, indent=2).encode())
     return onnx_path
@@ -73,30 +88,53 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def publish(source: Path, card: Mapping[str, Any], budget: str, dest: Path | None = None) -> Path | None:
+    """Copy the model into ``models/`` with ONNX, card and sums; only the full budget (else None)."""
+    if budget != "full":
+        print(f"models/ left as it is: only a full-budget run publishes the demo's model (this run: {budget!r})")
+        return None
+    dest = Path(dest or shipped.folder())
+    if not calibration_path(source).is_file():
+        raise FileNotFoundError(f"{calibration_path(source)} is missing: calibrate the model before publishing it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".models-") as tmp:
+        staged = Path(tmp)
+        ckpt = staged / f"{shipped.STEM}.pt"
+        shutil.copy2(source, ckpt)
+        shutil.copy2(checksum_path(source), checksum_path(ckpt))
+        shutil.copy2(calibration_path(source), calibration_path(ckpt))
+        export_onnx(ckpt, staged / f"{shipped.STEM}.onnx")
+        files = sorted(p.name for p in staged.iterdir())
+        full = {**card, "files": files + ["card.json", "README.md"]}
+        (staged / "card.json").write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staged / "README.md").write_text(shipped.card_markdown(full), encoding="utf-8")
+        too_big = [f"{p.name} ({p.stat().st_size:,} bytes)" for p in staged.iterdir() if p.stat().st_size > shipped.MAX_BYTES]
+        if too_big:
+            raise ValueError(f"not published: over {shipped.MAX_BYTES:,} bytes: {', '.join(too_big)}")
+        sums = "".join(f"{file_digest(p)}  {p.name}\n" for p in sorted(staged.iterdir()))
+        (staged / shipped.SUMS).write_text(sums, encoding="utf-8")
+        for p in staged.iterdir():  # each file replaced whole; nothing else in models/ is touched
+            dest.mkdir(exist_ok=True)
+            p.replace(dest / p.name)
+    return dest / f"{shipped.STEM}.pt"
+
+
 def graph_ops(path: Path) -> set[str]:
     """The operator types in an ONNX file."""
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-def jetson_script():
+def jetson_script() -> ModuleType:
     """``scripts/webcam_onnx.py`` (the standalone Jetson script) imported as a module."""
-    import importlib.util
-
-    from helpers.paths import project_root
-
     spec = importlib.util.spec_from_file_location("webcam_onnx", project_root() / "scripts" / "webcam_onnx.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def parity(onnx_path: Path, torch_predictor, onnx_predictor, frames, classes) -> tuple[str, Any]:
+def parity(onnx_path: Path, torch_predictor: Predictor, onnx_predictor: OnnxPredictor, frames: Sequence[np.ndarray],
+           classes: Sequence[str]) -> tuple[str, pd.DataFrame]:
     """Do PyTorch, ONNX and the Jetson script agree on ``frames``? One line and the agreement table."""
-    import cv2
-    import numpy as np
-
-    from helpers.webcam.robust import agreement
-
     script = jetson_script()
     net, meta = script.load_model(str(onnx_path))
     p_script = script.predict(net, meta, frames)
@@ -115,10 +153,6 @@ def parity(onnx_path: Path, torch_predictor, onnx_predictor, frames, classes) ->
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m helpers.webcam.export [--checkpoint FILE] [--out FILE.onnx]``."""
-    import argparse
-
-    from helpers.webcam.inference import demo_choice
-
     parser = argparse.ArgumentParser(description="Export a checkpoint to ONNX for scripts/webcam_onnx.py")
     parser.add_argument("--checkpoint", type=Path, help="default: the demo's model (notebook 06's choice on this "
                                                             "machine, else the committed models/simpsons_demo.pt)")
@@ -132,8 +166,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
-    from helpers import plumbing
-
     sys.exit(plumbing.run(main))

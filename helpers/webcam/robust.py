@@ -19,7 +19,7 @@ from helpers.runs import RunResult, train_and_evaluate
 from helpers.splits import DataSplits
 from helpers.stats import Decision, beats, finding, paired_difference
 from helpers.training import DeviceSplit, TrainConfig, TrainHook, ViewSwap
-from helpers.webcam import shifts
+from helpers.webcam import art, shifts
 from helpers.webcam.calibration import Calibration, calibration_path, expected_calibration_error, reliability
 from helpers.webcam.inference import Predictor, to_model_pixels
 from helpers.webcam.shifts import FAMILIES, SEVERITIES, frame_rng, shifted_frames, to_frame
@@ -70,7 +70,6 @@ def robust_data(data: DataSplits, views: torch.Tensor, outliers: torch.Tensor) -
 @dataclass(frozen=True)
 class Extras:
     """What the recipes may add, built once: camera views, print-like views, outliers by kind."""
-
     camera: torch.Tensor
     prints: torch.Tensor
     outliers: Mapping[str, torch.Tensor]
@@ -93,7 +92,6 @@ def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 class OutlierExposure(TrainHook):
     """A hook appending ``share`` × batch images without a character, with ``weight`` × that loss."""
-
     def __init__(self, weight: float, share: float = 0.5) -> None:
         if weight <= 0 or not 0 < share <= 4:
             raise ValueError(f"outlier_weight must be > 0 and outlier_share in (0, 4], got {weight}, {share}")
@@ -120,7 +118,6 @@ class OutlierExposure(TrainHook):
 @dataclass(frozen=True)
 class Recipe:
     """How the tuned model is fine-tuned into its robust variant (fixed in advance, not tuned on test)."""
-
     epochs: int = 10
     lr_factor: float = 0.5  #: fine-tuning peak learning rate = the tuned one × this
     view_prob: float = 0.5
@@ -302,7 +299,7 @@ def ood_table(models: Mapping[str, Sequence[Predictor]], frames: Mapping[str, Se
     return pd.DataFrame(rows).set_index(["model", "seed"])
 
 
-def conclusions(targets: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, seeds: pd.DataFrame,
+def camera_conclusions(targets: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, seeds: pd.DataFrame,
                 why: str, ood_target_pct: float = OOD_TARGET) -> str:
     """The notebook's conclusions, built from the decisions (:func:`shift_targets`, :func:`ood_target`)."""
     by_model = seeds.groupby(level="model").mean()
@@ -323,7 +320,7 @@ def conclusions(targets: pd.DataFrame, ood: pd.DataFrame, calib: pd.DataFrame, s
     return "\n".join(lines)
 
 
-def headline(seeds_table: pd.DataFrame, ood: pd.DataFrame, device: str, spent: str) -> list[dict[str, str]]:
+def demo_headlines(seeds_table: pd.DataFrame, ood: pd.DataFrame, device: str, spent: str) -> list[dict[str, str]]:
     """Tuned and robust rows for the summary: clean, seen and held-out accuracy, "not sure" rate."""
     rows = []
     for model in seeds_table.index.get_level_values("model").unique():
@@ -339,7 +336,7 @@ def headline(seeds_table: pd.DataFrame, ood: pd.DataFrame, device: str, spent: s
     return rows
 
 
-def recall_table(models: Mapping[str, Sequence[Predictor]], shift_set: ShiftSet, classes: Sequence[str]) -> pd.DataFrame:
+def shift_recall_table(models: Mapping[str, Sequence[Predictor]], shift_set: ShiftSet, classes: Sequence[str]) -> pd.DataFrame:
     """Per class: recall (%) of each model on the clean frames and on all shifted frames pooled, mean over seeds."""
     cols = {}
     labels = shift_set.labels
@@ -364,8 +361,6 @@ def choose_recipe(data: DataSplits, extras: Extras, first: Checkpoint, recipes: 
                   *, art_dev: Sequence[Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
                   stem: str = "simpsons_robust") -> tuple[str, pd.DataFrame, RunResult]:
     """Fine-tune the first seed with each recipe; choose by :data:`RECIPE_RULE` (validation, art dev)."""
-    from helpers.webcam import art
-
     tuned = shift_report(Predictor(first), val_set)[0]
     t_clean, t_seen = float(tuned.loc[("clean", 0), "accuracy %"]), group_accuracy(tuned, SEEN)
     rows, runs = [], {}
@@ -399,7 +394,6 @@ def choose_recipe(data: DataSplits, extras: Extras, first: Checkpoint, recipes: 
 @dataclass(frozen=True)
 class ShiftSet:
     """A split under every camera shift, as model pixels (uint8 N×C×H×W per (family, severity))."""
-
     name: str  #: e.g. "test split, 2,000 images"
     labels: np.ndarray
     pixels: dict[tuple[str, int], np.ndarray]

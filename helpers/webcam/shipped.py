@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from collections.abc import Collection, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import numpy as np
 
 from helpers.checkpoints import CheckpointError, checksum_path
 from helpers.paths import project_root
+from helpers.provenance import describe_state
 from helpers.sources import file_digest
 from helpers.webcam.calibration import calibration_path
 
@@ -51,39 +50,6 @@ def card_markdown(card: Mapping[str, Any], heading: bool = True) -> str:
         lines += ["", f"Files: {', '.join(f'`{n}`' for n in card['files'])}; check them with `sha256sum -c {SUMS}` in "
                       f"this folder."]
     return "\n".join(lines) + "\n"
-
-
-def publish(source: Path, card: Mapping[str, Any], budget: str, dest: Path | None = None) -> Path | None:
-    """Copy the model into ``models/`` with ONNX, card and sums; only the full budget (else None)."""
-    from helpers.webcam.export import export_onnx
-
-    if budget != "full":
-        print(f"models/ left as it is: only a full-budget run publishes the demo's model (this run: {budget!r})")
-        return None
-    dest = Path(dest or folder())
-    if not calibration_path(source).is_file():
-        raise FileNotFoundError(f"{calibration_path(source)} is missing: calibrate the model before publishing it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".models-") as tmp:
-        staged = Path(tmp)
-        ckpt = staged / f"{STEM}.pt"
-        shutil.copy2(source, ckpt)
-        shutil.copy2(checksum_path(source), checksum_path(ckpt))
-        shutil.copy2(calibration_path(source), calibration_path(ckpt))
-        export_onnx(ckpt, staged / f"{STEM}.onnx")
-        files = sorted(p.name for p in staged.iterdir())
-        full = {**card, "files": files + ["card.json", "README.md"]}
-        (staged / "card.json").write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (staged / "README.md").write_text(card_markdown(full), encoding="utf-8")
-        too_big = [f"{p.name} ({p.stat().st_size:,} bytes)" for p in staged.iterdir() if p.stat().st_size > MAX_BYTES]
-        if too_big:
-            raise ValueError(f"not published: over {MAX_BYTES:,} bytes: {', '.join(too_big)}")
-        sums = "".join(f"{file_digest(p)}  {p.name}\n" for p in sorted(staged.iterdir()))
-        (staged / SUMS).write_text(sums, encoding="utf-8")
-        for p in staged.iterdir():  # each file replaced whole; nothing else in models/ is touched
-            dest.mkdir(exist_ok=True)
-            p.replace(dest / p.name)
-    return dest / f"{STEM}.pt"
 
 
 def verify(dest: Path | None = None, names: Collection[str] | None = None) -> list[str]:
@@ -131,10 +97,6 @@ def check_loaded(model: Path) -> None:
 
 def card(predictor: Any, why: str, recipe: Any, data: Any, art_rates: Mapping[str, Any] | None) -> dict[str, Any]:
     """The demo model's card: what, why, data, recipe, commit, calibration, test and art figures."""
-    from dataclasses import asdict
-
-    from helpers.provenance import describe_state
-
     ck = predictor.checkpoint
     return {
         "model": f"{ck.path.stem}: LeNet-5 ({ck.arch}, {sum(v.numel() for v in ck.model.state_dict().values()):,} "

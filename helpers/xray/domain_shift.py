@@ -15,7 +15,7 @@ import torch
 from helpers.data import patient_of
 from helpers.models import build_model
 from helpers.splits import DataSplits, Split
-from helpers.stats import Decision
+from helpers.stats import Decision, finding
 from helpers.training import DeviceSplit, TrainConfig, fit, predict_logits
 from helpers.xray.aspect import source_aspect_ratios
 
@@ -129,7 +129,7 @@ def _check_sides(data: DataSplits, sides: dict[str, ClassSides]) -> None:
                              f"class_sides(data, folder) from the same data")
 
 
-def mean_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pixel_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean images of ``a`` and ``b`` and their per-pixel difference in standard errors."""
     fa, fb = (x.to(torch.float64).mean(1) / 255 for x in (a, b))
     se = torch.sqrt(fa.var(0) / len(fa) + fb.var(0) / len(fb)).clamp_min(1e-9)
@@ -150,7 +150,7 @@ def plot_matched_difference(data: DataSplits, sides: dict[str, ClassSides], *, z
                 ax.axis("off")
             row[0].set_title(f"{name}: {len(pa)} images matched, too few for a mean", fontsize=9)
             continue
-        mean_a, mean_b, z = mean_difference(pa, tb)
+        mean_a, mean_b, z = pixel_difference(pa, tb)
         row[0].imshow(mean_a, cmap="gray", vmin=0, vmax=1)
         row[1].imshow(mean_b, cmap="gray", vmin=0, vmax=1)
         im = row[2].imshow(z, cmap="RdBu_r", vmin=-z_limit, vmax=z_limit)
@@ -263,13 +263,11 @@ def shift_summary(table: pd.DataFrame, alpha: float = 0.05, margin: float = 0.1)
     return "\n".join(lines)
 
 
-def finding(table: pd.DataFrame, section: str, class_name: str = "normal") -> dict[str, str]:
+def shift_finding(table: pd.DataFrame, section: str, class_name: str = "normal") -> dict[str, str]:
     """The diagnosis as a findings line: the probe's AUC against its control, and the outcome."""
-    from helpers.stats import finding as make
-
     shifted, beyond = shift_decisions(table)[class_name]
     r = table.loc[class_name]
-    return make(f"X-ray diagnosis: test {class_name} images vs the training pool's (domain classifier)",
+    return finding(f"X-ray diagnosis: test {class_name} images vs the training pool's (domain classifier)",
                 f"AUC {r['AUC pool vs test']:.2f}", section,
                 interval=f"control {shifted.reference:.2f}; on aspect-matched images {r['AUC aspect-matched']:.2f}",
                 outcome=f"{shifted.outcome}; {beyond.outcome}")

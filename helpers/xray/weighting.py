@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -13,7 +14,8 @@ import torch.nn.functional as F
 from helpers.data import patient_of
 from helpers.models import build_model
 from helpers.splits import DataSplits, Split
-from helpers.training import DeviceSplit, TrainConfig, TrainHook, fit, predict_logits
+from helpers.stats import beats, target
+from helpers.training import DeviceSplit, TrainConfig, TrainHook, evaluate, fit, predict_logits
 from helpers.xray.domain_shift import PROBE_MODEL, PROBE_TRAINING, score_auc
 
 #: Largest weight kept, relative to the mean weight (larger ones are cut to it, then all renormalised).
@@ -25,7 +27,6 @@ TOTAL_PER_IMAGE = 4
 @dataclass
 class ShiftWeights:
     """One importance weight per validation image (mean 1), and how much the weighted score is worth."""
-
     weights: np.ndarray
     clipped: int  #: weights cut to :data:`CLIP`
     auc: float  #: the domain classifier's ROC AUC on its own held-out pool and test images
@@ -129,7 +130,6 @@ def weighted_accuracy(correct: np.ndarray, weights: np.ndarray) -> float:
 
 class ZoomViews(TrainHook):
     """A hook zooming, stretching and moving each training image, drawn per image and step."""
-
     def __init__(self, scale: tuple[float, float] = (0.8, 1.25), aspect: tuple[float, float] = (0.85, 1.18),
                  move: float = 0.08) -> None:
         if not (0 < scale[0] <= scale[1] and 0 < aspect[0] <= aspect[1] and 0 <= move < 0.5):
@@ -154,11 +154,10 @@ class ZoomViews(TrainHook):
         return F.grid_sample(xb, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def val_table(groups: dict[str, list], plain: DataSplits | None = None, sized=None,
+def val_table(groups: dict[str, list], plain: DataSplits | None = None,
+              sized: Callable[[int], DataSplits] | None = None,
               device: str | torch.device = "auto") -> pd.DataFrame:
     """Per model: plain and weighted validation accuracy, test accuracy, balanced accuracy, recall."""
-    from helpers.training import evaluate
-
     rows = []
     for name, runs in groups.items():
         plain_acc = []
@@ -177,8 +176,6 @@ def val_table(groups: dict[str, list], plain: DataSplits | None = None, sized=No
 
 def xray_targets(baseline: list, tuned: list, accuracy: float = 78.0, normal_recall: float = 60.0) -> list:
     """The X-ray targets as decisions: accuracy, normal recall, and above the baseline."""
-    from helpers.stats import beats, target
-
     acc = target("X-rays: tuned test accuracy", [100 * r.test.accuracy for r in tuned], accuracy)
     normal = target("X-rays: tuned normal recall (test)", [100 * float(r.test.per_class.iloc[0]) for r in tuned],
                     normal_recall)

@@ -18,7 +18,7 @@ from helpers import plumbing
 from helpers.checkpoints import CheckpointError
 from helpers.paths import output_dir, printable, shown
 from helpers.webcam.camera import (
-    IMAGE_SUFFIXES,
+    PHOTO_SUFFIXES,
     FrameSource,
     image_files,
     one_line,
@@ -26,13 +26,12 @@ from helpers.webcam.camera import (
     read_image,
     write_image,
 )
+from helpers.webcam.inference import FITS, annotate, demo_choice, load_predictor
 
 
 def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Path | None, max_frames: int | None,
              window: str = "Simpsons-MNIST LeNet-5 (q quits)", log: Callable[[str], None] = print) -> int:
     """The live loop: read, predict, annotate, show (or save); returns the number of frames handled."""
-    from helpers.webcam.inference import annotate
-
     if headless and out_dir is None:
         raise ValueError("--headless needs --out DIR for the annotated frames")
     fps, last, count = None, time.perf_counter(), 0
@@ -100,9 +99,7 @@ def frames_folder(out: Path | None) -> Path:
 class WindowError(RuntimeError):
     """OpenCV cannot open a window here (no display, or a build without GUI support)."""
 
-
 def main(argv: list[str] | None = None) -> int:
-    from helpers.webcam.inference import FITS, demo_choice, load_predictor
 
     parser = argparse.ArgumentParser(description="Live Simpsons-MNIST predictions from a camera, video or folder.")
     parser.add_argument("--source", default="0", help="camera index (0), 'csi' (Jetson), video file or image folder")
@@ -160,7 +157,7 @@ def image_paths(paths: Sequence[Path]) -> Iterator[tuple[Path, str | None]]:
             yield p, f"{shown(p)}: cannot be listed ({exc.strerror or exc})"
             continue
         if not found:
-            yield p, f"{shown(p)}: folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            yield p, f"{shown(p)}: folder holds no image files ({', '.join(sorted(PHOTO_SUFFIXES))})"
         yield from ((f, None) for f in found)
 
 
@@ -180,7 +177,6 @@ def answer_row(path: Path, problem: str | None, predictor: Any, notes: list[str]
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-    from helpers.webcam.inference import FITS, demo_choice, load_predictor
 
     parser = argparse.ArgumentParser(
         description="Classify image files or folders with the Simpsons-MNIST model.",
