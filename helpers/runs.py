@@ -7,7 +7,7 @@ import math
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from helpers.models import build_model, count_parameters
 from helpers.paths import Outputs
 from helpers.plots import plot_confusion
 from helpers.splits import DataSplits
-from helpers.training import Evaluation, FitResult, History, TrainConfig, TrainHook, evaluate, fit, hook_settings
+from helpers.training import Evaluation, History, TrainConfig, TrainHook, evaluate, fit, hook_settings
 
 ARCH_LABELS = {"lenet5": "LeNet-5", "reference_cnn": "Reference CNN"}
 
@@ -64,32 +64,46 @@ class RunResult:
         }
 
 
-def train_tracked(
-    data: DataSplits, train: TrainConfig, *, experiment: str, name: str, outputs: Outputs, arch: str = "lenet5",
-    model_config: dict[str, Any] | None = None, hparams: dict[str, Any] | None = None,
-    device: str | torch.device = "auto", evaluate_test: bool = False, figures: bool = True,
-    on_epoch: Callable[[dict[str, float]], bool | None] | None = None, train_fn: Callable[..., FitResult] = fit,
-    init_state: Mapping[str, torch.Tensor] | None = None, hooks: Sequence[TrainHook] = (),
-) -> RunResult:
-    """The one tracked-training path: build ``arch``, fit it, log to TensorBoard, evaluate, return the result."""
+@dataclass(frozen=True)
+class Run:
+    """One training run, built once and passed whole: names, TrainConfig, model, hooks and what it reports."""
+
+    name: str  #: the TensorBoard run (``outputs/runs/<experiment>/<name>``)
+    experiment: str
+    train: TrainConfig
+    model: Mapping[str, Any] = field(default_factory=dict)  #: model fields beside the data's (layer sizes, ...)
+    arch: str = "lenet5"
+    hooks: tuple[TrainHook, ...] = ()  #: what a wing adds to fit's batches (views, outlier exposure)
+    hparams: Mapping[str, Any] | None = None  #: TensorBoard's HParams row (default: every setting)
+    test: bool = True  #: evaluate the test split too (to report it); a search's trials never do
+    figures: bool = True  #: confusion matrices in TensorBoard
+    init_state: Mapping[str, torch.Tensor] | None = None  #: start from these weights (fine-tuning)
+
+    def for_seed(self, seed: int) -> Run:
+        """The same run with another seed (weights and batch order), named ``<name>-seed<seed>``."""
+        return replace(self, name=f"{self.name}-seed{seed}", train=replace(self.train, seed=seed))
+
+
+def train_tracked(data: DataSplits, run: Run, outputs: Outputs, device: str | torch.device = "auto",
+                  on_epoch: Callable[[dict[str, float]], bool | None] | None = None) -> RunResult:
+    """The one tracked-training path: build the model, fit it, log to TensorBoard, evaluate, return the result."""
     config = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
-              **(model_config or {})}
-    model = build_model(arch, seed=train.seed, **config)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    hparams = hparams if hparams is not None else {"arch": arch, "dataset": data.name, **config, **asdict(train),
-                                                   **hook_settings(hooks)}
+              **run.model}
+    model = build_model(run.arch, seed=run.train.seed, **config)  # the seed fixes the initial weights
+    if run.init_state is not None:
+        model.load_state_dict(run.init_state)
+    hparams = run.hparams if run.hparams is not None else {
+        "arch": run.arch, "dataset": data.name, **config, **asdict(run.train), **hook_settings(run.hooks)}
     val = test = None
-    with RunTracker(experiment, name, outputs.runs) as tracker:
-        result = train_fn(model, data, train, device=device, tracker=tracker, on_epoch=on_epoch,
-                          **({"hooks": tuple(hooks)} if hooks else {}))
+    with RunTracker(run.experiment, run.name, outputs.runs) as tracker:
+        result = fit(model, data, run.train, device=device, tracker=tracker, on_epoch=on_epoch, hooks=run.hooks)
         h = result.history
         if not h.epochs:
             tracker.log_hparams(hparams, {"val_acc": float("nan"), "val_loss": float("nan")})
         else:  # the weights of the best epoch, also when a later epoch diverged
             val = evaluate(result.model, data, "val", device=device)
-            test = evaluate(result.model, data, "test", device=device) if evaluate_test else None
-            if figures:
+            test = evaluate(result.model, data, "test", device=device) if run.test else None
+            if run.figures:
                 for split, ev in (("val", val), ("test", test)):
                     if ev is not None:
                         fig = plot_confusion(ev, split)
@@ -97,8 +111,8 @@ def train_tracked(
                         plt.close(fig)
             nan = {"val_acc": float("nan"), "val_loss": float("nan")}  # a diverged run scores nothing
             tracker.log_hparams(hparams, nan if h.diverged else _metrics(val, test, h))
-    return RunResult(name, data.name, arch, result.model, h, val, test, count_parameters(result.model), None,
-                     train, config, tuple(hooks))
+    return RunResult(run.name, data.name, run.arch, result.model, h, val, test, count_parameters(result.model), None,
+                     run.train, config, run.hooks)
 
 
 def _metrics(val: Evaluation, test: Evaluation | None, history: History) -> dict[str, float]:
@@ -109,18 +123,12 @@ def _metrics(val: Evaluation, test: Evaluation | None, history: History) -> dict
     return metrics
 
 
-def train_and_evaluate(
-    data: DataSplits, train: TrainConfig, *, name: str, experiment: str, arch: str = "lenet5",
-    model_config: dict[str, Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
-    checkpoint: Path | None = None, evaluate_test: bool = True, init_state: Mapping[str, torch.Tensor] | None = None,
-    hooks: Sequence[TrainHook] = (),
-) -> RunResult:
-    """:func:`train_tracked` with the test split reported, and a checkpoint saved if a path is given."""
-    result = train_tracked(data, train, experiment=experiment, name=name, outputs=outputs, arch=arch,
-                           model_config=model_config, device=device, evaluate_test=evaluate_test,
-                           init_state=init_state, hooks=hooks)
+def train_and_evaluate(data: DataSplits, run: Run, outputs: Outputs, device: str | torch.device = "auto",
+                       checkpoint: Path | None = None) -> RunResult:
+    """:func:`train_tracked`, refused when no epoch finished; a checkpoint saved if a path is given."""
+    result = train_tracked(data, run, outputs, device)
     if result.val is None:
-        raise RuntimeError(f"run {name!r} finished no epoch: {result.history.diverged or 'no training step ran'}")
+        raise RuntimeError(f"run {run.name!r} finished no epoch: {result.history.diverged or 'no training step ran'}")
     if checkpoint is not None:
         save_run(result, data, checkpoint)
     return result
@@ -140,27 +148,26 @@ def save_run(result: RunResult, data: DataSplits, checkpoint: Path, extra: Mappi
     return checkpoint
 
 
-def reload_run(checkpoint: Path, data: DataSplits, train: TrainConfig, *, name: str,
-               model_config: dict[str, Any] | None = None, arch: str = "lenet5",
-               device: str | torch.device = "auto", hooks: Sequence[TrainHook] = ()) -> RunResult | None:
-    """The run at ``checkpoint`` if trained with exactly ``train``, ``model_config`` and ``data``; else None."""
+def reload_run(checkpoint: Path, data: DataSplits, run: Run, device: str | torch.device = "auto") -> RunResult | None:
+    """The run saved at ``checkpoint`` if it was trained exactly as ``run`` on ``data``; else None."""
     try:
         ck = load_checkpoint(checkpoint)
     except CheckpointError:
         return None
     config = {"in_channels": data.channels, "image_size": data.image_size, "num_classes": data.num_classes,
-              **(model_config or {})}
+              **run.model}
 
     def same(a: Any, b: Any) -> bool:
         return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
     history = ck.extra.get("history")
-    if (ck.arch != arch or not isinstance(history, dict) or ck.extra.get("data_fingerprint") != data.fingerprint()
-            or not same(ck.train_config, {**asdict(train), **hook_settings(hooks)}) or not same({k: ck.model_config.get(k) for k in config}, config)):
+    if (ck.arch != run.arch or not isinstance(history, dict) or ck.extra.get("data_fingerprint") != data.fingerprint()
+            or not same(ck.train_config, {**asdict(run.train), **hook_settings(run.hooks)})
+            or not same({k: ck.model_config.get(k) for k in config}, config)):
         return None
     val = evaluate(ck.model, data, "val", device=device)
-    return RunResult(name, data.name, arch, ck.model, History(**history), val, None, count_parameters(ck.model),
-                     checkpoint, train, config, tuple(hooks))
+    return RunResult(run.name, data.name, run.arch, ck.model, History(**history), val, None,
+                     count_parameters(ck.model), checkpoint, run.train, config, run.hooks)
 
 
 def results_table(results: Sequence[RunResult]) -> pd.DataFrame:
@@ -198,20 +205,10 @@ def seed_summary(results: Sequence[RunResult]) -> dict[str, float]:
             "test mean %": test.mean(), "test std %": test.std(ddof=1) if len(test) > 1 else 0.0}
 
 
-def train_over_seeds(
-    data: DataSplits, train: TrainConfig, seeds: Sequence[int], *, name: str, experiment: str,
-    model_config: dict[str, Any] | None = None, outputs: Outputs, device: str | torch.device = "auto",
-    checkpoint: Path | None = None, hooks: Sequence[TrainHook] = (),
-) -> list[RunResult]:
-    """:func:`train_and_evaluate` once per seed (weights and batch order both seeded)."""
-    results = [
-        train_and_evaluate(data, replace(train, seed=s), name=f"{name}-seed{s}", experiment=experiment,
-                           model_config=model_config, device=device, outputs=outputs, hooks=hooks)
-        for s in seeds
-    ]
-    if checkpoint is not None:
-        save_best(results, data, checkpoint)
-    return results
+def train_over_seeds(data: DataSplits, run: Run, seeds: Sequence[int], outputs: Outputs,
+                     device: str | torch.device = "auto") -> list[RunResult]:
+    """:func:`train_and_evaluate` of ``run`` once per seed (weights and batch order both seeded)."""
+    return [train_and_evaluate(data, run.for_seed(s), outputs, device) for s in seeds]
 
 
 def save_best(results: Sequence[RunResult], data: DataSplits, checkpoint: Path) -> RunResult:

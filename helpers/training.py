@@ -24,7 +24,7 @@ TEXTBOOK: dict[str, Any] = dict(optimizer="sgd", lr=0.01, momentum=0.9, batch_si
 SCHEDULES = ("none", "step", "onecycle", "cosine")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that controls one training run (all plain values: loggable as hyperparameters)."""
 
@@ -77,8 +77,8 @@ class TrainConfig:
             problems.append(f"monitor must be 'val_loss' or 'val_acc', got {self.monitor!r}")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
-        self.batch_size = int(self.batch_size)
-        self.epochs = int(self.epochs)
+        object.__setattr__(self, "batch_size", int(self.batch_size))  # frozen: a config is changed by replace()
+        object.__setattr__(self, "epochs", int(self.epochs))
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from helpers.tuning import cache_version, reflections, search, spaces
 from helpers.provenance import code_only as _code_only
+from helpers.tuning import cache_version, reflections, search, spaces
 
 
 def test_training_code_unchanged_since_the_cache_version_was_set() -> None:

@@ -122,13 +122,14 @@ def test_numpy_metadata_is_stored_as_plain_values(trained, tmp_path: Path) -> No
 def test_a_tuning_run_logs_every_trial_with_its_hparams_and_metrics(tmp_path: Path) -> None:
     """The HParams dashboard of a search: one run per trial, each with the sampled settings and its score."""
     from helpers.paths import Outputs
+    from helpers.training import TrainConfig
     from helpers.tuning import study
-    from helpers.tuning.rungs import Rungs
+    from helpers.tuning.search import Rungs, TrialSetup
 
     data = load_simpsons_mnist("rgb").subset(n_train=300, n_val=100, n_test=100)
-    outcome = study.search(data, {"schedule": "onecycle", "monitor": "val_acc", "seed": 0}, name="tb-search",
-                           algo="random", rungs=Rungs(1, 3, 2), epoch_budget=5, outputs=Outputs(tmp_path),
-                           n_startup_jobs=2, device="cpu", progress=False)
+    base = TrainConfig(schedule="onecycle", monitor="val_acc", seed=0, epochs=2)
+    setup = TrialSetup(data, base, "tb-search", "random", Outputs(tmp_path), Rungs(1, 3, 2), device="cpu")
+    outcome = study.search(setup, study.SearchPlan(5, n_startup_jobs=2), progress=False)
     frame = outcome.frame
     run_dirs = sorted(p for p in (tmp_path / "runs" / "tb-search").iterdir() if p.is_dir())
     # the table counts trials from 1, the run folders from 0

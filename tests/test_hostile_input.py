@@ -29,6 +29,7 @@ from helpers import data, decoding, plumbing, sources
 from helpers.checkpoints import CheckpointError, load_checkpoint
 from helpers.paths import Outputs
 from helpers.reporting import runner
+from helpers.training import TrainConfig
 from helpers.tuning import ray_tune, search, trialstore
 from helpers.webcam import camera, live
 from helpers.webcam.calibration import calibration_path
@@ -446,10 +447,10 @@ def test_a_dangling_or_damaged_ray_state_names_the_folder_to_delete(tmp_path: Pa
     monkeypatch.setattr(tune, "with_resources", lambda trainable, resources: trainable)
     monkeypatch.setattr(tune.Tuner, "can_restore", classmethod(lambda cls, p: True))
     monkeypatch.setattr(tune.Tuner, "restore", classmethod(restore))
-    from helpers.tuning.rungs import Rungs
+    from helpers.tuning.search import Rungs
 
     with pytest.raises(ray_tune.RayStateError, match=re.escape(f"cannot be read (UnpicklingError); delete or move {run}")):
-        ray_tune.run_ray_search(None, {}, name="search", rungs=Rungs(1, 2, 3), num_samples=1,
+        ray_tune.run_ray_search(None, TrainConfig(), name="search", rungs=Rungs(1, 2, 3), num_samples=1,
                              outputs=Outputs(tmp_path / "outputs"))
 
 

@@ -21,14 +21,15 @@ import pytest
 from helpers.data import load_simpsons_mnist
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
+from helpers.training import TrainConfig
 from helpers.tuning import charts, ray_tune
-from helpers.tuning.rungs import Rungs
+from helpers.tuning.search import Rungs
 
 matplotlib.use("Agg")
 os.environ[ray_tune.LOCAL_BIND_ENV] = "0"  # before ray is imported anywhere in this process: loopback only
 pytestmark = pytest.mark.xdist_group("notebooks")  # with notebook 07: never two Ray instances at once
 
-BASE = {"monitor": "val_acc", "seed": 0}
+BASE = TrainConfig(monitor="val_acc", seed=0)
 RUNGS = Rungs(1, 3, 3)
 
 
@@ -106,10 +107,11 @@ KILL_SCRIPT = textwrap.dedent("""
     from helpers.tuning import ray_tune
     from helpers.data import load_simpsons_mnist
     from helpers.paths import Outputs
-    from helpers.tuning.rungs import Rungs
+    from helpers.tuning.search import Rungs
+    from helpers.training import TrainConfig
     data = load_simpsons_mnist("rgb").subset(n_train=300, n_val=100, n_test=100)
     ray_tune.connect(num_cpus=1)
-    ray_tune.run_ray_search(data, {"monitor": "val_acc", "seed": 0}, name="resume", rungs=Rungs(1, 3, 3), num_samples=6,
+    ray_tune.run_ray_search(data, TrainConfig(monitor="val_acc", seed=0), name="resume", rungs=Rungs(1, 3, 3), num_samples=6,
                          outputs=Outputs(Path(sys.argv[1])), n_startup_jobs=2, max_concurrent=1)
 """)
 

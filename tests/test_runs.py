@@ -15,7 +15,7 @@ from helpers.paths import Outputs
 from helpers.splits import DataSplits
 from helpers.training import TrainConfig, fit
 from helpers.tuning import reflections, search
-from helpers.tuning.search import Objective
+from helpers.tuning.search import Objective, TrialSetup
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def test_the_epoch_hook_sees_every_epoch_and_can_stop_the_run(tiny: DataSplits, 
         seen.append(record["epoch"])
         return record["epoch"] == 2  # e.g. a search's rung decides this trial is not promising
 
-    result = runs.train_tracked(tiny, TrainConfig(optimizer="adam", lr=2e-3, epochs=5), experiment="e", name="r",
-                                outputs=Outputs(tmp_path), device="cpu", on_epoch=hook)
+    run = runs.Run("r", "e", TrainConfig(optimizer="adam", lr=2e-3, epochs=5), test=False)
+    result = runs.train_tracked(tiny, run, Outputs(tmp_path), "cpu", on_epoch=hook)
     assert seen == [1, 2] and len(result.history.epochs) == 2 and result.history.stopped_early
     assert result.val is not None and result.test is None
 
@@ -46,9 +46,9 @@ def test_the_test_split_is_evaluated_only_when_asked(tiny: DataSplits, tmp_path:
 
     monkeypatch.setattr(runs, "evaluate", spy)
     cfg = TrainConfig(optimizer="adam", lr=2e-3, epochs=1)
-    runs.train_tracked(tiny, cfg, experiment="e", name="a", outputs=Outputs(tmp_path), device="cpu")
+    runs.train_tracked(tiny, runs.Run("a", "e", cfg, test=False), Outputs(tmp_path), "cpu")
     assert splits == ["val"]
-    runs.train_tracked(tiny, cfg, experiment="e", name="b", outputs=Outputs(tmp_path), device="cpu", evaluate_test=True)
+    runs.train_tracked(tiny, runs.Run("b", "e", cfg), Outputs(tmp_path), "cpu")
     assert splits == ["val", "val", "test"]
 
 
@@ -56,13 +56,14 @@ def test_trials_and_reflections_train_through_the_one_path(tiny: DataSplits, tmp
     calls = []
     real = runs.train_tracked
 
-    def counting(*args, **kwargs):
-        calls.append(kwargs["name"])
-        return real(*args, **kwargs)
+    def counting(data, run, *args, **kwargs):
+        calls.append(run.name)
+        return real(data, run, *args, **kwargs)
 
     for module in (runs, search, reflections):  # each binds the one path at import
         monkeypatch.setattr(module, "train_tracked", counting)
-    objective = Objective(tiny, {"epochs": 1, "seed": 0}, "search", "random", outputs=Outputs(tmp_path), device="cpu")
+    objective = Objective(TrialSetup(tiny, TrainConfig(epochs=1, seed=0), "search", "random", Outputs(tmp_path),
+                                     device="cpu"))
     point = {"optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 64, "conv1": 6, "conv2": 16, "dense1": 64,
              "dense2": 32, "dropout": 0.1, "batchnorm": False, "augment": "none", "weight_decay": 0.0}
     assert objective(point)["status"] == STATUS_OK
@@ -71,14 +72,16 @@ def test_trials_and_reflections_train_through_the_one_path(tiny: DataSplits, tmp
     assert calls == ["random-trial-000", "a-seed0"]
 
 
-def test_a_run_that_diverges_later_keeps_its_best_epoch_and_logs_no_score(tiny: DataSplits, tmp_path: Path) -> None:
+def test_a_run_that_diverges_later_keeps_its_best_epoch_and_logs_no_score(tiny: DataSplits, tmp_path: Path,
+                                                                          monkeypatch) -> None:
     def diverging_fit(model, data, config, **kw):
         result = fit(model, data, config, **kw)
         result.history.diverged = "training loss nan in epoch 2 (not finite)"  # as fit records it
         return result
 
-    result = runs.train_tracked(tiny, TrainConfig(optimizer="adam", lr=2e-3, epochs=2), experiment="e", name="d",
-                                outputs=Outputs(tmp_path), device="cpu", train_fn=diverging_fit)
+    monkeypatch.setattr(runs, "fit", diverging_fit)
+    result = runs.train_tracked(tiny, runs.Run("d", "e", TrainConfig(optimizer="adam", lr=2e-3, epochs=2)),
+                                Outputs(tmp_path), "cpu")
     assert result.val is not None and 0 <= result.val.accuracy <= 1  # the table row can still be shown
     acc = EventAccumulator(str(tmp_path / "runs" / "e" / "d"), size_guidance={"scalars": 0})
     acc.Reload()

@@ -23,10 +23,9 @@ from helpers import runs
 from helpers.data import load_simpsons_mnist
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
-from helpers.training import augment
+from helpers.training import TEXTBOOK, TrainConfig, augment
 from helpers.tuning import charts, comparison, search, spaces, study, tables, trialstore
-from helpers.tuning.rungs import Rungs, recorded_from
-from helpers.tuning.search import Objective
+from helpers.tuning.search import Objective, Rungs, TrialSetup, recorded_from
 from helpers.tuning.spaces import parse_augment, to_run_config
 
 matplotlib.use("Agg")
@@ -65,8 +64,8 @@ def asha_search(tiny: DataSplits, tmp_path_factory):
     """A real TPE search with rungs at 1 and 3 epochs (max 9) and a 30-epoch budget."""
     root = tmp_path_factory.mktemp("asha")
     rungs = Rungs(grace=1, eta=3, max_epochs=9)
-    objective = Objective(tiny, {"monitor": "val_acc", "seed": 0}, "asha", "tpe", outputs=Outputs(root),
-                          device="cpu", rungs=rungs)
+    base = TrainConfig(monitor="val_acc", seed=0, epochs=rungs.max_epochs)
+    objective = Objective(TrialSetup(tiny, base, "asha", "tpe", Outputs(root), rungs, device="cpu"))
     spec = search.SearchSpec("asha", "tpe", 0, 100, n_startup_jobs=3, rungs=rungs, epoch_budget=30)
     space = spaces.lenet_space()
     trials = search.run_search(objective, space, spec, root / "t.json", progress=False)
@@ -118,14 +117,15 @@ KILL_SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from pathlib import Path
     from helpers.tuning import search, spaces
-    from helpers.tuning.search import Objective
+    from helpers.tuning.search import Objective, TrialSetup
+    from helpers.training import TrainConfig
     from helpers.data import load_simpsons_mnist
     from helpers.paths import Outputs
-    from helpers.tuning.rungs import Rungs
+    from helpers.tuning.search import Rungs
     data = load_simpsons_mnist("rgb").subset(n_train=300, n_val=100, n_test=100)
     rungs = Rungs(grace=1, eta=3, max_epochs=9)
-    obj = Objective(data, {"monitor": "val_acc", "seed": 0}, "kill", "tpe", outputs=Outputs(Path(sys.argv[1])),
-                    device="cpu", rungs=rungs)
+    base = TrainConfig(monitor="val_acc", seed=0, epochs=rungs.max_epochs)
+    obj = Objective(TrialSetup(data, base, "kill", "tpe", Outputs(Path(sys.argv[1])), rungs, device="cpu"))
     spec = search.SearchSpec("kill", "tpe", 3, 100, n_startup_jobs=3, rungs=rungs, epoch_budget=40)
     search.run_search(obj, spaces.lenet_space(), spec, Path(sys.argv[2]), progress=False)
 """)
@@ -169,9 +169,9 @@ def test_a_search_killed_mid_trial_resumes_to_the_same_table(tmp_path: Path) -> 
 
 
 def test_comparison_at_equal_epochs_returns_one_curve_per_search_seed(tiny: DataSplits, tmp_path: Path) -> None:
-    cmp = comparison.compare_at_equal_epochs(
-        tiny, {"monitor": "val_acc", "seed": 0}, name="cmp", epoch_budget=8, rungs=Rungs(1, 3, 3),
-        search_seeds=(0, 1), outputs=Outputs(tmp_path), n_startup_jobs=2, device="cpu", progress=False)
+    setup = TrialSetup(tiny, TrainConfig(monitor="val_acc", seed=0, epochs=3), "cmp", "tpe", Outputs(tmp_path),
+                       Rungs(1, 3, 3), device="cpu")
+    cmp = comparison.compare_at_equal_epochs(setup, study.SearchPlan(8, n_startup_jobs=2), (0, 1), progress=False)
     curves = cmp.curves()
     assert list(curves.columns) == ["tpe #0", "random #0", "tpe #1", "random #1"]
     assert len(curves) == 8 and curves.index[-1] == 8
@@ -183,8 +183,7 @@ def test_comparison_at_equal_epochs_returns_one_curve_per_search_seed(tiny: Data
     assert (one.summary()["best val acc sd %"] == "–").all()  # one search per algorithm: no sd, and no NaN shown
     assert "(one search)" in one.verdict() and "nan" not in one.verdict().lower()
     with pytest.raises(ValueError, match="below one full trial"):
-        comparison.compare_at_equal_epochs(tiny, {}, name="x", epoch_budget=2, rungs=Rungs(1, 3, 3), search_seeds=(0,),
-                                           outputs=Outputs(tmp_path))
+        comparison.compare_at_equal_epochs(setup, study.SearchPlan(2), (0,))
     fig = charts.plot_comparison_curves(curves)
     assert len(fig.axes[0].get_lines()) == 2  # one mean line per algorithm
 
@@ -198,7 +197,7 @@ def test_augmentation_names_map_onto_training_settings(tiny: DataSplits) -> None
     with pytest.raises(ValueError):
         parse_augment("flip+zoom", 28)
     run = to_run_config({"augment": "flip+shift+rotate", "schedule": "cosine", "label_smoothing": 0.1,
-                         "conv1": 32, "conv2": 64}, tiny, {"epochs": 2})
+                         "conv1": 32, "conv2": 64}, tiny, TrainConfig(epochs=2))
     assert (run.train.schedule, run.train.label_smoothing, run.train.rotate) == ("cosine", 0.1, 10.0)
     assert run.model["conv_channels"] == (32, 64) and run.describe()["augment"] == "flip+shift+rotate"
 
@@ -213,13 +212,15 @@ def test_rotation_is_drawn_per_image_not_per_batch() -> None:
 
 def test_image_size_axis_trains_on_data_of_that_size(tiny: DataSplits, tmp_path: Path) -> None:
     seen = []
-    obj = Objective(tiny, {"epochs": 1}, "sz", "tpe", outputs=Outputs(tmp_path), device="cpu",
-                    sized=lambda s: seen.append(s) or tiny)
-    assert obj.data_for({"image_size": 28}) is tiny and not seen
-    obj.data_for({"image_size": 64})
+    setup = TrialSetup(tiny, TrainConfig(epochs=1), "sz", "tpe", Outputs(tmp_path), device="cpu",
+                       sized=lambda s: seen.append(s) or tiny)
+    assert setup.data_for({"image_size": 28}) is tiny and not seen
+    setup.data_for({"image_size": 64})
     assert seen == [64]
     with pytest.raises(ValueError, match="no `sized`"):
-        Objective(tiny, {}, "sz", "tpe", outputs=Outputs(tmp_path)).data_for({"image_size": 64})
+        replace(setup, sized=None).data_for({"image_size": 64})
+    with pytest.raises(ValueError, match="up to the rungs' 3 epochs, but base.epochs is 1"):
+        replace(setup, rungs=Rungs(1, 3, 3))  # a trial's length is the caller's, never changed behind it
     space = spaces.lenet_space(image_sizes=(64, 96))
     assert "image_size" in space and "image_size" not in spaces.lenet_space()
 
@@ -246,8 +247,8 @@ def test_a_rejected_candidate_falls_back_to_the_next_finished_trial_and_never_se
 
     monkeypatch.setattr(study, "retrain_verdict", reject_first)
     outputs = Outputs(tmp_path)
-    config = study.StudyConfig("guard", Rungs(1, 3, 3), epoch_budget=12, baseline_epochs=1,
-                               search_train={"monitor": "val_acc", "seed": 0}, seeds=(0, 1), n_startup_jobs=2,
+    config = study.StudyConfig("guard", Rungs(1, 3, 3), 12, TrainConfig(**TEXTBOOK, epochs=1),
+                               TrainConfig(monitor="val_acc", seed=0), seeds=(0, 1), n_startup_jobs=2,
                                checkpoint_name="guard")
     s = study.run_study(config, tiny, outputs=outputs, device="cpu")
     ranked = tables.finished(s.frame).sort_values(["val_acc", "trial"], ascending=[False, True])
@@ -271,9 +272,9 @@ def test_a_rejected_candidate_falls_back_to_the_next_finished_trial_and_never_se
 def test_the_searchs_finished_winner_is_reused_as_the_first_seed_and_is_the_identical_run(
         tiny: DataSplits, tmp_path: Path) -> None:
     outputs = Outputs(tmp_path)
-    config = study.StudyConfig("reuse", Rungs(1, 3, 3), epoch_budget=9, baseline_epochs=1,
-                               search_train={"monitor": "val_acc", "seed": 0}, seeds=(0, 1), n_startup_jobs=2,
-                               protocol={"class_weights": True})
+    config = study.StudyConfig("reuse", Rungs(1, 3, 3), 9, TrainConfig(**TEXTBOOK, epochs=1, class_weights=True),
+                               TrainConfig(monitor="val_acc", seed=0, class_weights=True), seeds=(0, 1),
+                               n_startup_jobs=2)
     s = study.run_study(config, tiny, outputs=outputs, device="cpu")
     first = s.tuned[0]
     # the protocol reaches the baseline, the search's trials (seed 0 below is a trial, reused only when its
@@ -282,25 +283,26 @@ def test_the_searchs_finished_winner_is_reused_as_the_first_seed_and_is_the_iden
     assert s.baseline[0].train_config.optimizer == "sgd" and s.baseline[0].train_config.lr == 0.01
     assert s.reused == [first] and s.checks[0]["seed 0 run"].startswith("the search's own trial")
     assert first.test is not None and s.tuned[1].name.endswith("seed1")
-    again = runs.train_and_evaluate(tiny, first.train_config, name="again", experiment="again",
-                                    model_config=s.final_config.model, outputs=outputs, device="cpu")
+    again = runs.train_and_evaluate(tiny, runs.Run("again", "again", first.train_config, s.final_config.model),
+                                    outputs, "cpu")
     assert [e["val_acc"] for e in again.history.epochs] == [e["val_acc"] for e in first.history.epochs]
     assert (again.val.accuracy, again.test.accuracy) == (first.val.accuracy, first.test.accuracy)
     assert s.spent().iloc[1]["epochs"] == sum(len(r.history.epochs) for r in s.tuned[1:] + s.baseline)
     path = search.trial_weights(outputs, "reuse", "tpe", int(s.best_row["trial"]) - 1)
-    args = dict(name="x", model_config=s.final_config.model, device="cpu")
-    assert runs.reload_run(path, tiny, first.train_config, **args) is not None
-    assert runs.reload_run(path, tiny, replace(first.train_config, seed=1), **args) is None  # another seed
-    assert runs.reload_run(path, tiny.subset(n_train=200), first.train_config, **args) is None  # other data
+    run = runs.Run("x", "e", first.train_config, s.final_config.model)
+    assert runs.reload_run(path, tiny, run, "cpu") is not None
+    assert runs.reload_run(path, tiny, run.for_seed(1), "cpu") is None  # another seed
+    assert runs.reload_run(path, tiny.subset(n_train=200), run, "cpu") is None  # other data
     path.write_bytes(path.read_bytes()[:-8])  # damaged: trained again, never loaded
-    assert runs.reload_run(path, tiny, first.train_config, **args) is None
+    assert runs.reload_run(path, tiny, run, "cpu") is None
 
 
 def test_stored_space_decodes_a_narrowed_search(tiny: DataSplits, tmp_path: Path) -> None:
     outputs = Outputs(tmp_path)
     options = {"batchnorm": (True,), "batch_sizes": (128,), "conv1": (12,), "conv2": (32,)}
-    out = study.search(tiny, {"monitor": "val_acc", "seed": 0}, name="narrow", algo="random", rungs=Rungs(1, 3, 1),
-                       epoch_budget=2, outputs=outputs, space_options=options, device="cpu", progress=False)
+    setup = TrialSetup(tiny, TrainConfig(monitor="val_acc", seed=0, epochs=1), "narrow", "random", outputs,
+                       Rungs(1, 3, 1), device="cpu")
+    out = study.search(setup, study.SearchPlan(2, space_options=options), progress=False)
     trials = trialstore.load_trials(search.trials_file(outputs.results, "narrow", "random"))
     points = list(tables.trials_frame(trials, spaces.stored_space(trials))["point"])
     assert [p["batchnorm"] for p in points] == [p["batchnorm"] for p in out.frame["point"]] == [True, True]
@@ -308,3 +310,36 @@ def test_stored_space_decodes_a_narrowed_search(tiny: DataSplits, tmp_path: Path
     assert list(out.frame["batchnorm"]) == [True, True]  # what was trained
     wrong = tables.trials_frame(trials, spaces.lenet_space())["point"]  # the default space misreads indices
     assert [p["batchnorm"] for p in wrong] == [False, False] and {p["batch_size"] for p in wrong} == {32}
+
+
+# ----------------------------------------------------------------------------------- one trial, one path
+
+
+def test_one_trial_runs_through_at_most_five_modules_from_the_point_to_the_score(tiny: DataSplits,
+                                                                                 tmp_path: Path) -> None:
+    """Trace one Objective call: the helpers modules whose functions run between the sampled point and the score.
+
+    Before the redesign: tuning.search, tuning.rungs, tuning.spaces, runs, models, training (with study and
+    trialstore around the call, 8); now the rungs live in tuning.search. Plumbing (paths, plumbing, provenance,
+    splits' data properties) is listed apart.
+    """
+    from hyperopt.pyll.stochastic import sample
+
+    setup = TrialSetup(tiny.subset(n_train=100, n_val=50), TrainConfig(epochs=2, monitor="val_acc"), "trace", "tpe",
+                       Outputs(tmp_path), Rungs(1, 3, 2), device="cpu")
+    objective, point = Objective(setup), sample(spaces.lenet_space(), rng=np.random.default_rng(0))
+    seen: set[str] = set()
+
+    def profile(frame, event, arg) -> None:
+        module = frame.f_globals.get("__name__", "")
+        if event == "call" and module.startswith("helpers") and frame.f_code.co_name != "<module>":
+            seen.add(module.removeprefix("helpers."))
+
+    sys.setprofile(profile)
+    try:
+        result = objective(point)
+    finally:
+        sys.setprofile(None)
+    assert result["status"] == STATUS_OK
+    plumbing = {"paths", "plumbing", "provenance", "splits"}
+    assert seen - plumbing == {"tuning.search", "tuning.spaces", "runs", "models", "training"}, sorted(seen)

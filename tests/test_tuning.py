@@ -14,16 +14,17 @@ from hyperopt import STATUS_FAIL, STATUS_OK, hp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from helpers import runs
 from helpers.data import load_simpsons_mnist
 from helpers.paths import Outputs
 from helpers.splits import DataSplits
-from helpers.training import fit
+from helpers.training import TEXTBOOK, TrainConfig, fit
 from helpers.tuning import charts, search, spaces, tables
-from helpers.tuning.search import Objective
+from helpers.tuning.search import Objective, TrialSetup
 
 matplotlib.use("Agg")
 
-BASE = {"epochs": 1, "seed": 0}
+BASE = TrainConfig(epochs=1, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,7 @@ def small() -> DataSplits:
 def searched(small: DataSplits, tmp_path_factory):
     """A real 5-trial TPE search in which trial 2 is poisoned with NaN weights."""
     root = tmp_path_factory.mktemp("search")
+    patch = pytest.MonkeyPatch()
 
     def poisoning_fit(model, data, config, **kw):
         if objective.trial_index == 1:
@@ -43,11 +45,14 @@ def searched(small: DataSplits, tmp_path_factory):
                 model.features[0].weight.fill_(float("nan"))
         return fit(model, data, config, **kw)
 
-    objective = Objective(small, BASE, "unit", "tpe", outputs=Outputs(root), device="cpu",
-                                 train_fn=poisoning_fit)
+    objective = Objective(TrialSetup(small, BASE, "unit", "tpe", Outputs(root), device="cpu"))
     space = spaces.lenet_space()
     spec = search.SearchSpec("unit", "tpe", seed=0, max_evals=5, n_startup_jobs=3)
-    trials = search.run_search(objective, space, spec, root / "trials.json", progress=False)
+    patch.setattr(runs, "fit", poisoning_fit)  # every run trains through runs.fit
+    try:
+        trials = search.run_search(objective, space, spec, root / "trials.json", progress=False)
+    finally:
+        patch.undo()
     return trials, tables.trials_frame(trials, space, "tpe"), root
 
 
@@ -182,10 +187,10 @@ def test_grid_enumerates_exactly_its_subspace(tmp_path: Path) -> None:
                           grid=grid, progress=False)
 
 
-def test_invalid_space_value_fails_before_any_training(small: DataSplits, tmp_path: Path) -> None:
+def test_invalid_space_value_fails_before_any_training(small: DataSplits, tmp_path: Path, monkeypatch) -> None:
     calls = []
-    objective = Objective(small, BASE, "bad", "random", outputs=Outputs(tmp_path), device="cpu",
-                                 train_fn=lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: calls.append(1))
+    objective = Objective(TrialSetup(small, BASE, "bad", "random", Outputs(tmp_path), device="cpu"))
     space = {**spaces.lenet_space(), "dropout": hp.uniform("dropout", 0.5, 1.5)}
     with pytest.raises(ValueError, match="invalid search space.*dropout"):
         search.run_search(objective, space, search.SearchSpec("bad", "random", 0, 3), tmp_path / "t.json", progress=False)
@@ -238,9 +243,9 @@ def test_a_views_axis_reaches_the_run_and_its_hooks() -> None:
     point = sample(space, rng=np.random.default_rng(0))
     assert point["views"] in ("none", "zoom") and "views" not in lenet_space()
     data = load_simpsons_mnist("rgb").subset(n_train=20, n_val=10, n_test=10)
-    run = to_run_config({**point, "views": "zoom"}, data, {"epochs": 1})
+    run = to_run_config({**point, "views": "zoom"}, data, BASE)
     assert run.views == "zoom" and run.describe()["views"] == "zoom"
-    assert "views" not in to_run_config({k: v for k, v in point.items() if k != "views"}, data, {"epochs": 1}).describe()
+    assert "views" not in to_run_config({k: v for k, v in point.items() if k != "views"}, data, BASE).describe()
     base, zoom = ViewSwap(0.5), ViewSwap(0.9)
     assert run_hooks((base,), {"none": (), "zoom": (zoom,)}, run) == (base, zoom)
     with pytest.raises(ValueError, match="maps only"):
@@ -252,17 +257,19 @@ def test_the_baseline_keeps_the_view_option_with_the_higher_validation_accuracy(
     from types import SimpleNamespace
 
     from helpers.tuning import study
-    from helpers.tuning.rungs import Rungs
+    from helpers.tuning.search import Rungs
 
-    def fake(data, train, seeds, *, name, hooks, **kwargs):
-        acc = 0.8 if name.endswith("zoom") else 0.7
-        return [SimpleNamespace(val=SimpleNamespace(accuracy=acc), name=name, hooks=hooks) for _ in seeds]
+    def fake(data, run, seeds, outputs, device):
+        acc = 0.8 if run.name.endswith("zoom") else 0.7
+        return [SimpleNamespace(val=SimpleNamespace(accuracy=acc), name=run.name, hooks=run.hooks) for _ in seeds]
 
     monkeypatch.setattr(study, "train_over_seeds", fake)
-    config = study.StudyConfig("x", Rungs(1, 3, 3), 6, 1, view_hooks={"none": (), "zoom": ("Z",)})
+    textbook = TrainConfig(**TEXTBOOK, epochs=1)
+    config = study.StudyConfig("x", Rungs(1, 3, 3), 6, textbook, view_hooks={"none": (), "zoom": ("Z",)})
     kept, every = study.train_baseline(config, None, outputs=None, device="cpu")
     assert kept[0].name == "baseline-zoom" and kept[0].hooks == ("Z",) and set(every) == {"none", "zoom"}
-    plain, none = study.train_baseline(study.StudyConfig("x", Rungs(1, 3, 3), 6, 1), None, outputs=None, device="cpu")
+    plain, none = study.train_baseline(study.StudyConfig("x", Rungs(1, 3, 3), 6, textbook), None, outputs=None,
+                                       device="cpu")
     assert plain[0].name == "baseline" and none == {}
 
 

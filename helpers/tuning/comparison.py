@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from helpers.paths import Outputs
-from helpers.splits import DataSplits
 from helpers.stats import RankTest, finding, mann_whitney
-from helpers.tuning.rungs import Rungs
-from helpers.tuning.study import search
+from helpers.tuning.search import TrialSetup
+from helpers.tuning.study import SearchPlan, search
 from helpers.tuning.tables import best_at_budget, spend
 
 
@@ -75,29 +72,23 @@ class AlgorithmComparison:
                        outcome=outcome)
 
 
-def compare_at_equal_epochs(
-    data: DataSplits, base_train: Mapping[str, Any], *, name: str, epoch_budget: int, rungs: Rungs | Mapping[str, int],
-    search_seeds: Sequence[int], outputs: Outputs, algos: tuple[str, str] = ("tpe", "random"),
-    grid: Mapping[str, Sequence[Any]] | None = None, grid_fixed: Mapping[str, Any] | None = None,
-    space_options: Mapping[str, Any] | None = None, n_startup_jobs: int = 8, device: str | torch.device = "auto",
-    progress: bool = True,
-) -> AlgorithmComparison:
-    """Run each algorithm once per search seed (and the grid once, if given) with ``epoch_budget`` epochs each."""
-    rungs = Rungs.of(rungs)
-    if epoch_budget < rungs.max_epochs:
-        raise ValueError(f"epoch_budget {epoch_budget} is below one full trial ({rungs.max_epochs} epochs)")
+def compare_at_equal_epochs(setup: TrialSetup, plan: SearchPlan, search_seeds: Sequence[int],
+                            algos: tuple[str, str] = ("tpe", "random"), progress: bool = True) -> AlgorithmComparison:
+    """Run each of ``algos`` once per search seed (and ``plan``'s grid once, if any), ``plan.epoch_budget`` each."""
+    if setup.rungs is not None and plan.epoch_budget < setup.rungs.max_epochs:
+        raise ValueError(f"epoch_budget {plan.epoch_budget} is below one full trial ({setup.rungs.max_epochs} epochs)")
     frames: dict[tuple[str, int], pd.DataFrame] = {}
-    plan = [(algo, seed) for seed in search_seeds for algo in algos] + ([("grid", 0)] if grid else [])
+    runs = [(algo, seed) for seed in search_seeds for algo in algos] + ([("grid", 0)] if plan.grid else [])
     loaded = 0
-    for algo, seed in plan:
-        outcome = search(data, base_train, name=f"{name}-s{seed}", algo=algo, rungs=rungs, epoch_budget=epoch_budget,
-                         outputs=outputs, seed=seed, n_startup_jobs=n_startup_jobs, space_options=space_options,
-                         device=device, progress=progress, grid=grid, grid_fixed=grid_fixed, quiet_loaded=True)
+    for algo, seed in runs:  # each search its own trials file: <experiment>-s<seed>-<algo>.json
+        outcome = search(replace(setup, experiment=f"{setup.experiment}-s{seed}", algo=algo), replace(plan, seed=seed),
+                         progress=progress, quiet_loaded=True)
         frames[(algo, seed)] = outcome.frame
         loaded += bool(getattr(outcome.trials, "loaded_complete", False))
     if progress and loaded:
-        print(f"{loaded} of {len(plan)} searches loaded from {outputs.results.name}/{name}-s*.json (finished earlier, "
-              f"not re-run)")
+        print(f"{loaded} of {len(runs)} searches loaded from {setup.outputs.results.name}/{setup.experiment}-s*.json "
+              f"(finished earlier, not re-run)")
+    epoch_budget = plan.epoch_budget
     finals = {a: [best_at_budget(f, epoch_budget) for (algo, _), f in frames.items() if algo == a] for a in algos}
     test = mann_whitney(finals[algos[0]], finals[algos[1]], names=algos)
     chosen = test.verdict if test.verdict != "inconclusive" else "tpe"

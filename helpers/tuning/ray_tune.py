@@ -10,7 +10,7 @@ import stat
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,11 +21,11 @@ from tqdm import TqdmWarning
 
 from helpers.checkpoints import load_checkpoint, save_checkpoint
 from helpers.paths import Outputs
-from helpers.runs import train_tracked
+from helpers.runs import Run, train_tracked
 from helpers.splits import DataSplits
-from helpers.training import Evaluation, evaluate
+from helpers.training import Evaluation, TrainConfig, evaluate
 from helpers.tuning import search, spaces, tables, trialstore
-from helpers.tuning.rungs import Rungs
+from helpers.tuning.search import Rungs
 from helpers.tuning.spaces import lenet_space, to_run_config
 from helpers.tuning.tables import add_running_columns, best_trial, layer_widths
 
@@ -117,13 +117,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> str:
     return f"Ray {ray.__version__}: {'cluster at ' + address if address else 'local'}; {len(nodes)} node(s) at {where}, {cpus:g} CPUs"
 
 
-def _trial(config: dict[str, Any], *, data: DataSplits, base_train: dict[str, Any], max_epochs: int, experiment: str,
-           outputs_root: str, device: str, threads: int) -> None:
+def _trial(config: dict[str, Any], *, data: DataSplits, base: TrainConfig, experiment: str, outputs_root: str,
+           device: str, threads: int) -> None:
     """One Ray trial: the point through the project's tracked-training path, every epoch reported to Tune."""
     from ray import tune  # heavy and optional: imported where a Ray run needs it
 
     torch.set_num_threads(threads)
-    run = to_run_config(config, data, {**base_train, "epochs": max_epochs})
+    run, max_epochs = to_run_config(config, data, base), base.epochs
     trial_id = tune.get_context().get_trial_id()
 
     last: list[dict[str, float]] = []
@@ -136,9 +136,9 @@ def _trial(config: dict[str, Any], *, data: DataSplits, base_train: dict[str, An
         return False  # ASHA stops the trial from outside
 
     outputs = Outputs(Path(outputs_root))
-    result = train_tracked(data, run.train, experiment=experiment, name=f"ray-{trial_id}", outputs=outputs,
-                           model_config=run.model, hparams={"algo": "tpe (ray)", **run.describe()}, device=device,
-                           figures=False, on_epoch=report)
+    tracked = Run(f"ray-{trial_id}", experiment, run.train, run.model, hparams={"algo": "tpe (ray)", **run.describe()},
+                  test=False, figures=False)
+    result = train_tracked(data, tracked, outputs, device, on_epoch=report)
     if result.history.diverged:  # an errored trial: Hyperopt skips it, the results table shows it as failed
         raise RuntimeError(f"trial {trial_id} diverged: {result.history.diverged}")
     if last and result.val is not None:  # ran all its epochs: keep its best-epoch weights for the test report
@@ -178,7 +178,7 @@ def snapshot_period(seconds: float) -> Iterator[None]:
 
 
 def run_ray_search(
-    data: DataSplits, base_train: Mapping[str, Any], *, name: str, rungs: Rungs | Mapping[str, int], num_samples: int,
+    data: DataSplits, base: TrainConfig, *, name: str, rungs: Rungs | Mapping[str, int], num_samples: int,
     outputs: Outputs, seed: int = 0, n_startup_jobs: int = 8, max_concurrent: int = 2, resources: TrialResources | None = None,
     space_options: Mapping[str, Any] | None = None, device: str = "cpu", snapshot_s: float = 1.0,
 ) -> ResultGrid:
@@ -193,7 +193,7 @@ def run_ray_search(
     storage = (Path(outputs.root) / "ray").resolve()
     threads = max(1, int(resources.cpus))
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, data=data, base_train=dict(base_train), max_epochs=rungs.max_epochs,
+        tune.with_parameters(_trial, data=data, base=replace(base, epochs=rungs.max_epochs),  # a trial's most
                              experiment=name, outputs_root=str(Path(outputs.root).resolve()), device=device,
                              threads=threads),
         resources.request())
@@ -245,7 +245,7 @@ def search_minutes(grid: ResultGrid) -> float:
     return (max(ends) - min(starts)) / 60 if starts else 0.0
 
 
-def results_frame(grid: ResultGrid, rungs: Rungs | Mapping[str, int], data: DataSplits, base_train: Mapping[str, Any],
+def results_frame(grid: ResultGrid, rungs: Rungs | Mapping[str, int], data: DataSplits, base: TrainConfig,
                   algo: str = "tpe (ray)") -> pd.DataFrame:
     """The ``ResultGrid`` in :func:`helpers.tuning.tables.trials_frame`'s columns, numbered in proposal order."""
     rungs, rows = Rungs.of(rungs), []
@@ -258,7 +258,7 @@ def results_frame(grid: ResultGrid, rungs: Rungs | Mapping[str, int], data: Data
         if match is None:
             raise ValueError(f"unexpected Ray trial folder name: {Path(result.path).name}")
         trial_id, index = match.group(1), int(match.group(2))
-        run = to_run_config(result.config, data, {**base_train, "epochs": rungs.max_epochs})
+        run = to_run_config(result.config, data, replace(base, epochs=rungs.max_epochs))
         rows.append({"trial": index, "trial_id": trial_id, "algo": algo,
                      "status": "fail" if state == "failed" else "ok", "state": state,
                      "val_acc": scored.get("val_acc", np.nan), "val_loss": scored.get("val_loss", np.nan),

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from helpers import data
 from helpers.paths import Outputs
 from helpers.plumbing import ChecksumError, read_checked, remove_checked, write_checked
-from helpers.runs import train_tracked
+from helpers.runs import Run, train_tracked
 from helpers.splits import DataSplits
 from helpers.stats import COMBINE_RULE, Verdict, combine, diff_in_diff, given, held, paired
 from helpers.training import TrainConfig
@@ -63,9 +63,9 @@ def run_one(config: Config, seed: int, data: DataSplits, study: str, outputs: Ou
             print(f"cached result not used, training again: {exc}")
             remove_checked(path)
     train = TrainConfig(**{**config.train, "seed": seed})
-    result = train_tracked(data, train, experiment=study, name=f"{config.label}-seed{seed}", outputs=outputs,
-                           model_config=dict(config.model), device=device, figures=False,
-                           hparams={"label": config.label, **config.factors, **config.model, **config.train, "seed": seed})
+    run = Run(f"{config.label}-seed{seed}", study, train, dict(config.model), test=False, figures=False,
+              hparams={"label": config.label, **config.factors, **config.model, **config.train, "seed": seed})
+    result = train_tracked(data, run, outputs, device)
     h = result.history
     last = h.epochs[-1] if h.epochs else {}
     row = {

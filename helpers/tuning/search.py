@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,17 +19,80 @@ from tqdm import tqdm
 
 from helpers.paths import Outputs
 from helpers.provenance import git_state
-from helpers.runs import save_run, train_tracked
+from helpers.runs import Run, save_run, train_tracked
 from helpers.splits import DataSplits
-from helpers.training import TrainHook, fit
+from helpers.training import TrainConfig, TrainHook
 from helpers.tuning import cache_version
-from helpers.tuning.rungs import Rungs, recorded_from
 from helpers.tuning.spaces import RunConfig, grid_points, to_run_config, validate_space
 from helpers.tuning.trialstore import load_trials, locked, save_trials
 
 ALGORITHMS = ("tpe", "random", "grid")
 
 
+# ----------------------------------------------------------------------------------- ASHA rungs
+
+
+@dataclass(frozen=True)
+class Rungs:
+    """The stopping schedule: first rung after ``grace`` epochs, then every factor ``eta``, up to ``max_epochs``."""
+
+    grace: int = 3
+    eta: int = 3
+    max_epochs: int = 27
+
+    @classmethod
+    def of(cls, value: Rungs | Mapping[str, int]) -> Rungs:
+        """``value`` as Rungs: Rungs as they are, or the plain dict a budget table holds (grace, eta, max_epochs)."""
+        return value if isinstance(value, cls) else cls(**value)
+
+    def __post_init__(self) -> None:
+        if self.grace < 1 or self.eta < 2 or self.max_epochs < self.grace:
+            raise ValueError(f"need grace >= 1, eta >= 2 and max_epochs >= grace, got {self}")
+
+    def milestones(self) -> list[int]:
+        """The epochs at which a trial may be stopped (``max_epochs`` itself is the end, not a rung)."""
+        out, m = [], self.grace
+        while m < self.max_epochs:
+            out.append(m)
+            m *= self.eta
+        return out
+
+    def cutoff(self, recorded: Iterable[float]) -> float | None:
+        """The accuracy a trial needs at a rung to go on, given earlier trials' values there (None: no bar yet)."""
+        values = [v for v in recorded if not np.isnan(v)]
+        if not values:
+            return None
+        return float(np.percentile(values, 100 * (1 - 1 / self.eta)))
+
+    def stopper(self, recorded: Mapping[int, list[float]]) -> Callable[[dict[str, float]], bool]:
+        """An ``on_epoch`` hook: True (stop) when an epoch is a rung and its accuracy is below the cutoff."""
+        milestones = set(self.milestones())
+
+        def should_stop(record: dict[str, float]) -> bool:
+            epoch = int(record["epoch"])
+            if epoch not in milestones:
+                return False
+            bar = self.cutoff(recorded.get(epoch, []))
+            return bar is not None and record["val_acc"] < bar
+
+        return should_stop
+
+    def scores(self, history_epochs: list[dict[str, float]]) -> dict[int, float]:
+        """A trial's validation accuracy at each rung it reached (what later trials are compared with)."""
+        by_epoch = {int(e["epoch"]): float(e["val_acc"]) for e in history_epochs}
+        return {m: by_epoch[m] for m in self.milestones() if m in by_epoch}
+
+
+def recorded_from(results: Iterable[Mapping]) -> dict[int, list[float]]:
+    """Per rung, the values of the given trial results (each with a ``rung_scores`` dict), in trial order."""
+    recorded: dict[int, list[float]] = {}
+    for result in results:
+        for epoch, value in (result.get("rung_scores") or {}).items():
+            recorded.setdefault(int(epoch), []).append(float(value))
+    return recorded
+
+
+# ----------------------------------------------------------------------------------- a grid as a Hyperopt algo
 
 
 def grid_algo(grid: Mapping[str, Sequence[Any]]) -> Callable:
@@ -113,9 +176,9 @@ def run_search(
     """Run or resume a search within ``spec``'s trial and epoch budgets; Trials saved after each trial."""
     algo = _suggest_function(spec, grid)
     if isinstance(objective, Objective):  # fail fast on an unusable space, before any training
-        if objective.rungs != spec.rungs:
-            raise ValueError(f"the objective's rungs {objective.rungs} differ from the search's {spec.rungs}")
-        validate_space(space, objective.data, objective.base_train)
+        if objective.setup.rungs != spec.rungs:
+            raise ValueError(f"the objective's rungs {objective.setup.rungs} differ from the search's {spec.rungs}")
+        validate_space(space, objective.setup.data, objective.setup.base)
     with locked(trials_path):
         trials = _open_trials(trials_path, spec)
         done = _finished(trials)
@@ -242,36 +305,57 @@ def run_hooks(hooks: Sequence[TrainHook], view_hooks: Mapping[str, Sequence[Trai
     return (*hooks, *view_hooks[run.views])
 
 
-class Objective:
-    """One Hyperopt trial: train a sampled point, report 1 − validation accuracy; stopped at a losing rung."""
-    def __init__(self, data: DataSplits, base_train: Mapping[str, Any], experiment: str, algo: str,
-                 outputs: Outputs, device: str | torch.device = "auto", train_fn: Callable = fit,
-                 rungs: Rungs | None = None, sized: Callable[[int], DataSplits] | None = None,
-                 keep_weights: bool = False, hooks: Sequence[TrainHook] = (),
-                 view_hooks: Mapping[str, Sequence[TrainHook]] | None = None) -> None:
-        self.data, self.base_train, self.experiment, self.algo = data, dict(base_train), experiment, algo
-        self.hooks, self.view_hooks = tuple(hooks), dict(view_hooks or {})
-        self.keep_weights = keep_weights
-        self.outputs, self.device, self.train_fn, self.rungs, self.sized = outputs, device, train_fn, rungs, sized
-        if rungs is not None:
-            self.base_train["epochs"] = rungs.max_epochs
-        self.trial_index = 0
-        self.recorded: dict[int, list[float]] = {}
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of one search shares, built once: data, base training, where runs go, early stopping."""
 
-    def data_for(self, params: Mapping[str, Any]) -> DataSplits:
+    data: DataSplits
+    base: TrainConfig  #: each trial trains ``replace(base, **point's fields)``; epochs: the most a trial may train
+    experiment: str  #: the search's name (TensorBoard experiment, trials file)
+    algo: str
+    outputs: Outputs
+    rungs: Rungs | None = None  #: early stopping across trials (ASHA); None: every trial runs all its epochs
+    device: str | torch.device = "auto"
+    sized: Callable[[int], DataSplits] | None = None  #: the data at another image size (a space with image_size)
+    keep_weights: bool = False  #: save finished trials' weights, so the study may reuse one as a retraining run
+    hooks: tuple[TrainHook, ...] = ()  #: added to every trial's batches
+    view_hooks: Mapping[str, Sequence[TrainHook]] = field(default_factory=dict)  #: per ``views`` option of a point
+
+    def __post_init__(self) -> None:
+        if self.rungs is not None and self.base.epochs != self.rungs.max_epochs:  # said, never silently changed
+            raise ValueError(f"a trial trains up to the rungs' {self.rungs.max_epochs} epochs, but base.epochs is "
+                             f"{self.base.epochs}: pass replace(base, epochs={self.rungs.max_epochs})")
+
+    def data_for(self, point: Mapping[str, Any]) -> DataSplits:
         """The data a point trains on (resized when the space has an ``image_size`` axis)."""
-        size = params.get("image_size")
+        size = point.get("image_size")
         if size is None or int(size) == self.data.image_size:
             return self.data
         if self.sized is None:
-            raise ValueError(f"the space proposes image_size {size} but the objective has no `sized` data provider")
+            raise ValueError(f"the space proposes image_size {size} but the search has no `sized` data provider")
         return self.sized(int(size))
 
-    def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
+    def run(self, point: Mapping[str, Any], trial_index: int) -> tuple[DataSplits, RunConfig, Run]:
+        """A sampled point as the data, settings and tracked :class:`~helpers.runs.Run` of trial ``trial_index``."""
+        data = self.data_for(point)
+        config = to_run_config(point, data, self.base)
+        run = Run(f"{self.algo}-trial-{trial_index:03d}", self.experiment, config.train, config.model,
+                  hooks=run_hooks(self.hooks, self.view_hooks, config), hparams={"algo": self.algo, **config.describe()},
+                  test=False, figures=False)  # a trial is scored on validation only
+        return data, config, run
 
-        data = self.data_for(params)
-        run = to_run_config(params, data, self.base_train)
-        stopper = self.rungs.stopper(self.recorded) if self.rungs else None
+
+class Objective:
+    """One Hyperopt trial: train a sampled point, report 1 − validation accuracy; stopped at a losing rung."""
+
+    def __init__(self, setup: TrialSetup) -> None:
+        self.setup, self.trial_index = setup, 0
+        self.recorded: dict[int, list[float]] = {}  #: earlier trials' scores per rung (set before each trial)
+
+    def __call__(self, point: dict[str, Any]) -> dict[str, Any]:
+        setup = self.setup
+        data, config, run = setup.run(point, self.trial_index)
+        stopper = setup.rungs.stopper(self.recorded) if setup.rungs else None
         stopped_at: list[int] = []
 
         def on_epoch(record: dict[str, float]) -> bool:
@@ -280,26 +364,21 @@ class Objective:
                 return True
             return False
 
-        result = train_tracked(data, run.train, experiment=self.experiment,
-                               name=f"{self.algo}-trial-{self.trial_index:03d}", outputs=self.outputs,
-                               model_config=run.model, hparams={"algo": self.algo, **run.describe()},
-                               device=self.device, figures=False, train_fn=self.train_fn, on_epoch=on_epoch,
-                               hooks=run_hooks(self.hooks, self.view_hooks, run))
+        result = train_tracked(data, run, setup.outputs, setup.device, on_epoch)
         h = result.history
         applied = {"n_params": result.n_params, **h.optimizer}  # read off the objects trained
-        common = {"config": run.describe(), "applied": applied, "seconds": h.seconds, "epochs": len(h.epochs),
+        common = {"config": config.describe(), "applied": applied, "seconds": h.seconds, "epochs": len(h.epochs),
                   "provenance": {**git_state(), "data": data.fingerprint()},
                   "attachments": {"history": json.dumps(h.to_dict())}}
         if h.diverged or not h.epochs:
             return {"status": STATUS_FAIL, "failure": h.diverged or "no epoch finished", **common}
-        rung_scores = {str(k): v for k, v in self.rungs.scores(h.epochs).items()} if self.rungs else {}
+        rung_scores = {str(k): v for k, v in setup.rungs.scores(h.epochs).items()} if setup.rungs else {}
         if stopped_at:  # scored where it stopped: at its last rung
             last = h.epochs[-1]
             return {"status": STATUS_OK, "outcome": "stopped", "loss": 1.0 - last["val_acc"], "val_acc": last["val_acc"],
                     "val_loss": last["val_loss"], "best_epoch": last["epoch"], "rung_scores": rung_scores, **common}
-        if self.keep_weights:  # a finished trial may be reused as a retraining run (helpers.tuning.study)
-
-            weights = trial_weights(self.outputs, self.experiment, self.algo, self.trial_index)
+        if setup.keep_weights:  # a finished trial may be reused as a retraining run (helpers.tuning.study)
+            weights = trial_weights(setup.outputs, setup.experiment, setup.algo, self.trial_index)
             save_run(result, data, weights, extra={"history": h.to_dict()})
         best = h.best
         return {"status": STATUS_OK, "outcome": "finished", "loss": 1.0 - best["val_acc"], "val_acc": best["val_acc"],

@@ -30,8 +30,9 @@ AUGMENTS = ("none", "flip", "shift", "flip+shift", "flip+shift+rotate")
 HYPERPARAMETERS = ("optimizer", "lr", "schedule", "weight_decay", "batch_size", "conv1", "conv2", "dense1", "dense2",
                    "dropout", "batchnorm", "label_smoothing", "augment")
 
-#: What every search of notebooks 03, 04 and 07 holds fixed while it samples the space.
-SEARCH_TRAIN: dict[str, Any] = dict(schedule="onecycle", monitor="val_acc", seed=0, channels_last=True)
+#: What every search of notebooks 03, 04 and 07 holds fixed while it samples the space (a trial replaces the
+#: point's fields in it; its epochs are set by the search's rungs).
+SEARCH_TRAIN = TrainConfig(schedule="onecycle", monitor="val_acc", seed=0, channels_last=True)
 
 
 #: Simpsons-MNIST's space (notebooks 03 and 07): :func:`lenet_space` narrowed where earlier runs point
@@ -159,9 +160,8 @@ def parse_augment(name: str, image_size: int) -> dict[str, Any]:
             "rotate": ROTATE_DEGREES if "rotate" in parts else 0.0}
 
 
-def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any]) -> RunConfig:
-    """Map a point of the space (after ``space_eval``) onto model kwargs and a TrainConfig."""
-    base = TrainConfig(**base_train)  # the defaults are TrainConfig's own, written once
+def to_run_config(params: Mapping[str, Any], data: DataSplits, base: TrainConfig) -> RunConfig:
+    """Map a point of the space (after ``space_eval``) onto model kwargs and ``base`` with the point's fields."""
     opt = params.get("optimizer", {"name": base.optimizer})
     if isinstance(opt, str):
         opt = {"name": opt}
@@ -189,14 +189,14 @@ def to_run_config(params: Mapping[str, Any], data: DataSplits, base_train: Mappi
     return RunConfig(model, train, params.get("views"))
 
 
-def validate_space(space: Mapping[str, Any], data: DataSplits, base_train: Mapping[str, Any],
+def validate_space(space: Mapping[str, Any], data: DataSplits, base: TrainConfig,
                    n_samples: int = 50, seed: int = 0) -> None:
     """Sample the space and check every sample maps to a valid config, before any training."""
     rng = np.random.default_rng(seed)
     for _ in range(n_samples):
         point = sample(space, rng=rng)
         try:
-            to_run_config(point, data, base_train)
+            to_run_config(point, data, base)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"invalid search space: the point {point} is not usable: {exc}") from exc
 

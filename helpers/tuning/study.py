@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,13 +16,30 @@ from hyperopt import Trials
 
 from helpers.paths import Outputs
 from helpers.plumbing import describe, pick_device
-from helpers.runs import RunResult, reload_run, save_best, save_run, seed_summary, train_and_evaluate, train_over_seeds
+from helpers.runs import (
+    Run,
+    RunResult,
+    reload_run,
+    save_best,
+    save_run,
+    seed_summary,
+    train_and_evaluate,
+    train_over_seeds,
+)
 from helpers.splits import DataSplits
 from helpers.stats import Decision, PairedDifference, binomial_interval, finding, paired_difference, seed_interval
 from helpers.stats import target as stats_target
-from helpers.training import TEXTBOOK, TrainConfig, TrainHook, evaluate, hook_settings
-from helpers.tuning.rungs import Rungs
-from helpers.tuning.search import Objective, SearchSpec, run_hooks, run_search, trial_weights, trials_file
+from helpers.training import TrainConfig, TrainHook, evaluate, hook_settings
+from helpers.tuning.search import (
+    Objective,
+    Rungs,
+    SearchSpec,
+    TrialSetup,
+    run_hooks,
+    run_search,
+    trial_weights,
+    trials_file,
+)
 from helpers.tuning.spaces import SEARCH_TRAIN, RunConfig, grid_points, grid_space, lenet_space, to_run_config
 from helpers.tuning.tables import finished, spend, trials_frame
 
@@ -38,29 +55,34 @@ class SearchOutcome:
     epoch_budget: int
 
 
-def search(
-    data: DataSplits, base_train: Mapping[str, Any], *, name: str, algo: str, rungs: Rungs, epoch_budget: int,
-    outputs: Outputs, seed: int = 0, n_startup_jobs: int = 8, space_options: Mapping[str, Any] | None = None,
-    sized: Callable[[int], DataSplits] | None = None, device: str | torch.device = "auto", progress: bool = True,
-    grid: Mapping[str, Sequence[Any]] | None = None, grid_fixed: Mapping[str, Any] | None = None,
-    keep_weights: bool = False, hooks: Sequence[TrainHook] = (), quiet_loaded: bool = False,
-    view_hooks: Mapping[str, Sequence[TrainHook]] | None = None,
-) -> SearchOutcome:
-    """One resumable budget-aware search over ``lenet_space(**space_options)`` (or a grid)."""
-    space = grid_space(grid or {}, grid_fixed or {}) if algo == "grid" else lenet_space(**(space_options or {}))
-    settings = {"base_train": {**base_train, **hook_settings(hooks)}, "data": data.sizes(),
-                "space_options": {k: list(v) for k, v in (space_options or {}).items()},
-                **({"view_hooks": {k: hook_settings(v) for k, v in view_hooks.items()}} if view_hooks else {})}
-    objective = Objective(data, base_train, name, algo, outputs=outputs, device=device, rungs=rungs, sized=sized,
-                          keep_weights=keep_weights, hooks=hooks, view_hooks=view_hooks)
-    max_evals = len(grid_points(grid or {})) if algo == "grid" else 10_000  # else the epoch budget ends it
-    spec = SearchSpec(name, algo, seed, max_evals, n_startup_jobs, extra=settings, rungs=rungs,
-                      epoch_budget=epoch_budget)
-    path = trials_file(outputs.results, name, algo)
-    trials = run_search(objective, space, spec, path, grid=grid if algo == "grid" else None, progress=progress)
+@dataclass(frozen=True)
+class SearchPlan:
+    """How one search spends and where it samples: epoch budget, seed, TPE's start-up, space options or a grid."""
+
+    epoch_budget: int  #: no new trial starts once the finished trials have used this many epochs
+    seed: int = 0
+    n_startup_jobs: int = 8  #: TPE's random start-up trials
+    space_options: Mapping[str, Any] | None = None  #: :func:`~helpers.tuning.spaces.lenet_space`'s arguments
+    grid: Mapping[str, Sequence[Any]] | None = None  #: the axes of a grid search (``algo="grid"``)
+    grid_fixed: Mapping[str, Any] | None = None  #: what a grid search holds fixed
+
+
+def search(setup: TrialSetup, plan: SearchPlan, progress: bool = True, quiet_loaded: bool = False) -> SearchOutcome:
+    """One resumable budget-aware search over ``lenet_space(**plan.space_options)`` (or a grid)."""
+    grid = plan.grid if setup.algo == "grid" else None
+    space = grid_space(grid or {}, plan.grid_fixed or {}) if grid is not None else lenet_space(**(plan.space_options or {}))
+    settings = {"base": {**asdict(setup.base), **hook_settings(setup.hooks)}, "data": setup.data.sizes(),
+                "space_options": {k: list(v) for k, v in (plan.space_options or {}).items()},
+                **({"view_hooks": {k: hook_settings(v) for k, v in setup.view_hooks.items()}} if setup.view_hooks else {})}
+    max_evals = len(grid_points(grid)) if grid is not None else 10_000  # else the epoch budget ends it
+    spec = SearchSpec(setup.experiment, setup.algo, plan.seed, max_evals, plan.n_startup_jobs, extra=settings,
+                      rungs=setup.rungs, epoch_budget=plan.epoch_budget)
+    path = trials_file(setup.outputs.results, setup.experiment, setup.algo)
+    trials = run_search(Objective(setup), space, spec, path, grid=grid, progress=progress)
     if progress and getattr(trials, "loaded_complete", False) and not quiet_loaded:
-        print(f"{name} [{algo}]: {len(trials.trials)} trials loaded from {path.name} (finished earlier, not re-run)")
-    return SearchOutcome(algo, trials, space, trials_frame(trials, space, algo), epoch_budget)
+        print(f"{setup.experiment} [{setup.algo}]: {len(trials.trials)} trials loaded from {path.name} (finished "
+              f"earlier, not re-run)")
+    return SearchOutcome(setup.algo, trials, space, trials_frame(trials, space, setup.algo), plan.epoch_budget)
 
 
 @dataclass
@@ -187,14 +209,13 @@ def _ci_text(values: Sequence[float]) -> str:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """One study as the notebook describes it: search protocol, rungs, budget, space, seeds, output."""
+    """One study as the notebook describes it: its trials' and baseline's training, rungs, budget, space, seeds."""
 
     name: str
-    rungs: Rungs
+    rungs: Rungs  #: trials and the retrained winner train up to ``rungs.max_epochs``
     epoch_budget: int
-    baseline_epochs: int
-    search_train: Mapping[str, Any] = field(default_factory=lambda: dict(SEARCH_TRAIN))
-    protocol: Mapping[str, Any] = field(default_factory=dict)
+    baseline: TrainConfig  #: the textbook recipe (``TEXTBOOK``) with its epochs and any shared protocol
+    base: TrainConfig = SEARCH_TRAIN  #: what every trial and the winner train with, besides the sampled point
     seeds: Sequence[int] = (0, 1, 2)
     algo: str = "tpe"
     search_slice: Mapping[str, int] | None = None  #: search on this slice of the training pool (the winner on all)
@@ -210,15 +231,12 @@ class StudyConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "rungs", Rungs.of(self.rungs))  # a budget table's plain dict, or Rungs
 
-    @property
-    def trial_train(self) -> dict[str, Any]:
-        """What every trial and the retrained winner train with, besides the sampled point."""
-        return {**self.search_train, **self.protocol}
-
-    @property
-    def baseline_train(self) -> TrainConfig:
-        """The textbook recipe with the shared protocol, for the baseline's epochs."""
-        return TrainConfig(**{**TEXTBOOK, **self.protocol}, epochs=self.baseline_epochs)
+    def trial_setup(self, data: DataSplits, outputs: Outputs, device: str | torch.device,
+                    sized: Callable[[int], DataSplits] | None = None) -> TrialSetup:
+        """What the search's trials share: ``base`` trained for at most the rungs' epochs, the study's hooks."""
+        return TrialSetup(data, replace(self.base, epochs=self.rungs.max_epochs), self.name, self.algo, outputs,
+                          self.rungs, device, sized, keep_weights=not self.search_slice, hooks=tuple(self.hooks),
+                          view_hooks=dict(self.view_hooks or {}))
 
 
 @dataclass
@@ -234,16 +252,14 @@ def run_study(config: StudyConfig, data: DataSplits, *, outputs: Outputs, device
     """The steps in order: baseline, search, pick and check, retrain, test."""
     search_data = data.subset(**config.search_slice) if config.search_slice else data
     baseline, baseline_views = train_baseline(config, data, outputs=outputs, device=device)
-    outcome = search(search_data, config.trial_train, name=config.name, algo=config.algo, rungs=config.rungs,
-                     epoch_budget=config.epoch_budget, outputs=outputs, n_startup_jobs=config.n_startup_jobs,
-                     space_options=config.space_options, sized=_sliced(sized, config.search_slice), device=device,
-                     keep_weights=not config.search_slice, hooks=config.hooks, view_hooks=config.view_hooks)
+    setup = config.trial_setup(search_data, outputs, device, _sliced(sized, config.search_slice))
+    outcome = search(setup, SearchPlan(config.epoch_budget, n_startup_jobs=config.n_startup_jobs,
+                                       space_options=config.space_options))
     chosen, checks, tried, reused = pick_and_check(config, data, outcome, baseline, sized, outputs=outputs, device=device)
     chosen.first.test = evaluate(chosen.first.model, chosen.data, "test", device=device)  # the accepted run: test once
-    tuned = [chosen.first, *train_over_seeds(chosen.data, chosen.config.train, config.seeds[1:],
-                                             name=f"tuned-t{int(chosen.row['trial'])}", experiment=f"{config.name}-final",
-                                             model_config=chosen.config.model, outputs=outputs, device=device,
-                                             hooks=_hooks(config, chosen.config))]
+    final = Run(f"tuned-t{int(chosen.row['trial'])}", f"{config.name}-final", chosen.config.train, chosen.config.model,
+                hooks=_hooks(config, chosen.config))
+    tuned = [chosen.first, *train_over_seeds(chosen.data, final, config.seeds[1:], outputs, device)]
     checkpoint = save_winner(config, chosen, tuned, checks, outputs)
     rejected = [c.first for c in tried if c.first is not chosen.first]
     return TuningStudy(config.name, data, search_data, baseline, outcome, chosen.row, chosen.config, tuned, checkpoint,
@@ -259,10 +275,9 @@ def train_baseline(config: StudyConfig, data: DataSplits, *, outputs: Outputs, d
                    ) -> tuple[list[RunResult], dict[str, list[RunResult]]]:
     """The textbook baseline over the seeds; with ``view_hooks``, the view option best on validation."""
     options = dict(config.view_hooks or {}) or {None: ()}
-    runs = {name: train_over_seeds(data, config.baseline_train, config.seeds,
-                                   name="baseline" if name in (None, "none") else f"baseline-{name}",
-                                   experiment=f"{config.name}-final", outputs=outputs, device=device,
-                                   hooks=(*config.hooks, *hooks)) for name, hooks in options.items()}
+    runs = {name: train_over_seeds(data, Run("baseline" if name in (None, "none") else f"baseline-{name}",
+                                             f"{config.name}-final", config.baseline, hooks=(*config.hooks, *hooks)),
+                                   config.seeds, outputs, device) for name, hooks in options.items()}
     best = max(runs, key=lambda name: np.mean([r.val.accuracy for r in runs[name]]))
     return runs[best], ({} if None in runs else runs)
 
@@ -309,18 +324,16 @@ def _first_seed(config: StudyConfig, data: DataSplits, row: pd.Series, sized: Ca
     """A trial's configuration on the full split with the first seed: the search's own run if identical."""
     size = row["point"].get("image_size")
     cand_data = data if size is None or int(size) == data.image_size else sized(int(size))
-    run = to_run_config(row["point"], cand_data, {**config.trial_train, "epochs": config.rungs.max_epochs})
+    run = to_run_config(row["point"], cand_data, replace(config.base, epochs=config.rungs.max_epochs))
     trial, seed = int(row["trial"]), config.seeds[0]
-    train = replace(run.train, seed=seed)
+    tracked = Run(f"tuned-t{trial}", f"{config.name}-final", run.train, run.model, hooks=_hooks(config, run),
+                  test=False).for_seed(seed)  # test: only the accepted candidate, once
     first = None if config.search_slice else reload_run(
-        trial_weights(outputs, config.name, config.algo, trial - 1), cand_data, train, name=f"tuned-t{trial}-seed{seed}",
-        model_config=run.model, device=device, hooks=_hooks(config, run))
+        trial_weights(outputs, config.name, config.algo, trial - 1), cand_data, tracked, device)
     if first is not None:
         reused.append(first)
     else:
-        first = train_and_evaluate(cand_data, train, name=f"tuned-t{trial}-seed{seed}", experiment=f"{config.name}-final",
-                                   model_config=run.model, outputs=outputs, device=device, evaluate_test=False,
-                                   hooks=_hooks(config, run))
+        first = train_and_evaluate(cand_data, tracked, outputs, device)
     return _Candidate(row, cand_data, run, first)
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from helpers.checkpoints import Checkpoint, CheckpointError
 from helpers.paths import Outputs, shown
-from helpers.runs import RunResult, train_and_evaluate
+from helpers.runs import Run, RunResult, train_and_evaluate
 from helpers.splits import DataSplits
 from helpers.stats import Decision, beats, finding, paired_difference
 from helpers.training import DeviceSplit, TrainConfig, TrainHook, ViewSwap
@@ -155,10 +155,10 @@ def fine_tune(data: DataSplits, tuned: Sequence[Checkpoint], recipe: Recipe, *, 
     for ck in tuned:
         seed = int(ck.train_config["seed"])
         config = recipe.train_config(ck.train_config, seed)
-        results.append(train_and_evaluate(
-            data, config, name=f"robust-seed{seed}", experiment=experiment, model_config=ck.model_config,
-            outputs=outputs, device=device, init_state=ck.model.state_dict(), hooks=recipe.hooks(),
-            checkpoint=outputs.models / f"{checkpoint_stem}-seed{seed}.pt"))
+        run = Run(f"robust-seed{seed}", experiment, config, ck.model_config, hooks=tuple(recipe.hooks()),
+                  init_state=ck.model.state_dict())  # fine-tuned from the tuned seed's weights
+        checkpoint = outputs.models / f"{checkpoint_stem}-seed{seed}.pt"
+        results.append(train_and_evaluate(data, run, outputs, device, checkpoint))
     return results
 
 
