@@ -366,6 +366,7 @@ def fit(model: nn.Module, data: DataSplits, config: TrainConfig, device: str | t
     device = device if isinstance(device, torch.device) else pick_device(device)
     torch.manual_seed(config.seed)  # dropout masks
     gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
+    # the splits live on the device as normalised floats, moved once: no DataLoader, no copy inside the loop
     train, val = DeviceSplit(data.train, data.mean, data.std, device), DeviceSplit(data.val, data.mean, data.std, device)
     for hook in hooks:
         hook.start(data, train, device, gen)

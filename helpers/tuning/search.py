@@ -62,7 +62,7 @@ class Rungs:
         values = [v for v in recorded if not np.isnan(v)]
         if not values:
             return None
-        return float(np.percentile(values, 100 * (1 - 1 / self.eta)))
+        return float(np.percentile(values, 100 * (1 - 1 / self.eta)))  # the top 1/eta go on, as Ray Tune's ASHA
 
     def stopper(self, recorded: Mapping[int, list[float]]) -> Callable[[dict[str, float]], bool]:
         """An ``on_epoch`` hook: True (stop) when an epoch is a rung and its accuracy is below the cutoff."""
@@ -194,6 +194,7 @@ def run_search(
                    desc=f"{spec.name} [{spec.algo}]", unit="epoch" if by_epochs else "trial", disable=not progress,
                    mininterval=0, dynamic_ncols=False, ncols=100, file=sys.stdout)
         try:
+            # fmin one trial at a time, saved after each: its own trials_save_file rewrites a pickle in place
             for i in range(done, spec.max_evals):
                 if not _budget_left(trials, spec):
                     break
@@ -218,7 +219,7 @@ def _suggest_function(spec: SearchSpec, grid: Mapping[str, Sequence[Any]] | None
     if spec.algo not in ALGORITHMS:
         raise ValueError(f"algo must be one of {ALGORITHMS}, got {spec.algo!r}")
     if spec.algo == "tpe":
-        return partial(tpe.suggest, n_startup_jobs=spec.n_startup_jobs)
+        return partial(tpe.suggest, n_startup_jobs=spec.n_startup_jobs)  # Hyperopt's 20: ~20 trials = random
     if spec.algo == "random":
         return rand.suggest
     if grid is None:
@@ -235,6 +236,7 @@ def _run_trial(objective: Callable, space: Mapping[str, Any], algo: Callable, tr
     if isinstance(objective, Objective):
         objective.trial_index = i
     try:
+        # trial i draws from rng([seed, i]): fmin restarts its seed each call, so a resume would replay trial 1's point
         fmin(objective, space, algo=algo, max_evals=i + 1, trials=trials, rstate=np.random.default_rng([spec.seed, i]),
              show_progressbar=False, return_argmin=False, allow_trials_fmin=False)
     except AllTrialsFailed:  # fmin's own best-point look-up; the failed trial is recorded
