@@ -343,3 +343,17 @@ def test_one_trial_runs_through_at_most_five_modules_from_the_point_to_the_score
     assert result["status"] == STATUS_OK
     plumbing = {"paths", "plumbing", "provenance", "splits"}
     assert seen - plumbing == {"tuning.search", "tuning.spaces", "runs", "models", "training"}, sorted(seen)
+
+
+def test_the_trial_path_takes_built_objects_not_long_keyword_lists() -> None:
+    """From the notebook to fit, no function takes more than about six parameters (it was 19, 15, 14 and 12)."""
+    import inspect
+
+    from helpers import training
+    from helpers.tuning import comparison
+
+    path = [study.search, study.run_study, comparison.compare_at_equal_epochs, Objective.__init__, TrialSetup.run,
+            spaces.to_run_config, runs.train_tracked, runs.train_and_evaluate, runs.train_over_seeds, runs.reload_run,
+            training.fit, training.train_epoch, training.train_step]
+    counts = {f.__qualname__: len([p for p in inspect.signature(f).parameters if p != "self"]) for f in path}
+    assert max(counts.values()) <= 7, counts
