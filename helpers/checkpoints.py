@@ -124,7 +124,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoin
         raise CheckpointError(f"{exc}. It is not loaded: re-create it by re-running the notebook that trains it "
                               f"(02 or 03), or restore the file and its .sha256 from a backup.") from None
     try:  # metadata is saved as plain values (see plain()), so no numpy types need allow-listing
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # tensors only: no pickled code
     except pickle.UnpicklingError:  # never pass on PyTorch's advice to load it unsafely
         if not data.startswith(b"PK"):  # torch.save writes a zip archive
             raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (not a PyTorch archive)") from None

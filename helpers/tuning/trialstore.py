@@ -138,7 +138,7 @@ def save_trials(trials: Trials, path: Path) -> None:
     data = trials_to_json(trials).encode("utf-8")
     previous = _digest(path.read_bytes()) if path.exists() else ""
     write_atomic(checksum_path(path), f"{_digest(data)}\n{previous}\n".encode())
-    write_atomic(path, data)
+    write_atomic(path, data)  # temp file, fsync, rename: a kill leaves the old file or the new, never half
 
 
 @contextlib.contextmanager
