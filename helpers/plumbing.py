@@ -120,6 +120,40 @@ def describe(device: torch.device) -> str:
     return device.type
 
 
+#: How training computes: ``bf16`` (bfloat16 autocast: AMX / AVX512-BF16 CPUs, CUDA), ``fp32``, or ``auto``: bf16
+#: where it runs fast, else fp32. Evaluation, the predictors and the ONNX export are always float32.
+PRECISIONS = ("auto", "bf16", "fp32")
+#: Environment variable that overrides ``auto`` for every run (``fp32`` turns bfloat16 off), read when a config is made.
+PRECISION_ENV = "PORTFOLIO_PRECISION"
+
+
+def fast_bf16(device_type: str) -> bool:
+    """Whether bfloat16 autocast trains fast here: a CPU with AMX or AVX512-BF16, or a CUDA GPU with bf16."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type != "cpu":
+        return False  # MPS: not measured, so float32
+    try:  # private functions of torch.cpu (lscpu's amx_tile / avx512_bf16): absent in some builds, then float32
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(requested: str) -> str:
+    """``bf16`` or ``fp32``: what a run asking for ``requested`` computes in on this machine's default device."""
+    if requested == "auto":
+        requested = os.environ.get(PRECISION_ENV) or "auto"
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS} (${PRECISION_ENV} too), got {requested!r}")
+    if requested != "auto":
+        return requested
+    try:
+        device_type = pick_device("auto").type
+    except RuntimeError:  # a $PORTFOLIO_DEVICE this machine lacks: reported when a run picks its device
+        device_type = "cpu"
+    return "bf16" if fast_bf16(device_type) else "fp32"
+
+
 class WriteError(OSError):
     """A file that could not be written: its text names the file and the reason, without ``[Errno N]``."""
 

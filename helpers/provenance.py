@@ -17,7 +17,7 @@ import nbformat
 import torch
 
 from helpers.paths import BUDGETS, Outputs, project_root
-from helpers.plumbing import describe, write_atomic
+from helpers.plumbing import describe, resolve_precision, write_atomic
 
 
 def git(args: list[str], root: Path) -> str | None:
@@ -109,7 +109,8 @@ class RunStamp:
             f"Run with BUDGET={self.budget!r} on {describe(self.device)}, {platform.processor() or platform.machine()}; "
             f"Python {platform.python_version()}, torch {torch.__version__}. "
             f"Started {self.started_at:%Y-%m-%d %H:%M} UTC; wall time {minutes} min {seconds:02d} s. "
-            f"Code: {describe_state(self.code)}." + (f" Data fingerprints: {data}." if data else "")
+            f"Code: {describe_state(self.code)}. Training precision where a run asks for 'auto': "
+            f"{resolve_precision('auto')} (evaluation float32)." + (f" Data fingerprints: {data}." if data else "")
         )
 
     def finish(self, notebook: str, headline: Sequence[Mapping[str, Any]] = (), outputs: Outputs | None = None,

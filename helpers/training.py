@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers.plumbing import pick_device
+from helpers.plumbing import PRECISIONS, pick_device, resolve_precision
 from helpers.splits import DataSplits, Split
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 #: The textbook LeNet-5 recipe (SGD with momentum, lr 0.01, batches of 64): every baseline trains with it.
 TEXTBOOK: dict[str, Any] = dict(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64)
 SCHEDULES = ("none", "step", "onecycle", "cosine")
+
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class TrainConfig:
     class_weights: bool = False  # weight the loss by inverse class frequency in the training split (balanced_class_weights)
     seed: int = 0
     max_updates: int | None = None  # stop after this many optimizer steps (fixed-update budgets)
-    amp: bool = True  # bfloat16 autocast on CUDA (ignored elsewhere)
+    precision: str = "fp32"  # auto | bf16 | fp32 (PRECISIONS); stored resolved: what the run computed in
     channels_last: bool = False  # NHWC memory layout for the model and its inputs (see `make benchmark`)
     diverge_factor: float = 10.0  # training loss above this × chance-level loss counts as divergence
 
@@ -75,8 +76,12 @@ class TrainConfig:
             problems.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.monitor not in ("val_loss", "val_acc"):
             problems.append(f"monitor must be 'val_loss' or 'val_acc', got {self.monitor!r}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
+        # resolved once, so settings, checkpoints, trial keys and caches record what was computed, not "auto"
+        object.__setattr__(self, "precision", resolve_precision(self.precision))
         object.__setattr__(self, "batch_size", int(self.batch_size))  # frozen: a config is changed by replace()
         object.__setattr__(self, "epochs", int(self.epochs))
 
@@ -231,17 +236,16 @@ def hook_settings(hooks: Sequence[TrainHook]) -> dict[str, Any]:
     return {k: v for h in hooks for k, v in h.settings().items()}
 
 
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bfloat16 autocast for a ``bf16`` run (matrix products and convolutions in bf16, losses in float32)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 2048, amp: bool = True) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+    """The model's logits for ``x`` in batches, in float32 (every reported accuracy is computed this way)."""
     model.eval()
-    outs = []
-    for i in range(0, len(x), batch):
-        with _autocast(x.device, amp):
-            outs.append(model(x[i : i + batch]).float())
+    outs = [model(x[i : i + batch]).float() for i in range(0, len(x), batch)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
@@ -323,7 +327,7 @@ def train_step(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.
         xb = xb.contiguous(memory_format=torch.channels_last)
     if config.hflip or config.shift or config.rotate:
         xb = augment(xb, config.hflip, config.shift, optim.gen, config.rotate)
-    with _autocast(xb.device, config.amp):
+    with _autocast(xb.device, config.precision):
         out = model(xb).float()  # one pass over images and appended rows: BatchNorm sees both
         logits = out[:n_in]
         loss = F.cross_entropy(logits, yb, weight=optim.class_weights, label_smoothing=config.label_smoothing)
@@ -381,7 +385,7 @@ def fit(model: nn.Module, data: DataSplits, config: TrainConfig, device: str | t
         history.diverged = _divergence(train_loss, epoch, config, math.log(data.num_classes))
         if history.diverged:
             break
-        val_loss, val_acc = loss_and_accuracy(predict_logits(model, val.x, amp=config.amp), val.y, val.weights)
+        val_loss, val_acc = loss_and_accuracy(predict_logits(model, val.x), val.y, val.weights)
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                   "val_acc": val_acc, "lr": lr_now, "seconds": time.perf_counter() - t0}
         history.epochs.append(record)

@@ -191,3 +191,50 @@ def test_a_weighted_split_scores_as_if_its_images_were_repeated() -> None:
     assert [e["val_acc"] for e in runs[0].history.epochs] == [e["val_acc"] for e in runs[1].history.epochs]
     assert a.accuracy == b.accuracy and (a.confusion == b.confusion).all() and a.loss == pytest.approx(b.loss, rel=1e-5)
     assert a.confusion.sum() == counts.sum() and len(weighted.val.take([0, 1]).weights) == 2
+
+
+# ----------------------------------------------------------------------------------- precision (bfloat16 on CPUs)
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_fast(monkeypatch) -> None:
+    monkeypatch.delenv(plumbing.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(plumbing, "pick_device", lambda preference="auto": torch.device("cpu"))
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert TrainConfig(precision="auto").precision == "bf16"
+    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # private: a build may lack them
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert plumbing.fast_bf16("cpu") is False and TrainConfig(precision="auto").precision == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    monkeypatch.setenv(plumbing.PRECISION_ENV, "fp32")  # the setting that turns it off
+    assert TrainConfig(precision="auto").precision == "fp32" and TrainConfig(precision="bf16").precision == "bf16"
+    assert plumbing.fast_bf16("mps") is False
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp16")
+
+
+def test_a_bf16_run_repeats_bit_exactly_and_differs_from_fp32(fashion_slice: DataSplits) -> None:
+    """bfloat16 autocast runs on any x86 CPU (slowly without AMX): forced here, whatever this machine has."""
+    def weights(precision: str) -> list[torch.Tensor]:
+        config = TrainConfig(optimizer="adam", lr=2e-3, epochs=1, precision=precision, channels_last=True)
+        result = fit(build_model(seed=0, **{"batchnorm": True}), fashion_slice, config, device="cpu")
+        assert result.config.precision == precision
+        return [v.clone() for v in result.model.state_dict().values()]
+
+    first, again, fp32 = weights("bf16"), weights("bf16"), weights("fp32")
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, fp32))  # autocast really was on
+
+
+@pytest.mark.slow
+def test_the_benchmark_counts_flops_and_states_the_cpus_peak(capsys) -> None:
+    from helpers.reporting import bench
+
+    model, x, y = build_model(seed=0), torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    flops = bench.step_flops(model, x, y)
+    first_conv = 2 * 6 * 24 * 24 * 25 * 8  # forward multiply-adds of conv1 alone: a lower bound
+    assert flops > 3 * first_conv and all(p.grad is None for p in model.parameters())
+    peak = bench.cpu_peak()
+    assert peak["bf16"] >= peak["fp32"] > 0
+    assert plumbing.run(bench.main, ["--device", "cpu", "--shapes", "--max-batches", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "peak of this CPU" in out and out.count(" bf16 ") >= 8 and "chest X-rays" in out

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
 from helpers import paths
-from helpers.data import load_fashion_mnist
+from helpers.data import load_dataset, load_fashion_mnist
 from helpers.models import build_model
-from helpers.plumbing import describe, pick_device
+from helpers.paths import Outputs
+from helpers.plumbing import describe, fast_bf16, pick_device
+from helpers.runs import Run, train_and_evaluate
 from helpers.splits import Split
-from helpers.training import TrainConfig, fit
+from helpers.stats import paired_difference
+from helpers.training import TEXTBOOK, TrainConfig, fit
 
 TARGETS = {"cpu": 1.5, "cuda": 20.0}
 
@@ -101,13 +109,140 @@ def channels_last_rows(device: torch.device, batch_sizes: tuple[int, ...] = (32,
     return rows
 
 
+#: The model shapes the notebooks train: (label, model fields, input channels, image size, batch).
+SHAPES = (("textbook LeNet-5, 28 px gray (Fashion-MNIST)", {}, 1, 28, 64),
+          ("textbook LeNet-5, 28 px RGB (Simpsons-MNIST)", {}, 3, 28, 64),
+          ("tuned LeNet-5, 28 px RGB (notebook 03's winner)", {"conv_channels": (24, 64), "dense_units": (256, 80),
+                                                               "batchnorm": True}, 3, 28, 64),
+          ("wide LeNet-5, 64 px gray (chest X-rays)", WIDE_LENET, 1, 64, 64))
+
+
+def step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """FLOPs of one training step (forward and backward) of ``model`` on the batch ``x``, as PyTorch counts them."""
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def step_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, steps: int = 30) -> float:
+    """Training steps per second (AdamW, the engine's autocast), after a warm-up."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        step()
+    _sync(x.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(x.device)
+    return steps / (time.perf_counter() - start)
+
+
+def cpu_peak() -> dict[str, float]:
+    """This CPU's theoretical peaks (GFLOP/s): cores × clock × FLOP per cycle (AVX-512 FMA; AMX for bf16)."""
+    cores, ghz = os.cpu_count() or 1, _clock_ghz()
+    return {"fp32": cores * ghz * 64,  # two AVX-512 FMA units: 2 × 16 lanes × 2 FLOP a cycle
+            "bf16": cores * ghz * (1024 if fast_bf16("cpu") else 64)}  # an AMX tile unit: 1,024 bf16 FLOP a cycle
+
+
+def _clock_ghz() -> float:
+    try:  # the nominal clock of /proc/cpuinfo (Linux); turbo is not counted
+        text = Path("/proc/cpuinfo").read_text()
+        return float(next(line.split(":")[1] for line in text.splitlines() if line.startswith("cpu MHz"))) / 1000
+    except (OSError, StopIteration, ValueError):
+        return float("nan")
+
+
+def shape_rows(device: torch.device, steps: int = 30) -> list[dict[str, Any]]:
+    """Per notebook model shape, precision and layout: images/s, GFLOP/s and the share of the CPU's peak."""
+    peak, rows = cpu_peak() if device.type == "cpu" else {}, []
+    for label, options, channels, size, batch in SHAPES:
+        x = torch.randn(batch, channels, size, size, device=device)
+        y = torch.randint(0, 10, (batch,), device=device)
+        flops = step_flops(build_model(seed=0, in_channels=channels, image_size=size, **options).to(device), x, y)
+        for precision in ("fp32", "bf16"):
+            for layout in ("NCHW", "NHWC"):
+                model = build_model(seed=0, in_channels=channels, image_size=size, **options).to(device)
+                xs = x.contiguous(memory_format=torch.channels_last) if layout == "NHWC" else x
+                if layout == "NHWC":
+                    model = model.to(memory_format=torch.channels_last)
+                rate = step_rate(model, xs, y, precision, steps)
+                gflops = rate * flops / 1e9
+                rows.append({"shape": label, "batch": batch, "precision": precision, "layout": layout,
+                             "MFLOP/image": flops / batch / 1e6, "images/s": rate * batch, "GFLOP/s": gflops,
+                             "% of peak": 100 * gflops / peak[precision] if peak else float("nan")})
+    return rows
+
+
+#: The recipes whose bfloat16 parity decides the default precision: notebook 03's tuned Simpsons-MNIST LeNet-5
+#: (its winner's settings, as the committed demo model's card lists them) and notebook 02's textbook Fashion-MNIST.
+PARITY_RECIPES: dict[str, tuple[str, dict, TrainConfig]] = {
+    "tuned Simpsons-MNIST": ("simpsons-rgb", {"conv_channels": (24, 64), "dense_units": (256, 80), "dropout": 0.085,
+                                              "batchnorm": True},
+                             TrainConfig(optimizer="adam", lr=1.23e-3, weight_decay=1.29e-4, batch_size=64, epochs=40,
+                                         schedule="onecycle", monitor="val_acc", hflip=True, shift=2,
+                                         label_smoothing=0.1, channels_last=True)),
+    "textbook Fashion-MNIST": ("fashion", {}, TrainConfig(**TEXTBOOK, epochs=15)),
+}
+#: bf16 becomes a recipe's default unless it is worse by the paired rule or its mean is this many points lower.
+PARITY_MARGIN = 0.3
+
+
+def precision_parity(seeds: tuple[int, ...] = (0, 1, 2), device: str = "cpu") -> pd.DataFrame:
+    """Test accuracy (%) and training seconds of each parity recipe and seed, trained in fp32 and in bf16."""
+    rows = []
+    for recipe, (dataset, model, config) in PARITY_RECIPES.items():
+        data = load_dataset(dataset)
+        for seed in seeds:
+            row = {"recipe": recipe, "seed": seed}
+            for precision in ("fp32", "bf16"):
+                run = Run(f"{precision}-seed{seed}", f"bench-parity-{dataset}",
+                          replace(config, seed=seed, precision=precision), model, figures=False)
+                result = train_and_evaluate(data, run, Outputs.for_budget("quick"), device)
+                row |= {f"{precision} test %": 100 * result.test.accuracy, f"{precision} s": result.history.seconds}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def parity_decisions(table: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe: bf16 − fp32 paired by seed, and whether bf16 may be its default (:data:`PARITY_MARGIN`)."""
+    out = []
+    for recipe, rows in table.groupby("recipe", sort=False):
+        d = paired_difference(rows["fp32 test %"].tolist(), rows["bf16 test %"].tolist())
+        worse = d.outcome == "a better" or d.mean < -PARITY_MARGIN
+        out.append({"recipe": recipe, "bf16 − fp32": d.text(), "paired rule": d.outcome.replace("a better", "fp32 better")
+                    .replace("b better", "bf16 better"), "speed-up": rows["fp32 s"].sum() / rows["bf16 s"].sum(),
+                    "default": "fp32" if worse else "bf16"})
+    return pd.DataFrame(out).set_index("recipe")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-batches", type=int, help="time this many batches instead of a whole epoch (a quick check)")
+    parser.add_argument("--max-batches", type=int,
+                        help="time this many batches instead of a whole epoch (a quick check)")
+    parser.add_argument("--shapes", action="store_true", help="only the per-shape throughput and GFLOP/s table")
+    parser.add_argument("--parity", action="store_true", help="bf16 against fp32 on the parity recipes, 3 seeds "
+                                                              "each (about 30 min on 2 cores)")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
+    steps = 30 if args.max_batches is None else max(2, min(30, args.max_batches))  # a quick check: fewer steps
+    if args.shapes:
+        return print_shapes(device, steps)
+    if args.parity:
+        table = precision_parity(device=args.device if args.device != "auto" else "cpu")
+        print(table.round(2).to_string(index=False))
+        print(parity_decisions(table).round(2).to_string())
+        return 0
     r = measure(device, args.batch_size, args.max_batches)
     target = TARGETS.get(device.type)
     print(f"device: {describe(device)}; LeNet-5, Fashion-MNIST, batch {args.batch_size}, SGD+momentum")
@@ -125,6 +260,22 @@ def main(argv: list[str] | None = None) -> int:
         for row in channels_last_rows(device, sizes, max_batches=args.max_batches, model_options=options):
             print(f"{row['batch']:>6}{row['images']:>8,}{row['nchw_s']:>9.2f}{row['nhwc_s']:>9.2f}{row['ratio']:>7.2f}x  "
                   f"{'yes' if row['adopt'] else 'no'}")
+    return print_shapes(device, steps)
+
+
+def print_shapes(device: torch.device, steps: int = 30) -> int:
+    """Print :func:`shape_rows` with the CPU's peak and how it was worked out."""
+    peak = cpu_peak() if device.type == "cpu" else {}
+    print(f"\nthroughput per model shape ({describe(device)}; one training step = forward + backward + AdamW, FLOPs "
+          f"counted by torch.utils.flop_counter)")
+    if peak:
+        print(f"peak of this CPU: {os.cpu_count()} cores × {_clock_ghz():.2f} GHz (nominal) × 64 FLOP/cycle "
+              f"(two AVX-512 FMA units) = {peak['fp32']:,.0f} GFLOP/s fp32; bf16 with AMX: × 1,024 FLOP/cycle = "
+              f"{peak['bf16']:,.0f} GFLOP/s (upper bounds: turbo and the FMA-unit count of a VM are not read)")
+    print(f"{'shape':<50}{'batch':>6}{'prec':>6}{'layout':>7}{'MFLOP/img':>10}{'img/s':>9}{'GFLOP/s':>9}{'% peak':>8}")
+    for r in shape_rows(device, steps):
+        print(f"{r['shape']:<50}{r['batch']:>6}{r['precision']:>6}{r['layout']:>7}{r['MFLOP/image']:>10.1f}"
+              f"{r['images/s']:>9,.0f}{r['GFLOP/s']:>9.1f}{r['% of peak']:>8.2f}")
     return 0
 
 

@@ -45,6 +45,7 @@ MEASUREMENTS = ("final_val_acc", "final_val_loss", "best_val_acc", "best_epoch",
 
 def _key(config: Config, seed: int, data: DataSplits) -> str:
     ident = {"model": dict(config.model), "train": dict(config.train), "seed": seed, "dataset": config.dataset,
+             "precision": TrainConfig(**config.train).precision,  # bf16 and fp32 runs are not the same result
              "data": [data.name, data.sizes(), list(data.mean)], "cache_version": cache_version.CACHE_VERSION}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
