@@ -30,8 +30,8 @@ test: setup  ## the whole test suite (notebooks run in the quick budget): about 
 test-fast: setup  ## the fast tests only (no notebooks, kill-and-resume, Ray or subprocess commands): under 2 minutes
 	$(BIN)/python -m pytest -m "not slow"
 
-benchmark: setup  ## epoch time of the training engine vs a typical DataLoader pipeline
-	$(BIN)/python -m helpers.reporting.bench
+benchmark: setup  ## the engine vs a typical DataLoader pipeline, then images/s and GFLOP/s per model shape (ARGS=--parity: bf16 vs fp32)
+	$(BIN)/python -m helpers.reporting.bench $(ARGS)
 
 lab: setup  ## JupyterLab on the project
 	$(BIN)/jupyter lab --notebook-dir=.
