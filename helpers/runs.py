@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import re
@@ -23,6 +25,7 @@ from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoin
 from helpers.models import build_model, count_parameters
 from helpers.paths import Outputs
 from helpers.plots import plot_confusion
+from helpers.provenance import code_only, fingerprint_bytes
 from helpers.splits import DataSplits
 from helpers.training import Evaluation, History, TrainConfig, TrainHook, evaluate, fit, hook_settings
 
@@ -125,13 +128,42 @@ def _metrics(val: Evaluation, test: Evaluation | None, history: History) -> dict
 
 def train_and_evaluate(data: DataSplits, run: Run, outputs: Outputs, device: str | torch.device = "auto",
                        checkpoint: Path | None = None) -> RunResult:
-    """:func:`train_tracked`, refused when no epoch finished; a checkpoint saved if a path is given."""
-    result = train_tracked(data, run, outputs, device)
+    """:func:`train_tracked` (or the same run from the run store), refused when no epoch finished; saved if asked."""
+    stored = outputs.models / "store" / f"{run_key(data, run)}.pt"
+    result = reload_run(stored, data, run, device)  # trained before, by any notebook, exactly so: not again
+    if result is not None:
+        result.test = evaluate(result.model, data, "test", device=device) if run.test else None
+        with RunTracker(run.experiment, run.name, outputs.runs) as tracker:  # its curves under this run's name
+            for record in result.history.epochs:
+                tracker.log_epoch(record)
+    else:
+        result = train_tracked(data, run, outputs, device)
+        if result.val is not None and not result.history.diverged:
+            save_run(result, data, stored, extra={"history": result.history.to_dict()})
     if result.val is None:
         raise RuntimeError(f"run {run.name!r} finished no epoch: {result.history.diverged or 'no training step ran'}")
     if checkpoint is not None:
         save_run(result, data, checkpoint)
     return result
+
+
+def run_key(data: DataSplits, run: Run) -> str:
+    """What determines a run's weights (data, model, settings, hooks, start, the training code), as a short hash."""
+    hooks = hook_settings(run.hooks)
+    start = None if run.init_state is None else fingerprint_bytes(
+        v.detach().cpu().contiguous().numpy().tobytes() for v in run.init_state.values())
+    code = _code_digest(tuple(sorted({inspect.getsourcefile(type(h)) or "" for h in run.hooks})))
+    ident = {"data": data.fingerprint(), "arch": run.arch, "model": dict(run.model), "train": asdict(run.train),
+             "hooks": hooks, "start": start, "code": code}
+    return fingerprint_bytes([json.dumps(ident, sort_keys=True, default=str).encode()])
+
+
+@functools.cache
+def _code_digest(hook_files: tuple[str, ...]) -> str:
+    """The training path's code (and the hooks' modules), docstrings and comments aside: a change retrains."""
+    files = [Path(__file__).with_name(n) for n in ("models.py", "training.py", "runs.py")]
+    files += [Path(f) for f in hook_files if f]
+    return fingerprint_bytes(code_only(f.read_text(encoding="utf-8")).encode() for f in sorted(files))
 
 
 def save_run(result: RunResult, data: DataSplits, checkpoint: Path, extra: Mapping[str, Any] | None = None) -> Path:

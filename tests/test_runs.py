@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,25 @@ def test_a_run_that_diverges_later_keeps_its_best_epoch_and_logs_no_score(tiny: 
     acc = EventAccumulator(str(tmp_path / "runs" / "e" / "d"), size_guidance={"scalars": 0})
     acc.Reload()
     assert math.isnan(acc.Scalars("hparam/val_acc")[0].value)
+
+
+def test_a_run_trained_before_exactly_so_is_taken_from_the_run_store(tiny: DataSplits, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """Notebook 02's Simpsons-MNIST textbook run is notebook 03's seed-0 baseline: trained once, reused after."""
+    calls = []
+    real = runs.fit
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "fit", counting)
+    config = TrainConfig(optimizer="adam", lr=2e-3, epochs=2, seed=3)
+    first = runs.train_and_evaluate(tiny, runs.Run("02-name", "02", config), Outputs(tmp_path), "cpu")
+    again = runs.train_and_evaluate(tiny, runs.Run("03-name", "03", config), Outputs(tmp_path), "cpu")
+    assert len(calls) == 1 and again.name == "03-name" and again.history.epochs == first.history.epochs
+    assert (again.val.accuracy, again.test.accuracy) == (first.val.accuracy, first.test.accuracy)
+    assert (tmp_path / "runs" / "03" / "03-name").is_dir()  # its curves under its own name too
+    runs.train_and_evaluate(tiny, runs.Run("other", "03", replace(config, seed=4)), Outputs(tmp_path), "cpu")
+    runs.train_and_evaluate(tiny.subset(n_train=100), runs.Run("x", "03", config), Outputs(tmp_path), "cpu")
+    assert len(calls) == 3  # another seed, other data: trained

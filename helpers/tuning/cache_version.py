@@ -13,7 +13,7 @@ CACHE_VERSION = 2  # 2: bfloat16 training and the channels_last layout by defaul
 #: mapping in ``tuning/spaces.py`` included).
 CACHED_MODULES = ("models.py", "training.py", "runs.py", "tuning/spaces.py", "tuning/search.py")
 #: :func:`sources_hash` of those modules when CACHE_VERSION was last set.
-SOURCES_HASH = "2f8d507667fe26a8"
+SOURCES_HASH = "6256723f37d151a7"
 
 
 def sources_hash(modules: tuple[str, ...] = CACHED_MODULES) -> str:
