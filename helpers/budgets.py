@@ -10,6 +10,7 @@ from helpers.paths import BUDGETS
 MINUTES: dict[str, tuple[int, int]] = {"01": (1, 1), "02": (12, 1), "03": (40, 2), "04": (45, 2), "05": (25, 1),
                                        "06": (15, 1), "07": (10, 1)}
 
+
 def _asha(grace: int, eta: int, max_epochs: int) -> dict[str, int]:
     """ASHA rungs as plain data (helpers.tuning.search.Rungs.of reads them): this table imports no wing."""
     return {"grace": grace, "eta": eta, "max_epochs": max_epochs}

@@ -79,6 +79,7 @@ HEADLINE_KEYS = ("data set", "model", "val acc %", "test acc %", "test interval"
 #: the fields of one finding (:func:`helpers.stats.finding`): what the report's findings page shows
 FINDING_KEYS = ("finding", "value", "interval", "target", "outcome", "section")
 
+
 class RunStamp:
     """Started at the top of a notebook; :meth:`summary` says budget, device and wall time."""
 

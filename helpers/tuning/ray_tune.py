@@ -40,8 +40,10 @@ TRIAL_DIR = re.compile(r"_([0-9a-f]{8})_(\d+)_")  #: Tune's trial folder: <train
 class RayStateError(RuntimeError):
     """An interrupted Ray run whose saved state is damaged: it cannot be resumed."""
 
+
 class UnsafeRestoreError(RuntimeError):
     """An interrupted Ray run whose state files others could have written: not restored."""
+
 
 def check_restorable(path: Path, levels_up: int = 2) -> None:
     """Refuse to restore ``path`` unless this user owns it and nobody else can write it or where it points."""

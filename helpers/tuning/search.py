@@ -143,8 +143,10 @@ class SearchSpec:
 class SearchMismatchError(RuntimeError):
     """The trials file on disk belongs to a different search."""
 
+
 class SearchFailedError(RuntimeError):
     """Every trial of a search's whole budget failed."""
+
 
 def trials_file(results_dir: Path, name: str, algo: str) -> Path:
     """Where the trials of search ``name`` with ``algo`` are saved (JSON)."""

@@ -99,8 +99,8 @@ def frames_folder(out: Path | None) -> Path:
 class WindowError(RuntimeError):
     """OpenCV cannot open a window here (no display, or a build without GUI support)."""
 
-def main(argv: list[str] | None = None) -> int:
 
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Live Simpsons-MNIST predictions from a camera, video or folder.")
     parser.add_argument("--source", default="0", help="camera index (0), 'csi' (Jetson), video file or image folder")
     parser.add_argument("--fallback", help="video file or folder to use if the camera fails")
@@ -177,7 +177,6 @@ def answer_row(path: Path, problem: str | None, predictor: Any, notes: list[str]
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-
     parser = argparse.ArgumentParser(
         description="Classify image files or folders with the Simpsons-MNIST model.",
         epilog="A file name that is not valid UTF-8 or holds control characters is printed with backslash escapes "
