@@ -243,8 +243,13 @@ def _autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+#: Images per evaluation batch: small enough to stay in the CPU's cache (``make benchmark ARGS=--levers``: 128
+#: evaluates 1.2-1.4× faster than 2,048 on this 2-core CPU, for the tuned 28-px and the 64-px X-ray LeNet-5).
+EVAL_BATCH = 128
+
+
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: torch.Tensor, batch: int = EVAL_BATCH) -> torch.Tensor:
     """The model's logits for ``x`` in batches, in float32 (every reported accuracy is computed this way)."""
     model.eval()
     outs = [model(x[i : i + batch]).float() for i in range(0, len(x), batch)]

@@ -24,7 +24,8 @@ from helpers.plumbing import describe, fast_bf16, pick_device
 from helpers.runs import Run, train_and_evaluate
 from helpers.splits import Split
 from helpers.stats import paired_difference
-from helpers.training import TEXTBOOK, TrainConfig, fit
+from helpers.training import TEXTBOOK, TrainConfig, augment, fit, predict_logits
+from helpers.xray.weighting import ZoomViews
 
 TARGETS = {"cpu": 1.5, "cuda": 20.0}
 
@@ -182,6 +183,61 @@ def shape_rows(device: torch.device, steps: int = 30) -> list[dict[str, Any]]:
     return rows
 
 
+def _best_rate(work: Any, items: int, rounds: int = 3) -> float:
+    """Items per second of ``work()``, the best of ``rounds`` timed calls after one warm-up."""
+    work()
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        work()
+        best = max(best, items / (time.perf_counter() - start))
+    return best
+
+
+def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
+    """The other engine levers on this CPU: threads, evaluation batch, augmentation cost, ``torch.compile``."""
+    rows: list[dict[str, Any]] = []
+    _, options, channels, size, batch = SHAPES[2]  # notebook 03's tuned shape, the most trained one
+
+    def model(opts: dict = options, c: int = channels, s: int = size) -> torch.nn.Module:
+        return build_model(seed=0, in_channels=c, image_size=s, **opts).to(memory_format=torch.channels_last)
+
+    def nhwc(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+
+    x, y = nhwc(batch, channels, size, size), torch.randint(0, 10, (batch,))
+    threads = torch.get_num_threads()
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        rows.append({"lever": "threads (training, tuned shape, bf16)", "setting": n,
+                     "images/s": step_rate(model(), x, y, "bf16", steps) * batch})
+    torch.set_num_threads(threads)
+    for label, opts, c, s, n in (("tuned 28 px RGB", options, channels, size, 4096), ("wide 64 px gray", WIDE_LENET, 1, 64, 1024)):
+        m, xs = model(opts, c, s), nhwc(n, c, s, s)
+        for b in (64, 128, 256, 2048):
+            rows.append({"lever": f"evaluation batch ({label}, fp32)", "setting": b,
+                         "images/s": _best_rate(lambda: predict_logits(m, xs, b), n)})
+    gen = torch.Generator().manual_seed(0)
+    step_ms = 1000 / step_rate(model(), x, y, "bf16", steps)
+    aug_ms = 1000 / _best_rate(lambda: [augment(x, True, 2, gen) for _ in range(50)], 50)
+    rows.append({"lever": "flips + shifts per batch vs the tuned step", "setting": "ms", "images/s": float("nan"),
+                 "cost": aug_ms, "step": step_ms})
+    zoom, xr, yr = ZoomViews(), nhwc(batch, 1, 64, 64), torch.randint(0, 2, (batch,))
+    zoom.gen = gen
+    zoom_ms = 1000 / _best_rate(lambda: [zoom.batch(xr, yr) for _ in range(20)], 20)
+    rows.append({"lever": "X-ray zoom views (grid_sample) vs the wide step", "setting": "ms", "images/s": float("nan"),
+                 "cost": zoom_ms, "step": 1000 / step_rate(model(WIDE_LENET, 1, 64), xr, yr, "bf16", steps)})
+    start = time.perf_counter()
+    compiled = torch.compile(model())
+    step_rate(compiled, x, y, "bf16", 1)  # the first steps compile
+    compile_s = time.perf_counter() - start
+    for label, m in (("eager", model()), ("torch.compile (inductor)", compiled)):
+        rows.append({"lever": "torch.compile (training, tuned shape, bf16)", "setting": label,
+                     "images/s": step_rate(m, x, y, "bf16", steps) * batch,
+                     "cost": compile_s if m is compiled else float("nan")})
+    return rows
+
+
 #: The recipes whose bfloat16 parity decides the default precision: notebook 03's tuned Simpsons-MNIST LeNet-5
 #: (its winner's settings, as the committed demo model's card lists them) and notebook 02's textbook Fashion-MNIST.
 PARITY_RECIPES: dict[str, tuple[str, dict, TrainConfig]] = {
@@ -231,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batches", type=int,
                         help="time this many batches instead of a whole epoch (a quick check)")
     parser.add_argument("--shapes", action="store_true", help="only the per-shape throughput and GFLOP/s table")
+    parser.add_argument("--levers", action="store_true", help="only the threads, evaluation batch, "
+                                                              "augmentation and torch.compile measurements")
     parser.add_argument("--parity", action="store_true", help="bf16 against fp32 on the parity recipes, 3 seeds "
                                                               "each (about 30 min on 2 cores)")
     args = parser.parse_args(argv)
@@ -238,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = 30 if args.max_batches is None else max(2, min(30, args.max_batches))  # a quick check: fewer steps
     if args.shapes:
         return print_shapes(device, steps)
+    if args.levers:
+        return print_levers(steps)
     if args.parity:
         table = precision_parity(device=args.device if args.device != "auto" else "cpu")
         print(table.round(2).to_string(index=False))
@@ -260,7 +320,23 @@ def main(argv: list[str] | None = None) -> int:
         for row in channels_last_rows(device, sizes, max_batches=args.max_batches, model_options=options):
             print(f"{row['batch']:>6}{row['images']:>8,}{row['nchw_s']:>9.2f}{row['nhwc_s']:>9.2f}{row['ratio']:>7.2f}x  "
                   f"{'yes' if row['adopt'] else 'no'}")
-    return print_shapes(device, steps)
+    print_shapes(device, steps)
+    return print_levers(steps) if device.type == "cpu" else 0
+
+
+def print_levers(steps: int = 30) -> int:
+    """Print :func:`lever_rows`: what each lever does to throughput on this CPU."""
+    print(f"\nother levers on this CPU ({describe(torch.device('cpu'))}; best of 3 rounds)")
+    print(f"{'lever':<50}{'setting':>26}{'images/s':>10}  cost")
+    for r in lever_rows(steps):
+        cost = ""
+        if "step" in r:
+            cost = f"{r['cost']:.2f} ms a batch against a {r['step']:.1f} ms step ({100 * r['cost'] / r['step']:.0f} %)"
+        elif r.get("cost") == r.get("cost") and "cost" in r:
+            cost = f"compiling took {r['cost']:.0f} s (less once inductor's disk cache has it)"
+        rate = f"{r['images/s']:,.0f}" if r["images/s"] == r["images/s"] else "-"
+        print(f"{r['lever']:<50}{str(r['setting']):>26}{rate:>10}  {cost}")
+    return 0
 
 
 def print_shapes(device: torch.device, steps: int = 30) -> int:
