@@ -164,7 +164,8 @@ def mann_whitney(a: Sequence[float], b: Sequence[float], names: tuple[str, str] 
 ALPHA = 0.05
 TREND_RULE = "Spearman rank correlation of the metric with the factor's level over every run; p < 0.05, two-sided"
 TREND_SEED_RULE = ("Spearman rank correlation of the metric with the factor's level within each seed; the mean over "
-                   "seeds, whose 95 % Student-t interval must exclude 0")
+                   "seeds of Fisher's z = atanh ρ (ρ = ±1 counted one adjacent swap short), whose 95 % Student-t "
+                   "interval must exclude 0 (shown as ρ)")
 DID_RULE = "difference in differences paired by seed; its 95 % Student-t interval excludes 0"
 COMBINE_RULE = ("all parts supported: supported; any part refuted: refuted; some supported, none refuted: "
                 "partly supported; else inconclusive")
@@ -224,6 +225,14 @@ def diff_in_diff(frame: pd.DataFrame, factor: str, a: Any, b: Any, group: str, g
                    f"gain on {g1} {gains[0].mean():+.2f}, on {g2} {gains[1].mean():+.2f}; difference {diff.text()}")
 
 
+def fisher_z(rho: float, n: int) -> float:
+    """Fisher's z = atanh ρ of a Spearman ρ over ``n`` levels; ρ = ±1 (no z) counts as the nearest value a
+    ranking of ``n`` levels can take, one adjacent swap short: ±(1 − 12 / (n (n² − 1)))."""
+    n = max(n, 3)
+    edge = 1 - 12 / (n * (n * n - 1))
+    return float(np.arctanh(np.clip(rho, -edge, edge)))
+
+
 def trend(frame: pd.DataFrame, factor: str, order: Sequence[Any], *, metric: str = "final_val_acc",
           claim: str | None = None, always: bool = False, steps: Sequence[tuple[Any, Any]] | None = None,
           per_seed: bool = False) -> Verdict:
@@ -231,11 +240,14 @@ def trend(frame: pd.DataFrame, factor: str, order: Sequence[Any], *, metric: str
     rank = {level: i for i, level in enumerate(order)}
     rows = frame[frame[factor].isin(rank)]
     if per_seed:  # levels of one run (e.g. its epochs) are not independent runs: one ρ per seed, decided over seeds
-        rhos = [float(sps.spearmanr(g[factor].map(rank), g[metric])[0]) for _, g in rows.groupby("seed")]
-        d = mean_difference(rhos)
+        groups = [g for _, g in rows.groupby("seed")]
+        rhos = [float(sps.spearmanr(g[factor].map(rank), g[metric])[0]) for g in groups]
+        d = mean_difference([fisher_z(r, g[factor].nunique()) for r, g in zip(rhos, groups)])  # an interval inside ±1
         outcome = _OUTCOME[d.outcome]
-        evidence = (f"Spearman ρ per seed {', '.join(f'{r:+.2f}' for r in rhos)}; mean {d.mean:+.2f}"
-                    + (f", 95 % CI {d.low:+.2f} to {d.high:+.2f} (n = {d.n} seeds)" if d.n > 1 else " (one seed)"))
+        mean, low, high = np.tanh([d.mean, d.low, d.high])
+        evidence = (f"Spearman ρ per seed {', '.join(f'{r:+.2f}' for r in rhos)}; mean {mean:+.2f}"
+                    + (f", 95 % CI {low:+.2f} to {high:+.2f} (n = {d.n} seeds, Fisher's z)" if d.n > 1
+                       else " (one seed)"))
         rule = TREND_SEED_RULE
     else:
         rho, p = sps.spearmanr(rows[factor].map(rank), rows[metric])
@@ -271,7 +283,7 @@ def combine(claim: str, parts: Sequence[Verdict]) -> Verdict:
     else:
         outcome = "inconclusive"
     counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("supported", "refuted", "inconclusive") if o in outcomes)
-    return Verdict(claim, outcome, COMBINE_RULE, f"{len(parts)} parts: {counts}", list(parts))
+    return Verdict(claim, outcome, COMBINE_RULE, f"{len(parts)} part{'' if len(parts) == 1 else 's'}: {counts}", list(parts))
 
 
 def given(claim: str, outcome: str, rule: str, evidence: str) -> Verdict:

@@ -191,20 +191,21 @@ def test_a_partial_build_stages_every_chapter_so_links_resolve(tmp_path: Path) -
     assert placeholder.cells[0].source.startswith(f"# {book.title(NOTEBOOKS[0])}")
 
 
-def test_tidy_keeps_the_final_state_of_progress_bars(tmp_path: Path) -> None:
+def test_tidy_drops_progress_bars_and_keeps_the_rest(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("run()", execution_count=1)
-    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\rsearch:   0%| 0/2"),
-                    nbformat.v4.new_output("stream", name="stderr", text="\rsearch:  50%| 1/2"),
-                    nbformat.v4.new_output("stream", name="stderr", text="\rsearch: 100%| 2/2\n"),
-                    nbformat.v4.new_output("stream", name="stdout", text="done\n")]
+    bar = "search [tpe]: {:>3}%|{}| {}/2 [00:01<00:00,  3.28epoch/s, trials 3, best val acc 0.441]"
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\r" + bar.format(0, " " * 10, 0)),
+                    nbformat.v4.new_output("stream", name="stderr", text="\r" + bar.format(50, "█" * 5 + " " * 5, 1)),
+                    nbformat.v4.new_output("stream", name="stderr", text="\r" + bar.format(100, "█" * 10, 2) + "\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="data: 100 | 50 % of it\ndone\n")]
     cell.metadata["papermill"] = {"duration": 1.0}
     nb.cells.append(cell)
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
     tidy(path)
     out = nbformat.read(path, as_version=4).cells[0]
-    assert [o.text for o in out.outputs] == ["search: 100%| 2/2\n", "done\n"]
+    assert [o.text for o in out.outputs] == ["data: 100 | 50 % of it\ndone\n"]
     assert "papermill" not in out.metadata
 
 

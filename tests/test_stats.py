@@ -178,6 +178,27 @@ def test_a_trend_within_runs_is_decided_over_seeds_not_over_epochs() -> None:
     assert per_seed.rule == stats.TREND_SEED_RULE and pooled.rule == stats.TREND_RULE
 
 
+def test_a_per_seed_correlation_interval_stays_inside_plus_minus_one() -> None:
+    import re
+
+    import pandas as pd
+
+    # three seeds, all rising, two perfectly (ρ = +1) and one almost (ρ = +0.98): a plain t interval passes +1
+    noise = [0, 0, 0, 0, 0.03, 0, 0, 0, 0, 0]
+    rows = [{"seed": s, "epoch": e, "val_acc": 0.5 + 0.01 * e + (noise[e - 1] if s == 2 else 0.0)}
+            for s in range(3) for e in range(1, 11)]
+    verdict = stats.trend(pd.DataFrame(rows), "epoch", list(range(1, 11)), metric="val_acc", per_seed=True)
+    low, high = map(float, re.search(r"95 % CI ([+-][\d.]+) to ([+-][\d.]+)", verdict.evidence).groups())
+    assert -1 <= low < high <= 1 and "Fisher" in verdict.evidence
+    assert verdict.outcome == "supported"
+
+
+def test_a_one_part_combination_is_one_part() -> None:
+    one = stats.combine("c", [stats.given("a", "supported", "r", "e")])
+    two = stats.combine("c", [stats.given("a", "supported", "r", "e"), stats.given("b", "refuted", "r", "e")])
+    assert one.evidence == "1 part: 1 supported" and two.evidence == "2 parts: 1 supported, 1 refuted"
+
+
 def test_a_target_within_the_reproduction_band_says_so() -> None:
     near = stats.target("x", [87.5, 88.0, 87.96], 88.0)
     far = stats.target("x", [80.0, 81.0, 82.0], 88.0)

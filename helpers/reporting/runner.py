@@ -112,8 +112,18 @@ def compact_png(png: bytes, colors: int = 256) -> bytes:
     return buffer.getvalue() if buffer.tell() < len(png) else png
 
 
+#: A tqdm progress bar's line, e.g. ``04-xray-w [tpe]: 100%|█████| 6/6 [00:01<00:00, 3.28epoch/s]``.
+PROGRESS_BAR = re.compile(r"^.*\d+%\|[^|\n]*\|\s*[\d.]+[kMG]?/[\d.]+[kMG]?\s*\[.*$\n?", re.MULTILINE)
+
+
+def without_progress_bars(text: str) -> str:
+    """``text`` without tqdm's progress-bar lines (how far a loop had got: nothing a reader needs afterwards)."""
+    return PROGRESS_BAR.sub("", text)
+
+
 def tidy(path: Path) -> None:
-    """Merge stream outputs as a terminal shows them, compact PNGs, drop papermill's timings and paths."""
+    """Merge stream outputs as a terminal shows them, drop progress bars, compact PNGs, drop papermill's timings
+    and paths."""
     nb = nbformat.read(path, as_version=4)
     coalesce = CoalesceStreamsPreprocessor()
     for key in ("input_path", "output_path"):  # this machine's absolute paths: not for a committed notebook
@@ -123,6 +133,10 @@ def tidy(path: Path) -> None:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             coalesce.preprocess_cell(cell, {}, index)
+            for output in cell.outputs:
+                if output.output_type == "stream":
+                    output.text = without_progress_bars(output.text)
+            cell.outputs = [o for o in cell.outputs if o.output_type != "stream" or o.text.strip()]
             for output in cell.outputs:
                 data = output.get("data", {})
                 if "image/png" in data:

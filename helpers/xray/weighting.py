@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -15,7 +14,7 @@ from helpers.data import patient_of
 from helpers.models import build_model
 from helpers.splits import DataSplits, Split
 from helpers.stats import beats, target
-from helpers.training import DeviceSplit, TrainConfig, TrainHook, evaluate, fit, predict_logits
+from helpers.training import DeviceSplit, TrainConfig, TrainHook, fit, predict_logits
 from helpers.xray.domain_shift import PROBE_MODEL, PROBE_TRAINING, score_auc
 
 #: Largest weight kept, relative to the mean weight (larger ones are cut to it, then all renormalised).
@@ -154,31 +153,11 @@ class ZoomViews(TrainHook):
         return F.grid_sample(xb, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def val_table(groups: dict[str, list], plain: DataSplits | None = None,
-              sized: Callable[[int], DataSplits] | None = None,
-              device: str | torch.device = "auto") -> pd.DataFrame:
-    """Per model: plain and weighted validation accuracy, test accuracy, balanced accuracy, recall."""
-    rows = []
-    for name, runs in groups.items():
-        plain_acc = []
-        for r in runs:
-            size = r.model_config.get("image_size", plain.image_size if plain is not None else None)
-            data = plain if plain is not None and size == plain.image_size else sized(size)
-            plain_acc.append(evaluate(r.model, data, "val", device=device).accuracy)
-        rows.append({"model": name, "seeds": len(runs), "plain val acc %": 100 * np.mean(plain_acc),
-                     "weighted val acc %": 100 * np.mean([r.val.accuracy for r in runs]),
-                     "test acc %": 100 * np.mean([r.test.accuracy for r in runs]) if runs[0].test else np.nan,
-                     "test balanced %": 100 * np.mean([r.test.balanced_accuracy for r in runs]) if runs[0].test else np.nan,
-                     "test normal recall %": 100 * np.mean([float(r.test.per_class.iloc[0]) for r in runs])
-                     if runs[0].test else np.nan})
-    return pd.DataFrame(rows).set_index("model").round(2)
-
-
-def xray_targets(baseline: list, tuned: list, accuracy: float = 78.0, normal_recall: float = 60.0) -> list:
-    """The X-ray targets as decisions: accuracy, normal recall, and above the baseline."""
-    acc = target("X-rays: tuned test accuracy", [100 * r.test.accuracy for r in tuned], accuracy)
-    normal = target("X-rays: tuned normal recall (test)", [100 * float(r.test.per_class.iloc[0]) for r in tuned],
+def xray_targets(baseline: list, tuned: list, accuracy: float = 80.0, normal_recall: float = 65.0) -> list:
+    """The X-ray targets as decisions on the runs' test evaluations: accuracy, normal recall, above the baseline."""
+    acc = target("X-rays: tuned accuracy (final half of test)", [100 * r.test.accuracy for r in tuned], accuracy)
+    normal = target("X-rays: tuned normal recall (final half)", [100 * float(r.test.per_class.iloc[0]) for r in tuned],
                     normal_recall)
-    above = beats("X-rays: tuned − baseline test accuracy", [100 * r.test.accuracy for r in baseline],
+    above = beats("X-rays: tuned − baseline accuracy (final half)", [100 * r.test.accuracy for r in baseline],
                   [100 * r.test.accuracy for r in tuned])
     return [acc, normal, above]
