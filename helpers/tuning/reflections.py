@@ -242,7 +242,8 @@ def regime_check(tuned: tuple[dict[str, Any], dict[str, Any]], before: Sequence[
                             regime["seeds"], datasets, study="05-regime", outputs=outputs, device=device)
     after = [paired(frame[frame["lr rule"] == r], "batch_size", 512, small,
                     claim=f"tuned, full split, {budget}, {r}: batch {small} beats 512") for r in ("fixed lr", "scaled lr")]
-    return held("3c. H3a at the tuned configuration on the full split", before, after), frame
+    return held("3c. Small batches beat large ones at fixed epochs (3a), re-tested at the tuned configuration "
+                "on the full split", before, after), frame
 
 
 def depth_verdict(frame: pd.DataFrame, present: Sequence[str]) -> Verdict:
