@@ -10,6 +10,9 @@ opencv-python cannot). Copy this file plus MODEL.onnx and MODEL.json (made by
     python3 webcam_onnx.py --model simpsons_tuned.onnx --source 0              # USB webcam
     python3 webcam_onnx.py --model simpsons_tuned.onnx --source clip.avi --headless --out frames/
 
+The answer shown is the mean of the last 5 frames' probabilities (``--smooth 1``: each frame alone),
+restarted when the picture changes a lot, as in the laptop demo.
+
 Keep this file standalone: it mirrors helpers.webcam.inference's preprocessing (guide box = centred square,
 area resize, BGR to RGB, training mean/std), its calibration (temperature and "not sure" threshold
 from MODEL.json), its overlay (guide box, model's-eye inset) and helpers.webcam.camera's GStreamer
@@ -17,6 +20,7 @@ pipeline, because the Jetson has neither PyTorch nor this project's package. Tes
 the same top-1 and the same "not sure" decisions.
 """
 import argparse
+import collections
 import hashlib
 import json
 import os
@@ -200,6 +204,31 @@ def sure(meta, probs):
     return probs.max(axis=1) >= float(cal.get("threshold", 0.0))
 
 
+SMOOTH_WINDOW = 5  # frames averaged, as helpers.webcam.smoothing.WINDOW
+SCENE_CHANGE = 0.15  # view change (0-1) that restarts the average, as helpers.webcam.smoothing.CHANGE
+
+
+class Smoother(object):
+    """The mean of the last frames' probabilities, restarted on a new scene (helpers.webcam.smoothing.Smoother)."""
+
+    def __init__(self, threshold, window=SMOOTH_WINDOW, change=SCENE_CHANGE):
+        if window < 1:
+            raise ValueError("the window must be 1 or more frames, got {}".format(window))
+        self.threshold, self.change = threshold, change
+        self.recent = collections.deque(maxlen=window)
+        self.last_view = None
+
+    def update(self, probs, view):
+        """Add one frame (probabilities, model-size view); returns (mean probabilities, sure)."""
+        view = np.asarray(view, dtype=np.float32)
+        if self.last_view is not None and np.abs(view - self.last_view).mean() / 255 > self.change:
+            self.recent.clear()
+        self.last_view = view
+        self.recent.append(np.asarray(probs, dtype=np.float64))
+        mean = np.mean(np.stack(self.recent), axis=0)
+        return mean, bool(mean.max() >= self.threshold)
+
+
 def model_view(frame, meta):
     """The guide box as the model sees it (model-size BGR), for the inset."""
     left, top, side = guide_box(*frame.shape[:2])
@@ -304,7 +333,11 @@ def main(argv=None):
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--flip", type=int, default=0)
+    parser.add_argument("--smooth", type=int, default=SMOOTH_WINDOW,
+                        help="average over the last N frames, restarted on a new scene (1: each frame alone)")
     args = parser.parse_args(argv)
+    if args.smooth < 1:
+        parser.error("--smooth must be 1 or more, got {}".format(args.smooth))
     if args.max_frames < 0:
         parser.error("--max-frames must be 0 (no limit) or more, got {}".format(args.max_frames))
     if not args.headless and not has_display():
@@ -316,17 +349,19 @@ def main(argv=None):
     if args.headless and not os.path.isdir(args.out):
         os.makedirs(args.out)
     count, fps, last = 0, 0.0, time.time()
+    smoother = Smoother(float((meta.get("calibration") or {}).get("threshold", 0.0)), args.smooth)
     try:
         while True:
             ok, frame = cap.read()
             if not ok:
                 print("source ended or stopped delivering frames after {} frames".format(count))
                 break
-            probs = predict(net, meta, [frame])[0]
+            view = model_view(frame, meta)
+            probs, is_sure = smoother.update(predict(net, meta, [frame])[0], view)
             now = time.time()
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if count else 1.0 / max(now - last, 1e-6)
             last = now
-            shown = annotate(frame, probs, meta["classes"], fps, bool(sure(meta, probs[None])[0]), model_view(frame, meta))
+            shown = annotate(frame, probs, meta["classes"], fps, is_sure, view)
             if args.headless:
                 write_frame(os.path.join(args.out, "frame_{:05d}.png".format(count)), shown)
             else:

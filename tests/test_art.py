@@ -91,29 +91,56 @@ def test_pad_keeps_the_whole_picture_and_crop_cuts_a_tall_one() -> None:
 def test_art_table_counts_what_a_user_sees() -> None:
     import pandas as pd
 
-    scores = pd.DataFrame({"split": ["dev"] * 4, "right": [True, True, False, False], "sure": [True, False, True, False]})
+    scores = pd.DataFrame({"split": ["dev"] * 4, "file": list("abcd"), "right": [True, True, False, False],
+                           "sure": [True, False, True, False]})
     row = art.art_table(scores).iloc[0]
     assert row["images"] == 4 and row["top-1 %"] == 50 and row["right and sure %"] == 25
     assert row["wrong and sure %"] == 25 and row["not sure %"] == 50 and row["top-1 95 % CI"] == "15–85"
+    twice = art.art_table(pd.concat([scores, scores])).iloc[0]  # a second seed (or card) of the same drawings
+    assert twice["images"] == 8 and twice["drawings"] == 4 and twice["top-1 95 % CI"] == "15–85"  # no narrower
 
 
-def test_art_targets_are_means_over_seeds_with_a_wilson_interval() -> None:
+def test_art_targets_are_means_over_seeds_plain_and_on_cards_with_a_wilson_interval() -> None:
     import pandas as pd
 
     from helpers.stats import binomial_interval
 
-    def seed(right: int, sure_wrong: int, n: int = 20) -> pd.DataFrame:
+    def seed(right: int, sure_wrong: int, n: int = 20, on: str = "plain", copies: int = 1) -> pd.DataFrame:
         r = [True] * right + [False] * (n - right)
         s = [True] * right + [True] * sure_wrong + [False] * (n - right - sure_wrong)
-        return pd.DataFrame({"split": ["test"] * n + ["dev"], "right": r + [False], "sure": s + [True]})
+        rows = pd.DataFrame({"split": "test", "file": [f"f{i}" for i in range(n)], "right": r, "sure": s, "on": on})
+        return pd.concat([rows] * copies + [pd.DataFrame({"split": ["dev"], "file": ["d"], "right": [False],
+                                                          "sure": [True], "on": [on]})])
 
-    top1, right_sure, wrong_sure = art.art_targets([seed(17, 1), seed(15, 2)])  # dev rows are ignored
-    assert top1.value == 80 and top1.outcome == "met" and right_sure.value == 80
-    assert (top1.low, top1.high) == pytest.approx(tuple(100 * x for x in binomial_interval(16, 20)))
-    assert wrong_sure.value == 7.5 and wrong_sure.outcome == "missed" and "≤ 5 %" in wrong_sure.rule
-    assert art.art_targets([seed(15, 0)])[0].outcome == "missed"
+    def both(right: int, wrong: int, card_right: int, card_wrong: int) -> pd.DataFrame:
+        return pd.concat([seed(right, wrong), seed(card_right, card_wrong, on="card", copies=3)])
+
+    top1, top1_card, wrong, wrong_card = art.art_targets([both(18, 1, 16, 0), both(17, 2, 14, 1)])  # dev ignored
+    assert top1.value == 87.5 and top1.outcome == "met" and "plain" in top1.name  # ≥ 85 %
+    assert top1_card.value == 75 and top1_card.outcome == "met" and "coloured cards" in top1_card.name  # ≥ 75 %
+    assert (top1.low, top1.high) == pytest.approx(tuple(100 * x for x in binomial_interval(17.5, 20)))
+    assert (top1_card.low, top1_card.high) == pytest.approx(tuple(100 * x for x in binomial_interval(15, 20)))
+    assert wrong.value == 7.5 and wrong.outcome == "missed" and "≤ 5 %" in wrong.rule
+    assert wrong_card.value == 2.5 and wrong_card.outcome == "met" and "3 card colours" in wrong_card.rule
     with pytest.raises(ValueError, match="same art test images"):
-        art.art_targets([seed(15, 0), seed(5, 0, n=10)])
+        art.art_targets([both(15, 0, 15, 0), pd.concat([seed(5, 0, n=10), seed(15, 0, on="card")])])
+
+
+def test_art_on_cards_keeps_the_character_and_colours_its_background() -> None:
+    drawing = np.full((100, 60, 3), 255, np.uint8)
+    drawing[20:80, 15:45] = (0, 200, 255)  # a yellow "character" on white
+    image = art.ArtImage("bart/x.png", "bart_simpson", "test", "g", "official-art", drawing)
+    cards = art.on_cards([image], ("red-pink", "dark blue"))
+    assert [c.background for c in cards] == ["red-pink", "dark blue"] and image.background == "plain"
+    for c in cards:
+        h, w = c.frame.shape[:2]
+        assert h > 100 and w > 60  # a card margin around the drawing
+        corner = c.frame[2, 2].astype(int)
+        assert np.abs(corner - art.ART_CARDS[c.background]).max() < 80  # the card's colour, under its light
+        centre = c.frame[h // 2, w // 2].astype(int)
+        assert centre[2] > 150 and centre[0] < 60  # the character stays yellow (BGR)
+    assert np.array_equal(cards[0].frame, art.on_card(image, "red-pink").frame)  # seeded per image and colour
+    assert len(art.ART_CARDS) >= 8
 
 
 def test_print_views_are_seeded_put_scenes_on_white_and_keep_the_shape(mirror: Path) -> None:
@@ -133,3 +160,27 @@ def test_print_views_are_seeded_put_scenes_on_white_and_keep_the_shape(mirror: P
     scene[30:80, 40:70] = (0, 200, 255)  # a yellow "character" on a flat wall
     flat = printlike.flat_background(scene, np.random.default_rng(0))
     assert (flat[0, 0] == 255).all() and (flat[50, 55] == scene[50, 55]).all()
+    cards = printlike.print_views(images, 28, 3, copies=2, cards=True)  # the same scenes on cards of any colour
+    assert np.array_equal(cards.numpy(), printlike.print_views(images, 28, 3, copies=2, cards=True).numpy())
+    assert white(cards) < white(views) / 2  # far fewer white pixels: most cards are coloured, textured or a desk
+    hues = [np.median(c.reshape(3, -1), axis=1) for c in cards[0].numpy()]
+    assert np.std(hues, axis=0).mean() > 20  # backgrounds of many colours
+
+
+def test_the_demo_seed_is_the_one_least_often_wrong_and_sure_on_dev() -> None:
+    import pandas as pd
+
+    def rows(checkpoint: str, wrong_plain: int, wrong_card: int, right: int, split: str = "dev") -> pd.DataFrame:
+        out = []
+        for on, wrong in (("plain", wrong_plain), ("card", wrong_card)):
+            for i in range(10):
+                out.append({"checkpoint": checkpoint, "framing": "pad", "split": split, "on": on, "file": f"f{i}",
+                            "right": i < right, "sure": i < right or i >= 10 - wrong})
+        return pd.DataFrame(out)
+
+    scores = pd.concat([rows("a.pt", 1, 1, 6), rows("b.pt", 0, 1, 5), rows("c.pt", 0, 1, 7),
+                        rows("a.pt", 0, 0, 10, split="test")])  # test rows must not count
+    study = art.ArtStudy(scores, "pad", "robust")
+    best, why = art.seed_on_dev(study, ["a.pt", "b.pt", "c.pt"])
+    assert best.name == "c.pt"  # b and c tie on wrong and sure (5 %), c is more often right and sure
+    assert "a 10.0 % wrong and sure" in why and "art dev half" in why

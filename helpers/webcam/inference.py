@@ -158,7 +158,11 @@ class _Base:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities of model pixels, temperature-scaled when calibrated."""
-        return softmax(self.logits_pixels(pixels), self.calibration.temperature if self.calibration else 1.0)
+        probs = softmax(self.logits_pixels(pixels), self.calibration.temperature if self.calibration else 1.0)
+        if not np.isfinite(probs).all():  # a damaged model: NaN is no answer (and no valid JSON either)
+            raise CheckpointError("the model gave scores that are not numbers (NaN or infinite): the model file is "
+                                  "damaged or was not trained by this project; export or train it again")
+        return probs
 
     def sure(self, probs: np.ndarray) -> np.ndarray:
         """Which answers are confident enough to name a class (all of them when not calibrated)."""
@@ -167,10 +171,7 @@ class _Base:
     def predict_many(self, frames: Sequence[np.ndarray], k: int = 3) -> list[Prediction]:
         """Predictions for several frames at once (temperature-scaled and thresholded if calibrated)."""
         probs = self.probabilities(self.pixels(frames))
-        if not np.isfinite(probs).all():  # a damaged model: NaN is no answer (and no valid JSON either)
-            raise CheckpointError("the model gave scores that are not numbers (NaN or infinite): the model file is "
-                                  "damaged or was not trained by this project; export or train it again")
-        return [self._prediction(p, k, bool(ok)) for p, ok in zip(probs, self.sure(probs))]
+        return [self.prediction(p, bool(ok), k) for p, ok in zip(probs, self.sure(probs))]
 
     def predict(self, frame: np.ndarray, k: int = 3) -> Prediction:
         """Top-``k`` prediction for one BGR frame."""
@@ -181,7 +182,8 @@ class _Base:
         pixels = to_model_pixels(frame, self.image_size, self.in_channels, self.fit)
         return to_bgr_frame(pixels)
 
-    def _prediction(self, probs: np.ndarray, k: int, sure: bool) -> Prediction:
+    def prediction(self, probs: np.ndarray, sure: bool, k: int = 3) -> Prediction:
+        """A :class:`Prediction` from class probabilities (one frame's, or several frames' mean)."""
         order = np.argsort(-probs)[:k]
         return Prediction(probs, [(self.classes[i], float(probs[i])) for i in order], sure)
 

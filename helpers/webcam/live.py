@@ -27,17 +27,23 @@ from helpers.webcam.camera import (
     write_image,
 )
 from helpers.webcam.inference import FITS, annotate, demo_choice, load_predictor
+from helpers.webcam.smoothing import WINDOW, Smoother
 
 
 def run_demo(source: FrameSource, predictor: Any, *, headless: bool, out_dir: Path | None, max_frames: int | None,
-             window: str = "Simpsons-MNIST LeNet-5 (q quits)", log: Callable[[str], None] = print) -> int:
-    """The live loop: read, predict, annotate, show (or save); returns the number of frames handled."""
+             window: str = "Simpsons-MNIST LeNet-5 (q quits)", log: Callable[[str], None] = print,
+             smooth: int = WINDOW) -> int:
+    """The live loop: read, predict, average over the last ``smooth`` frames, annotate, show (or save); returns
+    the number of frames handled."""
     if headless and out_dir is None:
         raise ValueError("--headless needs --out DIR for the annotated frames")
     fps, last, count = None, time.perf_counter(), 0
+    smoother = Smoother(predictor.calibration.threshold if predictor.calibration else 0.0, smooth)
     try:
         for frame in source:
-            prediction = predictor.predict(frame)
+            pixels = predictor.pixels([frame])
+            mean, sure = smoother.update(predictor.probabilities(pixels)[0], pixels[0])
+            prediction = predictor.prediction(mean, sure)
             now = time.perf_counter()
             fps = 1.0 / max(now - last, 1e-6) if fps is None else 0.9 * fps + 0.1 / max(now - last, 1e-6)
             last = now
@@ -115,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--flip", type=int, default=0, help="CSI camera flip-method 0..7 (2 = 180 degrees)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--smooth", type=positive, default=WINDOW,
+                        help=f"average the answer over the last N frames, restarted when the picture changes a lot "
+                             f"(default {WINDOW}; 1: each frame alone)")
     parser.add_argument("--fit", choices=FITS, default="crop",
                         help="crop: classify the centred square (the guide box; hold the print inside it); pad: "
                              "classify the whole frame, padded to a square on white (the box then frames everything)")
@@ -135,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             "not calibrated: always names a character (run notebook 06 to write its calibration file)"))
         source = open_source(args.source, fallback=args.fallback, width=args.width, height=args.height, fps=args.fps,
                              flip=args.flip)
-        n = run_demo(source, predictor, headless=args.headless, out_dir=args.out, max_frames=args.max_frames)
+        n = run_demo(source, predictor, headless=args.headless, out_dir=args.out, max_frames=args.max_frames,
+                     smooth=args.smooth)
     except cv2.error as exc:  # anything else OpenCV refuses (a model or frame it cannot handle): its own words
         raise RuntimeError(f"OpenCV failed: {one_line(getattr(exc, 'err', None) or exc)}") from None
     if n == 0:
