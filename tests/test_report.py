@@ -190,6 +190,11 @@ def test_a_budget_change_flags_only_the_notebook_whose_entry_changed(tmp_path: P
     (root / "helpers" / "budgets.py").write_text('MINUTES = {"01": 1, "02": 12}\nSETTINGS = {"01": dict(n=1), "02": dict(n=3)}\nX = 1\n')
     _git(root, "commit", "-qam", "shared code")
     assert "budgets" in staleness.stale(root / "01_x.ipynb", run, root)  # what is not a per-notebook entry counts for all
+    run = {"commit": _git(root, "rev-parse", "HEAD").strip(), "dirty": False}
+    (root / "helpers" / "budgets.py").write_text('MINUTES = {"01": 2, "02": 9}\nSETTINGS = {"01": dict(n=1), "02": dict(n=3)}\nX = 1\n')
+    _git(root, "commit", "-qam", "run times measured again")
+    assert staleness.stale(root / "01_x.ipynb", run, root) is None  # the run-time line is prose: no output moves
+    assert staleness.stale(root / "02_y.ipynb", run, root) is None
 
 
 def test_a_notebook_that_imports_no_helpers_is_not_flagged_by_other_files(tmp_path: Path) -> None:

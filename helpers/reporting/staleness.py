@@ -59,8 +59,18 @@ def _read(path: Path) -> str | None:
     return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
+#: Module-level names no output depends on: ``budgets.MINUTES`` feeds only the run-time line of each opening
+#: (prose, checked by a test), so re-measured run times do not make a chapter stale.
+PROSE_ONLY = ("MINUTES",)
+
+
 def _own_entries(tree: ast.Module, notebook: str) -> None:
-    """Keep only ``notebook``'s entry of each module-level dict literal keyed by notebook numbers ("01" …)."""
+    """Keep only ``notebook``'s entry of each module-level dict literal keyed by notebook numbers ("01" …), and
+    drop the :data:`PROSE_ONLY` names."""
+    tree.body = [node for node in tree.body if not (
+        isinstance(node, (ast.Assign, ast.AnnAssign))
+        and {t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+             if isinstance(t, ast.Name)} & set(PROSE_ONLY))]
     for node in tree.body:
         table = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
         if isinstance(table, ast.Dict) and table.keys and all(
