@@ -291,10 +291,10 @@ def test_the_tpe_explainer_follows_hyperopts_rules() -> None:
 
     import numpy as np
 
-    from helpers.tuning import charts
+    from helpers.tuning import explainer
 
     for n in (16, 30, 100):
-        step = charts.tpe_step(n_trials=n)
+        step = explainer.tpe_step(n_trials=n)
         assert len(step["good"]) == math.ceil(0.25 * math.sqrt(n))  # Hyperopt's good set: ⌈γ√n⌉ trials
         assert set(step["good"]) == set(np.argsort(step["loss"])[: len(step["good"])])  # the lowest losses
         for density in (step["l"], step["g"]):
@@ -302,7 +302,7 @@ def test_the_tpe_explainer_follows_hyperopts_rules() -> None:
         ratio = np.interp(step["candidates"], step["grid"], step["l"]) / np.interp(step["candidates"], step["grid"],
                                                                                    step["g"])
         assert step["chosen"] == step["candidates"][np.argmax(ratio)] and len(step["candidates"]) == 24
-    curves = charts.asha_curves(n_trials=9, max_epochs=12, rung=4, keep=3)
+    curves = explainer.asha_curves(n_trials=9, max_epochs=12, rung=4, keep=3)
     assert all(len(c) == (4 if stopped else 12) for c, stopped in curves)
     assert not curves[0][1]  # the first trial to reach the rung is the top third of one
     assert 1 <= sum(not s for _, s in curves) < 9
