@@ -294,7 +294,7 @@ def test_the_tpe_explainer_follows_hyperopts_rules() -> None:
     from helpers.tuning import explainer
 
     for n in (16, 30, 100):
-        step = explainer.tpe_step(n_trials=n)
+        step = explainer.tpe_step(*explainer.toy_trials(n), np.log(1e-4), np.log(1e-2))
         assert len(step["good"]) == math.ceil(0.25 * math.sqrt(n))  # Hyperopt's good set: ⌈γ√n⌉ trials
         assert set(step["good"]) == set(np.argsort(step["loss"])[: len(step["good"])])  # the lowest losses
         for density in (step["l"], step["g"]):
@@ -306,3 +306,20 @@ def test_the_tpe_explainer_follows_hyperopts_rules() -> None:
     assert all(len(c) == (4 if stopped else 12) for c, stopped in curves)
     assert not curves[0][1]  # the first trial to reach the rung is the top third of one
     assert 1 <= sum(not s for _, s in curves) < 9
+
+
+def test_the_tpe_explainer_reads_a_log_uniform_value_from_stored_trials() -> None:
+    import numpy as np
+    from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
+
+    from helpers.tuning import explainer
+
+    trials = Trials()
+    fmin(lambda p: {"loss": (np.log10(p["weight_decay"]) + 4) ** 2, "status": STATUS_OK},
+         {"weight_decay": hp.loguniform("weight_decay", np.log(1e-6), np.log(1e-2))}, algo=tpe.suggest,
+         max_evals=12, trials=trials, rstate=np.random.default_rng(0), show_progressbar=False)
+    x, loss = explainer.from_trials(trials, "weight_decay")
+    assert len(x) == 12 and np.all((np.log(1e-6) <= x) & (x <= np.log(1e-2)))
+    assert loss == pytest.approx([(np.log10(np.exp(v)) + 4) ** 2 for v in x])
+    step = explainer.tpe_step(x, loss, np.log(1e-6), np.log(1e-2))
+    assert len(step["good"]) == 1 and step["loss"][step["good"][0]] == loss.min()
