@@ -228,3 +228,25 @@ def test_blank_screenshots_are_told_from_rendered_ones() -> None:
         chart[rng.integers(0, 200), :, :] = rng.integers(0, 255, 3)
     chart[:, 50:52] = 0
     assert not is_blank(png(chart))
+
+
+def test_the_targets_figure_reads_every_target_in_percent_from_the_summaries(tmp_path: Path) -> None:
+    from helpers.reporting import book
+
+    state = provenance.git_state()
+    wrong = {"finding": "Webcam: wrong and sure", "value": "4.3 %", "interval": "95 % CI 1.3–13.4 %",
+             "target": "mean over 3 seed(s) ≤ 5 %", "outcome": "met", "section": "06_b.ipynb#x"}
+    points = {"finding": "X-rays: tuned − baseline", "value": "+1.20 points", "interval": "95 % CI -2.0 to +4.4 points",
+              "target": "tuned above baseline by the paired rule", "outcome": "missed", "section": "04_c.ipynb#y"}
+    verdict = {"finding": "TPE vs random", "value": "tpe 61 %", "interval": "", "target": "", "outcome": "inconclusive",
+               "section": "03_a.ipynb#z"}
+    nbs = [_notebook(tmp_path / "03_a.ipynb", {"notebook": "03_a", "stamp": "s", "code": state, "headline": [],
+                                              "findings": [FINDING, verdict]}),
+           _notebook(tmp_path / "06_b.ipynb", {"notebook": "06_b", "stamp": "s", "code": state, "headline": [],
+                                              "findings": [wrong, points]})]
+    rows = book.target_rows(nbs)
+    assert [(r["chapter"], r["value"], r["low"], r["high"], r["threshold"], r["at most"], r["met"]) for r in rows] == [
+        ("03", 87.82, 86.5, 89.1, 88.0, False, False), ("06", 4.3, 1.3, 13.4, 5.0, True, True)]  # in %, no other
+    assert "targets.png" in book.findings_page(nbs)
+    staged = book.stage(nbs, tmp_path / "book")
+    assert (staged / book.TARGETS_FIGURE).stat().st_size > 10_000

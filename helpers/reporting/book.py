@@ -8,9 +8,12 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import matplotlib.pyplot as plt
 import nbformat
 import yaml
+from matplotlib.figure import Figure
 
 from helpers.paths import project_root, shown
 from helpers.provenance import SUMMARY_MIME, read_summary
@@ -83,6 +86,47 @@ def brief(notebooks: Sequence[Path]) -> list[str]:
     return lines
 
 
+_TARGET = re.compile(r"([≥≤])\s*([\d.]+)\s*%")
+_VALUE = re.compile(r"^\s*([\d.]+)\s*%\s*$")
+_CI = re.compile(r"95 % CI ([\d.]+)\s*[–-]\s*([\d.]+)\s*%")
+TARGETS_FIGURE = "targets.png"
+
+
+def target_rows(notebooks: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every finding with a target in % (read from the summaries): chapter, name, value and its 95 % interval,
+    threshold, whether at most, met."""
+    rows = []
+    for p in notebooks:
+        for f in (read_summary(p) or {}).get("findings", []):
+            t, v = _TARGET.search(f.get("target", "")), _VALUE.match(f.get("value", ""))
+            if not (t and v):
+                continue
+            ci = _CI.search(f.get("interval", ""))
+            rows.append({"chapter": p.name[:2], "finding": f["finding"], "value": float(v[1]),
+                         "low": float(ci[1]) if ci else float("nan"), "high": float(ci[2]) if ci else float("nan"),
+                         "threshold": float(t[2]), "at most": t[1] == "≤", "met": f["outcome"].startswith("met")})
+    return rows
+
+
+def plot_targets(rows: Sequence[dict[str, Any]]) -> Figure:
+    """Each target in %: its value with the 95 % interval, the threshold, met (green) or missed (red)."""
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(rows) + 1.2))
+    for i, r in enumerate(rows):
+        colour = "seagreen" if r["met"] else "firebrick"
+        ax.plot([r["low"], r["high"]], [i, i], color=colour, lw=2, alpha=0.6)
+        ax.plot(r["value"], i, "o", color=colour)
+        ax.plot(r["threshold"], i, marker="<" if r["at most"] else ">", color="black", ms=7)
+    names = [re.sub(r"\s*\([^)]*\)", "", r["finding"]) for r in rows]  # parentheses: detail for the list
+    labels = [f"{n[:58]}{'…' if len(n) > 58 else ''} ({r['chapter']})" for n, r in zip(names, rows)]
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 100), xlabel="% (dot: value; bar: 95 % interval; arrow: target, pointing where it is met)",
+           title="Every target in %: met (green) or missed (red)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def findings_page(notebooks: Sequence[Path]) -> str:
     """The book's first page, built from the summaries inside ``notebooks`` (their ``findings``)."""
     summaries = {p.name[:2]: read_summary(p) for p in notebooks}
@@ -94,6 +138,9 @@ def findings_page(notebooks: Sequence[Path]) -> str:
              f"can send a search elsewhere, and a from-scratch re-run on another machine of the same kind moved "
              f"notebook 03's means by up to {REPRODUCTION_BAND:g} points. A target met or missed by less than that is "
              f"reported as within the band, not as a finding.", "", "## In brief", "", *brief(notebooks),
+             *(["", f"![Every target in %, met or missed]({TARGETS_FIGURE})", "",
+                "*Figure: every target stated in %, read from the summaries: the dot is the value, the bar its 95 % "
+                "interval, the arrow the target, pointing the way it is met.*"] if target_rows(notebooks) else []),
              "", "Each finding in full, with its interval and a link to the section that shows it:"]
     topic = None
     for key, summary in summaries.items():
@@ -166,6 +213,11 @@ def stage(notebooks: Sequence[Path], dest: Path, root: Path | None = None) -> Pa
         nb.cells.insert(1, nbformat.v4.new_markdown_cell(provenance_note(path, root)))
         nbformat.write(nb, dest / "notebooks" / path.name)
     (dest / "index.md").write_text(findings_page(notebooks), encoding="utf-8")
+    rows = target_rows(notebooks)
+    if rows:
+        fig = plot_targets(rows)
+        fig.savefig(dest / TARGETS_FIGURE, dpi=90)
+        plt.close(fig)
     return dest
 
 
