@@ -16,7 +16,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 @dataclass
 class LeNet5Config:
-    """LeNet-5: two 5×5 conv + pool blocks, then dense layers, then the classifier."""
+    """LeNet-5: two 5×5 conv + pool blocks, dense layers, the classifier."""
 
     in_channels: int = 1
     image_size: int = 28
@@ -32,15 +32,18 @@ class LeNet5Config:
         self.conv_channels = tuple(int(c) for c in self.conv_channels)
         self.dense_units = tuple(int(u) for u in self.dense_units)
         if len(self.conv_channels) < 2:
-            raise ValueError("LeNet-5 needs at least two conv layers (conv_channels)")
+            raise ValueError("LeNet-5 needs at least two conv layers "
+                             "(conv_channels)")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+            raise ValueError(f"activation must be one of "
+                             f"{sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {self.pool!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.image_size < 16:
-            raise ValueError(f"image_size must be at least 16 px, got {self.image_size}")
+            raise ValueError(f"image_size must be at least 16 px, "
+                             f"got {self.image_size}")
 
 
 @dataclass
@@ -70,8 +73,10 @@ class LeNet5(nn.Module):
         layers: list[nn.Module] = []
         channels = config.in_channels
         for i, out in enumerate(config.conv_channels):
-            if i < 2:  # the two LeNet blocks: 5x5 conv (padded on the first, as for 28x28 MNIST) + pool
-                layers.append(nn.Conv2d(channels, out, 5, padding=2 if i == 0 else 0))
+            if i < 2:  # the two LeNet blocks: 5x5 conv (+ pool below)
+                # padded on the first, as LeCun's 32-px input for 28-px MNIST
+                layers.append(nn.Conv2d(channels, out, 5,
+                                        padding=2 if i == 0 else 0))
             else:  # optional extra depth at the same resolution
                 layers.append(nn.Conv2d(channels, out, 3, padding=1))
             if config.batchnorm:
