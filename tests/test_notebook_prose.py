@@ -166,3 +166,18 @@ def test_the_bookkeeping_cell_is_hidden_in_the_book(path: Path) -> None:
     last = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"][-1]
     assert "stamp.finish" in last.source  # the run stamp is shown once, in the chapter's opening note
     assert "remove-cell" in last.metadata.get("tags", [])
+
+
+@pytest.mark.parametrize("number", ["03", "04", "06"])
+def test_written_reflections_name_outcomes_the_outputs_show(number: str) -> None:
+    path = next(p for p in NOTEBOOKS if p.name.startswith(number))
+    nb = cells(path)
+    shown = " ".join(str(o.get("data", {}).get("text/markdown", "")) + str(o.get("text", ""))
+                     for c in nb if c.cell_type == "code" for o in c.get("outputs", []))
+    found = [re.match(r"\*\*Reflection\*\* \(written for the outcomes (.*?)\)\. ", c.source)
+             for c in nb if c.cell_type == "markdown"]
+    found = [m for m in found if m]
+    assert found, f"{path.name}: no written reflection"
+    for m in found:
+        for outcome in re.findall(r"\*([^*]+)\*", m.group(1)):
+            assert f"**{outcome}**" in shown, f"{path.name}: written for *{outcome}*, which no output shows"
