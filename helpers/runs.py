@@ -148,13 +148,16 @@ def train_and_evaluate(data: DataSplits, run: Run, outputs: Outputs, device: str
 
 
 def run_key(data: DataSplits, run: Run) -> str:
-    """What determines a run's weights (data, model, settings, hooks, start, the training code), as a short hash."""
+    """What determines a run's weights (data with its stored views and outliers, model, settings, hooks, start,
+    the training code), as a short hash."""
     hooks = hook_settings(run.hooks)
     start = None if run.init_state is None else fingerprint_bytes(
         v.detach().cpu().contiguous().numpy().tobytes() for v in run.init_state.values())
     code = _code_digest(tuple(sorted({inspect.getsourcefile(type(h)) or "" for h in run.hooks})))
-    ident = {"data": data.fingerprint(), "arch": run.arch, "model": dict(run.model), "train": asdict(run.train),
-             "hooks": hooks, "start": start, "code": code}
+    extra = {name: None if t is None else fingerprint_bytes([t.contiguous().numpy().tobytes()])
+             for name, t in (("views", data.train.views), ("outliers", data.outliers))}  # what hooks train on too
+    ident = {"data": data.fingerprint(), **extra, "arch": run.arch, "model": dict(run.model),
+             "train": asdict(run.train), "hooks": hooks, "start": start, "code": code}
     return fingerprint_bytes([json.dumps(ident, sort_keys=True, default=str).encode()])
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from hyperopt import STATUS_OK
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -109,3 +110,11 @@ def test_a_run_trained_before_exactly_so_is_taken_from_the_run_store(tiny: DataS
     runs.train_and_evaluate(tiny, runs.Run("other", "03", replace(config, seed=4)), Outputs(tmp_path), "cpu")
     runs.train_and_evaluate(tiny.subset(n_train=100), runs.Run("x", "03", config), Outputs(tmp_path), "cpu")
     assert len(calls) == 3  # another seed, other data: trained
+    # the same images with other stored views (or other outliers) are other data for a run that swaps them in
+    views = torch.zeros((1, *tiny.train.x.shape), dtype=torch.uint8)
+    with_views = replace(tiny, train=replace(tiny.train, views=views))
+    other_views = replace(tiny, train=replace(tiny.train, views=views + 1))
+    key = runs.run_key(with_views, runs.Run("v", "03", config))
+    assert key != runs.run_key(other_views, runs.Run("v", "03", config)) != runs.run_key(tiny, runs.Run("v", "03", config))
+    assert key != runs.run_key(replace(with_views, outliers=views[0][:3]), runs.Run("v", "03", config))
+    assert key == runs.run_key(replace(tiny, train=replace(tiny.train, views=views.clone())), runs.Run("v", "03", config))
