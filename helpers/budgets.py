@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 from helpers.paths import BUDGETS
 
 #: notebook → (full-budget minutes, quick-budget minutes) on the 2-core development CPU
-MINUTES: dict[str, tuple[int, int]] = {"01": (1, 1), "02": (12, 1), "03": (40, 2), "04": (45, 2), "05": (25, 1),
-                                       "06": (15, 1), "07": (10, 1)}
+MINUTES: dict[str, tuple[int, int]] = {"01": (1, 1), "02": (8, 1), "03": (40, 2), "04": (60, 2), "05": (25, 1),
+                                       "06": (20, 1), "07": (10, 1)}
 
 
 def _asha(grace: int, eta: int, max_epochs: int) -> dict[str, int]:
