@@ -20,7 +20,6 @@ pipeline, because the Jetson has neither PyTorch nor this project's package. Tes
 the same top-1 and the same "not sure" decisions.
 """
 import argparse
-import collections
 import hashlib
 import json
 import os
@@ -214,17 +213,17 @@ class Smoother(object):
     def __init__(self, threshold, window=SMOOTH_WINDOW, change=SCENE_CHANGE):
         if window < 1:
             raise ValueError("the window must be 1 or more frames, got {}".format(window))
-        self.threshold, self.change = threshold, change
-        self.recent = collections.deque(maxlen=window)
+        self.threshold, self.change, self.window = threshold, change, window
+        self.recent = []
         self.last_view = None
 
     def update(self, probs, view):
         """Add one frame (probabilities, model-size view); returns (mean probabilities, sure)."""
         view = np.asarray(view, dtype=np.float32)
         if self.last_view is not None and np.abs(view - self.last_view).mean() / 255 > self.change:
-            self.recent.clear()
+            self.recent = []
         self.last_view = view
-        self.recent.append(np.asarray(probs, dtype=np.float64))
+        self.recent = (self.recent + [np.asarray(probs, dtype=np.float64)])[-self.window:]
         mean = np.mean(np.stack(self.recent), axis=0)
         return mean, bool(mean.max() >= self.threshold)
 

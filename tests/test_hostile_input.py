@@ -351,7 +351,7 @@ def test_an_opencv_error_is_not_reported_as_a_missing_window(tmp_path: Path, rea
     def broken(frame):
         raise cv2.error("a shape mismatch")
 
-    monkeypatch.setattr(Predictor, "predict", lambda self, frame, k=3: broken(frame))
+    monkeypatch.setattr(Predictor, "probabilities", lambda self, pixels: broken(pixels))  # the live loop's path
     code = plumbing.run(live.main, ["--source", str(frames), "--checkpoint", str(model_file), "--headless", "--out",
                                str(tmp_path / "out")])
     err = capsys.readouterr().err

@@ -261,10 +261,11 @@ def test_the_recipe_is_chosen_on_validation_and_art_dev_by_the_stated_rule(simps
     with pytest.raises(ValueError, match="print views"):
         extras.for_recipe(simpsons, robust.Recipe(print_copies=3))
     with pytest.raises(ValueError, match="print views per image on cards"):  # none were built on cards
-        extras.for_recipe(simpsons, robust.Recipe(print_copies=1, cards=True))
-    on_cards = replace(extras, card_prints=views[2:4])
-    assert torch.equal(on_cards.for_recipe(simpsons, robust.Recipe(print_copies=2, cards=True)).train.views[-2:],
-                       views[2:4])
+        extras.for_recipe(simpsons, robust.Recipe(print_copies=1, cards=True, outlier_kinds=("chest X-ray",)))
+    on_cards = replace(extras, card_prints=views[:2])
+    card_recipe = robust.Recipe(print_copies=2, cards=True, outlier_kinds=("chest X-ray",))
+    assert torch.equal(on_cards.for_recipe(simpsons, card_recipe).train.views[-2:],
+                       views[:2])
     chosen, table, run = robust.choose_recipe(simpsons, extras, load_checkpoint(path), recipes, val_set, outputs=outputs,
                                               device="cpu")
     assert list(table.index) == ["none", "some"] and table["chosen"].sum() == 1 and table.loc[chosen, "chosen"]

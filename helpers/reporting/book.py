@@ -138,9 +138,6 @@ def findings_page(notebooks: Sequence[Path]) -> str:
              f"can send a search elsewhere, and a from-scratch re-run on another machine of the same kind moved "
              f"notebook 03's means by up to {REPRODUCTION_BAND:g} points. A target met or missed by less than that is "
              f"reported as within the band, not as a finding.", "", "## In brief", "", *brief(notebooks),
-             *(["", f"![Every target in %, met or missed]({TARGETS_FIGURE})", "",
-                "*Figure: every target stated in %, read from the summaries: the dot is the value, the bar its 95 % "
-                "interval, the arrow the target, pointing the way it is met.*"] if target_rows(notebooks) else []),
              "", "Each finding in full, with its interval and a link to the section that shows it:"]
     topic = None
     for key, summary in summaries.items():
@@ -156,6 +153,10 @@ def findings_page(notebooks: Sequence[Path]) -> str:
     if missing:
         lines += ["", f"*No findings yet from {', '.join(missing)}: their runs predate findings; `make report` "
                       f"writes them.*"]
+    if target_rows(notebooks):
+        lines += ["", f"![Every target in %, met or missed]({TARGETS_FIGURE})", "",
+                  "*Figure: every target stated in %, read from the summaries: the dot is the value, the bar its "
+                  "95 % interval, the arrow the target, pointing the way it is met.*"]
     lines += ["", "## The chapters", "", "| chapter | question |", "|---|---|"]
     for p in notebooks:  # the questions' links to other chapters, as seen from the book's root
         asked = re.sub(r"\]\((\d\d_)", r"](notebooks/\1", question(p))

@@ -387,7 +387,8 @@ def choose_recipe(data: DataSplits, extras: Extras, first: Checkpoint, recipes: 
         if art_dev:
             predictor.calibration = calibrate(predictor, val_set)
             rates = art.art_table(art.score_art(predictor, art_dev, "pad"), by=("on",))
-            for on, r in rates.iterrows():
+            for key, r in rates.iterrows():
+                on = key[0] if isinstance(key, tuple) else key  # art_table's index holds tuples
                 prefix = "art dev" if on == "plain" else "art dev on cards"
                 row.update({f"{prefix} {k}": r[k] for k in ("top-1 %", "right and sure %", "wrong and sure %")})
             row["art dev right and sure, mean %"] = float(rates["right and sure %"].mean())
