@@ -20,12 +20,13 @@ FIGURE = re.compile(r"[-+−]?\d[\d,]*\.\d+(?=\s*(?:%|points?\b))")  # a decimal
 
 
 def summaries_text() -> str:
-    """Everything the committed notebooks' summaries say, as one string."""
+    """Everything the committed notebooks' summaries and the committed model's card say, as one string."""
     parts = []
     for path in notebook_paths():
         summary = read_summary(path) or {}
         parts += [str(v) for row in summary.get("headline", []) for v in row.values()]
         parts += [str(v) for f in summary.get("findings", []) for v in f.values()]
+    parts.append((ROOT / "models" / "card.json").read_text())  # the committed model's card, from the same full run
     return " ".join(parts).replace("−", "-")
 
 
