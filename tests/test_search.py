@@ -17,7 +17,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from hyperopt import STATUS_OK
+from hyperopt import STATUS_OK, hp
 
 from helpers import runs
 from helpers.data import load_simpsons_mnist
@@ -311,6 +311,29 @@ def test_stored_space_decodes_a_narrowed_search(tiny: DataSplits, tmp_path: Path
     assert list(out.frame["batchnorm"]) == [True, True]  # what was trained
     wrong = tables.trials_frame(trials, spaces.lenet_space())["point"]  # the default space misreads indices
     assert [p["batchnorm"] for p in wrong] == [False, False] and {p["batch_size"] for p in wrong} == {32}
+
+
+def test_an_edited_space_starts_its_own_search_and_the_library_space_resumes(tiny: DataSplits,
+                                                                               tmp_path: Path) -> None:
+    outputs = Outputs(tmp_path)
+    options = {"batchnorm": (True,), "batch_sizes": (128,), "conv1": (12,), "conv2": (32,)}
+    setup = TrialSetup(tiny, TrainConfig(monitor="val_acc", seed=0, epochs=1), "edit", "random", outputs,
+                       Rungs(1, 3, 1), device="cpu")
+    library = spaces.lenet_space(**options)
+    same = study.search(setup, study.SearchPlan(2, space_options=options, space=spaces.lenet_space(**options)),
+                        progress=False)  # a cell that rebuilds the library's space is the library's search
+    assert same.experiment == "edit" and search.trials_file(outputs.results, "edit", "random").exists()
+    edited = dict(library, dropout=hp.uniform("dropout", 0.4, 0.5))
+    assert spaces.fingerprint(edited) != spaces.fingerprint(library)
+    out = study.search(setup, study.SearchPlan(2, space_options=options, space=edited), progress=False)
+    assert out.experiment == f"edit-space-{spaces.fingerprint(edited)[:8]}"
+    assert len(out.trials.trials) == 2 and all(0.4 <= d <= 0.5 for d in out.frame["dropout"])
+    stored = trialstore.load_trials(search.trials_file(outputs.results, out.experiment, "random"))
+    with pytest.raises(ValueError, match="edited space"):
+        spaces.stored_space(stored)  # never decoded with the wrong space
+    again = study.search(setup, study.SearchPlan(2, space_options=options), progress=False)
+    assert again.trials.loaded_complete and again.experiment == "edit"
+    assert list(again.frame["dropout"]) == list(same.frame["dropout"])  # resumed, not re-sampled
 
 
 # ----------------------------------------------------------------------------------- one trial, one path

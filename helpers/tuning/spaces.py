@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import json
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from hyperopt import Trials, hp
-from hyperopt.pyll import scope
+from hyperopt.pyll import as_apply, scope
 from hyperopt.pyll.stochastic import sample
 
 from helpers.models import build_model
@@ -91,11 +92,21 @@ def space_source() -> str:
         line for line in lines[end + 1:] if "space[" in line or line.strip().startswith("if ")]))
 
 
+def fingerprint(space: Mapping[str, Any]) -> str:
+    """16 hex digits naming a space's ``hp`` graph: labels, distributions, bounds and choices."""
+    return hashlib.sha256(str(as_apply(space)).encode()).hexdigest()[:16]
+
+
 def stored_space(trials: Trials) -> dict[str, Any]:
     """The space a saved search sampled from: :func:`lenet_space` with its recorded options."""
     spec = json.loads(trials.attachments.get("search_spec") or "{}")
-    options = (spec.get("extra") or {}).get("space_options") or {}
-    return lenet_space(**options)
+    extra = spec.get("extra") or {}
+    space = lenet_space(**(extra.get("space_options") or {}))
+    recorded = extra.get("space")
+    if recorded is not None and recorded != fingerprint(space):
+        raise ValueError(f"these trials sampled an edited space (fingerprint {recorded}), not lenet_space with "
+                         f"their recorded options: decode them with the space that made them")
+    return space
 
 
 def grid_space(grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any]) -> dict[str, Any]:

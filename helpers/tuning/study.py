@@ -40,7 +40,8 @@ from helpers.tuning.search import (
     trial_weights,
     trials_file,
 )
-from helpers.tuning.spaces import SEARCH_TRAIN, RunConfig, grid_points, grid_space, lenet_space, to_run_config
+from helpers.tuning.spaces import (SEARCH_TRAIN, RunConfig, fingerprint, grid_points, grid_space, lenet_space,
+                                   to_run_config)
 from helpers.tuning.tables import finished, spend, trials_frame
 
 
@@ -53,6 +54,7 @@ class SearchOutcome:
     space: dict[str, Any]
     frame: pd.DataFrame
     epoch_budget: int
+    experiment: str  #: where its trials and trial weights are stored (the name, plus the space's for an edited one)
 
 
 @dataclass(frozen=True)
@@ -63,16 +65,28 @@ class SearchPlan:
     seed: int = 0
     n_startup_jobs: int = 8  #: TPE's random start-up trials
     space_options: Mapping[str, Any] | None = None  #: :func:`~helpers.tuning.spaces.lenet_space`'s arguments
+    #: an ``hp`` space of the same hyperparameters (a notebook's edited cell); None: ``lenet_space(**space_options)``
+    space: Mapping[str, Any] | None = None
     grid: Mapping[str, Sequence[Any]] | None = None  #: the axes of a grid search (``algo="grid"``)
     grid_fixed: Mapping[str, Any] | None = None  #: what a grid search holds fixed
 
 
 def search(setup: TrialSetup, plan: SearchPlan, progress: bool = True, quiet_loaded: bool = False) -> SearchOutcome:
-    """One resumable budget-aware search over ``lenet_space(**plan.space_options)`` (or a grid)."""
+    """One resumable budget-aware search over ``plan.space`` or ``lenet_space(**plan.space_options)`` (or a grid).
+
+    The trial store keys the search by its space's :func:`~helpers.tuning.spaces.fingerprint`; a space that differs
+    from the library's gets its own name (``<experiment>-space-<fingerprint>``), so an edited space starts a new
+    search and the unedited one resumes its own.
+    """
     grid = plan.grid if setup.algo == "grid" else None
-    space = grid_space(grid or {}, plan.grid_fixed or {}) if grid is not None else lenet_space(**(plan.space_options or {}))
+    library = lenet_space(**(plan.space_options or {}))
+    space = (grid_space(grid or {}, plan.grid_fixed or {}) if grid is not None
+             else dict(plan.space) if plan.space is not None else library)
+    mark = fingerprint(space)
+    if grid is None and mark != fingerprint(library):
+        setup = replace(setup, experiment=f"{setup.experiment}-space-{mark[:8]}")
     settings = {"base": {**asdict(setup.base), **hook_settings(setup.hooks)}, "data": setup.data.sizes(),
-                "space_options": {k: list(v) for k, v in (plan.space_options or {}).items()},
+                "space_options": {k: list(v) for k, v in (plan.space_options or {}).items()}, "space": mark,
                 **({"view_hooks": {k: hook_settings(v) for k, v in setup.view_hooks.items()}} if setup.view_hooks else {})}
     max_evals = len(grid_points(grid)) if grid is not None else 10_000  # else the epoch budget ends it
     spec = SearchSpec(setup.experiment, setup.algo, plan.seed, max_evals, plan.n_startup_jobs, extra=settings,
@@ -82,7 +96,8 @@ def search(setup: TrialSetup, plan: SearchPlan, progress: bool = True, quiet_loa
     if progress and getattr(trials, "loaded_complete", False) and not quiet_loaded:
         print(f"{setup.experiment} [{setup.algo}]: {len(trials.trials)} trials loaded from {path.name} (finished "
               f"earlier, not re-run)")
-    return SearchOutcome(setup.algo, trials, space, trials_frame(trials, space, setup.algo), plan.epoch_budget)
+    return SearchOutcome(setup.algo, trials, space, trials_frame(trials, space, setup.algo), plan.epoch_budget,
+                         setup.experiment)
 
 
 @dataclass
@@ -220,6 +235,7 @@ class StudyConfig:
     algo: str = "tpe"
     search_slice: Mapping[str, int] | None = None  #: search on this slice of the training pool (the winner on all)
     space_options: Mapping[str, Any] | None = None
+    space: Mapping[str, Any] | None = None  #: an edited ``hp`` space (see :class:`SearchPlan`); None: the library's
     n_startup_jobs: int = 8
     checkpoint_name: str | None = None
     max_candidates: int = 3  #: finished trials that may go through the retrain check, best search score first
@@ -254,7 +270,7 @@ def run_study(config: StudyConfig, data: DataSplits, *, outputs: Outputs, device
     baseline, baseline_views = train_baseline(config, data, outputs=outputs, device=device)
     setup = config.trial_setup(search_data, outputs, device, _sliced(sized, config.search_slice))
     outcome = search(setup, SearchPlan(config.epoch_budget, n_startup_jobs=config.n_startup_jobs,
-                                       space_options=config.space_options))
+                                       space_options=config.space_options, space=config.space))
     chosen, checks, tried, reused = pick_and_check(config, data, outcome, baseline, sized, outputs=outputs, device=device)
     chosen.first.test = evaluate(chosen.first.model, chosen.data, "test", device=device)  # the accepted run: test once
     final = Run(f"tuned-t{int(chosen.row['trial'])}", f"{config.name}-final", chosen.config.train, chosen.config.model,
@@ -301,7 +317,8 @@ def pick_and_check(config: StudyConfig, data: DataSplits, outcome: SearchOutcome
     reused: list[RunResult] = []
     checks: list[dict[str, Any]] = []
     for _, row in candidates.head(config.max_candidates).iterrows():
-        candidate = _first_seed(config, data, row, sized, reused, outputs=outputs, device=device)
+        candidate = _first_seed(config, data, row, sized, reused, outcome.experiment, outputs=outputs,
+                                device=device)
         first = candidate.first
         ok, why = retrain_verdict(first.val.accuracy, first.val.balanced_accuracy, baseline_val, data.num_classes)
         checks.append({"trial": int(row["trial"]), "search val acc %": round(100 * float(row["val_acc"]), 2),
@@ -320,7 +337,7 @@ def pick_and_check(config: StudyConfig, data: DataSplits, outcome: SearchOutcome
 
 
 def _first_seed(config: StudyConfig, data: DataSplits, row: pd.Series, sized: Callable[[int], DataSplits] | None,
-                reused: list[RunResult], *, outputs: Outputs, device: str | torch.device) -> _Candidate:
+                reused: list[RunResult], experiment: str, *, outputs: Outputs, device: str | torch.device) -> _Candidate:
     """A trial's configuration on the full split with the first seed: the search's own run if identical."""
     size = row["point"].get("image_size")
     cand_data = data if size is None or int(size) == data.image_size else sized(int(size))
@@ -329,7 +346,7 @@ def _first_seed(config: StudyConfig, data: DataSplits, row: pd.Series, sized: Ca
     tracked = Run(f"tuned-t{trial}", f"{config.name}-final", run.train, run.model, hooks=_hooks(config, run),
                   test=False).for_seed(seed)  # test: only the accepted candidate, once
     first = None if config.search_slice else reload_run(
-        trial_weights(outputs, config.name, config.algo, trial - 1), cand_data, tracked, device)
+        trial_weights(outputs, experiment, config.algo, trial - 1), cand_data, tracked, device)
     if first is not None:
         reused.append(first)
     else:
