@@ -381,3 +381,24 @@ def test_the_trial_path_takes_built_objects_not_long_keyword_lists() -> None:
             training.fit, training.train_epoch, training.train_step]
     counts = {f.__qualname__: len([p for p in inspect.signature(f).parameters if p != "self"]) for f in path}
     assert max(counts.values()) <= 7, counts
+
+
+def test_trials_kept_before_spaces_had_fingerprints_are_resumed_not_lost(tiny: DataSplits, tmp_path: Path) -> None:
+    outputs = Outputs(tmp_path)
+    options = {"batchnorm": (True,), "batch_sizes": (128,), "conv1": (12,), "conv2": (32,)}
+    setup = TrialSetup(tiny, TrainConfig(monitor="val_acc", seed=0, epochs=1), "old", "random", outputs,
+                       Rungs(1, 3, 1), device="cpu")
+    first = study.search(setup, study.SearchPlan(2, space_options=options), progress=False)
+    path = search.trials_file(outputs.results, "old", "random")
+    trials = trialstore.load_trials(path)
+    spec = json.loads(trials.attachments["search_spec"])
+    del spec["extra"]["space"]  # as an earlier version stored it
+    trials.attachments["search_spec"] = json.dumps(spec, sort_keys=True)
+    trialstore.save_trials(trials, path)
+    again = study.search(setup, study.SearchPlan(2, space_options=options), progress=False)
+    assert again.trials.loaded_complete and list(again.frame["dropout"]) == list(first.frame["dropout"])
+    spec["extra"]["data"] = "another data set"  # a different search is still refused
+    trials.attachments["search_spec"] = json.dumps(spec, sort_keys=True)
+    trialstore.save_trials(trials, path)
+    with pytest.raises(search.SearchMismatchError, match="another search"):
+        study.search(setup, study.SearchPlan(2, space_options=options), progress=False)

@@ -246,6 +246,35 @@ def _run_trial(objective: Callable, space: Mapping[str, Any], algo: Callable, tr
     return _finished(trials) == i + 1
 
 
+def _before_space_keys(stored: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether ``stored`` is ``now`` as recorded before a search's key held its space's fingerprint.
+
+    Such a file sampled the library's space (nothing else could be searched then) and is kept under the plain
+    name that only the library's space still uses, so its trials are resumed, not lost.
+    """
+    now = json.loads(json.dumps(now, sort_keys=True))  # as it is stored: lists, not tuples
+    extra = dict(now.get("extra") or {})
+    if "space" in (stored.get("extra") or {}) or extra.pop("space", None) is None:
+        return False
+    return stored == {**now, "extra": extra}
+
+
+def _refuse(trials_path: Path, stored: dict[str, Any], spec: SearchSpec) -> None:
+    """Raise :class:`SearchMismatchError`: older training code, or another search."""
+    now = json.loads(json.dumps(spec.key(), sort_keys=True))
+    if {k: v for k, v in stored.items() if k != "cache_version"} == {
+            k: v for k, v in now.items() if k != "cache_version"}:
+        raise SearchMismatchError(
+            f"{trials_path} holds trials computed by older training code (cache version "
+            f"{stored.get('cache_version', 0)}, now {cache_version.CACHE_VERSION}): delete it and run the search "
+            f"again, so that every trial is computed by the same code"
+        )
+    raise SearchMismatchError(
+        f"{trials_path} holds trials of another search ({json.dumps(stored, sort_keys=True)}); "
+        f"use another file name or delete it to start afresh"
+    )
+
+
 def _open_trials(trials_path: Path, spec: SearchSpec) -> Trials:
     """The saved trials of this search (finished ones only), or new empty trials."""
     trials = load_trials(trials_path)
@@ -265,17 +294,9 @@ def _open_trials(trials_path: Path, spec: SearchSpec) -> Trials:
         if not isinstance(stored, dict):
             raise SearchMismatchError(f"{trials_path}: its 'search_spec' is not a search description; move the file "
                                       f"away to start the search afresh")
-        if {k: v for k, v in stored.items() if k != "cache_version"} == {
-                k: v for k, v in spec.key().items() if k != "cache_version"}:
-            raise SearchMismatchError(
-                f"{trials_path} holds trials computed by older training code (cache version "
-                f"{stored.get('cache_version', 0)}, now {cache_version.CACHE_VERSION}): delete it and run the search "
-                f"again, so that every trial is computed by the same code"
-            )
-        raise SearchMismatchError(
-            f"{trials_path} holds trials of another search ({trials.attachments.get('search_spec')}); "
-            f"use another file name or delete it to start afresh"
-        )
+        if not _before_space_keys(stored, spec.key()):
+            _refuse(trials_path, stored, spec)
+        trials.attachments["search_spec"] = key  # the library's space, recorded before spaces had fingerprints
     finished = [t for t in trials.trials if t["result"].get("status") in (STATUS_OK, STATUS_FAIL)]
     if len(finished) < len(trials.trials):  # none are saved unfinished, but be safe: re-run them
         rebuilt = trials_from_docs(finished)
