@@ -13,7 +13,7 @@ import nbformat
 import pytest
 import torch
 
-from helpers import provenance
+from helpers import budgets, provenance
 from helpers.checkpoints import load_checkpoint, save_checkpoint
 from helpers.data import load_simpsons_mnist
 from helpers.models import build_model
@@ -104,6 +104,32 @@ def test_each_chapter_says_how_its_outputs_were_made_and_whether_they_may_be_sta
     assert copy.cells[1].source == note  # right after the title
     assert not [o for c in copy.cells for o in c.get("outputs", []) if SUMMARY_MIME in o.get("data", {})]
     assert (staged / "index.md").exists() and (staged / "_toc.yml").exists() and (staged / "docs" / "TUNING.md").exists()
+
+
+def test_the_note_says_what_earlier_runs_had_stored_so_a_short_wall_time_reads_right(tmp_path: Path) -> None:
+    from helpers.reporting import runner
+    from helpers.reporting.book import provenance_note
+
+    outputs = tmp_path / "outputs"
+    assert runner.stored_work(outputs) == {"searches": 0, "trained runs": 0, "cached results": 0}
+    (outputs / "results" / "05-reflections").mkdir(parents=True)
+    (outputs / "models" / "store").mkdir(parents=True)
+    for name in ("03-simpsons-tpe.json", "03-simpsons-tpe.json.sha256", "04-fashion-tpe.json"):
+        (outputs / "results" / name).write_text("{}")
+    (outputs / "results" / "05-reflections" / "h1.json").write_text("{}")
+    (outputs / "models" / "store" / "ab.pt").write_bytes(b"x")
+    found = runner.stored_work(outputs)
+    assert found == {"searches": 2, "trained runs": 1, "cached results": 1}
+    state = provenance.git_state()
+    summary = {"notebook": "03_a", "stamp": "Run (a).", "code": state, "headline": [], "findings": []}
+    nb = _notebook(tmp_path / "03_a.ipynb", summary)
+    assert "earlier runs" not in provenance_note(nb)  # not recorded: nothing claimed
+    runner.record_stored(nb, found)
+    note = provenance_note(nb)
+    assert "It started with 2 searches, 1 trained run, 1 cached result stored by earlier runs" in note
+    assert f"from scratch (about {budgets.MINUTES['03'][0]} min)" in note
+    runner.record_stored(nb, runner.stored_work(tmp_path / "empty"))
+    assert "nothing stored by earlier runs: everything shown was computed in this run" in provenance_note(nb)
 
 
 def test_run_stamp_finish_writes_the_summary_and_checks_its_keys(tmp_path: Path, capsys) -> None:

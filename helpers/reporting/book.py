@@ -15,6 +15,7 @@ import nbformat
 import yaml
 from matplotlib.figure import Figure
 
+from helpers import budgets
 from helpers.paths import project_root, shown
 from helpers.provenance import SUMMARY_MIME, read_summary
 from helpers.reporting.staleness import stale
@@ -172,7 +173,21 @@ def provenance_note(notebook: Path, root: Path | None = None) -> str:
     why = stale(notebook, summary.get("code"), root)
     state = (f"**Possibly stale:** {why}." if why else
              "The code it imports is unchanged since that run.")
-    return f"```{{note}}\n{summary['stamp']} {state}\n```"
+    return f"```{{note}}\n{summary['stamp']} {reuse_note(notebook)} {state}\n```".replace("  ", " ")
+
+
+def reuse_note(notebook: Path) -> str:
+    """What the run found stored by earlier runs, so its wall time reads right (the runner's record), or ''."""
+    before = nbformat.read(notebook, as_version=4).metadata.get("stored_before_run")
+    if not isinstance(before, dict):
+        return ""
+    if not any(before.values()):
+        return "It started with nothing stored by earlier runs: everything shown was computed in this run."
+    kinds = (("searches", "search"), ("trained runs", "trained run"), ("cached results", "cached result"))
+    found = ", ".join(f"{n:,} {many if n != 1 else one}" for many, one in kinds if (n := int(before.get(many, 0))))
+    scratch = budgets.MINUTES.get(notebook.name[:2], (None,))[0]
+    return (f"It started with {found} stored by earlier runs on this machine, reused where their settings match, "
+            f"so its wall time is not the time from scratch" + (f" (about {scratch} min)." if scratch else "."))
 
 
 def placeholder(notebook: Path) -> nbformat.NotebookNode:

@@ -26,6 +26,26 @@ def notebook_paths(folder: Path | None = None) -> list[Path]:
     return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
+#: where an executed notebook records what earlier runs had left that it could reuse (:func:`stored_work`)
+STORED_KEY = "stored_before_run"
+
+
+def stored_work(outputs_root: Path) -> dict[str, int]:
+    """What earlier runs left for a run to reuse: stored searches, trained runs, cached results (file counts)."""
+    results, store = Path(outputs_root) / "results", Path(outputs_root) / "models" / "store"
+    return {"searches": len(list(results.glob("*.json"))) if results.is_dir() else 0,
+            "trained runs": len(list(store.glob("*.pt"))) if store.is_dir() else 0,
+            "cached results": sum(1 for d in results.iterdir() if d.is_dir() for f in d.rglob("*") if f.is_file())
+            if results.is_dir() else 0}
+
+
+def record_stored(notebook: Path, before: dict[str, int]) -> None:
+    """Write :func:`stored_work` as it was before the run into the executed notebook's metadata."""
+    nb = nbformat.read(notebook, as_version=4)
+    nb.metadata[STORED_KEY] = dict(before)
+    nbformat.write(nb, notebook)
+
+
 def execute(notebook: Path, output: Path, budget: str = "full", parameters: dict | None = None,
             timeout: int | None = None) -> Path:
     """Run ``notebook`` top to bottom into ``output`` with ``BUDGET=budget``."""
@@ -60,6 +80,7 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
             started = time.perf_counter()
             print(f"[{time.strftime('%H:%M:%S')}] running {nb_path.name} (BUDGET={budget!r}) ...", flush=True)
             tmp = nb_path.with_name(f".{nb_path.stem}.running.ipynb")
+            before = stored_work(output_dir(budget))  # what it may reuse: said beside its run time in the book
             try:
                 execute(nb_path, tmp, budget)
             except Exception:
@@ -71,6 +92,7 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
                       file=sys.stderr)
                 raise
             tidy(tmp)
+            record_stored(tmp, before)
             skipped = skipped_datasets(tmp)
             if budget == "full" and skipped:  # finished, but without some data: not a full run
                 partial = report_dir / f"{nb_path.stem}.partial.ipynb"
