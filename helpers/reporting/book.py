@@ -187,7 +187,7 @@ def reuse_note(notebook: Path) -> str:
     found = ", ".join(f"{n:,} {many if n != 1 else one}" for many, one in kinds if (n := int(before.get(many, 0))))
     scratch = budgets.MINUTES.get(notebook.name[:2], (None,))[0]
     return (f"It started with {found} stored by earlier runs on this machine, reused where their settings match, "
-            f"so its wall time is not the time from scratch" + (f" (about {scratch} min)." if scratch else "."))
+            f"so its wall time may be shorter than a run from scratch" + (f" (about {scratch} min)." if scratch else "."))
 
 
 def placeholder(notebook: Path) -> nbformat.NotebookNode:
