@@ -24,7 +24,7 @@ report: setup  ## execute notebooks/NN_*.ipynb in place (full budget), then buil
 book: setup  ## the book from the committed notebooks, no training (seconds): report/_build/html/index.html
 	$(BIN)/python -m helpers.report --render-only
 
-test: setup  ## the whole test suite (notebooks run in the quick budget): about 7 minutes on 2 cores
+test: setup  ## the whole test suite (notebooks run in the quick budget): about 10 minutes on 2 cores
 	$(BIN)/python -m pytest
 
 test-fast: setup  ## the fast tests only (no notebooks, kill-and-resume, Ray or subprocess commands): under 2 minutes
