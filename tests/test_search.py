@@ -298,11 +298,19 @@ def test_the_searchs_finished_winner_is_reused_as_the_first_seed_and_is_the_iden
     assert runs.reload_run(path, tiny, run, "cpu") is None
 
 
+#: a narrowed space of one point per choice, for searches of a few one-epoch trials
+NARROW = {"batchnorm": (True,), "batch_sizes": (128,), "conv1": (12,), "conv2": (32,)}
+
+
+def narrow_setup(tiny: DataSplits, tmp_path: Path, name: str) -> TrialSetup:
+    """A random search of one-epoch trials on ``tiny``, stored under ``tmp_path``."""
+    return TrialSetup(tiny, TrainConfig(monitor="val_acc", seed=0, epochs=1), name, "random", Outputs(tmp_path),
+                      Rungs(1, 3, 1), device="cpu")
+
+
 def test_stored_space_decodes_a_narrowed_search(tiny: DataSplits, tmp_path: Path) -> None:
-    outputs = Outputs(tmp_path)
-    options = {"batchnorm": (True,), "batch_sizes": (128,), "conv1": (12,), "conv2": (32,)}
-    setup = TrialSetup(tiny, TrainConfig(monitor="val_acc", seed=0, epochs=1), "narrow", "random", outputs,
-                       Rungs(1, 3, 1), device="cpu")
+    setup, options = narrow_setup(tiny, tmp_path, "narrow"), NARROW
+    outputs = setup.outputs
     out = study.search(setup, study.SearchPlan(2, space_options=options), progress=False)
     trials = trialstore.load_trials(search.trials_file(outputs.results, "narrow", "random"))
     points = list(tables.trials_frame(trials, spaces.stored_space(trials))["point"])
@@ -315,10 +323,8 @@ def test_stored_space_decodes_a_narrowed_search(tiny: DataSplits, tmp_path: Path
 
 def test_an_edited_space_starts_its_own_search_and_the_library_space_resumes(tiny: DataSplits,
                                                                                tmp_path: Path) -> None:
-    outputs = Outputs(tmp_path)
-    options = {"batchnorm": (True,), "batch_sizes": (128,), "conv1": (12,), "conv2": (32,)}
-    setup = TrialSetup(tiny, TrainConfig(monitor="val_acc", seed=0, epochs=1), "edit", "random", outputs,
-                       Rungs(1, 3, 1), device="cpu")
+    setup, options = narrow_setup(tiny, tmp_path, "edit"), NARROW
+    outputs = setup.outputs
     library = spaces.lenet_space(**options)
     same = study.search(setup, study.SearchPlan(2, space_options=options, space=spaces.lenet_space(**options)),
                         progress=False)  # a cell that rebuilds the library's space is the library's search
@@ -384,10 +390,8 @@ def test_the_trial_path_takes_built_objects_not_long_keyword_lists() -> None:
 
 
 def test_trials_kept_before_spaces_had_fingerprints_are_resumed_not_lost(tiny: DataSplits, tmp_path: Path) -> None:
-    outputs = Outputs(tmp_path)
-    options = {"batchnorm": (True,), "batch_sizes": (128,), "conv1": (12,), "conv2": (32,)}
-    setup = TrialSetup(tiny, TrainConfig(monitor="val_acc", seed=0, epochs=1), "old", "random", outputs,
-                       Rungs(1, 3, 1), device="cpu")
+    setup, options = narrow_setup(tiny, tmp_path, "old"), NARROW
+    outputs = setup.outputs
     first = study.search(setup, study.SearchPlan(2, space_options=options), progress=False)
     path = search.trials_file(outputs.results, "old", "random")
     trials = trialstore.load_trials(path)
