@@ -176,9 +176,13 @@ def provenance_note(notebook: Path, root: Path | None = None) -> str:
     return f"```{{note}}\n{summary['stamp']} {reuse_note(notebook)} {state}\n```".replace("  ", " ")
 
 
+#: where an executed notebook records what earlier runs had left that it could reuse (``runner.stored_work``)
+STORED_KEY = "stored_before_run"
+
+
 def reuse_note(notebook: Path) -> str:
     """What the run found stored by earlier runs, so its wall time reads right (the runner's record), or ''."""
-    before = nbformat.read(notebook, as_version=4).metadata.get("stored_before_run")
+    before = nbformat.read(notebook, as_version=4).metadata.get(STORED_KEY)
     if not isinstance(before, dict):
         return ""
     if not any(before.values()):

@@ -26,10 +26,6 @@ def notebook_paths(folder: Path | None = None) -> list[Path]:
     return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-#: where an executed notebook records what earlier runs had left that it could reuse (:func:`stored_work`)
-STORED_KEY = "stored_before_run"
-
-
 def stored_work(outputs_root: Path) -> dict[str, int]:
     """What earlier runs left for a run to reuse: stored searches, trained runs, cached results (file counts)."""
     results, store = Path(outputs_root) / "results", Path(outputs_root) / "models" / "store"
@@ -42,7 +38,7 @@ def stored_work(outputs_root: Path) -> dict[str, int]:
 def record_stored(notebook: Path, before: dict[str, int]) -> None:
     """Write :func:`stored_work` as it was before the run into the executed notebook's metadata."""
     nb = nbformat.read(notebook, as_version=4)
-    nb.metadata[STORED_KEY] = dict(before)
+    nb.metadata[book.STORED_KEY] = dict(before)
     nbformat.write(nb, notebook)
 
 
