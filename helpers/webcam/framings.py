@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from helpers.plumbing import run
 from helpers.stats import Decision
 from helpers.webcam.art import ArtImage, art_table, on_cards, readable, score_art, try_load_art
 from helpers.webcam.inference import Prediction, demo_choice, load_predictor
@@ -66,9 +67,9 @@ class Voting:
         return vote(self.predictor, [frame], k=k)[0]
 
 
-def score_vote(predictor: Any, images: Sequence[ArtImage]) -> pd.DataFrame:
-    """:func:`helpers.webcam.art.score_art`'s rows for the vote (framing ``"vote"``)."""
-    rows = score_art(predictor, images, "pad")  # the same rows; answers replaced below
+def score_vote(predictor: Any, images: Sequence[ArtImage], padded: pd.DataFrame) -> pd.DataFrame:
+    """:func:`helpers.webcam.art.score_art`'s rows for the vote (framing ``"vote"``), from the padded rows."""
+    rows = padded.copy()  # the same images and labels; the answers replaced below
     preds = vote(predictor, [im.frame for im in images])
     rows["framing"], rows["answer"] = VOTE, [p.label for p in preds]
     rows["confidence"], rows["sure"] = [p.confidence for p in preds], [p.sure for p in preds]
@@ -78,7 +79,8 @@ def score_vote(predictor: Any, images: Sequence[ArtImage]) -> pd.DataFrame:
 
 def compare(predictor: Any, images: Sequence[ArtImage]) -> pd.DataFrame:
     """Padded framing against the vote, per half and background: :func:`helpers.webcam.art.art_table`'s rates."""
-    scores = pd.concat([score_art(predictor, images, "pad"), score_vote(predictor, images)], ignore_index=True)
+    padded = score_art(predictor, images, "pad")
+    scores = pd.concat([padded, score_vote(predictor, images, padded)], ignore_index=True)
     return art_table(scores, by=("split", "framing"))
 
 
@@ -122,4 +124,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))
