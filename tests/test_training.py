@@ -238,3 +238,20 @@ def test_the_benchmark_counts_flops_and_states_the_cpus_peak(capsys) -> None:
     assert plumbing.run(bench.main, ["--device", "cpu", "--shapes", "--max-batches", "2"]) == 0
     out = capsys.readouterr().out
     assert "peak of this CPU" in out and out.count(" bf16 ") >= 8 and "chest X-rays" in out
+
+
+def test_the_step_breakdown_splits_a_step_into_shares_that_add_up() -> None:
+    from helpers.reporting import bench
+
+    model, x, y = build_model(seed=0), torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    shares = bench.step_breakdown(model, x, y, "fp32", steps=2)
+    assert abs(sum(shares.values()) - 100) < 1e-6
+    assert all(0 < v < 100 for v in shares.values())  # each part of a step takes some, none all of it
+
+
+@pytest.mark.slow
+def test_two_runs_side_by_side_both_train_from_one_start() -> None:
+    from helpers.reporting import bench
+
+    rates = bench.side_by_side_rates(bench.SHAPES[0], steps=3)  # a broken start barrier would hang, not return
+    assert len(rates) == 2 and all(r > 0 for r in rates)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
@@ -126,9 +129,10 @@ def step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def step_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, steps: int = 30) -> float:
-    """Training steps per second (AdamW, the engine's autocast), after a warm-up."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+def step_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, steps: int = 30,
+              **adamw: Any) -> float:
+    """Training steps per second (AdamW with ``adamw`` options, the engine's autocast), after a warm-up."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **adamw)
 
     def step() -> None:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -145,6 +149,36 @@ def step_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
         step()
     _sync(x.device)
     return steps / (time.perf_counter() - start)
+
+
+#: The operators that do a LeNet-5's arithmetic (its FLOPs): convolutions and matrix products, forward and backward.
+COMPUTE_OPS = ("convolution", "conv2d", "addmm", "aten::mm", "aten::bmm", "linear")
+
+
+def step_breakdown(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, steps: int = 10
+                   ) -> dict[str, float]:
+    """Where one training step's CPU time goes (% of it): convolutions and matrix products, the optimizer, the rest."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with record_function("optimizer step"):
+            opt.step()
+
+    for _ in range(3):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    optimizer = sum(e.cpu_time_total for e in events if e.key == "optimizer step")
+    compute = sum(e.self_cpu_time_total for e in events if any(op in e.key for op in COMPUTE_OPS))
+    return {"convolutions and matrix products": 100 * compute / total, "optimizer (AdamW)": 100 * optimizer / total,
+            "the rest (BatchNorm, pooling, ReLU, casts, loss)": 100 * (total - compute - optimizer) / total}
 
 
 def cpu_peak() -> dict[str, float]:
@@ -194,8 +228,28 @@ def _best_rate(work: Any, items: int, rounds: int = 3) -> float:
     return best
 
 
+def _side_by_side_worker(shape: tuple, steps: int, barrier: Any) -> float:
+    """One of :func:`side_by_side_rates`' runs: one thread, warmed up, then timed from a shared start."""
+    torch.set_num_threads(1)
+    _, options, channels, size, batch = shape
+    model = build_model(seed=0, in_channels=channels, image_size=size, **options).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    step_rate(model, x, y, "bf16", 2)
+    barrier.wait()
+    return step_rate(model, x, y, "bf16", steps) * batch
+
+
+def side_by_side_rates(shape: tuple, steps: int = 30, runs: int = 2) -> list[float]:
+    """Images/s of each of ``runs`` training runs at once, one thread and one process each (two notebooks side by side)."""
+    context = mp.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(runs, mp_context=context) as pool:
+        barrier = manager.Barrier(runs)
+        return list(pool.map(_side_by_side_worker, [shape] * runs, [steps] * runs, [barrier] * runs))
+
+
 def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
-    """The other engine levers on this CPU: threads, evaluation batch, augmentation cost, ``torch.compile``."""
+    """The other engine levers on this CPU: threads, runs side by side, AdamW, evaluation batch, augmentation, compile."""
     rows: list[dict[str, Any]] = []
     _, options, channels, size, batch = SHAPES[2]  # notebook 03's tuned shape, the most trained one
 
@@ -212,6 +266,17 @@ def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
         rows.append({"lever": "threads (training, tuned shape, bf16)", "setting": n,
                      "images/s": step_rate(model(), x, y, "bf16", steps) * batch})
     torch.set_num_threads(threads)
+    for name, shape, n in (("tuned", SHAPES[2], steps), ("X-ray", SHAPES[3], max(2, steps // 3))):
+        _, opts, c, s, b = shape
+        xs, ys = nhwc(b, c, s, s), torch.randint(0, 10, (b,))
+        rows.append({"lever": f"runs side by side ({name} shape, bf16)", "setting": f"one run, {threads} threads",
+                     "images/s": step_rate(model(opts, c, s), xs, ys, "bf16", n) * b})
+        rows.append({"lever": f"runs side by side ({name} shape, bf16)", "setting": "two runs, 1 thread each",
+                     "images/s": sum(side_by_side_rates(shape, n))})
+    for name, adamw in (("for-loop (CPU default)", {"foreach": False}), ("foreach", {"foreach": True}),
+                        ("fused", {"fused": True})):
+        rows.append({"lever": "AdamW implementation (training, tuned shape, bf16)", "setting": name,
+                     "images/s": step_rate(model(), x, y, "bf16", steps, **adamw) * batch})
     for label, opts, c, s, n in (("tuned 28 px RGB", options, channels, size, 4096), ("wide 64 px gray", WIDE_LENET, 1, 64, 1024)):
         m, xs = model(opts, c, s), nhwc(n, c, s, s)
         for b in (64, 128, 256, 2048):
@@ -287,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batches", type=int,
                         help="time this many batches instead of a whole epoch (a quick check)")
     parser.add_argument("--shapes", action="store_true", help="only the per-shape throughput and GFLOP/s table")
-    parser.add_argument("--levers", action="store_true", help="only the threads, evaluation batch, "
+    parser.add_argument("--levers", action="store_true", help="only the threads, runs side by side, AdamW, evaluation batch, "
                                                               "augmentation and torch.compile measurements")
     parser.add_argument("--parity", action="store_true", help="bf16 against fp32 on the parity recipes, 3 seeds "
                                                               "each (about 30 min on 2 cores)")
@@ -352,6 +417,13 @@ def print_shapes(device: torch.device, steps: int = 30) -> int:
     for r in shape_rows(device, steps):
         print(f"{r['shape']:<50}{r['batch']:>6}{r['precision']:>6}{r['layout']:>7}{r['MFLOP/image']:>10.1f}"
               f"{r['images/s']:>9,.0f}{r['GFLOP/s']:>9.1f}{r['% of peak']:>8.2f}")
+    print(f"\nwhere a bf16 channels_last training step's time goes (torch.profiler, self CPU time, % of the step)")
+    for label, options, channels, size, batch in SHAPES:
+        model = build_model(seed=0, in_channels=channels, image_size=size, **options).to(device)
+        model = model.to(memory_format=torch.channels_last)
+        x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+        shares = step_breakdown(model, x, torch.randint(0, 10, (batch,), device=device), "bf16", steps)
+        print(f"{label:<50}" + "; ".join(f"{k} {v:.0f} %" for k, v in shares.items()))
     return 0
 
 
