@@ -129,9 +129,8 @@ def step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def step_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, steps: int = 30,
-              **adamw: Any) -> float:
-    """Training steps per second (AdamW with ``adamw`` options, the engine's autocast), after a warm-up."""
+def _training_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, **adamw: Any):
+    """One training step on the batch ``x`` as the engine takes it (autocast, AdamW), as a function to call."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **adamw)
 
     def step() -> None:
@@ -139,8 +138,25 @@ def step_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        with record_function("optimizer step"):  # a label for :func:`step_breakdown`'s profile
+            opt.step()
 
+    return step
+
+
+def nhwc_shape(shape: tuple, device: torch.device | str = "cpu"
+               ) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A :data:`SHAPES` entry as the engine trains it: its model and a random batch, both channels_last."""
+    _, options, channels, size, batch = shape
+    model = build_model(seed=0, in_channels=channels, image_size=size, **options).to(device)
+    x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last), x, torch.randint(0, 10, (batch,), device=device)
+
+
+def step_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, steps: int = 30,
+              **adamw: Any) -> float:
+    """Training steps per second (AdamW with ``adamw`` options, the engine's autocast), after a warm-up."""
+    step = _training_step(model, x, y, precision, **adamw)
     for _ in range(5):
         step()
     _sync(x.device)
@@ -158,16 +174,7 @@ COMPUTE_OPS = ("convolution", "conv2d", "addmm", "aten::mm", "aten::bmm", "linea
 def step_breakdown(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, steps: int = 10
                    ) -> dict[str, float]:
     """Where one training step's CPU time goes (% of it): convolutions and matrix products, the optimizer, the rest."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        with record_function("optimizer step"):
-            opt.step()
-
+    step = _training_step(model, x, y, precision)
     for _ in range(3):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -231,17 +238,14 @@ def _best_rate(work: Any, items: int, rounds: int = 3) -> float:
 def _side_by_side_worker(shape: tuple, steps: int, barrier: Any) -> float:
     """One of :func:`side_by_side_rates`' runs: one thread, warmed up, then timed from a shared start."""
     torch.set_num_threads(1)
-    _, options, channels, size, batch = shape
-    model = build_model(seed=0, in_channels=channels, image_size=size, **options).to(memory_format=torch.channels_last)
-    x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,))
+    model, x, y = nhwc_shape(shape)
     step_rate(model, x, y, "bf16", 2)
     barrier.wait()
-    return step_rate(model, x, y, "bf16", steps) * batch
+    return step_rate(model, x, y, "bf16", steps) * len(y)
 
 
 def side_by_side_rates(shape: tuple, steps: int = 30, runs: int = 2) -> list[float]:
-    """Images/s of each of ``runs`` training runs at once, one thread and one process each (two notebooks side by side)."""
+    """Images/s of each of ``runs`` training runs at once, one thread and one process each (notebooks side by side)."""
     context = mp.get_context("spawn")
     with context.Manager() as manager, ProcessPoolExecutor(runs, mp_context=context) as pool:
         barrier = manager.Barrier(runs)
@@ -267,10 +271,9 @@ def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
                      "images/s": step_rate(model(), x, y, "bf16", steps) * batch})
     torch.set_num_threads(threads)
     for name, shape, n in (("tuned", SHAPES[2], steps), ("X-ray", SHAPES[3], max(2, steps // 3))):
-        _, opts, c, s, b = shape
-        xs, ys = nhwc(b, c, s, s), torch.randint(0, 10, (b,))
+        m, xs, ys = nhwc_shape(shape)
         rows.append({"lever": f"runs side by side ({name} shape, bf16)", "setting": f"one run, {threads} threads",
-                     "images/s": step_rate(model(opts, c, s), xs, ys, "bf16", n) * b})
+                     "images/s": step_rate(m, xs, ys, "bf16", n) * len(ys)})
         rows.append({"lever": f"runs side by side ({name} shape, bf16)", "setting": "two runs, 1 thread each",
                      "images/s": sum(side_by_side_rates(shape, n))})
     for name, adamw in (("for-loop (CPU default)", {"foreach": False}), ("foreach", {"foreach": True}),
@@ -352,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batches", type=int,
                         help="time this many batches instead of a whole epoch (a quick check)")
     parser.add_argument("--shapes", action="store_true", help="only the per-shape throughput and GFLOP/s table")
-    parser.add_argument("--levers", action="store_true", help="only the threads, runs side by side, AdamW, evaluation batch, "
-                                                              "augmentation and torch.compile measurements")
+    parser.add_argument("--levers", action="store_true", help="only the threads, runs side by side, AdamW, "
+                                                              "evaluation batch, augmentation and torch.compile")
     parser.add_argument("--parity", action="store_true", help="bf16 against fp32 on the parity recipes, 3 seeds "
                                                               "each (about 30 min on 2 cores)")
     args = parser.parse_args(argv)
@@ -418,12 +421,9 @@ def print_shapes(device: torch.device, steps: int = 30) -> int:
         print(f"{r['shape']:<50}{r['batch']:>6}{r['precision']:>6}{r['layout']:>7}{r['MFLOP/image']:>10.1f}"
               f"{r['images/s']:>9,.0f}{r['GFLOP/s']:>9.1f}{r['% of peak']:>8.2f}")
     print(f"\nwhere a bf16 channels_last training step's time goes (torch.profiler, self CPU time, % of the step)")
-    for label, options, channels, size, batch in SHAPES:
-        model = build_model(seed=0, in_channels=channels, image_size=size, **options).to(device)
-        model = model.to(memory_format=torch.channels_last)
-        x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
-        shares = step_breakdown(model, x, torch.randint(0, 10, (batch,), device=device), "bf16", steps)
-        print(f"{label:<50}" + "; ".join(f"{k} {v:.0f} %" for k, v in shares.items()))
+    for shape in SHAPES:
+        shares = step_breakdown(*nhwc_shape(shape, device), "bf16", steps)
+        print(f"{shape[0]:<50}" + "; ".join(f"{k} {v:.0f} %" for k, v in shares.items()))
     return 0
 
 
