@@ -1,9 +1,11 @@
 """Model shapes for every input configuration, parameter counts and config validation."""
 
+import copy
+
 import pytest
 import torch
 
-from helpers.models import LeNet5Config, build_model, count_parameters, spec_of
+from helpers.models import LeNet5Config, NarrowBatchNorm2d, batch_norm, build_model, count_parameters, spec_of
 
 
 @pytest.mark.parametrize("arch", ["lenet5", "reference_cnn"])
@@ -66,3 +68,37 @@ def test_layer_table_lists_every_layer_and_adds_up_to_the_parameter_count() -> N
     assert table["parameters"].sum() == count_parameters(model) == 62_006
     assert table.loc["features.0", "output shape"] == "6 × 28 × 28" and table.loc["classifier.5", "output shape"] == "10"
     assert model.training  # the probe leaves the model's mode as it was
+
+
+def test_max_pool_before_relu_gives_the_numbers_of_relu_before_max_pool() -> None:
+    """The LeNet block pools before its ReLU (4x fewer values to rectify); outputs and gradients stay exact."""
+    torch.manual_seed(0)
+    model = build_model(seed=0, conv_channels=(12, 32), batchnorm=True, in_channels=3)
+    kinds = [type(m).__name__ for m in model.features]
+    assert kinds[:4] == ["Conv2d", "NarrowBatchNorm2d", "MaxPool2d", "ReLU"]
+    textbook_order = copy.deepcopy(model)
+    layers = list(textbook_order.features)
+    for i in (2, 6):  # ReLU back in front of each max-pool
+        layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    textbook_order.features = torch.nn.Sequential(*layers)
+    x = torch.randn(16, 3, 28, 28)
+    outs = []
+    for m in (model, textbook_order):
+        torch.manual_seed(1)  # the same dropout masks
+        out = m(x)
+        out.square().sum().backward()
+        outs.append((out.detach(), [p.grad.clone() for p in m.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1]))
+
+
+def test_narrow_batch_norm_runs_on_nchw_and_normalises_as_batch_norm_does() -> None:
+    """Below 16 channels BatchNorm takes NCHW input (channels-last's CPU backward is 10-20x slower there)."""
+    assert isinstance(batch_norm(12), NarrowBatchNorm2d) and type(batch_norm(16)) is torch.nn.BatchNorm2d
+    torch.manual_seed(0)
+    x = torch.randn(8, 12, 20, 20).contiguous(memory_format=torch.channels_last)
+    narrow, plain = batch_norm(12), torch.nn.BatchNorm2d(12)
+    a, b = narrow(x), plain(x)
+    assert a.is_contiguous() and not a.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(narrow.running_mean, plain.running_mean)
