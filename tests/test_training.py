@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 from dataclasses import replace
 
 import numpy as np
@@ -255,3 +257,26 @@ def test_two_runs_side_by_side_both_train_from_one_start() -> None:
 
     rates = bench.side_by_side_rates(bench.SHAPES[0], steps=3)  # a broken start barrier would hang, not return
     assert len(rates) == 2 and all(r > 0 for r in rates)
+
+
+def test_the_batch_norm_lever_compares_the_channels_last_kernel_with_the_nchw_one() -> None:
+    from helpers.models import NarrowBatchNorm2d
+    from helpers.reporting import bench
+
+    _, options, channels, size, _ = bench.NARROW_SHAPES[0]
+    model = build_model(seed=0, in_channels=channels, image_size=size, **options)
+    assert any(isinstance(m, NarrowBatchNorm2d) for m in model.modules())
+    before = bench.channels_last_batch_norm(model).to(memory_format=torch.channels_last)
+    assert not any(isinstance(m, NarrowBatchNorm2d) for m in before.modules())
+    x = torch.randn(4, channels, size, size).contiguous(memory_format=torch.channels_last)
+    assert before.features[1](before.features[0](x)).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.slow
+def test_a_rate_measured_in_its_own_process_is_a_rate_or_a_loud_failure() -> None:
+    from helpers.reporting import bench
+
+    assert bench.rate_in_subprocess(bench.SHAPES[0], 2, dict(os.environ)) > 0
+    too_small = ("4 px", {}, 1, 4, 8)  # LeNet-5 cannot take 4-px images: the child fails, and says so
+    with pytest.raises(subprocess.CalledProcessError):
+        bench.rate_in_subprocess(too_small, 2, dict(os.environ))

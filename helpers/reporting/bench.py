@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -21,13 +23,14 @@ from torchvision import datasets, transforms
 
 from helpers import paths
 from helpers.data import load_dataset, load_fashion_mnist
-from helpers.models import build_model
+from helpers.models import NarrowBatchNorm2d, build_model
 from helpers.paths import Outputs
 from helpers.plumbing import describe, fast_bf16, pick_device
 from helpers.runs import Run, train_and_evaluate
 from helpers.splits import Split
 from helpers.stats import paired_difference
 from helpers.training import TEXTBOOK, TrainConfig, augment, fit, predict_logits
+from helpers.reporting.runner import ALLOCATOR_ENV
 from helpers.xray.weighting import ZoomViews
 
 TARGETS = {"cpu": 1.5, "cuda": 20.0}
@@ -252,8 +255,33 @@ def side_by_side_rates(shape: tuple, steps: int = 30, runs: int = 2) -> list[flo
         return list(pool.map(_side_by_side_worker, [shape] * runs, [steps] * runs, [barrier] * runs))
 
 
+#: The 12-channel first layer of notebook 03's and 04's winners: BatchNorm's slow channels-last case.
+NARROW_SHAPES = (("Simpsons 28 px RGB", {"conv_channels": (12, 64), "dense_units": (320, 96), "batchnorm": True},
+                  3, 28, 128),
+                 ("X-ray 64 px gray", {"conv_channels": (12, 64), "dense_units": (112, 96), "batchnorm": True},
+                  1, 64, 32))
+
+
+def channels_last_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with its :class:`NarrowBatchNorm2d` layers back on PyTorch's channels-last kernel (before)."""
+    for m in model.modules():
+        if isinstance(m, NarrowBatchNorm2d):
+            m.__class__ = torch.nn.BatchNorm2d  # the same parameters and buffers, the plain forward
+    return model
+
+
+def rate_in_subprocess(shape: tuple, steps: int, env: dict[str, str]) -> float:
+    """Images/s of :func:`step_rate` on ``shape`` in a fresh Python with environment ``env`` (e.g. the allocator's)."""
+    code = ("from helpers.reporting.bench import nhwc_shape, step_rate; "
+            f"m, x, y = nhwc_shape({shape!r}); print(step_rate(m, x, y, 'bf16', {steps}) * len(y))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                          cwd=paths.project_root())
+    return float(done.stdout.split()[-1])
+
+
 def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
-    """The other engine levers on this CPU: threads, runs side by side, AdamW, evaluation batch, augmentation, compile."""
+    """The other engine levers on this CPU: threads, runs side by side, BatchNorm layout, allocator, AdamW, evaluation
+    batch, augmentation, compile."""
     rows: list[dict[str, Any]] = []
     _, options, channels, size, batch = SHAPES[2]  # notebook 03's tuned shape, the most trained one
 
@@ -276,6 +304,18 @@ def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
                      "images/s": step_rate(m, xs, ys, "bf16", n) * len(ys)})
         rows.append({"lever": f"runs side by side ({name} shape, bf16)", "setting": "two runs, 1 thread each",
                      "images/s": sum(side_by_side_rates(shape, n))})
+    for label, options_, c, s, b in NARROW_SHAPES:
+        for setting, prepare in (("channels_last (PyTorch's kernel)", channels_last_batch_norm),
+                                 ("NCHW (NarrowBatchNorm2d)", lambda m: m)):
+            m, xs, ys = nhwc_shape((label, options_, c, s, b))
+            n = steps if s == 28 else max(2, steps // 3)
+            rows.append({"lever": f"BatchNorm, 12 channels ({label})", "setting": setting,
+                         "images/s": step_rate(prepare(m), xs, ys, "bf16", n) * b})
+    plain = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    for name, shape in (("tuned", SHAPES[2]), ("X-ray", NARROW_SHAPES[1])):
+        for setting, env in (("glibc's defaults", plain), ("ALLOCATOR_ENV (make report)", {**plain, **ALLOCATOR_ENV})):
+            rows.append({"lever": f"allocator ({name} shape, own process)", "setting": setting,
+                         "images/s": max(rate_in_subprocess(shape, steps, env) for _ in range(2))})
     for name, adamw in (("for-loop (CPU default)", {"foreach": False}), ("foreach", {"foreach": True}),
                         ("fused", {"fused": True})):
         rows.append({"lever": "AdamW implementation (training, tuned shape, bf16)", "setting": name,
