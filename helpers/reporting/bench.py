@@ -26,11 +26,11 @@ from helpers.data import load_dataset, load_fashion_mnist
 from helpers.models import NarrowBatchNorm2d, build_model
 from helpers.paths import Outputs
 from helpers.plumbing import describe, fast_bf16, pick_device
+from helpers.reporting.runner import ALLOCATOR_ENV
 from helpers.runs import Run, train_and_evaluate
 from helpers.splits import Split
 from helpers.stats import paired_difference
 from helpers.training import TEXTBOOK, TrainConfig, augment, fit, predict_logits
-from helpers.reporting.runner import ALLOCATOR_ENV
 from helpers.xray.weighting import ZoomViews
 
 TARGETS = {"cpu": 1.5, "cuda": 20.0}

@@ -44,7 +44,7 @@ def record_stored(notebook: Path, before: dict[str, int]) -> None:
 
 
 #: glibc's allocator told to keep freed memory instead of handing it back to the system after every training step
-#: (which then faults it in again): 4-14 % more images/s on this CPU, the same numbers (``make benchmark
+#: (which then faults it in again): 5-8 % more images/s on this CPU, the same numbers (``make benchmark
 #: ARGS=--levers``). Set for the notebooks' kernels unless the environment already sets them; other systems ignore it.
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "10000000000",
                  "MALLOC_TOP_PAD_": "536870912"}
