@@ -99,6 +99,32 @@ def test_narrow_batch_norm_runs_on_nchw_and_normalises_as_batch_norm_does() -> N
     x = torch.randn(8, 12, 20, 20).contiguous(memory_format=torch.channels_last)
     narrow, plain = batch_norm(12), torch.nn.BatchNorm2d(12)
     a, b = narrow(x), plain(x)
-    assert a.is_contiguous() and not a.is_contiguous(memory_format=torch.channels_last)
+    assert a.is_contiguous(memory_format=torch.channels_last)  # back to the layout the max-pool after it is fast on
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(narrow.running_mean, plain.running_mean)
+    nchw = torch.randn(8, 12, 20, 20)
+    assert narrow(nchw).is_contiguous()  # a model not in channels-last stays as it is
+
+
+def test_narrow_batch_norm_hands_channels_last_on_without_changing_a_bit_of_training() -> None:
+    """Channels-last out (fast max-pool), NCHW gradient in (fast BatchNorm backward): weights bit-identical."""
+    from helpers.reporting.bench import nchw_out_batch_norm
+
+    weights = []
+    for swap in (False, True):
+        model = build_model(seed=0, conv_channels=(12, 64), dense_units=(320, 96), batchnorm=True, in_channels=3)
+        if swap:  # as it first was: NCHW out, the max-pool after it on NCHW
+            model = nchw_out_batch_norm(model)
+        model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        gen, _ = torch.Generator().manual_seed(0), torch.manual_seed(0)  # the same batches and dropout masks
+        for _ in range(3):
+            x = torch.randn(32, 3, 28, 28, generator=gen).contiguous(memory_format=torch.channels_last)
+            y = torch.randint(0, 10, (32,), generator=gen)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        weights.append(torch.cat([v.detach().float().flatten() for v in model.state_dict().values()]))
+    assert torch.equal(weights[0], weights[1])
