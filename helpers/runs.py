@@ -22,9 +22,11 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from helpers.lanes import one_thread, side_by_side
 from helpers.models import build_model, count_parameters
 from helpers.paths import Outputs
 from helpers.plots import plot_confusion
+from helpers.plumbing import pick_device
 from helpers.provenance import code_only, fingerprint_bytes
 from helpers.splits import DataSplits
 from helpers.training import Evaluation, History, TrainConfig, TrainHook, evaluate, fit, hook_settings
@@ -149,7 +151,7 @@ def train_and_evaluate(data: DataSplits, run: Run, outputs: Outputs, device: str
 
 def run_key(data: DataSplits, run: Run) -> str:
     """What determines a run's weights (data with its stored views and outliers, model, settings, hooks, start,
-    the training code), as a short hash."""
+    the training code, the CPU threads it trains on), as a short hash."""
     hooks = hook_settings(run.hooks)
     start = None if run.init_state is None else fingerprint_bytes(
         v.detach().cpu().contiguous().numpy().tobytes() for v in run.init_state.values())
@@ -157,7 +159,8 @@ def run_key(data: DataSplits, run: Run) -> str:
     extra = {name: None if t is None else fingerprint_bytes([t.contiguous().numpy().tobytes()])
              for name, t in (("views", data.train.views), ("outliers", data.outliers))}  # what hooks train on too
     ident = {"data": data.fingerprint(), **extra, "arch": run.arch, "model": dict(run.model),
-             "train": asdict(run.train), "hooks": hooks, "start": start, "code": code}
+             "train": asdict(run.train), "hooks": hooks, "start": start, "code": code,
+             "threads": torch.get_num_threads()}  # a CPU sums in another order on another thread count
     return fingerprint_bytes([json.dumps(ident, sort_keys=True, default=str).encode()])
 
 
@@ -240,10 +243,27 @@ def seed_summary(results: Sequence[RunResult]) -> dict[str, float]:
             "test mean %": test.mean(), "test std %": test.std(ddof=1) if len(test) > 1 else 0.0}
 
 
+def train_runs(data: DataSplits | Sequence[DataSplits], runs: Sequence[Run], outputs: Outputs,
+               device: str | torch.device = "auto", checkpoints: Sequence[Path | None] | None = None
+               ) -> list[RunResult]:
+    """:func:`train_and_evaluate` of each run (on ``data``, or on its own data set from a list; saved to its
+    checkpoint, if given), side by side on a CPU (:func:`helpers.lanes.side_by_side`: one thread each)."""
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    sets = [data] * len(runs) if isinstance(data, DataSplits) else list(data)
+    jobs = [(d, r, outputs, device, c)
+            for d, r, c in zip(sets, runs, checkpoints or [None] * len(runs), strict=True)]
+    with one_thread():  # the keys of the runs as the lanes train them
+        stored = all((outputs.models / "store" / f"{run_key(d, r)}.pt").exists() for d, r in zip(sets, runs))
+    if stored and device.type == "cpu":  # all trained before: read back here, no lanes to start
+        with one_thread():
+            return [train_and_evaluate(*job) for job in jobs]
+    return side_by_side(train_and_evaluate, jobs, device)
+
+
 def train_over_seeds(data: DataSplits, run: Run, seeds: Sequence[int], outputs: Outputs,
                      device: str | torch.device = "auto") -> list[RunResult]:
-    """:func:`train_and_evaluate` of ``run`` once per seed (weights and batch order both seeded)."""
-    return [train_and_evaluate(data, run.for_seed(s), outputs, device) for s in seeds]
+    """:func:`train_runs` of ``run`` once per seed (weights and batch order both seeded)."""
+    return train_runs(data, [run.for_seed(s) for s in seeds], outputs, device)
 
 
 def save_best(results: Sequence[RunResult], data: DataSplits, checkpoint: Path) -> RunResult:

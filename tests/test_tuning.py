@@ -259,18 +259,19 @@ def test_the_baseline_keeps_the_view_option_with_the_higher_validation_accuracy(
     from helpers.tuning import study
     from helpers.tuning.search import Rungs
 
-    def fake(data, run, seeds, outputs, device):
-        acc = 0.8 if run.name.endswith("zoom") else 0.7
-        return [SimpleNamespace(val=SimpleNamespace(accuracy=acc), name=run.name, hooks=run.hooks) for _ in seeds]
+    def fake(data, runs, outputs, device):  # all seeds of every view option in one call: side by side
+        return [SimpleNamespace(val=SimpleNamespace(accuracy=0.8 if "zoom" in r.name else 0.7), name=r.name,
+                                hooks=r.hooks) for r in runs]
 
-    monkeypatch.setattr(study, "train_over_seeds", fake)
+    monkeypatch.setattr(study, "train_runs", fake)
     textbook = TrainConfig(**TEXTBOOK, epochs=1)
     config = study.StudyConfig("x", Rungs(1, 3, 3), 6, textbook, view_hooks={"none": (), "zoom": ("Z",)})
     kept, every = study.train_baseline(config, None, outputs=None, device="cpu")
-    assert kept[0].name == "baseline-zoom" and kept[0].hooks == ("Z",) and set(every) == {"none", "zoom"}
+    assert kept[0].name == "baseline-zoom-seed0" and kept[0].hooks == ("Z",) and set(every) == {"none", "zoom"}
+    assert [r.name for r in kept] == [f"baseline-zoom-seed{s}" for s in config.seeds]
     plain, none = study.train_baseline(study.StudyConfig("x", Rungs(1, 3, 3), 6, textbook), None, outputs=None,
                                        device="cpu")
-    assert plain[0].name == "baseline" and none == {}
+    assert plain[0].name == "baseline-seed0" and none == {}
 
 
 def test_the_check_table_shows_a_dash_where_no_candidate_passed() -> None:

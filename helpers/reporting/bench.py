@@ -116,12 +116,18 @@ def channels_last_rows(device: torch.device, batch_sizes: tuple[int, ...] = (32,
     return rows
 
 
-#: The model shapes the notebooks train: (label, model fields, input channels, image size, batch).
+#: The model shapes the notebooks train most, with their batch sizes: (label, model fields, input channels, image
+#: size, batch). The tuned ones are the winners of the committed searches (notebooks 03 and 04), which their
+#: retraining, notebook 05's checks and notebook 06's fine-tunes train again.
 SHAPES = (("textbook LeNet-5, 28 px gray (Fashion-MNIST)", {}, 1, 28, 64),
           ("textbook LeNet-5, 28 px RGB (Simpsons-MNIST)", {}, 3, 28, 64),
-          ("tuned LeNet-5, 28 px RGB (notebook 03's winner)", {"conv_channels": (24, 64), "dense_units": (256, 80),
-                                                               "batchnorm": True}, 3, 28, 64),
-          ("wide LeNet-5, 64 px gray (chest X-rays)", WIDE_LENET, 1, 64, 64))
+          ("tuned 12/64, 320/96, 28 px RGB (Simpsons-MNIST)", {"conv_channels": (12, 64), "dense_units": (320, 96),
+                                                               "batchnorm": True}, 3, 28, 128),
+          ("tuned 32/64, 160/160, 28 px gray (Fashion-MNIST)", {"conv_channels": (32, 64), "dense_units": (160, 160),
+                                                                "batchnorm": True}, 1, 28, 64),
+          ("tuned 12/64, 112/96, 64 px gray (chest X-rays)", {"conv_channels": (12, 64), "dense_units": (112, 96),
+                                                              "batchnorm": True}, 1, 64, 32))
+TUNED, XRAY = SHAPES[2], SHAPES[4]  #: the Simpsons-MNIST and X-ray winners: most of the training time
 
 
 def step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -256,10 +262,7 @@ def side_by_side_rates(shape: tuple, steps: int = 30, runs: int = 2) -> list[flo
 
 
 #: The 12-channel first layer of notebook 03's and 04's winners: BatchNorm's slow channels-last case.
-NARROW_SHAPES = (("Simpsons 28 px RGB", {"conv_channels": (12, 64), "dense_units": (320, 96), "batchnorm": True},
-                  3, 28, 128),
-                 ("X-ray 64 px gray", {"conv_channels": (12, 64), "dense_units": (112, 96), "batchnorm": True},
-                  1, 64, 32))
+NARROW_SHAPES = (TUNED, XRAY)
 
 
 def channels_last_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
@@ -298,7 +301,7 @@ def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
     """The other engine levers on this CPU: threads, runs side by side, BatchNorm layout, allocator, AdamW, evaluation
     batch, augmentation, compile."""
     rows: list[dict[str, Any]] = []
-    _, options, channels, size, batch = SHAPES[2]  # notebook 03's tuned shape, the most trained one
+    _, options, channels, size, batch = TUNED  # notebook 03's tuned shape, the most trained one
 
     def model(opts: dict = options, c: int = channels, s: int = size) -> torch.nn.Module:
         return build_model(seed=0, in_channels=c, image_size=s, **opts).to(memory_format=torch.channels_last)
@@ -313,7 +316,7 @@ def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
         rows.append({"lever": "threads (training, tuned shape, bf16)", "setting": n,
                      "images/s": step_rate(model(), x, y, "bf16", steps) * batch})
     torch.set_num_threads(threads)
-    for name, shape, n in (("tuned", SHAPES[2], steps), ("X-ray", SHAPES[3], max(2, steps // 3))):
+    for name, shape, n in (("tuned", TUNED, steps), ("X-ray", XRAY, max(2, steps // 3))):
         m, xs, ys = nhwc_shape(shape)
         rows.append({"lever": f"runs side by side ({name} shape, bf16)", "setting": f"one run, {threads} threads",
                      "images/s": step_rate(m, xs, ys, "bf16", n) * len(ys)})
@@ -325,10 +328,11 @@ def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
                                  ("NCHW in, channels_last out (NarrowBatchNorm2d)", lambda m: m)):
             m, xs, ys = nhwc_shape((label, options_, c, s, b))
             n = steps if s == 28 else max(2, steps // 3)
-            rows.append({"lever": f"BatchNorm, 12 channels ({label})", "setting": setting,
+            rows.append({"lever": f"BatchNorm, 12 channels ({label.rsplit('(', 1)[-1].rstrip(')')})",
+                         "setting": setting,
                          "images/s": step_rate(prepare(m), xs, ys, "bf16", n) * b})
     plain = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
-    for name, shape in (("tuned", SHAPES[2]), ("X-ray", NARROW_SHAPES[1])):
+    for name, shape in (("tuned", TUNED), ("X-ray", XRAY)):
         for setting, env in (("glibc's defaults", plain), ("ALLOCATOR_ENV (make report)", {**plain, **ALLOCATOR_ENV})):
             rows.append({"lever": f"allocator ({name} shape, own process)", "setting": setting,
                          "images/s": max(rate_in_subprocess(shape, steps, env) for _ in range(2))})

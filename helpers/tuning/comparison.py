@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
+from helpers.lanes import side_by_side
+from helpers.plumbing import pick_device
 from helpers.stats import RankTest, finding, mann_whitney
 from helpers.tuning.search import TrialSetup
 from helpers.tuning.study import SearchPlan, search
@@ -72,19 +75,24 @@ class AlgorithmComparison:
                        outcome=outcome)
 
 
+def _search_frame(setup: TrialSetup, plan: SearchPlan) -> tuple[pd.DataFrame, bool]:
+    """One search of a comparison (in a lane): its trials table, and whether it was loaded finished."""
+    outcome = search(setup, plan, progress=False, quiet_loaded=True)
+    return outcome.frame, bool(getattr(outcome.trials, "loaded_complete", False))
+
+
 def compare_at_equal_epochs(setup: TrialSetup, plan: SearchPlan, search_seeds: Sequence[int],
                             algos: tuple[str, str] = ("tpe", "random"), progress: bool = True) -> AlgorithmComparison:
     """Run each of ``algos`` once per search seed (and ``plan``'s grid once, if any), ``plan.epoch_budget`` each."""
     if setup.rungs is not None and plan.epoch_budget < setup.rungs.max_epochs:
         raise ValueError(f"epoch_budget {plan.epoch_budget} is below one full trial ({setup.rungs.max_epochs} epochs)")
-    frames: dict[tuple[str, int], pd.DataFrame] = {}
     runs = [(algo, seed) for seed in search_seeds for algo in algos] + ([("grid", 0)] if plan.grid else [])
-    loaded = 0
-    for algo, seed in runs:  # each search its own trials file: <experiment>-s<seed>-<algo>.json
-        outcome = search(replace(setup, experiment=f"{setup.experiment}-s{seed}", algo=algo), replace(plan, seed=seed),
-                         progress=progress, quiet_loaded=True)
-        frames[(algo, seed)] = outcome.frame
-        loaded += bool(getattr(outcome.trials, "loaded_complete", False))
+    device = setup.device if isinstance(setup.device, torch.device) else pick_device(setup.device)
+    # each search its own trials file (<experiment>-s<seed>-<algo>.json), side by side on a CPU
+    done = side_by_side(_search_frame, [(replace(setup, experiment=f"{setup.experiment}-s{seed}", algo=algo),
+                                         replace(plan, seed=seed)) for algo, seed in runs], device)
+    frames = {run: frame for run, (frame, _) in zip(runs, done, strict=True)}
+    loaded = sum(was_loaded for _, was_loaded in done)
     if progress and loaded:
         print(f"{loaded} of {len(runs)} searches loaded from {setup.outputs.results.name}/{setup.experiment}-s*.json "
               f"(finished earlier, not re-run)")

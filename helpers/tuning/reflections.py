@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +16,11 @@ import seaborn as sns
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
 from helpers import data
 from helpers.paths import Outputs
-from helpers.plumbing import ChecksumError, read_checked, remove_checked, write_checked
+from helpers.lanes import lane_count, one_thread, side_by_side
+from helpers.plumbing import ChecksumError, pick_device, read_checked, remove_checked, write_checked
 from helpers.runs import Run, train_tracked
 from helpers.splits import DataSplits
 from helpers.stats import COMBINE_RULE, Verdict, combine, diff_in_diff, given, held, paired
@@ -46,7 +45,8 @@ MEASUREMENTS = ("final_val_acc", "final_val_loss", "best_val_acc", "best_epoch",
 def _key(config: Config, seed: int, data: DataSplits) -> str:
     ident = {"model": dict(config.model), "train": dict(config.train), "seed": seed, "dataset": config.dataset,
              "precision": TrainConfig(**config.train).precision,  # bf16 and fp32 runs are not the same result
-             "data": [data.name, data.sizes(), list(data.mean)], "cache_version": cache_version.CACHE_VERSION}
+             "data": [data.name, data.sizes(), list(data.mean)], "cache_version": cache_version.CACHE_VERSION,
+             "threads": torch.get_num_threads()}  # a CPU sums in another order on another thread count
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -83,19 +83,20 @@ def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: M
                     study: str, outputs: Outputs, device: str | torch.device = "auto", progress: bool = True,
                     cache_dir: Path | None = None) -> pd.DataFrame:
     """Every config × seed (cached); one row per run. ``df.attrs['trained']`` counts fresh runs."""
-    rows, trained = [], 0
     jobs = [(c, s) for c in configs for s in seeds]
     folder = cache_dir or outputs.results / study
-    cached = sum((folder / f"{_key(c, s, datasets[c.dataset])}.json").exists() for c, s in jobs)
-    show = progress and cached < len(jobs)  # a progress bar only for work still to do
-    for config, seed in tqdm(jobs, desc=study, unit="run", disable=not show, ncols=100, file=sys.stdout):
-        row, fresh = run_one(config, seed, datasets[config.dataset], study, outputs, device, cache_dir)
-        rows.append(row)
-        trained += fresh
-    if progress and not show:
+    device = device if isinstance(device, torch.device) else pick_device(device)
+    with one_thread():  # the key of a run as the lanes train it
+        cached = sum((folder / f"{_key(c, s, datasets[c.dataset])}.json").exists() for c, s in jobs)
+    if progress and cached < len(jobs):
+        print(f"{study}: {len(jobs) - cached} of {len(jobs)} runs to train, side by side "
+              f"({lane_count(len(jobs) - cached) if device.type == 'cpu' else 1} at once)", flush=True)
+    results = side_by_side(run_one, [(c, s, datasets[c.dataset], study, outputs, device, cache_dir) for c, s in jobs],
+                           device)
+    if progress and cached == len(jobs):
         print(f"{len(jobs)} runs loaded from {folder.name}/ (finished earlier, not re-run)")
-    frame = pd.DataFrame(rows)
-    frame.attrs["trained"] = trained
+    frame = pd.DataFrame([row for row, _ in results])
+    frame.attrs["trained"] = sum(fresh for _, fresh in results)
     return frame
 
 

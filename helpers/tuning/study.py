@@ -25,6 +25,7 @@ from helpers.runs import (
     seed_summary,
     train_and_evaluate,
     train_over_seeds,
+    train_runs,
 )
 from helpers.splits import DataSplits
 from helpers.stats import Decision, PairedDifference, binomial_interval, finding, paired_difference, seed_interval
@@ -291,9 +292,11 @@ def train_baseline(config: StudyConfig, data: DataSplits, *, outputs: Outputs, d
                    ) -> tuple[list[RunResult], dict[str, list[RunResult]]]:
     """The textbook baseline over the seeds; with ``view_hooks``, the view option best on validation."""
     options = dict(config.view_hooks or {}) or {None: ()}
-    runs = {name: train_over_seeds(data, Run("baseline" if name in (None, "none") else f"baseline-{name}",
-                                             f"{config.name}-final", config.baseline, hooks=(*config.hooks, *hooks)),
-                                   config.seeds, outputs, device) for name, hooks in options.items()}
+    plan = {name: [Run("baseline" if name in (None, "none") else f"baseline-{name}", f"{config.name}-final",
+                       config.baseline, hooks=(*config.hooks, *hooks)).for_seed(s) for s in config.seeds]
+            for name, hooks in options.items()}
+    trained = iter(train_runs(data, [r for runs in plan.values() for r in runs], outputs, device))  # side by side
+    runs = {name: [next(trained) for _ in seeds] for name, seeds in plan.items()}
     best = max(runs, key=lambda name: np.mean([r.val.accuracy for r in runs[name]]))
     return runs[best], ({} if None in runs else runs)
 

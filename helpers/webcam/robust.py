@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from helpers.checkpoints import Checkpoint, CheckpointError
 from helpers.paths import Outputs, shown
-from helpers.runs import Run, RunResult, train_and_evaluate
+from helpers.runs import Run, RunResult, train_runs
 from helpers.splits import DataSplits
 from helpers.stats import Decision, beats, finding, paired_difference
 from helpers.training import DeviceSplit, TrainConfig, TrainHook, ViewSwap
@@ -156,15 +156,21 @@ def fine_tune(data: DataSplits, tuned: Sequence[Checkpoint], recipe: Recipe, *, 
               device: str | torch.device = "auto", experiment: str = "06-robust",
               checkpoint_stem: str = "simpsons_robust") -> list[RunResult]:
     """One robust run per tuned checkpoint (its seed and weights), saved; test evaluated once."""
-    results = []
+    runs, checkpoints = _fine_tune_runs(tuned, recipe, outputs, experiment, checkpoint_stem)
+    return train_runs(data, runs, outputs, device, checkpoints)  # side by side on a CPU
+
+
+def _fine_tune_runs(tuned: Sequence[Checkpoint], recipe: Recipe, outputs: Outputs, experiment: str,
+                    checkpoint_stem: str) -> tuple[list[Run], list[Path]]:
+    """:func:`fine_tune`'s runs, one per tuned checkpoint, and where each is saved."""
+    runs, checkpoints = [], []
     for ck in tuned:
         seed = int(ck.train_config["seed"])
         config = recipe.train_config(ck.train_config, seed)
-        run = Run(f"robust-seed{seed}", experiment, config, ck.model_config, hooks=tuple(recipe.hooks()),
-                  init_state=ck.model.state_dict())  # fine-tuned from the tuned seed's weights
-        checkpoint = outputs.models / f"{checkpoint_stem}-seed{seed}.pt"
-        results.append(train_and_evaluate(data, run, outputs, device, checkpoint))
-    return results
+        runs.append(Run(f"robust-seed{seed}", experiment, config, ck.model_config, hooks=tuple(recipe.hooks()),
+                        init_state=ck.model.state_dict()))  # fine-tuned from the tuned seed's weights
+        checkpoints.append(outputs.models / f"{checkpoint_stem}-seed{seed}.pt")
+    return runs, checkpoints
 
 
 def group_accuracy(table: pd.DataFrame, families: Sequence[str]) -> float:
@@ -373,10 +379,12 @@ def choose_recipe(data: DataSplits, extras: Extras, first: Checkpoint, recipes: 
     """Fine-tune the first seed with each recipe; choose by :data:`RECIPE_RULE` (validation, art dev)."""
     tuned = shift_report(Predictor(first), val_set)[0]
     t_clean, t_seen = float(tuned.loc[("clean", 0), "accuracy %"]), group_accuracy(tuned, SEEN)
+    planned = {name: _fine_tune_runs([first], recipe, outputs, f"06-robust-{name}", f"{stem}-{name}")
+               for name, recipe in recipes.items()}
+    trained = train_runs([extras.for_recipe(data, recipe) for recipe in recipes.values()],  # side by side on a CPU
+                         [p[0][0] for p in planned.values()], outputs, device, [p[1][0] for p in planned.values()])
     rows, runs = [], {}
-    for name, recipe in recipes.items():
-        run = fine_tune(extras.for_recipe(data, recipe), [first], recipe, outputs=outputs, device=device,
-                        experiment=f"06-robust-{name}", checkpoint_stem=f"{stem}-{name}")[0]
+    for name, run in zip(recipes, trained, strict=True):
         predictor = Predictor.from_checkpoint(run.checkpoint, calibrated=False)
         table = shift_report(predictor, val_set)[0]
         clean, seen = float(table.loc[("clean", 0), "accuracy %"]), group_accuracy(table, SEEN)

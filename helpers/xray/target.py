@@ -11,7 +11,7 @@ import torch
 
 from helpers.data import patient_of
 from helpers.paths import Outputs
-from helpers.runs import Run, RunResult, train_and_evaluate, train_over_seeds
+from helpers.runs import Run, RunResult, train_over_seeds, train_runs
 from helpers.splits import DataSplits, grouped_stratified_split
 from helpers.stats import binomial_interval, paired_difference
 from helpers.training import Evaluation, evaluate
@@ -70,16 +70,16 @@ def tuned_candidates(config: StudyConfig, study: TuningStudy, data: DataSplits, 
     """The retrain check's trials, each with every view option, trained on the full pool (first seed)."""
     frame = study.frame.set_index("trial")
     trials = [int(c["trial"]) for c in study.checks if c["trial"] is not None]
-    out = []
+    names, runs = [], []
     for trial in trials:
         for views in config.view_hooks or {}:
             point = {**frame.loc[trial, "point"], "views": views}
             rc = to_run_config(point, data, replace(config.base, epochs=config.rungs.max_epochs))
-            run = Run(f"tuned-t{trial}-{views}", f"{config.name}-final", rc.train, rc.model,
-                      hooks=run_hooks(config.hooks, config.view_hooks or {}, rc), test=False)
-            first = train_and_evaluate(data, run.for_seed(config.seeds[0]), outputs, device)
-            out.append(Candidate(f"trial {trial}, views {views}", [first], run))
-    return out
+            runs.append(Run(f"tuned-t{trial}-{views}", f"{config.name}-final", rc.train, rc.model,
+                            hooks=run_hooks(config.hooks, config.view_hooks or {}, rc), test=False))
+            names.append(f"trial {trial}, views {views}")
+    firsts = train_runs(data, [r.for_seed(config.seeds[0]) for r in runs], outputs, device)  # side by side
+    return [Candidate(name, [first], run) for name, first, run in zip(names, firsts, runs, strict=True)]
 
 
 def baseline_candidates(study: TuningStudy) -> list[Candidate]:

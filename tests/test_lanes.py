@@ -1,0 +1,96 @@
+"""Runs side by side (helpers.lanes): one thread each, results in order and independent of the number of lanes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import lanes, runs
+from helpers.data import load_fashion_mnist
+from helpers.paths import Outputs
+from helpers.splits import DataSplits
+from helpers.training import TrainConfig
+
+CPU = torch.device("cpu")
+
+
+def test_the_lane_count_follows_the_setting_and_never_exceeds_the_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(lanes.LANES_ENV, "3")
+    assert lanes.lane_count(10) == 3 and lanes.lane_count(2) == 2
+    monkeypatch.delenv(lanes.LANES_ENV)
+    assert lanes.lane_count(10) == torch.get_num_threads()
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv(lanes.LANES_ENV, bad)
+        with pytest.raises(ValueError, match="PORTFOLIO_LANES.*whole number"):
+            lanes.lane_count(4)
+
+
+@pytest.mark.parametrize("count", ["1", "2"])
+def test_every_job_runs_on_one_thread_and_results_come_back_in_order(monkeypatch: pytest.MonkeyPatch,
+                                                                       count: str) -> None:
+    monkeypatch.setenv(lanes.LANES_ENV, count)
+    before = torch.get_num_threads()
+    assert lanes.side_by_side(torch.get_num_threads, [(), (), ()], CPU) == [lanes.LANE_THREADS] * 3
+    assert lanes.side_by_side(int, [("3",), ("1",), ("2",)], CPU) == [3, 1, 2]
+    assert torch.get_num_threads() == before  # the caller's own thread count is left as it was
+
+
+def test_a_failed_job_raises_its_own_error_after_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(lanes.LANES_ENV, "2")
+    with pytest.raises(ValueError, match="invalid literal"):
+        lanes.side_by_side(int, [("3",), ("not a number",), ("2",)], CPU)
+
+
+def test_the_callers_thread_count_is_back_after_one_lane() -> None:
+    before = torch.get_num_threads()
+    with lanes.one_thread():
+        assert torch.get_num_threads() == lanes.LANE_THREADS
+    assert torch.get_num_threads() == before
+
+
+@pytest.fixture(scope="module")
+def tiny() -> DataSplits:
+    return load_fashion_mnist().subset(n_train=600, n_val=200, n_test=200)
+
+
+def _weights(result: runs.RunResult) -> torch.Tensor:
+    return torch.cat([v.detach().float().flatten() for v in result.model.state_dict().values()])
+
+
+@pytest.mark.slow
+def test_runs_give_the_same_weights_in_two_lanes_as_in_one(tiny: DataSplits, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    run = runs.Run("lanes", "lanes-test", TrainConfig(optimizer="adam", lr=2e-3, epochs=2), test=False, figures=False)
+    trained = {}
+    for count in ("2", "1"):  # separate stores: each trains afresh
+        monkeypatch.setenv(lanes.LANES_ENV, count)
+        trained[count] = runs.train_over_seeds(tiny, run, [0, 1], Outputs(tmp_path / count), CPU)
+    assert [r.name for r in trained["2"]] == ["lanes-seed0", "lanes-seed1"]
+    for a, b in zip(trained["2"], trained["1"], strict=True):
+        assert torch.equal(_weights(a), _weights(b))  # the lanes decide how many at once, never a result
+    assert not torch.equal(_weights(trained["2"][0]), _weights(trained["2"][1]))  # two seeds, two runs
+    again = runs.train_over_seeds(tiny, run, [0, 1], Outputs(tmp_path / "2"), CPU)  # read back from the store
+    assert all(torch.equal(_weights(a), _weights(b)) for a, b in zip(again, trained["2"], strict=True))
+
+
+def test_a_runs_key_names_the_threads_it_trains_on(tiny: DataSplits) -> None:
+    run = runs.Run("r", "e", TrainConfig(epochs=1))
+    with lanes.one_thread():
+        one = runs.run_key(tiny, run)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert runs.run_key(tiny, run) != one  # weights trained on 2 threads are not those of 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_callers_tensors_stay_where_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs travel by value: a NumPy view of the caller's data still reads that data afterwards."""
+    monkeypatch.setenv(lanes.LANES_ENV, "2")
+    labels = torch.arange(1000)
+    view = labels.numpy()  # e.g. a shift set's labels, taken from a split's tensor
+    assert lanes.side_by_side(torch.sum, [(labels,), (labels[:10],)], CPU) == [torch.tensor(499500), torch.tensor(45)]
+    assert not labels.is_shared() and (view == range(1000)).all()
