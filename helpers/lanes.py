@@ -27,7 +27,7 @@ LANE_THREADS = 1
 
 
 def lane_count(jobs: int) -> int:
-    """How many jobs run at once: ``$PORTFOLIO_LANES`` if set, else one per core PyTorch uses; never more than ``jobs``."""
+    """How many jobs run at once: ``$PORTFOLIO_LANES``, else one per core PyTorch uses; at most ``jobs``."""
     wanted = os.environ.get(LANES_ENV, "").strip()
     if wanted and not (wanted.isdigit() and int(wanted) > 0):
         raise ValueError(f"{LANES_ENV}={wanted!r}: give a whole number of lanes, 1 or more (1: one job at a time)")
