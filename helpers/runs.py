@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from helpers.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from helpers.lanes import one_thread, side_by_side
+from helpers.lanes import as_lanes_run, side_by_side
 from helpers.models import build_model, count_parameters
 from helpers.paths import Outputs
 from helpers.plots import plot_confusion
@@ -131,7 +131,7 @@ def _metrics(val: Evaluation, test: Evaluation | None, history: History) -> dict
 def train_and_evaluate(data: DataSplits, run: Run, outputs: Outputs, device: str | torch.device = "auto",
                        checkpoint: Path | None = None) -> RunResult:
     """:func:`train_tracked` (or the same run from the run store), refused when no epoch finished; saved if asked."""
-    stored = outputs.models / "store" / f"{run_key(data, run)}.pt"
+    stored = store_path(outputs, data, run)
     result = reload_run(stored, data, run, device)  # trained before, by any notebook, exactly so: not again
     if result is not None:
         result.test = evaluate(result.model, data, "test", device=device) if run.test else None
@@ -147,6 +147,11 @@ def train_and_evaluate(data: DataSplits, run: Run, outputs: Outputs, device: str
     if checkpoint is not None:
         save_run(result, data, checkpoint)
     return result
+
+
+def store_path(outputs: Outputs, data: DataSplits, run: Run) -> Path:
+    """Where the run store keeps ``run`` on ``data`` (trained on this thread count): ``models/store/<key>.pt``."""
+    return outputs.models / "store" / f"{run_key(data, run)}.pt"
 
 
 def run_key(data: DataSplits, run: Run) -> str:
@@ -252,12 +257,15 @@ def train_runs(data: DataSplits | Sequence[DataSplits], runs: Sequence[Run], out
     sets = [data] * len(runs) if isinstance(data, DataSplits) else list(data)
     jobs = [(d, r, outputs, device, c)
             for d, r, c in zip(sets, runs, checkpoints or [None] * len(runs), strict=True)]
-    with one_thread():  # the keys of the runs as the lanes train them
-        stored = all((outputs.models / "store" / f"{run_key(d, r)}.pt").exists() for d, r in zip(sets, runs))
-    if stored and device.type == "cpu":  # all trained before: read back here, no lanes to start
-        with one_thread():
+    with as_lanes_run(device):  # the runs' keys as the lanes train them
+        if all(store_path(outputs, d, r).exists() for d, r in zip(sets, runs)):  # read back here: no lanes to start
             return [train_and_evaluate(*job) for job in jobs]
-    return side_by_side(train_and_evaluate, jobs, device)
+    return side_by_side(train_and_evaluate, jobs, device, [work_of(d, r) for d, r in zip(sets, runs)])
+
+
+def work_of(data: DataSplits, run: Run) -> float:
+    """A run's rough cost, to order runs side by side: training images × epochs × pixels per image."""
+    return float(len(data.train) * run.train.epochs * data.image_size ** 2)
 
 
 def train_over_seeds(data: DataSplits, run: Run, seeds: Sequence[int], outputs: Outputs,

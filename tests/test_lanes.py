@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pickle
+import signal
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -41,6 +46,44 @@ def test_a_failed_job_raises_its_own_error_after_the_others(monkeypatch: pytest.
     monkeypatch.setenv(lanes.LANES_ENV, "2")
     with pytest.raises(ValueError, match="invalid literal"):
         lanes.side_by_side(int, [("3",), ("not a number",), ("2",)], CPU)
+
+
+def test_the_lanes_are_kept_between_calls_and_a_dead_one_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(lanes.LANES_ENV, "2")
+    first = set(lanes.side_by_side(os.getpid, [(), (), (), ()], CPU))
+    assert os.getpid() not in first and 1 <= len(first) <= 2
+    assert set(lanes.side_by_side(os.getpid, [(), ()], CPU)) <= first  # no new processes to wait for
+    with pytest.raises(BrokenProcessPool):
+        lanes.side_by_side(os._exit, [(3,), (3,)], CPU)  # a lane dies (as when the system kills it)
+    after = set(lanes.side_by_side(os.getpid, [(), ()], CPU))
+    assert after and not after & first  # new lanes
+    lanes.close_lanes()
+    assert not set(lanes.side_by_side(os.getpid, [(), ()], CPU)) & after
+
+
+def test_the_longest_jobs_start_first_and_results_come_back_in_job_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+
+    class Recorder:  # stands in for the lanes' processes: runs each job as it is handed over
+        def submit(self, fn, work, job):
+            started.append(pickle.loads(job)[0])
+            future = Future()
+            future.set_result(fn(work, job))
+            return future
+
+    monkeypatch.setenv(lanes.LANES_ENV, "2")
+    monkeypatch.setattr(lanes, "_lanes", lambda count: Recorder())
+    assert lanes.side_by_side(str, [("a",), ("b",), ("c",), ("d",)], CPU, costs=[1, 5, 3, 5]) == ["a", "b", "c", "d"]
+    assert started == ["b", "d", "c", "a"]  # longest first, ties in job order
+    started.clear()
+    lanes.side_by_side(str, [("a",), ("b",)], CPU)
+    assert started == ["a", "b"]  # no costs: in job order
+
+
+def test_a_lane_leaves_an_interrupt_to_its_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(lanes.LANES_ENV, "2")  # a kernel's shutdown signals its lanes too: they must not print tracebacks
+    assert lanes.side_by_side(signal.getsignal, [(signal.SIGINT,)] * 2, CPU) == [signal.SIG_IGN] * 2
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # the caller's own handler untouched
 
 
 def test_the_callers_thread_count_is_back_after_one_lane() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from helpers.data import load_simpsons_mnist
 from helpers.paths import Outputs
+from helpers.tuning import reflections
 from helpers.tuning.reflections import Config, aggregate, run_experiments
 
 
@@ -17,14 +18,16 @@ def tiny():
     return {"simpsons-rgb": load_simpsons_mnist("rgb").subset(n_train=200, n_val=100)}
 
 
-def test_second_call_reads_the_cache_and_trains_nothing(tiny, tmp_path: Path) -> None:
+def test_second_call_reads_the_cache_and_trains_nothing(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     configs = [Config("a", {"lr": 1e-3}, {}, {"optimizer": "adam", "lr": 1e-3, "epochs": 1}),
                Config("b", {"lr": 3e-3}, {}, {"optimizer": "adam", "lr": 3e-3, "epochs": 1})]
     first = run_experiments(configs, (0, 1), tiny, study="t", outputs=Outputs(tmp_path), device="cpu", progress=False,
                             cache_dir=tmp_path)
     assert first.attrs["trained"] == 4 and len(list(tmp_path.glob("*.json"))) == 4
+    monkeypatch.setattr(reflections, "side_by_side", None)  # all cached: read here, no lanes started
     second = run_experiments(configs, (0, 1), tiny, study="t", outputs=Outputs(tmp_path), device="cpu", progress=False,
                              cache_dir=tmp_path)
+    monkeypatch.undo()
     assert second.attrs["trained"] == 0
     cols = ["label", "seed", "final_val_acc", "best_val_acc", "updates"]
     pd.testing.assert_frame_equal(first[cols], second[cols])

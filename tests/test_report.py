@@ -276,3 +276,20 @@ def test_the_targets_figure_reads_every_target_in_percent_from_the_summaries(tmp
     assert "targets.png" in book.findings_page(nbs)
     staged = book.stage(nbs, tmp_path / "book")
     assert (staged / book.TARGETS_FIGURE).stat().st_size > 10_000
+
+
+def test_cell_timings_are_kept_before_tidy_drops_them(tmp_path: Path) -> None:
+    from helpers.reporting import runner
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# a"), nbformat.v4.new_code_cell("import x\nfit()"),
+                nbformat.v4.new_code_cell("search()"), nbformat.v4.new_code_cell("")]
+    nb.cells[1].metadata["papermill"] = {"duration": 12.34}
+    nb.cells[2].metadata["papermill"] = {"duration": 80.0}
+    path = tmp_path / "03_a.ipynb"
+    nbformat.write(nb, path)
+    slowest = runner.record_timings(path, tmp_path / "timings" / "03_a.json")
+    assert [(t["cell"], t["first line"], t["seconds"]) for t in slowest] == [(2, "search()", 80.0),
+                                                                            (1, "import x", 12.3), (3, "", 0.0)]
+    assert json.loads((tmp_path / "timings" / "03_a.json").read_text())[0]["cell"] == 1  # in notebook order
+    runner.tidy(path)
+    assert "papermill" not in nbformat.read(path, as_version=4).cells[2].metadata

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
 import os
 import re
 import shutil
@@ -97,6 +98,7 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
                 print(f"{nb_path.name} failed; its partial run is in {failed}; the committed notebook is untouched.",
                       file=sys.stderr)
                 raise
+            slowest = record_timings(tmp, output_dir(budget) / "timings" / f"{nb_path.stem}.json")
             tidy(tmp)
             record_stored(tmp, before)
             skipped = skipped_datasets(tmp)
@@ -112,7 +114,8 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
             else:
                 executed_dir.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(tmp), executed_dir / nb_path.name)
-            print(f"    done in {time.perf_counter() - started:.0f} s", flush=True)
+            print(f"    done in {time.perf_counter() - started:.0f} s; slowest cells: "
+                  + "; ".join(f"{t['cell']} ({t['first line']}) {t['seconds']:.0f} s" for t in slowest[:3]), flush=True)
     if budget == "full":
         rendered = notebook_paths()  # the whole report, including notebooks not re-run
     else:  # this budget's executed copies where there are some, never mixed with the committed ones
@@ -120,6 +123,18 @@ def run_all(budget: str, report_dir: Path, only: list[str] | None = None, execut
     index = book.build(rendered, report_dir)
     print(f"report: {index}")
     return index
+
+
+def record_timings(notebook: Path, path: Path) -> list[dict]:
+    """Each code cell's run time from papermill's metadata (which :func:`tidy` drops), written to ``path`` as JSON
+    (where a run's time went, for the next speed-up); returned slowest first."""
+    nb = nbformat.read(notebook, as_version=4)
+    rows = [{"cell": index, "first line": (cell.source.splitlines() or [""])[0][:60],
+             "seconds": round(float(cell.metadata.get("papermill", {}).get("duration") or 0.0), 1)}
+            for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1))
+    return sorted(rows, key=lambda r: -r["seconds"])
 
 
 def skipped_datasets(notebook: Path) -> list[str]:

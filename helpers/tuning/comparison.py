@@ -83,7 +83,10 @@ def _search_frame(setup: TrialSetup, plan: SearchPlan) -> tuple[pd.DataFrame, bo
 
 def compare_at_equal_epochs(setup: TrialSetup, plan: SearchPlan, search_seeds: Sequence[int],
                             algos: tuple[str, str] = ("tpe", "random"), progress: bool = True) -> AlgorithmComparison:
-    """Run each of ``algos`` once per search seed (and ``plan``'s grid once, if any), ``plan.epoch_budget`` each."""
+    """Run each of ``algos`` once per search seed (and ``plan``'s grid once, if any), ``plan.epoch_budget`` each.
+
+    The searches run side by side without progress bars; ``progress`` says how many were loaded from earlier runs.
+    """
     if setup.rungs is not None and plan.epoch_budget < setup.rungs.max_epochs:
         raise ValueError(f"epoch_budget {plan.epoch_budget} is below one full trial ({setup.rungs.max_epochs} epochs)")
     runs = [(algo, seed) for seed in search_seeds for algo in algos] + ([("grid", 0)] if plan.grid else [])

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from helpers import data
 from helpers.paths import Outputs
-from helpers.lanes import lane_count, one_thread, side_by_side
+from helpers.lanes import as_lanes_run, lane_count, side_by_side
 from helpers.plumbing import ChecksumError, pick_device, read_checked, remove_checked, write_checked
 from helpers.runs import Run, train_tracked
 from helpers.splits import DataSplits
@@ -86,15 +86,20 @@ def run_experiments(configs: Sequence[Config], seeds: Sequence[int], datasets: M
     jobs = [(c, s) for c in configs for s in seeds]
     folder = cache_dir or outputs.results / study
     device = device if isinstance(device, torch.device) else pick_device(device)
-    with one_thread():  # the key of a run as the lanes train it
+    args = [(c, s, datasets[c.dataset], study, outputs, device, cache_dir) for c, s in jobs]
+    with as_lanes_run(device):  # the runs' keys as the lanes train them
         cached = sum((folder / f"{_key(c, s, datasets[c.dataset])}.json").exists() for c, s in jobs)
-    if progress and cached < len(jobs):
-        print(f"{study}: {len(jobs) - cached} of {len(jobs)} runs to train, side by side "
-              f"({lane_count(len(jobs) - cached) if device.type == 'cpu' else 1} at once)", flush=True)
-    results = side_by_side(run_one, [(c, s, datasets[c.dataset], study, outputs, device, cache_dir) for c, s in jobs],
-                           device)
-    if progress and cached == len(jobs):
-        print(f"{len(jobs)} runs loaded from {folder.name}/ (finished earlier, not re-run)")
+        if cached == len(jobs):  # all finished earlier: read here, no lanes to start
+            results = [run_one(*a) for a in args]
+    if cached == len(jobs):
+        if progress:
+            print(f"{len(jobs)} runs loaded from {folder.name}/ (finished earlier, not re-run)")
+    else:
+        if progress:
+            print(f"{study}: {len(jobs) - cached} of {len(jobs)} runs to train, side by side "
+                  f"({lane_count(len(jobs) - cached) if device.type == 'cpu' else 1} at once)", flush=True)
+        costs = [len(datasets[c.dataset].train) * TrainConfig(**c.train).epochs for c, _ in jobs]
+        results = side_by_side(run_one, args, device, costs)  # the longest first
     frame = pd.DataFrame([row for row, _ in results])
     frame.attrs["trained"] = sum(fresh for _, fresh in results)
     return frame

@@ -379,10 +379,10 @@ def choose_recipe(data: DataSplits, extras: Extras, first: Checkpoint, recipes: 
     """Fine-tune the first seed with each recipe; choose by :data:`RECIPE_RULE` (validation, art dev)."""
     tuned = shift_report(Predictor(first), val_set)[0]
     t_clean, t_seen = float(tuned.loc[("clean", 0), "accuracy %"]), group_accuracy(tuned, SEEN)
-    planned = {name: _fine_tune_runs([first], recipe, outputs, f"06-robust-{name}", f"{stem}-{name}")
-               for name, recipe in recipes.items()}
+    planned = [_fine_tune_runs([first], recipe, outputs, f"06-robust-{name}", f"{stem}-{name}")
+               for name, recipe in recipes.items()]  # per recipe: ([its run], [its checkpoint])
     trained = train_runs([extras.for_recipe(data, recipe) for recipe in recipes.values()],  # side by side on a CPU
-                         [p[0][0] for p in planned.values()], outputs, device, [p[1][0] for p in planned.values()])
+                         [runs[0] for runs, _ in planned], outputs, device, [saves[0] for _, saves in planned])
     rows, runs = [], {}
     for name, run in zip(recipes, trained, strict=True):
         predictor = Predictor.from_checkpoint(run.checkpoint, calibrated=False)
