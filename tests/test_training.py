@@ -280,3 +280,21 @@ def test_a_rate_measured_in_its_own_process_is_a_rate_or_a_loud_failure() -> Non
     too_small = ("4 px", {}, 1, 4, 8)  # LeNet-5 cannot take 4-px images: the child fails, and says so
     with pytest.raises(subprocess.CalledProcessError):
         bench.rate_in_subprocess(too_small, 2, dict(os.environ))
+
+
+def test_the_grouped_seeds_lever_measures_k_independent_models_of_the_tuned_size() -> None:
+    from helpers.models import count_parameters
+    from helpers.reporting import bench
+
+    _, options, channels, size, _ = bench.TUNED
+    k = 3
+    grouped = bench.GroupedLeNet(k, channels, size, options["conv_channels"], options["dense_units"]).eval()
+    single = build_model(seed=0, in_channels=channels, image_size=size, **options)
+    assert count_parameters(grouped) == k * count_parameters(single)  # the same work as k models
+    x = torch.randn(4, k * channels, size, size)
+    out = grouped(x)
+    assert out.shape == (k, 4, 10)
+    changed = x.clone()
+    changed[:, channels:2 * channels] += 1  # model 1's images only
+    after = grouped(changed)
+    assert torch.equal(after[0], out[0]) and torch.equal(after[2], out[2]) and not torch.equal(after[1], out[1])

@@ -297,9 +297,70 @@ def rate_in_subprocess(shape: tuple, steps: int, env: dict[str, str]) -> float:
     return float(done.stdout.split()[-1])
 
 
+class GroupedLeNet(torch.nn.Module):
+    """``k`` LeNet-5s of one shape as one model (grouped convolutions, batched dense layers): one step trains all
+    ``k``, each on its own batch, so the per-operation overhead is paid once for ``k`` seeds (measured, not used)."""
+
+    def __init__(self, k: int, in_channels: int, image_size: int, conv_channels: tuple[int, int],
+                 dense_units: tuple[int, ...], num_classes: int = 10) -> None:
+        super().__init__()
+        c1, c2 = conv_channels
+        self.k = k
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(k * in_channels, k * c1, 5, padding=2, groups=k), torch.nn.BatchNorm2d(k * c1),
+            torch.nn.MaxPool2d(2), torch.nn.ReLU(),
+            torch.nn.Conv2d(k * c1, k * c2, 5, groups=k), torch.nn.BatchNorm2d(k * c2),
+            torch.nn.MaxPool2d(2), torch.nn.ReLU())
+        side = (image_size // 2 - 4) // 2
+        widths = [c2 * side * side, *dense_units, num_classes]
+        self.weights = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(k, a, b) / a ** 0.5)
+                                              for a, b in zip(widths, widths[1:]))
+        self.biases = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(k, 1, b)) for b in widths[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: batch × (k · channels) × H × W, model g's batch in channel group g; returns k × batch × classes."""
+        h = self.features(x)
+        h = h.reshape(h.shape[0], self.k, -1).transpose(0, 1)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            h = F.relu(h) if i < len(self.weights) - 1 else h
+        return h
+
+
+def grouped_rows(steps: int = 20, k: int = 3) -> list[dict[str, Any]]:
+    """Images/s of ``k`` seeds of each tuned shape on one thread: ``k`` models stepped in turn against one
+    :class:`GroupedLeNet` (bf16, channels_last, AdamW)."""
+    rows, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a lane
+    try:
+        for shape in (TUNED, SHAPES[3], XRAY):
+            label, options, channels, size, batch = shape
+            n = steps if size == 28 else max(2, steps // 3)
+            separate = [_training_step(*nhwc_shape(shape), "bf16") for _ in range(k)]
+            grouped = GroupedLeNet(k, channels, size, options["conv_channels"], options["dense_units"]
+                                   ).to(memory_format=torch.channels_last)
+            x = torch.randn(batch, k * channels, size, size).contiguous(memory_format=torch.channels_last)
+            opt, y = torch.optim.AdamW(grouped.parameters(), lr=1e-3), torch.randint(0, 10, (k * batch,))
+
+            def grouped_step() -> None:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = F.cross_entropy(grouped(x).float().reshape(k * batch, -1), y) * k
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            lever = f"{k} seeds at once ({label.rsplit('(', 1)[-1].rstrip(')')}, 1 thread, bf16)"
+            for setting, work in ((f"{k} models in turn", lambda: [s() for _ in range(n) for s in separate]),
+                                  ("one grouped model", lambda: [grouped_step() for _ in range(n)])):
+                rows.append({"lever": lever, "setting": setting, "images/s": _best_rate(work, k * batch * n)})
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
 def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
     """The other engine levers on this CPU: threads, runs side by side, BatchNorm layout, allocator, AdamW, evaluation
-    batch, augmentation, compile."""
+    batch, augmentation, compile, seeds as one grouped model."""
     rows: list[dict[str, Any]] = []
     _, options, channels, size, batch = TUNED  # notebook 03's tuned shape, the most trained one
 
@@ -363,7 +424,7 @@ def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
         rows.append({"lever": "torch.compile (training, tuned shape, bf16)", "setting": label,
                      "images/s": step_rate(m, x, y, "bf16", steps) * batch,
                      "cost": compile_s if m is compiled else float("nan")})
-    return rows
+    return rows + grouped_rows(max(2, steps * 2 // 3))
 
 
 #: The recipes whose bfloat16 parity decides the default precision: notebook 03's tuned Simpsons-MNIST LeNet-5
