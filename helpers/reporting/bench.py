@@ -244,21 +244,24 @@ def _best_rate(work: Any, items: int, rounds: int = 3) -> float:
     return best
 
 
-def _side_by_side_worker(shape: tuple, steps: int, barrier: Any) -> float:
-    """One of :func:`side_by_side_rates`' runs: one thread, warmed up, then timed from a shared start."""
-    torch.set_num_threads(1)
+def _side_by_side_worker(shape: tuple, steps: int, barrier: Any, threads: int = 1) -> float:
+    """One of :func:`side_by_side_rates`' runs: on ``threads`` threads, warmed up, then timed from a shared start."""
+    torch.set_num_threads(threads)
     model, x, y = nhwc_shape(shape)
     step_rate(model, x, y, "bf16", 2)
     barrier.wait()
     return step_rate(model, x, y, "bf16", steps) * len(y)
 
 
-def side_by_side_rates(shape: tuple, steps: int = 30, runs: int = 2) -> list[float]:
-    """Images/s of each of ``runs`` training runs at once, one thread and one process each (notebooks side by side)."""
+def side_by_side_rates(shape: tuple, steps: int = 30, runs: int = 2, threads: tuple[int, ...] | None = None
+                       ) -> list[float]:
+    """Images/s of each of ``runs`` training runs at once, one process each, on ``threads`` threads (default: one)."""
+    threads = threads or (1,) * runs
     context = mp.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(runs, mp_context=context) as pool:
-        barrier = manager.Barrier(runs)
-        return list(pool.map(_side_by_side_worker, [shape] * runs, [steps] * runs, [barrier] * runs))
+    with context.Manager() as manager, ProcessPoolExecutor(len(threads), mp_context=context) as pool:
+        barrier = manager.Barrier(len(threads))
+        return list(pool.map(_side_by_side_worker, [shape] * len(threads), [steps] * len(threads),
+                             [barrier] * len(threads), threads))
 
 
 #: The 12-channel first layer of notebook 03's and 04's winners: BatchNorm's slow channels-last case.
@@ -383,6 +386,11 @@ def lever_rows(steps: int = 30) -> list[dict[str, Any]]:
                      "images/s": step_rate(m, xs, ys, "bf16", n) * len(ys)})
         rows.append({"lever": f"runs side by side ({name} shape, bf16)", "setting": "two runs, 1 thread each",
                      "images/s": sum(side_by_side_rates(shape, n))})
+        if name == "tuned":  # a search's trial on both threads with a lane beside it: more threads than cores
+            beside = side_by_side_rates(shape, 10 * n, threads=(threads, 1))  # longer: it varies most
+            rows.append({"lever": f"runs side by side ({name} shape, bf16)",
+                         "setting": f"{threads} threads beside 1 thread", "images/s": sum(beside),
+                         "cost": beside[0]})
     for label, options_, c, s, b in NARROW_SHAPES:
         for setting, prepare in (("channels_last (PyTorch's kernel)", channels_last_batch_norm),
                                  ("NCHW in and out (max-pool on NCHW)", nchw_out_batch_norm),
@@ -521,6 +529,8 @@ def print_levers(steps: int = 30) -> int:
         cost = ""
         if "step" in r:
             cost = f"{r['cost']:.2f} ms a batch against a {r['step']:.1f} ms step ({100 * r['cost'] / r['step']:.0f} %)"
+        elif "beside" in str(r["setting"]):
+            cost = f"of which the {r['setting'].split()[0]}-thread run {r['cost']:,.0f}"
         elif r.get("cost") == r.get("cost") and "cost" in r:
             cost = f"compiling took {r['cost']:.0f} s (less once inductor's disk cache has it)"
         rate = f"{r['images/s']:,.0f}" if r["images/s"] == r["images/s"] else "-"
