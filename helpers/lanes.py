@@ -117,7 +117,8 @@ def _lanes(lanes: int) -> ProcessPoolExecutor:
 
 
 def close_lanes(terminate: bool = False) -> None:
-    """Stop the lanes' processes (at exit, or to give their memory back); ``terminate``: without waiting."""
+    """Stop the lanes' processes (at exit, to give their memory back, or after editing ``helpers`` in a live kernel:
+    the lanes keep the code they imported); ``terminate``: without waiting."""
     for pool in _POOL.values():
         if terminate:
             for process in list((getattr(pool, "_processes", None) or {}).values()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import pickle
 import signal
@@ -50,15 +51,22 @@ def test_a_failed_job_raises_its_own_error_after_the_others(monkeypatch: pytest.
 
 def test_the_lanes_are_kept_between_calls_and_a_dead_one_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(lanes.LANES_ENV, "2")
+    lanes.close_lanes()
+
+    def lane_pids() -> set[int]:  # one lane may have taken every job of a call, so ask for the processes themselves
+        return {p.pid for p in mp.active_children()}
+
     first = set(lanes.side_by_side(os.getpid, [(), (), (), ()], CPU))
-    assert os.getpid() not in first and 1 <= len(first) <= 2
-    assert set(lanes.side_by_side(os.getpid, [(), ()], CPU)) <= first  # no new processes to wait for
+    kept = lane_pids()
+    assert os.getpid() not in first and first <= kept
+    assert set(lanes.side_by_side(os.getpid, [(), ()], CPU)) <= kept  # no new processes to wait for
     with pytest.raises(BrokenProcessPool):
         lanes.side_by_side(os._exit, [(3,), (3,)], CPU)  # a lane dies (as when the system kills it)
     after = set(lanes.side_by_side(os.getpid, [(), ()], CPU))
-    assert after and not after & first  # new lanes
+    assert after and not after & kept  # new lanes
+    renewed = lane_pids()
     lanes.close_lanes()
-    assert not set(lanes.side_by_side(os.getpid, [(), ()], CPU)) & after
+    assert not set(lanes.side_by_side(os.getpid, [(), ()], CPU)) & renewed
 
 
 def test_the_longest_jobs_start_first_and_results_come_back_in_job_order(monkeypatch: pytest.MonkeyPatch) -> None:
